@@ -1,0 +1,79 @@
+// Package backend defines the seam between the agent and the data plane: a
+// Backend turns the desired state (this node's lease and the set of peer
+// leases) into kernel state, declaratively. The registry in this package
+// names every backend explicitly.
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/netip"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+// ExternalInterface is the node's underlay: the link and address that peers
+// reach it on.
+type ExternalInterface struct {
+	// Name and Index identify the link (e.g. eth0).
+	Name  string
+	Index int
+	// MTU is the link's MTU.
+	MTU int
+	// Addr is an address of the link, used as the VXLAN source.
+	Addr netip.Addr
+	// PublicIP is the address advertised to peers (Addr unless -public-ip
+	// says otherwise).
+	PublicIP netip.Addr
+}
+
+// State is the whole desired state handed to a backend.
+type State struct {
+	// Own is this node's lease.
+	Own subnet.Lease
+	// Peers are the other nodes' validated leases, in any order.
+	Peers []subnet.Lease
+}
+
+// Backend programs the kernel for one network. Set is declarative and
+// idempotent: start-up, a peer event, a periodic resync and a self-heal all
+// call Set with the whole desired state, and it changes only what differs.
+type Backend interface {
+	// Type returns the backend type as written in leases ("vxlan").
+	Type() string
+	// LeaseAttrs fills in BackendType and BackendData for this node's lease.
+	LeaseAttrs(attrs *subnet.LeaseAttrs) error
+	// MTU returns the MTU that pods should use (FLANNEL_MTU).
+	MTU() int
+	// Set makes the kernel match s, adding before deleting. It returns an
+	// error describing what it could not reach; it has still applied what
+	// it could (a bad peer never blocks the others).
+	Set(ctx context.Context, s State) error
+	// Changes returns a channel that receives a value whenever the kernel
+	// state the backend owns may have been changed by someone else (netlink
+	// events), so that the agent calls Set again. It may return nil.
+	Changes() <-chan struct{}
+	// Close releases the backend's goroutines and sockets. It leaves the
+	// kernel state in place: restarting the agent must not drop traffic.
+	Close() error
+}
+
+// Params is what every backend's constructor gets.
+type Params struct {
+	// Config is the network config; Config.Backend holds the backend's own
+	// options as raw JSON.
+	Config *subnet.Config
+	// Ext is the node's underlay interface.
+	Ext ExternalInterface
+	Log *slog.Logger
+}
+
+// Spec describes one backend for the registry.
+type Spec struct {
+	// New creates the backend (it may create devices, but programs no peers).
+	New func(ctx context.Context, p Params) (Backend, error)
+	// ValidateData checks a peer lease's BackendData; it must be pure and
+	// cheap, as the control plane calls it for every lease it reads.
+	ValidateData func(cfg *subnet.Config, data json.RawMessage) error
+}

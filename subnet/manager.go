@@ -1,0 +1,53 @@
+package subnet
+
+import (
+	"context"
+	"net/netip"
+	"time"
+)
+
+// Manager is the seam between the agent and the store that holds the
+// leases (etcd today). It knows nothing of the kernel.
+type Manager interface {
+	// GetNetworkConfig returns the network config. While the config key is
+	// missing or invalid it waits, retrying with backoff and logging once per
+	// change, until one appears or ctx ends.
+	GetNetworkConfig(ctx context.Context) (*Config, error)
+
+	// WatchConfig calls onChange, from one goroutine, whenever the stored
+	// config differs from cfg (or is deleted: onChange(nil, err)), until ctx
+	// ends. The agent reports such changes; it does not apply them live.
+	WatchConfig(ctx context.Context, cfg *Config, onChange func(*Config, error)) error
+
+	// AcquireLease leases a subnet for a node with the given attributes and
+	// returns it. It takes back the node's previous subnet when it can: the
+	// one held under the same PublicIP, a reservation for that PublicIP, or
+	// opts.Hint (e.g. from the previous subnet.env) when free.
+	AcquireLease(ctx context.Context, cfg *Config, attrs LeaseAttrs, opts AcquireOptions) (*Lease, error)
+
+	// KeepLease keeps lease alive until ctx ends: it refreshes its etcd lease
+	// when less than renewMargin of the TTL is left, and when the lease is
+	// lost (revoked, expired, key deleted) it acquires again, preferring the
+	// same subnet, and calls onChange with the new lease. It returns ctx's
+	// error; it does not release the lease.
+	KeepLease(ctx context.Context, cfg *Config, lease *Lease, renewMargin time.Duration, onChange func(*Lease)) error
+
+	// WatchLeases calls fn, from one goroutine, with batches of validated
+	// lease events until ctx ends: first the current leases as EventAdded,
+	// then every change. Invalid leases are logged and never reach fn (a
+	// lease that turns invalid is reported as EventRemoved). It survives
+	// etcd restarts and compaction without losing or repeating events.
+	WatchLeases(ctx context.Context, cfg *Config, fn func([]Event)) error
+
+	// ReleaseLease deletes the lease for subnet, if it is still held under
+	// the given etcd lease (used by an explicit node teardown only).
+	ReleaseLease(ctx context.Context, lease *Lease) error
+}
+
+// AcquireOptions tunes AcquireLease.
+type AcquireOptions struct {
+	// Hint is a subnet to prefer when it is free (from subnet.env).
+	Hint netip.Prefix
+	// TTL is the etcd lease's time to live; 0 means the store's default (24 h).
+	TTL time.Duration
+}
