@@ -1,0 +1,59 @@
+# Weft build. `make` builds every program into bin/:
+#   weftd, weft, flannel       our own (each only once its cmd/ directory exists)
+#   bridge, host-local, portmap, loopback, cnitool
+#                              the reference CNI plugins and cnitool, built
+#                              from the versions pinned in go.mod (tool
+#                              directives), never downloaded prebuilt.
+# `make install` copies weftd and weft to $(BINDIR), flannel and the delegate
+# plugins to $(CNI_BIN_DIR), both under $(DESTDIR).
+
+GO          ?= go
+BIN         ?= bin
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+CNI_BIN_DIR ?= /opt/cni/bin
+DESTDIR     ?=
+GOFLAGS_BUILD ?= -trimpath -ldflags=-s
+export CGO_ENABLED ?= 0
+
+# Our programs, built when their directory exists.
+OWN_CMDS := $(foreach c,weftd weft flannel,$(if $(wildcard cmd/$(c)/*.go),$(c)))
+
+# name = package, for the pinned reference tools.
+CNI_PKG_bridge     := github.com/containernetworking/plugins/plugins/main/bridge
+CNI_PKG_host-local := github.com/containernetworking/plugins/plugins/ipam/host-local
+CNI_PKG_portmap    := github.com/containernetworking/plugins/plugins/meta/portmap
+CNI_PKG_loopback   := github.com/containernetworking/plugins/plugins/main/loopback
+CNI_PKG_cnitool    := github.com/containernetworking/cni/cnitool
+DELEGATES := bridge host-local portmap loopback
+TOOLS     := $(DELEGATES) cnitool
+
+.PHONY: build own tools install clean FORCE
+.DEFAULT_GOAL := build
+
+build: own tools
+
+own: $(addprefix $(BIN)/,$(OWN_CMDS))
+
+tools: $(addprefix $(BIN)/,$(TOOLS))
+
+# Go decides what is stale; make just always asks it.
+$(addprefix $(BIN)/,$(OWN_CMDS)): $(BIN)/%: FORCE
+	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/$*
+
+$(addprefix $(BIN)/,$(TOOLS)): $(BIN)/%: FORCE
+	$(GO) build $(GOFLAGS_BUILD) -o $@ $(CNI_PKG_$*)
+
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(CNI_BIN_DIR)
+	for c in weftd weft; do \
+		if [ -f $(BIN)/$$c ]; then install -m 0755 $(BIN)/$$c $(DESTDIR)$(BINDIR)/$$c; fi; \
+	done
+	for c in flannel $(DELEGATES); do \
+		if [ -f $(BIN)/$$c ]; then install -m 0755 $(BIN)/$$c $(DESTDIR)$(CNI_BIN_DIR)/$$c; fi; \
+	done
+
+clean:
+	rm -rf $(BIN)
+
+FORCE:
