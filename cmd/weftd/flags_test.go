@@ -1,0 +1,77 @@
+package main
+
+import (
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseOptions(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr string // substring; "" means success
+		check   func(t *testing.T, o *options)
+	}{
+		{name: "defaults", check: func(t *testing.T, o *options) {
+			if got := o.endpoints(); len(got) != 2 || got[1] != "http://127.0.0.1:2379" {
+				t.Errorf("endpoints = %v", got)
+			}
+			if o.etcdPrefix != "/coreos.com/network" || o.subnetFile != "/run/flannel/subnet.env" ||
+				o.renewMargin != 60 || o.iptablesResync != 5 || !o.forwardRules || o.ipMasq || o.healthzPort != 0 {
+				t.Errorf("defaults wrong: %+v", o)
+			}
+			if o.healthzAddr() != "" {
+				t.Errorf("healthz enabled by default")
+			}
+		}},
+		{name: "flags", args: []string{"-etcd-endpoints=http://10.0.0.1:2379", "-iface", "eth0", "-iface", "10.1.1.1,eth1",
+			"--ip-masq", "-healthz-port=8471", "-subnet-lease-ttl=30s"}, check: func(t *testing.T, o *options) {
+			if strings.Join(o.ifaces, " ") != "eth0 10.1.1.1 eth1" {
+				t.Errorf("ifaces = %v", o.ifaces)
+			}
+			if !o.ipMasq || o.healthzAddr() != "0.0.0.0:8471" || o.leaseTTL != 30*time.Second {
+				t.Errorf("got %+v", o)
+			}
+		}},
+		{name: "env", env: map[string]string{"FLANNELD_ETCD_PREFIX": "/weft/net", "FLANNELD_IP_MASQ": "true", "FLANNELD_IFACE": "eth9"},
+			check: func(t *testing.T, o *options) {
+				if o.etcdPrefix != "/weft/net" || !o.ipMasq || o.ifaces.String() != "eth9" {
+					t.Errorf("got %+v", o)
+				}
+			}},
+		{name: "flag beats env", args: []string{"-etcd-prefix=/a"}, env: map[string]string{"FLANNELD_ETCD_PREFIX": "/b"},
+			check: func(t *testing.T, o *options) {
+				if o.etcdPrefix != "/a" {
+					t.Errorf("prefix = %q", o.etcdPrefix)
+				}
+			}},
+		{name: "unknown flag", args: []string{"-no-such-flag"}, wantErr: "not defined: -no-such-flag"},
+		{name: "bad bool in env", env: map[string]string{"FLANNELD_IP_MASQ": "maybe"}, wantErr: `FLANNELD_IP_MASQ="maybe"`},
+		{name: "kube subnet mgr", args: []string{"-kube-subnet-mgr"}, wantErr: "etcd mode"},
+		{name: "bad public ip", args: []string{"-public-ip=10.1.1"}, wantErr: `-public-ip "10.1.1"`},
+		{name: "bad endpoint", args: []string{"-etcd-endpoints=localhost:2379"}, wantErr: "not a URL"},
+		{name: "bad port", args: []string{"-healthz-port=70000"}, wantErr: "not a port"},
+		{name: "cert without key", args: []string{"-etcd-certfile=/x"}, wantErr: "go together"},
+		{name: "bad level", args: []string{"-log-level=loud"}, wantErr: `"loud"`},
+		{name: "stray argument", args: []string{"extra"}, wantErr: `unexpected argument "extra"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := parseOptions(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, errUsage) {
+					t.Fatalf("err = %v, want a usage error containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, o)
+		})
+	}
+}

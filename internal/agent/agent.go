@@ -1,0 +1,422 @@
+// Package agent is the node agent's lifecycle: choose the external interface,
+// read the network config, lease a subnet and keep it, start the backend,
+// write subnet.env, keep the iptables rules, fold lease events into peer sets
+// for the backend, and serve health and metrics. It owns every goroutine it
+// starts; when its context ends it stops them and leaves the data plane in
+// place, so that a restarted agent picks it up without dropping traffic.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/subnetenv"
+)
+
+// Firewall keeps the node's iptables rules. Ensure is idempotent and cheap
+// when the rules are already in place.
+type Firewall interface {
+	Ensure(ctx context.Context, network, own netip.Prefix) error
+}
+
+// Options configure the agent. Manager and Backends are required.
+type Options struct {
+	// Manager leases and watches subnets (the etcd store).
+	Manager subnet.Manager
+	// Backends looks a backend up by type name (the backend registry).
+	Backends func(name string) (backend.Spec, error)
+	// Iface chooses the external interface.
+	Iface IfaceOptions
+	// SubnetFile is where subnet.env is written.
+	SubnetFile string
+	// RenewMargin: the lease is refreshed when less than this is left.
+	RenewMargin time.Duration
+	// LeaseTTL is the etcd lease's TTL (0: the store's default, 24 h).
+	LeaseTTL time.Duration
+	// IPMasq says whether the masquerade rules are wanted (FLANNEL_IPMASQ).
+	IPMasq bool
+	// Firewall keeps the iptables rules; nil keeps none.
+	Firewall Firewall
+	// FirewallResync is how often the rules are checked and restored.
+	FirewallResync time.Duration
+	// Resync is how often the backend compares the kernel with the desired
+	// state even without events (default 10 s).
+	Resync time.Duration
+	// Log receives the agent's log lines.
+	Log *slog.Logger
+	// Metrics, if not nil, is updated as the agent works.
+	Metrics *Metrics
+	// OnReady, if not nil, is called once when the agent is first ready.
+	OnReady func()
+}
+
+// Agent is a running node agent. Use Run.
+type Agent struct {
+	o   Options
+	log *slog.Logger
+	m   *Metrics
+
+	cfg *subnet.Config
+	ext backend.ExternalInterface
+	be  backend.Backend
+
+	mu     sync.Mutex
+	own    subnet.Lease
+	status string // why the agent is not ready, "" when ready
+
+	ready    atomic.Bool
+	readyErr atomic.Pointer[string]
+}
+
+// Ready reports whether the agent holds its lease, has written subnet.env,
+// has programmed every known peer and has a live watch; if not, the reason.
+func (a *Agent) Ready() (bool, string) {
+	if a.ready.Load() {
+		return true, ""
+	}
+	if p := a.readyErr.Load(); p != nil {
+		return false, *p
+	}
+	return false, "starting"
+}
+
+func (a *Agent) notReady(reason string) {
+	a.ready.Store(false)
+	a.readyErr.Store(&reason)
+}
+
+// New checks the options and returns an agent ready to Run.
+func New(o Options) (*Agent, error) {
+	if o.Manager == nil || o.Backends == nil {
+		return nil, errors.New("agent: Manager and Backends are required")
+	}
+	if o.SubnetFile == "" {
+		o.SubnetFile = subnetenv.DefaultPath
+	}
+	if o.Resync <= 0 {
+		o.Resync = 10 * time.Second
+	}
+	if o.FirewallResync <= 0 {
+		o.FirewallResync = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics()
+	}
+	return &Agent{o: o, log: o.Log, m: o.Metrics}, nil
+}
+
+// Run runs the agent until ctx ends. It returns nil after a clean stop, or
+// the error that kept it from starting.
+func (a *Agent) Run(ctx context.Context) error {
+	start := time.Now()
+	a.notReady("choosing the external interface")
+	ext, err := chooseExternal(a.o.Iface)
+	if err != nil {
+		return err
+	}
+	a.ext = ext
+	a.log.Info("using interface", "iface", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP, "mtu", ext.MTU)
+
+	a.notReady("waiting for the network config in etcd")
+	cfg, err := a.o.Manager.GetNetworkConfig(ctx)
+	if err != nil {
+		return fmt.Errorf("reading the network config: %w", err)
+	}
+	a.cfg = cfg
+	a.log.Info("network config", "network", cfg.Network, "subnet_len", cfg.SubnetLen,
+		"subnet_min", cfg.SubnetMin, "subnet_max", cfg.SubnetMax, "backend", cfg.BackendType)
+
+	spec, err := a.o.Backends(cfg.BackendType)
+	if err != nil {
+		return fmt.Errorf("network config: %w", err)
+	}
+	be, err := spec.New(ctx, backend.Params{Config: cfg, Ext: ext, Log: a.log.With("backend", cfg.BackendType)})
+	if err != nil {
+		return fmt.Errorf("starting the %s backend: %w", cfg.BackendType, err)
+	}
+	a.be = be
+	defer func() {
+		if err := be.Close(); err != nil {
+			a.log.Warn("closing the backend", "err", err)
+		}
+	}()
+
+	attrs := subnet.LeaseAttrs{PublicIP: ext.PublicIP}
+	if err := be.LeaseAttrs(&attrs); err != nil {
+		return fmt.Errorf("backend %s: lease attributes: %w", cfg.BackendType, err)
+	}
+
+	a.notReady("acquiring a subnet lease")
+	lease, err := a.o.Manager.AcquireLease(ctx, cfg, attrs, subnet.AcquireOptions{Hint: a.previousSubnet(), TTL: a.o.LeaseTTL})
+	if err != nil {
+		return fmt.Errorf("acquiring a subnet lease: %w", err)
+	}
+	a.log.Info("lease acquired", "subnet", lease.Subnet, "public_ip", lease.Attrs.PublicIP, "reserved", lease.Reserved())
+	a.setOwn(*lease)
+	if err := a.writeSubnetEnv(*lease); err != nil {
+		return err
+	}
+	ensureIPForward(a.log)
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	ownCh := make(chan subnet.Lease, 1)
+	evCh := make(chan []subnet.Event, 16)
+	fwCh := make(chan struct{}, 1)
+	fwCh <- struct{}{}
+
+	wg.Go(func() {
+		err := a.o.Manager.KeepLease(ctx, cfg, lease, a.o.RenewMargin, func(l *subnet.Lease) {
+			a.m.LeaseChanges.Inc()
+			select {
+			case <-ownCh: // replace a lease not yet taken
+			default:
+			}
+			ownCh <- *l
+		})
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("keeping the lease stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
+		err := a.o.Manager.WatchLeases(ctx, cfg, func(evs []subnet.Event) {
+			select {
+			case evCh <- evs:
+			case <-ctx.Done():
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("watching leases stopped", "err", err)
+		}
+	})
+	wg.Go(func() {
+		err := a.o.Manager.WatchConfig(ctx, cfg, func(nc *subnet.Config, err error) {
+			if err != nil {
+				a.log.Warn("the network config in etcd is no longer usable; this agent keeps running with the config it started with", "err", err)
+				return
+			}
+			a.log.Warn("the network config in etcd changed; it takes effect when weftd restarts (running pods keep their addresses until then)",
+				"network", nc.Network, "subnet_len", nc.SubnetLen, "backend", nc.BackendType)
+		})
+		if err != nil && ctx.Err() == nil {
+			a.log.Warn("watching the network config stopped", "err", err)
+		}
+	})
+	if a.o.Firewall != nil {
+		wg.Go(func() { a.keepFirewall(ctx, fwCh) })
+	}
+
+	a.reconcileLoop(ctx, start, ownCh, evCh, fwCh)
+	a.log.Info("stopping; the data plane and the lease stay in place")
+	return nil
+}
+
+// previousSubnet reads the subnet recorded in an earlier subnet.env, as a
+// hint for AcquireLease.
+func (a *Agent) previousSubnet() netip.Prefix {
+	env, err := subnetenv.Read(a.o.SubnetFile)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			a.log.Warn("ignoring the previous subnet.env", "err", err)
+		}
+		return netip.Prefix{}
+	}
+	p := env.Subnet.Masked()
+	if !a.cfg.Contains(p) {
+		return netip.Prefix{}
+	}
+	return p
+}
+
+func (a *Agent) setOwn(l subnet.Lease) {
+	a.mu.Lock()
+	a.own = l
+	a.mu.Unlock()
+}
+
+// Own returns the lease this node holds.
+func (a *Agent) Own() subnet.Lease {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.own
+}
+
+func (a *Agent) writeSubnetEnv(l subnet.Lease) error {
+	first := l.Subnet.Addr().Next()
+	env := &subnetenv.Env{
+		Networks: []netip.Prefix{a.cfg.Network},
+		Subnet:   netip.PrefixFrom(first, l.Subnet.Bits()),
+		MTU:      a.be.MTU(),
+		IPMasq:   a.o.IPMasq,
+	}
+	if err := subnetenv.Write(a.o.SubnetFile, env); err != nil {
+		return fmt.Errorf("writing subnet.env: %w", err)
+	}
+	a.log.Info("wrote subnet.env", "path", a.o.SubnetFile, "subnet", env.Subnet, "mtu", env.MTU)
+	return nil
+}
+
+// reconcileLoop owns the peer set. It batches whatever arrived while the
+// previous Set ran, so that a burst of events costs one reconcile.
+func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan subnet.Lease, evCh <-chan []subnet.Event, fwCh chan<- struct{}) {
+	peers := newPeerSet()
+	own := a.Own()
+	resync := time.NewTicker(a.o.Resync)
+	defer resync.Stop()
+	changes := a.be.Changes()
+	snapshot := false // the watch's first batch has arrived
+	dirty := true     // the desired state changed since the last Set
+	lastErr := ""
+
+	handleEvents := func(evs []subnet.Event) {
+		first := !snapshot
+		snapshot = true
+		added, changed, removed := peers.apply(evs)
+		if first {
+			a.log.Info("leases listed", "leases", peers.len())
+			for _, l := range added {
+				a.log.Debug("peer", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+			}
+		} else {
+			for _, l := range added {
+				if l.Subnet != own.Subnet {
+					a.log.Info("peer added", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+				}
+			}
+			for _, l := range changed {
+				if l.Subnet != own.Subnet {
+					a.log.Info("peer changed", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+				}
+			}
+			for _, l := range removed {
+				if l.Subnet != own.Subnet {
+					a.log.Info("peer removed", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+				}
+			}
+		}
+		if len(added)+len(changed)+len(removed) > 0 {
+			dirty = true
+		}
+		a.m.LeasesKnown.Set(float64(peers.len()))
+	}
+	handleOwn := func(l subnet.Lease) {
+		if l.Subnet != own.Subnet {
+			a.log.Warn("this node's lease changed", "old", own.Subnet, "new", l.Subnet)
+		} else {
+			a.log.Info("lease re-acquired", "subnet", l.Subnet)
+		}
+		own = l
+		a.setOwn(l)
+		if err := a.writeSubnetEnv(l); err != nil {
+			a.log.Error("rewriting subnet.env", "err", err)
+		}
+		select {
+		case fwCh <- struct{}{}:
+		default:
+		}
+		dirty = true
+	}
+
+	for {
+		force := false
+		select {
+		case <-ctx.Done():
+			return
+		case evs := <-evCh:
+			handleEvents(evs)
+		case l := <-ownCh:
+			handleOwn(l)
+		case <-resync.C:
+			force = true
+		case <-changes:
+			force = true
+		}
+		// Take whatever else is already waiting, so a burst costs one Set.
+	drain:
+		for {
+			select {
+			case evs := <-evCh:
+				handleEvents(evs)
+			case l := <-ownCh:
+				handleOwn(l)
+			default:
+				break drain
+			}
+		}
+		if !snapshot || (!dirty && !force) {
+			continue
+		}
+		t0 := time.Now()
+		state := backend.State{Own: own, Peers: peers.peers(own.Subnet)}
+		err := a.be.Set(ctx, state)
+		a.m.ReconcileRuns.Inc()
+		a.m.ReconcileTime.Observe(time.Since(t0).Seconds())
+		a.m.PeersProgrammed.Set(float64(len(state.Peers)))
+		dirty = false
+		if err != nil {
+			a.m.ReconcileErrors.Inc()
+			if msg := err.Error(); msg != lastErr {
+				a.log.Error("programming the data plane", "err", err)
+				lastErr = msg
+			}
+		} else if lastErr != "" {
+			a.log.Info("data plane programmed again without errors")
+			lastErr = ""
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if !a.ready.Load() {
+			// Peers that fail validation never get here; peer errors from the
+			// backend (one unreachable peer) do not hold readiness back.
+			a.ready.Store(true)
+			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", len(state.Peers))
+			if err := sdNotify("READY=1"); err != nil {
+				a.log.Warn("sd_notify", "err", err)
+			}
+			if a.o.OnReady != nil {
+				a.o.OnReady()
+			}
+		}
+	}
+}
+
+// keepFirewall ensures the iptables rules now, whenever the own lease
+// changes, and every FirewallResync.
+func (a *Agent) keepFirewall(ctx context.Context, kick <-chan struct{}) {
+	t := time.NewTicker(a.o.FirewallResync)
+	defer t.Stop()
+	lastErr := ""
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-kick:
+		case <-t.C:
+		}
+		err := a.o.Firewall.Ensure(ctx, a.cfg.Network, a.Own().Subnet)
+		switch {
+		case err != nil && err.Error() != lastErr && ctx.Err() == nil:
+			a.log.Error("programming iptables rules", "err", err)
+			lastErr = err.Error()
+		case err == nil && lastErr != "":
+			a.log.Info("iptables rules in place again")
+			lastErr = ""
+		}
+	}
+}

@@ -1,0 +1,62 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the agent's Prometheus metrics, on a registry of its own.
+type Metrics struct {
+	Registry        *prometheus.Registry
+	LeasesKnown     prometheus.Gauge
+	PeersProgrammed prometheus.Gauge
+	ReconcileRuns   prometheus.Counter
+	ReconcileErrors prometheus.Counter
+	ReconcileTime   prometheus.Histogram
+	WatchRestarts   prometheus.Counter
+	EtcdLatency     *prometheus.HistogramVec
+	LeaseChanges    prometheus.Counter
+}
+
+// NewMetrics creates and registers the agent's metrics.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		LeasesKnown: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_leases_known", Help: "Valid leases in etcd known to this agent, its own included.",
+		}),
+		PeersProgrammed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_peers_programmed", Help: "Peers whose data plane entries the last reconcile programmed.",
+		}),
+		ReconcileRuns: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_reconcile_runs_total", Help: "Backend reconciles run.",
+		}),
+		ReconcileErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_reconcile_errors_total", Help: "Backend reconciles that reported an error.",
+		}),
+		ReconcileTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "weft_reconcile_duration_seconds", Help: "Time a backend reconcile took.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+		}),
+		WatchRestarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_watch_restarts_total", Help: "Times the lease watch was re-established (etcd restart, compaction).",
+		}),
+		EtcdLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "weft_etcd_request_duration_seconds", Help: "Latency of etcd requests by operation.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 4, 9),
+		}, []string{"op"}),
+		LeaseChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_own_lease_changes_total", Help: "Times this node's lease was lost and acquired again.",
+		}),
+	}
+	m.Registry.MustRegister(m.LeasesKnown, m.PeersProgrammed, m.ReconcileRuns, m.ReconcileErrors,
+		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// ObserveEtcd records the latency of one etcd request.
+func (m *Metrics) ObserveEtcd(op string, d time.Duration) {
+	m.EtcdLatency.WithLabelValues(op).Observe(d.Seconds())
+}

@@ -1,0 +1,100 @@
+package agent
+
+import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+func lease(sn, ip string) subnet.Lease {
+	return subnet.Lease{Subnet: netip.MustParsePrefix(sn), Attrs: subnet.LeaseAttrs{
+		PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan", BackendData: json.RawMessage(`{"VNI":1}`)}}
+}
+
+func TestPeerSetApply(t *testing.T) {
+	s := newPeerSet()
+	own := netip.MustParsePrefix("10.244.1.0/24")
+	a, c, r := s.apply([]subnet.Event{
+		{Type: subnet.EventAdded, Lease: lease("10.244.1.0/24", "192.0.2.1")},
+		{Type: subnet.EventAdded, Lease: lease("10.244.2.0/24", "192.0.2.2")},
+		{Type: subnet.EventAdded, Lease: lease("10.244.3.0/24", "192.0.2.3")},
+	})
+	if len(a) != 3 || len(c) != 0 || len(r) != 0 {
+		t.Fatalf("added %d changed %d removed %d", len(a), len(c), len(r))
+	}
+	if got := s.peers(own); len(got) != 2 || got[0].Subnet.String() != "10.244.2.0/24" {
+		t.Fatalf("peers = %v", got)
+	}
+	// The same lease again changes nothing; a new address is a change.
+	a, c, r = s.apply([]subnet.Event{
+		{Type: subnet.EventChanged, Lease: lease("10.244.2.0/24", "192.0.2.2")},
+		{Type: subnet.EventChanged, Lease: lease("10.244.3.0/24", "192.0.2.33")},
+		{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: netip.MustParsePrefix("10.244.9.0/24")}},
+	})
+	if len(a) != 0 || len(c) != 1 || len(r) != 0 {
+		t.Fatalf("added %d changed %d removed %d", len(a), len(c), len(r))
+	}
+	_, _, r = s.apply([]subnet.Event{{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: netip.MustParsePrefix("10.244.2.0/24")}}})
+	if len(r) != 1 || r[0].Attrs.PublicIP.String() != "192.0.2.2" {
+		t.Fatalf("removed = %v", r)
+	}
+}
+
+// The final peer set must not depend on the order of independent events.
+func TestPeerSetOrderIndependent(t *testing.T) {
+	var evs []subnet.Event
+	for i := range 50 {
+		sn := fmt.Sprintf("10.244.%d.0/24", i+1)
+		evs = append(evs, subnet.Event{Type: subnet.EventAdded, Lease: lease(sn, fmt.Sprintf("192.0.2.%d", i+1))})
+		if i%3 == 0 {
+			evs = append(evs, subnet.Event{Type: subnet.EventChanged, Lease: lease(sn, fmt.Sprintf("192.0.3.%d", i+1))})
+		}
+	}
+	want := dump(t, evs)
+	for seed := range uint64(20) {
+		// Shuffle while keeping each subnet's own events in order.
+		bySubnet := map[netip.Prefix][]subnet.Event{}
+		var keys []netip.Prefix
+		for _, e := range evs {
+			if _, ok := bySubnet[e.Lease.Subnet]; !ok {
+				keys = append(keys, e.Lease.Subnet)
+			}
+			bySubnet[e.Lease.Subnet] = append(bySubnet[e.Lease.Subnet], e)
+		}
+		r := rand.New(rand.NewPCG(seed, 1))
+		var shuffled []subnet.Event
+		for len(keys) > 0 {
+			i := r.IntN(len(keys))
+			k := keys[i]
+			shuffled = append(shuffled, bySubnet[k][0])
+			bySubnet[k] = bySubnet[k][1:]
+			if len(bySubnet[k]) == 0 {
+				keys = slices.Delete(keys, i, i+1)
+			}
+		}
+		if got := dump(t, shuffled); got != want {
+			t.Fatalf("seed %d: order changed the result", seed)
+		}
+	}
+}
+
+func dump(t *testing.T, evs []subnet.Event) string {
+	t.Helper()
+	s := newPeerSet()
+	// Apply in uneven batches, as the watch would deliver them.
+	for len(evs) > 0 {
+		n := min(len(evs), 1+len(evs)%7)
+		s.apply(evs[:n])
+		evs = evs[n:]
+	}
+	out := ""
+	for _, l := range s.peers(netip.Prefix{}) {
+		out += l.Subnet.String() + " " + l.Attrs.PublicIP.String() + "\n"
+	}
+	return out
+}
