@@ -1,0 +1,266 @@
+// Package netnstest helps tests build throw-away networks out of network
+// namespaces, veth pairs and bridges. Every name carries a random per-test
+// suffix, and everything a helper creates is removed by t.Cleanup, also
+// when the test fails. Helpers shell out to ip(8), as an operator would;
+// code under test should use its own netlink handles (see Netlink).
+//
+// All helpers need root; call SkipUnlessRoot first.
+package netnstest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/weftnet/weft/internal/netlinkx"
+)
+
+// SkipUnlessRoot skips the test unless it runs as root with the ip(8) tool,
+// saying why.
+func SkipUnlessRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: this test creates network namespaces and links and must run as root (e.g. sudo go test)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("skipping: the ip(8) tool (iproute2) is not installed")
+	}
+}
+
+// Suffix returns n random lower-case hex digits.
+func Suffix(n int) string {
+	b := make([]byte, (n+1)/2)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)[:n]
+}
+
+// LinkName returns prefix followed by a random suffix, cut to the kernel's
+// 15-character limit on link names (prefix at most 9 characters).
+func LinkName(prefix string) string {
+	if len(prefix) > 9 {
+		prefix = prefix[:9]
+	}
+	return prefix + Suffix(15-len(prefix))
+}
+
+// Run runs a command and returns its combined output; the error quotes the
+// command and its output.
+func Run(args ...string) (string, error) {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// MustRun runs a command and fails the test if it fails.
+func MustRun(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := Run(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// NS is a named network namespace (/var/run/netns/<Name>) created for one
+// test.
+type NS struct {
+	// Name is the namespace's name, as in "ip netns exec <Name>".
+	Name string
+	// Path is its bind mount, /var/run/netns/<Name>.
+	Path   string
+	handle netns.NsHandle
+}
+
+// NewNS creates a namespace named "<prefix>-<random>", brings its loopback
+// up, and removes it (with every link in it) when the test ends.
+func NewNS(t testing.TB, prefix string) *NS {
+	t.Helper()
+	name := "weft-" + prefix + "-" + Suffix(6)
+	MustRun(t, "ip", "netns", "add", name)
+	n := &NS{Name: name, Path: "/var/run/netns/" + name, handle: -1}
+	t.Cleanup(func() {
+		if n.handle >= 0 {
+			n.handle.Close()
+		}
+		if _, err := Run("ip", "netns", "del", name); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	n.MustExec(t, "ip", "link", "set", "lo", "up")
+	h, err := netns.GetFromPath(n.Path)
+	if err != nil {
+		t.Fatalf("opening namespace %s: %v", name, err)
+	}
+	n.handle = h
+	return n
+}
+
+// Handle returns the namespace's handle; the NS keeps ownership.
+func (n *NS) Handle() netns.NsHandle { return n.handle }
+
+// Netlink returns a netlink handle bound to the namespace, closed when the
+// test ends.
+func (n *NS) Netlink(t testing.TB) *netlinkx.Handle {
+	t.Helper()
+	h, err := netlinkx.OpenAt(n.handle)
+	if err != nil {
+		t.Fatalf("netlink handle for %s: %v", n.Name, err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// Exec runs a command inside the namespace (ip netns exec).
+func (n *NS) Exec(args ...string) (string, error) {
+	return Run(append([]string{"ip", "netns", "exec", n.Name}, args...)...)
+}
+
+// MustExec runs a command inside the namespace and fails the test if it
+// fails.
+func (n *NS) MustExec(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := n.Exec(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Ping sends one ICMP echo from inside the namespace to addr, waiting at
+// most a second, and returns nil if it was answered.
+func (n *NS) Ping(addr netip.Addr) error {
+	_, err := n.Exec("ping", "-n", "-c1", "-W1", addr.String())
+	return err
+}
+
+// Do runs fn on a locked OS thread switched into the namespace, then
+// switches back. Goroutines that fn starts run in their own thread's
+// namespace, not this one. If the thread cannot be switched back, it stays
+// locked, so the Go runtime retires it instead of reusing it.
+func (n *NS) Do(fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("getting the current namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(n.handle); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("entering namespace %s: %w", n.Name, err)
+	}
+	ferr := fn()
+	if err := netns.Set(orig); err != nil {
+		return errors.Join(ferr, fmt.Errorf("returning from namespace %s: %w", n.Name, err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// Switch is a bridge that joins test hosts: a bridge named "br0" inside a
+// namespace of its own, so that nothing touches the root namespace.
+type Switch struct {
+	NS    *NS
+	ports int
+}
+
+// NewSwitch creates a switch namespace holding an up bridge "br0".
+func NewSwitch(t testing.TB) *Switch {
+	t.Helper()
+	ns := NewNS(t, "sw")
+	ns.MustExec(t, "ip", "link", "add", "br0", "type", "bridge")
+	ns.MustExec(t, "ip", "link", "set", "br0", "up")
+	return &Switch{NS: ns}
+}
+
+// Join plugs host into the switch with a veth pair: ifname (e.g. "eth0")
+// inside host, holding addr, up; its peer a port of br0. It returns ifname.
+func (s *Switch) Join(t testing.TB, host *NS, ifname string, addr netip.Prefix) string {
+	t.Helper()
+	s.ports++
+	port := fmt.Sprintf("p%d", s.ports)
+	tmp := LinkName("wt")
+	// Create the pair inside the switch, then move one end to the host.
+	s.NS.MustExec(t, "ip", "link", "add", port, "type", "veth", "peer", "name", tmp)
+	s.NS.MustExec(t, "ip", "link", "set", tmp, "netns", host.Name)
+	s.NS.MustExec(t, "ip", "link", "set", port, "master", "br0", "up")
+	host.MustExec(t, "ip", "link", "set", tmp, "name", ifname)
+	if addr.IsValid() {
+		host.MustExec(t, "ip", "addr", "add", addr.String(), "dev", ifname)
+	}
+	host.MustExec(t, "ip", "link", "set", ifname, "up")
+	return ifname
+}
+
+// Bridge is a bridge in the root namespace with a random name.
+type Bridge struct {
+	Name string
+}
+
+// NewBridge creates an up bridge "wbr<random>" in the root namespace and
+// deletes it when the test ends.
+func NewBridge(t testing.TB) *Bridge {
+	t.Helper()
+	name := LinkName("wbr")
+	MustRun(t, "ip", "link", "add", name, "type", "bridge")
+	t.Cleanup(func() {
+		if _, err := Run("ip", "link", "del", name); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	MustRun(t, "ip", "link", "set", name, "up")
+	return &Bridge{Name: name}
+}
+
+// Join plugs host into the root-namespace bridge, as Switch.Join does.
+func (b *Bridge) Join(t testing.TB, host *NS, ifname string, addr netip.Prefix) string {
+	t.Helper()
+	port := LinkName("wp")
+	tmp := LinkName("wt")
+	MustRun(t, "ip", "link", "add", port, "type", "veth", "peer", "name", tmp)
+	t.Cleanup(func() {
+		// Deleting either end removes the pair; it may be gone already
+		// with the host namespace.
+		_, _ = Run("ip", "link", "del", port)
+	})
+	MustRun(t, "ip", "link", "set", tmp, "netns", host.Name)
+	MustRun(t, "ip", "link", "set", port, "master", b.Name, "up")
+	host.MustExec(t, "ip", "link", "set", tmp, "name", ifname)
+	if addr.IsValid() {
+		host.MustExec(t, "ip", "addr", "add", addr.String(), "dev", ifname)
+	}
+	host.MustExec(t, "ip", "link", "set", ifname, "up")
+	return ifname
+}
+
+// NewVeth creates a veth pair between two namespaces: aName in a, bName in
+// b, both up, with the given addresses (zero: none). The pair disappears
+// with either namespace.
+func NewVeth(t testing.TB, a *NS, aName string, aAddr netip.Prefix, b *NS, bName string, bAddr netip.Prefix) {
+	t.Helper()
+	tmp := LinkName("wt")
+	a.MustExec(t, "ip", "link", "add", aName, "type", "veth", "peer", "name", tmp)
+	a.MustExec(t, "ip", "link", "set", tmp, "netns", b.Name)
+	b.MustExec(t, "ip", "link", "set", tmp, "name", bName)
+	for _, e := range []struct {
+		ns   *NS
+		name string
+		addr netip.Prefix
+	}{{a, aName, aAddr}, {b, bName, bAddr}} {
+		if e.addr.IsValid() {
+			e.ns.MustExec(t, "ip", "addr", "add", e.addr.String(), "dev", e.name)
+		}
+		e.ns.MustExec(t, "ip", "link", "set", e.name, "up")
+	}
+}

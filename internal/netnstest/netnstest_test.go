@@ -1,0 +1,71 @@
+package netnstest
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+func TestLinkName(t *testing.T) {
+	for _, p := range []string{"", "wbr", "averylongprefix"} {
+		n := LinkName(p)
+		if len(n) != 15 {
+			t.Errorf("LinkName(%q) = %q: want 15 characters", p, n)
+		}
+		if a, b := LinkName(p), LinkName(p); a == b {
+			t.Errorf("LinkName(%q) twice gave %q", p, a)
+		}
+	}
+}
+
+func TestSwitchPingAndDo(t *testing.T) {
+	SkipUnlessRoot(t)
+	sw := NewSwitch(t)
+	a, b := NewNS(t, "a"), NewNS(t, "b")
+	sw.Join(t, a, "eth0", netip.MustParsePrefix("192.0.2.1/24"))
+	sw.Join(t, b, "eth0", netip.MustParsePrefix("192.0.2.2/24"))
+	if err := a.Ping(netip.MustParseAddr("192.0.2.2")); err != nil {
+		t.Fatalf("ping across the switch: %v", err)
+	}
+	pod := NewNS(t, "pod")
+	NewVeth(t, a, "vpod", netip.MustParsePrefix("10.9.0.1/24"), pod, "eth0", netip.MustParsePrefix("10.9.0.2/24"))
+	if err := a.Ping(netip.MustParseAddr("10.9.0.2")); err != nil {
+		t.Fatalf("ping over the veth: %v", err)
+	}
+	root, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	err = a.Do(func() error {
+		cur, err := netns.Get()
+		if err != nil {
+			return err
+		}
+		defer cur.Close()
+		if cur.Equal(root) {
+			t.Error("Do ran fn in the root namespace")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	links := a.MustExec(t, "ip", "-o", "link")
+	if !strings.Contains(links, "eth0") {
+		t.Errorf("host links %q lack eth0", links)
+	}
+}
+
+func TestBridge(t *testing.T) {
+	SkipUnlessRoot(t)
+	br := NewBridge(t)
+	a, b := NewNS(t, "a"), NewNS(t, "b")
+	br.Join(t, a, "eth0", netip.MustParsePrefix("192.0.2.1/24"))
+	br.Join(t, b, "eth0", netip.MustParsePrefix("192.0.2.2/24"))
+	if err := b.Ping(netip.MustParseAddr("192.0.2.1")); err != nil {
+		t.Fatalf("ping across the root bridge: %v", err)
+	}
+}
