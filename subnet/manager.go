@@ -2,9 +2,14 @@ package subnet
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"time"
 )
+
+// ErrNoFreeSubnet is wrapped by the error AcquireLease returns when every
+// subnet in [SubnetMin, SubnetMax] is held by a lease or a reservation.
+var ErrNoFreeSubnet = errors.New("no free subnet")
 
 // Manager is the seam between the agent and the store that holds the
 // leases (etcd today). It knows nothing of the kernel.

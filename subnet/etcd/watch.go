@@ -1,0 +1,214 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/subnet"
+)
+
+// WatchLeases calls fn, from this goroutine, with batches of validated lease
+// events until ctx ends, and returns ctx's error. The first batch holds every
+// valid lease of a consistent snapshot as EventAdded (it is delivered even
+// when empty, so that the caller knows the initial set is complete); then
+// each watch response becomes one batch. Invalid leases are logged once per
+// key and revision and skipped; a lease that turns invalid is removed. After
+// compaction, a broken watch or an etcd restart the store lists the prefix
+// again and delivers only the difference from what it had delivered.
+func (s *Store) WatchLeases(ctx context.Context, cfg *subnet.Config, fn func([]subnet.Event)) error {
+	w := &leaseWatcher{
+		s:      s,
+		cfg:    cfg,
+		fn:     fn,
+		known:  make(map[string]subnet.Lease),
+		logged: make(map[string]int64),
+	}
+	return w.run(ctx)
+}
+
+type leaseWatcher struct {
+	s   *Store
+	cfg *subnet.Config
+	fn  func([]subnet.Event)
+	// known holds the valid leases delivered to fn, by key.
+	known map[string]subnet.Lease
+	// logged holds, by key, the revision of the last invalid value logged.
+	logged map[string]int64
+}
+
+func (w *leaseWatcher) run(ctx context.Context) error {
+	s := w.s
+	b := s.newBackoff()
+	failing := false
+	first := true
+	for {
+		start := time.Now()
+		resp, err := s.cli.Get(ctx, s.subnets, clientv3.WithPrefix())
+		s.track("get", start)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !failing {
+				s.log.Warn("watching leases: cannot list them; retrying with backoff", "prefix", s.subnets, "err", err)
+				failing = true
+			}
+			if b.wait(ctx) != nil {
+				return ctx.Err()
+			}
+			continue
+		}
+		if failing {
+			s.log.Info("watching leases: etcd reachable again", "prefix", s.subnets)
+			failing = false
+		}
+		if batch := w.resync(resp.Kvs); len(batch) > 0 || first {
+			w.fn(batch)
+			first = false
+		}
+		rev := resp.Header.Revision
+		reason, err := w.watch(ctx, rev+1)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.watchRestarted(reason)
+		if reason == "compacted" {
+			s.log.Info("watching leases: history compacted; listing again", "prefix", s.subnets)
+			b.reset()
+			continue
+		}
+		if !failing {
+			s.log.Warn("watching leases: watch broken; reconnecting with backoff", "prefix", s.subnets, "err", err)
+			failing = true
+		}
+		if b.wait(ctx) != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// watch follows the prefix from revision rev until the watch breaks, and
+// says why ("compacted" or "error").
+func (w *leaseWatcher) watch(ctx context.Context, rev int64) (string, error) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := w.s.cli.Watch(wctx, w.s.subnets, clientv3.WithPrefix(), clientv3.WithRev(rev))
+	for wr := range wch {
+		if wr.CompactRevision > 0 || errors.Is(wr.Err(), rpctypes.ErrCompacted) {
+			return "compacted", wr.Err()
+		}
+		if err := wr.Err(); err != nil {
+			return "error", err
+		}
+		var batch []subnet.Event
+		for _, ev := range wr.Events {
+			batch = w.apply(batch, ev)
+		}
+		if len(batch) > 0 {
+			w.fn(batch)
+		}
+	}
+	return "error", fmt.Errorf("watch of %s closed", w.s.subnets)
+}
+
+// apply folds one watch event into known and appends what changed.
+func (w *leaseWatcher) apply(batch []subnet.Event, ev *clientv3.Event) []subnet.Event {
+	key := string(ev.Kv.Key)
+	if ev.Type == clientv3.EventTypeDelete {
+		delete(w.logged, key)
+		if old, ok := w.known[key]; ok {
+			delete(w.known, key)
+			batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: old})
+		}
+		return batch
+	}
+	l, err := w.parse(ev.Kv)
+	if err != nil {
+		w.logInvalid(key, ev.Kv.ModRevision, err)
+		if old, ok := w.known[key]; ok {
+			delete(w.known, key)
+			batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: old})
+		}
+		return batch
+	}
+	return w.upsert(batch, key, l)
+}
+
+func (w *leaseWatcher) upsert(batch []subnet.Event, key string, l subnet.Lease) []subnet.Event {
+	old, ok := w.known[key]
+	w.known[key] = l
+	switch {
+	case !ok:
+		batch = append(batch, subnet.Event{Type: subnet.EventAdded, Lease: l})
+	case !old.Attrs.Equal(l.Attrs):
+		batch = append(batch, subnet.Event{Type: subnet.EventChanged, Lease: l})
+	}
+	return batch
+}
+
+// resync diffs a fresh listing against known and returns the difference.
+func (w *leaseWatcher) resync(kvs []*mvccpb.KeyValue) []subnet.Event {
+	var batch []subnet.Event
+	present := make(map[string]bool, len(kvs))
+	valid := make(map[string]bool, len(kvs))
+	for _, kv := range kvs {
+		key := string(kv.Key)
+		present[key] = true
+		l, err := w.parse(kv)
+		if err != nil {
+			w.logInvalid(key, kv.ModRevision, err)
+			continue
+		}
+		valid[key] = true
+		batch = w.upsert(batch, key, l)
+	}
+	var gone []string
+	for key := range w.known {
+		if !valid[key] {
+			gone = append(gone, key)
+		}
+	}
+	slices.Sort(gone)
+	for _, key := range gone {
+		batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: w.known[key]})
+		delete(w.known, key)
+	}
+	for key := range w.logged {
+		if !present[key] {
+			delete(w.logged, key)
+		}
+	}
+	return batch
+}
+
+// parse turns a key-value into a validated lease.
+func (w *leaseWatcher) parse(kv *mvccpb.KeyValue) (subnet.Lease, error) {
+	v4, v6, err := subnet.ParseSubnetKey(string(kv.Key[len(w.s.subnets):]))
+	if err != nil {
+		return subnet.Lease{}, err
+	}
+	attrs, err := subnet.ParseLeaseAttrs(kv.Value)
+	if err != nil {
+		return subnet.Lease{}, err
+	}
+	l := subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, EtcdLease: kv.Lease, ModRevision: kv.ModRevision}
+	if err := w.cfg.ValidateLease(&l, w.s.validator(w.cfg)); err != nil {
+		return subnet.Lease{}, err
+	}
+	return l, nil
+}
+
+func (w *leaseWatcher) logInvalid(key string, rev int64, err error) {
+	if r, ok := w.logged[key]; ok && r == rev {
+		return
+	}
+	w.logged[key] = rev
+	w.s.log.Warn("skipping invalid lease", "key", key, "revision", rev, "reason", err)
+}
