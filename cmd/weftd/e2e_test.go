@@ -1,0 +1,430 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/etcdtest"
+	"github.com/weftnet/weft/internal/netnstest"
+	"github.com/weftnet/weft/subnet/subnetenv"
+)
+
+// weftdBin is the weftd binary built once for the end-to-end tests.
+var (
+	weftdOnce sync.Once
+	weftdBin  string
+	weftdErr  error
+)
+
+func buildWeftd(t *testing.T) string {
+	t.Helper()
+	weftdOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "weftd-e2e-")
+		if err != nil {
+			weftdErr = err
+			return
+		}
+		weftdBin = filepath.Join(dir, "weftd")
+		out, err := exec.Command("go", "build", "-o", weftdBin, ".").CombinedOutput()
+		if err != nil {
+			weftdErr = fmt.Errorf("go build weftd: %v: %s", err, out)
+		}
+	})
+	if weftdErr != nil {
+		t.Fatal(weftdErr)
+	}
+	return weftdBin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if weftdBin != "" {
+		os.RemoveAll(filepath.Dir(weftdBin))
+	}
+	os.Exit(code)
+}
+
+// cluster is a test cluster: an etcd in this process listening on a bridge
+// in the root namespace, and hosts in namespaces joined to that bridge.
+type cluster struct {
+	t        *testing.T
+	bin      string
+	dir      string
+	etcd     *etcdtest.Server
+	endpoint string
+	underlay netip.Prefix // e.g. 198.18.77.0/24; .1 is the bridge
+	bridge   *netnstest.Bridge
+	hosts    []*host
+	ttl      time.Duration
+}
+
+type host struct {
+	c       *cluster
+	name    string
+	ns      *netnstest.NS
+	addr    netip.Addr
+	envPath string
+	logPath string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	pod     *netnstest.NS
+	podAddr netip.Addr
+}
+
+// newCluster makes n hosts and an etcd holding the given network config.
+func newCluster(t *testing.T, n int, netConf string, ttl time.Duration) *cluster {
+	t.Helper()
+	netnstest.SkipUnlessRoot(t)
+	c := &cluster{t: t, bin: buildWeftd(t), dir: t.TempDir(), ttl: ttl}
+	// A random /24 from the benchmarking range 198.18.0.0/15, for this test.
+	third, _ := strconv.ParseUint(netnstest.Suffix(2), 16, 8)
+	c.underlay = netip.MustParsePrefix(fmt.Sprintf("198.18.%d.0/24", third))
+	c.bridge = netnstest.NewBridge(t)
+	br := netip.PrefixFrom(c.underlay.Addr().Next(), 24)
+	netnstest.MustRun(t, "ip", "addr", "add", br.String(), "dev", c.bridge.Name)
+	port := 20000 + int(third)*64 + int(time.Now().UnixNano()%64)
+	c.etcd = etcdtest.Start(t, etcdtest.WithClientAddr(fmt.Sprintf("%s:%d", br.Addr(), port)))
+	c.endpoint = c.etcd.Endpoints()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.etcd.Client().Put(ctx, "/coreos.com/network/config", netConf); err != nil {
+		t.Fatal(err)
+	}
+	a := br.Addr()
+	for i := range n {
+		a = a.Next()
+		h := &host{c: c, name: fmt.Sprintf("host%d", i+1), addr: a}
+		h.ns = netnstest.NewNS(t, fmt.Sprintf("h%d", i+1))
+		c.bridge.Join(t, h.ns, "eth0", netip.PrefixFrom(a, 24))
+		h.envPath = filepath.Join(c.dir, h.name, "subnet.env")
+		h.logPath = filepath.Join(c.dir, h.name+".log")
+		c.hosts = append(c.hosts, h)
+	}
+	t.Cleanup(func() {
+		for _, h := range c.hosts {
+			h.kill()
+		}
+		if t.Failed() {
+			for _, h := range c.hosts {
+				b, _ := os.ReadFile(h.logPath)
+				t.Logf("=== %s log:\n%s", h.name, b)
+			}
+		}
+	})
+	return c
+}
+
+// start runs weftd inside the host's namespace.
+func (h *host) start(extra ...string) {
+	t := h.c.t
+	t.Helper()
+	args := []string{"netns", "exec", h.ns.Name, h.c.bin,
+		"-etcd-endpoints", h.c.endpoint, "-iface", "eth0", "-subnet-file", h.envPath,
+		"-subnet-lease-ttl", h.c.ttl.String(), "-ip-masq", "-resync-interval", "2s", "-iptables-resync", "1",
+		"-healthz-ip", h.addr.String(), "-healthz-port", "8471", "-log-level", "debug"}
+	args = append(args, extra...)
+	logf, err := os.OpenFile(h.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.cmd = exec.Command("ip", args...)
+	h.cmd.Stdout, h.cmd.Stderr = logf, logf
+	if err := h.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		cmd.Wait()
+		logf.Close()
+		close(done)
+	}(h.cmd, h.done)
+}
+
+// kill stops weftd with SIGKILL (ip netns exec execs it, so the PID is
+// weftd's own) and waits for it.
+func (h *host) kill() {
+	if h.cmd == nil || h.cmd.Process == nil {
+		return
+	}
+	h.cmd.Process.Signal(syscall.SIGKILL)
+	<-h.done
+	h.cmd = nil
+}
+
+// stop stops weftd with SIGTERM and waits for it to exit.
+func (h *host) stop() error {
+	h.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-h.done:
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("%s: weftd did not exit within 10s of SIGTERM", h.name)
+	}
+	st := h.cmd.ProcessState
+	h.cmd = nil
+	if !st.Success() {
+		return fmt.Errorf("%s: weftd exited with %v after SIGTERM", h.name, st)
+	}
+	return nil
+}
+
+// waitReady waits for /readyz and returns the host's subnet.env.
+func (h *host) waitReady() *subnetenv.Env {
+	t := h.c.t
+	t.Helper()
+	url := fmt.Sprintf("http://%s:8471/readyz", h.addr)
+	deadline := time.Now().Add(20 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		// The host's address is reachable from the root namespace over the
+		// test bridge.
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				env, err := subnetenv.Read(h.envPath)
+				if err != nil {
+					t.Fatalf("%s ready but subnet.env: %v", h.name, err)
+				}
+				return env
+			}
+			last = resp.Status
+		} else {
+			last = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: weftd not ready within 20s (last: %s)", h.name, last)
+	return nil
+}
+
+// addPod puts a "pod" namespace behind a veth holding <subnet>.2, with the
+// host's side holding <subnet>.1 (what the CNI bridge would be).
+func (h *host) addPod(env *subnetenv.Env) {
+	t := h.c.t
+	t.Helper()
+	h.pod = netnstest.NewNS(t, "p"+h.name[4:])
+	gw := env.Subnet.Addr()
+	h.podAddr = gw.Next()
+	netnstest.NewVeth(t, h.ns, "vpod", netip.PrefixFrom(gw, env.Subnet.Bits()), h.pod, "eth0", netip.PrefixFrom(h.podAddr, env.Subnet.Bits()))
+	h.pod.MustExec(t, "ip", "route", "add", "default", "via", gw.String())
+}
+
+// eventually retries f until it returns nil or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s: %v", what, timeout, err)
+}
+
+func (c *cluster) checkMesh() {
+	c.t.Helper()
+	for _, a := range c.hosts {
+		for _, b := range c.hosts {
+			if a == b {
+				continue
+			}
+			// From the host itself and from its pod.
+			eventually(c.t, 10*time.Second, fmt.Sprintf("%s reaches %s's pod %s", a.name, b.name, b.podAddr), func() error {
+				return a.ns.Ping(b.podAddr)
+			})
+			eventually(c.t, 10*time.Second, fmt.Sprintf("%s's pod reaches %s's pod %s", a.name, b.name, b.podAddr), func() error {
+				return a.pod.Ping(b.podAddr)
+			})
+		}
+	}
+}
+
+func startAll(t *testing.T, c *cluster) map[*host]*subnetenv.Env {
+	t.Helper()
+	for _, h := range c.hosts {
+		h.start()
+	}
+	envs := map[*host]*subnetenv.Env{}
+	seen := map[netip.Prefix]string{}
+	for _, h := range c.hosts {
+		env := h.waitReady()
+		envs[h] = env
+		sn := env.Subnet.Masked()
+		if other, dup := seen[sn]; dup {
+			t.Fatalf("%s and %s both hold %s", other, h.name, sn)
+		}
+		seen[sn] = h.name
+		if len(env.Networks) != 1 || env.Networks[0].String() != "10.244.0.0/16" || !env.IPMasq {
+			t.Errorf("%s: subnet.env %+v", h.name, env)
+		}
+		if env.Subnet.Addr() != sn.Addr().Next() || !env.Networks[0].Contains(sn.Addr()) {
+			t.Errorf("%s: FLANNEL_SUBNET %s is not the first address of a subnet of the network", h.name, env.Subnet)
+		}
+		h.addPod(env)
+	}
+	return envs
+}
+
+func TestE2EVXLAN(t *testing.T) {
+	c := newCluster(t, 3, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, 4*time.Second)
+	envs := startAll(t, c)
+	h1, h2, h3 := c.hosts[0], c.hosts[1], c.hosts[2]
+
+	// MTU: the device and subnet.env agree (veth MTU 1500 - 50).
+	for _, h := range c.hosts {
+		if envs[h].MTU != 1450 {
+			t.Errorf("%s: FLANNEL_MTU=%d, want 1450", h.name, envs[h].MTU)
+		}
+		if out := h.ns.MustExec(t, "ip", "-d", "link", "show", "flannel.1"); !strings.Contains(out, "mtu 1450") ||
+			!strings.Contains(out, "vxlan id 1") || !strings.Contains(out, "dstport 8472") || !strings.Contains(out, "nolearning") {
+			t.Errorf("%s: flannel.1 is not as flanneld makes it:\n%s", h.name, out)
+		}
+	}
+	c.checkMesh()
+
+	// iptables: the masquerade chain is there, rule for rule.
+	out := h1.ns.MustExec(t, "iptables", "-w", "-t", "nat", "-S", "FLANNEL-POSTRTG")
+	if !strings.Contains(out, "--mark 0x4000/0x4000") || !strings.Contains(out, "MASQUERADE") {
+		t.Errorf("FLANNEL-POSTRTG:\n%s", out)
+	}
+
+	// A route deleted by hand comes back.
+	sn2 := envs[h2].Subnet.Masked()
+	h1.ns.MustExec(t, "ip", "route", "del", sn2.String())
+	eventually(t, 5*time.Second, "deleted route restored", func() error {
+		if out, _ := h1.ns.Exec("ip", "route", "show", sn2.String()); !strings.Contains(out, "flannel.1") {
+			return fmt.Errorf("route to %s missing: %q", sn2, out)
+		}
+		return nil
+	})
+
+	// SIGKILL host2's agent and restart it while a ping runs across it.
+	mac := linkMAC(t, h2.ns)
+	ifindex := linkIndex(t, h2.ns)
+	ping := exec.Command("ip", "netns", "exec", h1.pod.Name, "ping", "-n", "-i", "0.01", "-c", "600", "-W", "1", h2.podAddr.String())
+	pingOut := &strings.Builder{}
+	ping.Stdout = pingOut
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	h2.kill()
+	time.Sleep(300 * time.Millisecond)
+	h2.start()
+	env2 := h2.waitReady()
+	if env2.Subnet != envs[h2].Subnet {
+		t.Errorf("host2 came back with %s, had %s", env2.Subnet, envs[h2].Subnet)
+	}
+	if got := linkMAC(t, h2.ns); got != mac {
+		t.Errorf("host2's VtepMAC changed across a restart: %s -> %s", mac, got)
+	}
+	if got := linkIndex(t, h2.ns); got != ifindex {
+		t.Errorf("host2's flannel.1 was recreated (ifindex %d -> %d)", ifindex, got)
+	}
+	ping.Wait()
+	tx, rx := pingCounts(t, pingOut.String())
+	t.Logf("ping across the restart: %d sent, %d received", tx, rx)
+	if tx < 100 || rx != tx {
+		t.Errorf("ping across host2's restart lost packets: %d sent, %d received\n%s", tx, rx, tail(pingOut.String()))
+	}
+
+	// SIGTERM leaves the data plane in place.
+	if err := h2.stop(); err != nil {
+		t.Error(err)
+	}
+	if err := h1.pod.Ping(h2.podAddr); err != nil {
+		t.Errorf("after a clean stop of host2's agent, host1's pod no longer reaches host2's pod: %v", err)
+	}
+	h2.start()
+	h2.waitReady()
+
+	// host3's lease expires (agent killed, short TTL): its routes,
+	// neighbour and FDB entries go from both other hosts.
+	sn3 := envs[h3].Subnet.Masked()
+	gw3 := sn3.Addr().String()
+	h3.kill()
+	for _, h := range []*host{h1, h2} {
+		eventually(t, 3*c.ttl, h.name+" forgets host3", func() error {
+			if out, _ := h.ns.Exec("ip", "route", "show", sn3.String()); strings.TrimSpace(out) != "" {
+				return fmt.Errorf("route still there: %s", out)
+			}
+			if out, _ := h.ns.Exec("ip", "neigh", "show", "dev", "flannel.1"); strings.Contains(out, gw3+" ") {
+				return fmt.Errorf("neighbour still there: %s", out)
+			}
+			if out, _ := h.ns.Exec("bridge", "fdb", "show", "dev", "flannel.1"); strings.Contains(out, h3.addr.String()) {
+				return fmt.Errorf("fdb entry still there: %s", out)
+			}
+			return nil
+		})
+	}
+}
+
+func TestE2EHostGW(t *testing.T) {
+	c := newCluster(t, 3, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, 30*time.Second)
+	envs := startAll(t, c)
+	for _, h := range c.hosts {
+		if envs[h].MTU != 1500 {
+			t.Errorf("%s: FLANNEL_MTU=%d, want the interface's 1500", h.name, envs[h].MTU)
+		}
+	}
+	c.checkMesh()
+	h1, h2 := c.hosts[0], c.hosts[1]
+	want := fmt.Sprintf("via %s dev eth0", h2.addr)
+	if out := h1.ns.MustExec(t, "ip", "route", "show", envs[h2].Subnet.Masked().String()); !strings.Contains(out, want) {
+		t.Errorf("host-gw route on host1 = %q, want %q", out, want)
+	}
+}
+
+func linkMAC(t *testing.T, ns *netnstest.NS) string {
+	t.Helper()
+	out := ns.MustExec(t, "cat", "/sys/class/net/flannel.1/address")
+	return strings.TrimSpace(out)
+}
+
+func linkIndex(t *testing.T, ns *netnstest.NS) int {
+	t.Helper()
+	out := ns.MustExec(t, "cat", "/sys/class/net/flannel.1/ifindex")
+	i, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return i
+}
+
+var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) received`)
+
+func pingCounts(t *testing.T, out string) (tx, rx int) {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		if m := pingSummary.FindStringSubmatch(sc.Text()); m != nil {
+			tx, _ = strconv.Atoi(m[1])
+			rx, _ = strconv.Atoi(m[2])
+			return tx, rx
+		}
+	}
+	t.Fatalf("no ping summary in:\n%s", tail(out))
+	return 0, 0
+}
+
+func tail(s string) string {
+	if len(s) > 2000 {
+		return s[len(s)-2000:]
+	}
+	return s
+}

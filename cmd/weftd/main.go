@@ -1,0 +1,90 @@
+// Command weftd is Weft's node agent: it leases a subnet for this node in
+// etcd, programs the overlay toward every peer, writes subnet.env for the CNI
+// plugin and keeps its iptables rules. Its flags are flanneld's.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/weftnet/weft/internal/agent"
+	"github.com/weftnet/weft/internal/version"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	o, err := parseOptions(args, os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "weftd: %v\n", errors.Unwrap(err))
+		return 2
+	}
+	if o.version {
+		fmt.Println("weftd", version.String())
+		return 0
+	}
+	log := o.logger()
+	log.Info("starting weftd", "version", version.String())
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	metrics := agent.NewMetrics()
+	store, err := newStore(o, log, metrics)
+	if err != nil {
+		log.Error("connecting to etcd", "err", err)
+		return 1
+	}
+	defer store.Close()
+
+	var publicIP netip.Addr
+	if o.publicIP != "" {
+		publicIP = netip.MustParseAddr(o.publicIP) // checked by parseOptions
+	}
+	a, err := agent.New(agent.Options{
+		Manager:        store,
+		Backends:       lookupBackend,
+		Iface:          agent.IfaceOptions{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, PublicIP: publicIP},
+		SubnetFile:     o.subnetFile,
+		RenewMargin:    time.Duration(o.renewMargin) * time.Minute,
+		LeaseTTL:       o.leaseTTL,
+		IPMasq:         o.ipMasq,
+		Firewall:       newFirewall(o, log),
+		FirewallResync: time.Duration(o.iptablesResync) * time.Second,
+		Resync:         o.resync,
+		Log:            log,
+		Metrics:        metrics,
+	})
+	if err != nil {
+		log.Error("configuring the agent", "err", err)
+		return 1
+	}
+	if addr := o.healthzAddr(); addr != "" {
+		go func() {
+			if err := a.ServeHealth(ctx, addr, log); err != nil {
+				log.Error("health server stopped", "err", err)
+			}
+		}()
+	}
+	if err := a.Run(ctx); err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before the agent was ready", "err", err)
+			return 0
+		}
+		log.Error("weftd failed", "err", err)
+		return 1
+	}
+	return 0
+}
