@@ -264,3 +264,23 @@ func NewVeth(t testing.TB, a *NS, aName string, aAddr netip.Prefix, b *NS, bName
 		e.ns.MustExec(t, "ip", "link", "set", e.name, "up")
 	}
 }
+
+// EnableForwarding turns on IPv4 forwarding in the namespace (off by
+// default in a new namespace).
+func (n *NS) EnableForwarding(t testing.TB) {
+	t.Helper()
+	n.MustExec(t, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+}
+
+// NewPod creates a "pod" namespace behind host: a veth pair with hostIf in
+// host holding gw (e.g. 10.244.1.1/24) and "eth0" in the pod holding addr
+// (e.g. 10.244.1.2/24), a default route in the pod via gw, and forwarding
+// on in host. It returns the pod namespace.
+func NewPod(t testing.TB, host *NS, hostIf string, gw, addr netip.Prefix) *NS {
+	t.Helper()
+	pod := NewNS(t, "pod")
+	NewVeth(t, host, hostIf, gw, pod, "eth0", addr)
+	pod.MustExec(t, "ip", "route", "add", "default", "via", gw.Addr().String())
+	host.EnableForwarding(t)
+	return pod
+}
