@@ -1,0 +1,323 @@
+package cniplugin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// Versions are the CNI spec versions the plugin speaks.
+var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+
+// About is printed when the plugin is run without CNI_COMMAND.
+const About = "flannel CNI meta-plugin (weft): delegates to bridge + host-local configured from subnet.env"
+
+// Plugin is the meta-plugin. The zero value runs delegates found in
+// CNI_PATH and prints results to os.Stdout.
+type Plugin struct {
+	// Exec runs delegate plugins; nil runs them as processes.
+	Exec invoke.Exec
+	// Stdout receives the ADD result; nil is os.Stdout.
+	Stdout io.Writer
+	// Stderr receives warnings; nil is os.Stderr.
+	Stderr io.Writer
+}
+
+// Funcs returns the verbs for skel.PluginMainFuncs.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, GC: p.GC, Status: p.Status}
+}
+
+// Add generates the delegate config, caches it in dataDir/<containerID>
+// and delegates ADD. If the delegate fails, it is asked to DEL and the
+// cache is removed before the error is returned.
+func (p *Plugin) Add(args *skel.CmdArgs) error {
+	n, err := ParseNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	env, err := readEnv(n.SubnetFile)
+	if err != nil {
+		return err
+	}
+	conf := DelegateConf(n, env)
+	data, err := marshalConf(conf)
+	if err != nil {
+		return err
+	}
+	a := attachment{ContainerID: args.ContainerID, IfName: args.IfName}
+	if err := writeCache(n.DataDir, a, conf); err != nil {
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("caching the delegate config in %s: %v", n.DataDir, err), "")
+	}
+	ctx := context.Background()
+	typ := conf["type"].(string)
+	result, err := invoke.DelegateAdd(ctx, typ, data, p.Exec)
+	if err != nil {
+		// Undo what the delegate may have done (an allocated address, a
+		// veth), then forget the attachment.
+		if derr := invoke.DelegateDel(ctx, typ, data, p.Exec); derr != nil {
+			p.warnf("after the failed ADD of %s, DEL on the delegate %s failed too: %v", args.ContainerID, typ, derr)
+		}
+		if rerr := removeCache(n.DataDir, args.ContainerID); rerr != nil {
+			p.warnf("%v", rerr)
+		}
+		return delegateError("ADD", typ, err)
+	}
+	out := p.Stdout
+	if out == nil {
+		out = os.Stdout
+	}
+	if err := result.PrintTo(out); err != nil {
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("printing the result: %v", err), "")
+	}
+	return nil
+}
+
+// Del delegates DEL with the cached config, or, when the cache is missing
+// or corrupt, with one rebuilt from subnet.env so that the address is still
+// released; then it removes the cache. DEL of an unknown or already deleted
+// container succeeds; so does DEL after the netns is gone (the delegate
+// then only releases the address).
+func (p *Plugin) Del(args *skel.CmdArgs) error {
+	n, err := ParseNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	conf, err := p.delegateConfFor(n, args.ContainerID)
+	if err != nil {
+		// Neither a cache nor a subnet.env: nothing is known that could be
+		// released. Succeed, as DEL must when resources are gone.
+		p.warnf("DEL of %s: %v; nothing to release", args.ContainerID, err)
+		return removeCacheErr(n.DataDir, args.ContainerID)
+	}
+	data, err := marshalConf(conf)
+	if err != nil {
+		return err
+	}
+	typ := conf["type"].(string)
+	if err := invoke.DelegateDel(context.Background(), typ, data, p.Exec); err != nil {
+		return delegateError("DEL", typ, err) // keep the cache for a retry
+	}
+	return removeCacheErr(n.DataDir, args.ContainerID)
+}
+
+// Check delegates CHECK with the cached config (rebuilt from subnet.env if
+// the cache is missing) and the runtime's prevResult.
+func (p *Plugin) Check(args *skel.CmdArgs) error {
+	n, err := ParseNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	conf, err := p.delegateConfFor(n, args.ContainerID)
+	if err != nil {
+		return err
+	}
+	conf["cniVersion"] = n.CNIVersion
+	if n.PrevResult != nil {
+		conf["prevResult"] = n.PrevResult
+	}
+	data, err := marshalConf(conf)
+	if err != nil {
+		return err
+	}
+	typ := conf["type"].(string)
+	if err := invoke.DelegateCheck(context.Background(), typ, data, p.Exec); err != nil {
+		return delegateError("CHECK", typ, err)
+	}
+	return nil
+}
+
+// GC deletes, through the delegate and with its cached config, every
+// cached attachment that is not in cni.dev/valid-attachments, removes its
+// cache file, and then forwards GC to the delegate.
+func (p *Plugin) GC(args *skel.CmdArgs) error {
+	n, err := ParseNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	valid := map[attachment]bool{}
+	validID := map[string]bool{}
+	for _, a := range n.ValidAttachments {
+		valid[attachment{ContainerID: a.ContainerID, IfName: a.IfName}] = true
+		validID[a.ContainerID] = true
+	}
+	ids, err := cachedIDs(n.DataDir)
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("GC: %v", err), "")
+	}
+	ctx := context.Background()
+	var errs []error
+	for _, id := range ids {
+		c, err := readCache(n.DataDir, id)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			// Unusable: it cannot be deleted through the delegate; the
+			// forwarded GC below still releases its address.
+			p.warnf("GC: dropping %v", err)
+			errs = append(errs, removeCache(n.DataDir, id))
+			continue
+		}
+		if valid[c.attachment] || (c.IfName == "" && validID[id]) {
+			continue
+		}
+		if err := p.delAttachment(ctx, c, args.Path); err != nil {
+			errs = append(errs, fmt.Errorf("deleting stale attachment %s/%s: %w", c.ContainerID, c.IfName, err))
+			continue
+		}
+		errs = append(errs, removeCache(n.DataDir, id))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("GC: %v", err), "")
+	}
+	env, err := readEnv(n.SubnetFile)
+	if err != nil {
+		return err
+	}
+	conf := DelegateConf(n, env)
+	conf["cni.dev/valid-attachments"] = n.ValidAttachments
+	data, err := marshalConf(conf)
+	if err != nil {
+		return err
+	}
+	typ := conf["type"].(string)
+	if err := invoke.DelegateGC(ctx, typ, data, p.Exec); err != nil {
+		return delegateError("GC", typ, err)
+	}
+	return nil
+}
+
+// delAttachment runs the delegate's DEL for one cached attachment, with its
+// own container ID and interface name and no netns (the container is
+// gone).
+func (p *Plugin) delAttachment(ctx context.Context, c *cached, cniPath string) error {
+	ifName := c.IfName
+	if ifName == "" {
+		ifName = "eth0" // a flannel cache file does not record it
+	}
+	data, err := marshalConf(c.Conf)
+	if err != nil {
+		return err
+	}
+	typ := c.Conf["type"].(string)
+	ex := p.Exec
+	if ex == nil {
+		ex = &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}
+	}
+	path, err := ex.FindInPath(typ, filepath.SplitList(cniPath))
+	if err != nil {
+		return err
+	}
+	return invoke.ExecPluginWithoutResult(ctx, path, data, &invoke.Args{
+		Command:     "DEL",
+		ContainerID: c.ContainerID,
+		IfName:      ifName,
+		Path:        cniPath,
+	}, ex)
+}
+
+// Status fails with code 50 while subnet.env is missing or unusable, and
+// otherwise forwards STATUS to the delegate.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	n, err := ParseNetConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	env, err := readEnv(n.SubnetFile)
+	if err != nil {
+		msg := err.Error()
+		var te *types.Error
+		if errors.As(err, &te) {
+			msg = te.Msg
+		}
+		return types.NewError(types.ErrPluginNotAvailable, "cannot add pods yet: "+msg, "")
+	}
+	data, err := marshalConf(DelegateConf(n, env))
+	if err != nil {
+		return err
+	}
+	typ := n.delegateType()
+	if err := invoke.DelegateStatus(context.Background(), typ, data, p.Exec); err != nil {
+		return delegateError("STATUS", typ, err)
+	}
+	return nil
+}
+
+func (n *NetConf) delegateType() string {
+	if t, ok := n.Delegate["type"].(string); ok {
+		return t
+	}
+	return DefaultDelegate
+}
+
+// delegateConfFor returns the cached delegate config of a container, or,
+// when the cache is missing or corrupt, one rebuilt from subnet.env.
+func (p *Plugin) delegateConfFor(n *NetConf, containerID string) (map[string]any, error) {
+	c, err := readCache(n.DataDir, containerID)
+	if err == nil {
+		return c.Conf, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		p.warnf("%v; rebuilding the delegate config from %s", err, n.SubnetFile)
+	}
+	env, eerr := readEnv(n.SubnetFile)
+	if eerr != nil {
+		return nil, eerr
+	}
+	return DelegateConf(n, env), nil
+}
+
+func marshalConf(conf map[string]any) ([]byte, error) {
+	data, err := json.Marshal(conf)
+	if err != nil {
+		return nil, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("encoding the delegate config: %v", err), "")
+	}
+	return data, nil
+}
+
+func removeCacheErr(dataDir, containerID string) error {
+	if err := removeCache(dataDir, containerID); err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	return nil
+}
+
+// ErrDelegateFailed is the plugin-specific code (the spec leaves 100 and up
+// to plugins) of a delegate failure that carried no spec code of its own
+// (the reference plugins report most failures as 999, internal error).
+const ErrDelegateFailed uint = 100
+
+// delegateError names the delegate and verb in a delegate's error. A
+// delegate's spec code (1 to 99, or its own 100+) is passed on; a bare
+// internal error (999) or none becomes ErrDelegateFailed, and a failure to
+// run the delegate at all is an I/O error.
+func delegateError(verb, typ string, err error) error {
+	var te *types.Error
+	if !errors.As(err, &te) {
+		return types.NewError(types.ErrIOFailure, fmt.Sprintf("%s: running the delegate plugin %q: %v", verb, typ, err), "")
+	}
+	code := te.Code
+	if code == types.ErrInternal || code == types.ErrUnknown {
+		code = ErrDelegateFailed
+	}
+	return types.NewError(code, fmt.Sprintf("delegate %s %s: %s", typ, verb, te.Msg), te.Details)
+}
+
+func (p *Plugin) warnf(format string, args ...any) {
+	w := p.Stderr
+	if w == nil {
+		w = os.Stderr
+	}
+	fmt.Fprintf(w, "flannel: "+format+"\n", args...)
+}
