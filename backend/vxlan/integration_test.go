@@ -156,10 +156,10 @@ func TestIntegrationSelfHeal(t *testing.T) {
 		}
 	}
 	for _, tc := range []struct {
-		name  string
-		break_ []string
-		show  []string
-		want  string
+		name   string
+		vandal []string
+		show   []string
+		want   string
 	}{
 		{"route", []string{"ip", "route", "del", "10.244.2.0/24"}, []string{"ip", "route"}, "10.244.2.0/24 via 10.244.2.0 dev flannel.1 onlink"},
 		{"neigh", []string{"ip", "neigh", "del", "10.244.2.0", "dev", "flannel.1"}, []string{"ip", "neigh", "show", "dev", "flannel.1"}, "10.244.2.0 lladdr " + peerMAC + " PERMANENT"},
@@ -170,7 +170,7 @@ func TestIntegrationSelfHeal(t *testing.T) {
 			if !has(tc.show, tc.want)() {
 				t.Fatalf("%s lacks %q before the test", strings.Join(tc.show, " "), tc.want)
 			}
-			h.ns.MustExec(t, tc.break_...)
+			h.ns.MustExec(t, tc.vandal...)
 			heal(t, hs, h, has(tc.show, tc.want))
 			checkReach(t, hs)
 		})
