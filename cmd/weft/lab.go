@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/weftnet/weft/internal/lab"
+)
+
+// runLab runs `weft lab up|status|check|down` and the hidden helpers.
+func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprintln(stderr, "usage: weft lab up|status|check|down [flags]")
+		return fmt.Errorf("%w: missing lab command", errUsage)
+	}
+	verb, args := args[0], args[1:]
+	if verb == "etcd" {
+		return runLabEtcd(ctx, args, stderr)
+	}
+	fs := flag.NewFlagSet("weft lab "+verb, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := lab.Options{Out: stdout}
+	var network string
+	fs.StringVar(&o.StateDir, "state-dir", lab.DefaultStateDir, "the lab's state dir (for tests)")
+	fs.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "prefix of the lab's namespaces and links (for tests)")
+	switch verb {
+	case "up":
+		fs.IntVar(&o.Hosts, "hosts", 3, "number of hosts")
+		fs.IntVar(&o.Pods, "pods", 2, "pods per host")
+		fs.StringVar(&o.Backend, "backend", "vxlan", "backend: vxlan or host-gw")
+		fs.StringVar(&network, "network", "10.244.0.0/16", "the cluster network")
+		fs.StringVar(&o.BinDir, "bin-dir", "", "directory holding weftd, flannel, bridge and host-local (default: weft's own directory)")
+		fs.DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
+		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw] [--network 10.244.0.0/16] [--bin-dir DIR]", "state-dir", "prefix")
+	case "status", "check", "down":
+		setUsage(fs, "weft lab "+verb, "state-dir", "prefix")
+	default:
+		fmt.Fprintln(stderr, "usage: weft lab up|status|check|down [flags]")
+		return fmt.Errorf("%w: unknown lab command %q", errUsage, verb)
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: weft lab %s takes no arguments, got %q", errUsage, verb, strings.Join(pos, " "))
+	}
+	if o.StateDir, err = filepath.Abs(o.StateDir); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	switch verb {
+	case "up":
+		if o.Network, err = netip.ParsePrefix(network); err != nil {
+			return fmt.Errorf("%w: --network %q: %v", errUsage, network, err)
+		}
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding weft's own executable: %w", err)
+		}
+		o.Self = self
+		if o.BinDir == "" {
+			o.BinDir = filepath.Dir(self)
+		}
+		if o.BinDir, err = filepath.Abs(o.BinDir); err != nil {
+			return fmt.Errorf("--bin-dir: %w", err)
+		}
+		return lab.Up(ctx, o)
+	case "status":
+		return lab.Status(ctx, o, func(ctx context.Context, endpoint, prefix string) error {
+			return showLeases(ctx, stdout, leaseFlags{endpoints: endpoint, prefix: prefix}, false)
+		})
+	case "check":
+		return lab.Check(ctx, o)
+	default:
+		return lab.Down(ctx, o)
+	}
+}
+
+// runLabEtcd is the hidden `weft lab etcd`: the lab's etcd process.
+func runLabEtcd(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft lab etcd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o lab.EtcdOptions
+	var clientURLs string
+	fs.StringVar(&o.StateDir, "state-dir", "", "the lab's state dir")
+	fs.StringVar(&clientURLs, "client-urls", "", "comma-separated client URLs to listen on")
+	fs.StringVar(&o.PeerURL, "peer-url", "", "peer URL")
+	if _, err := parseInterleaved(fs, args); err != nil {
+		return err
+	}
+	if o.StateDir == "" || clientURLs == "" || o.PeerURL == "" {
+		return fmt.Errorf("%w: weft lab etcd needs --state-dir, --client-urls and --peer-url", errUsage)
+	}
+	o.ClientURLs = strings.Split(clientURLs, ",")
+	return lab.RunEtcd(ctx, o)
+}

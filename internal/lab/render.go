@@ -1,0 +1,86 @@
+package lab
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// HostRow is one line of the hosts table.
+type HostRow struct {
+	Host     string
+	Underlay string
+	Subnet   string
+	Weftd    string
+	Pods     []string // "host1-pod1 10.244.3.2"
+}
+
+// hostRows builds the hosts table of st from its state, each host's
+// subnet.env and the liveness of its weftd.
+func hostRows(st *State) []HostRow {
+	subnets := subnetsFromEnv(st)
+	var rows []HostRow
+	for _, h := range st.Hosts {
+		r := HostRow{Host: h.Name, Underlay: h.Addr.String(), Subnet: "-", Weftd: "not started"}
+		if s, ok := subnets[h.Name]; ok {
+			r.Subnet = s.String()
+		}
+		for _, p := range st.Procs {
+			if p.Name == h.Name {
+				r.Weftd = "pid " + strconv.Itoa(p.PID) + " dead"
+				if ownsProcess(p.PID, st.StateDir) {
+					r.Weftd = "pid " + strconv.Itoa(p.PID) + " running"
+				}
+			}
+		}
+		for _, p := range h.Pods {
+			a := "-"
+			if p.Addr.IsValid() {
+				a = p.Addr.Addr().String()
+			}
+			r.Pods = append(r.Pods, shortName(p.Name)+" "+a)
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// RenderHosts writes the hosts table: host, underlay address, leased
+// subnet, weftd process and pod addresses.
+func RenderHosts(w io.Writer, rows []HostRow) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tUNDERLAY\tSUBNET\tWEFTD\tPODS")
+	for _, r := range rows {
+		pods := strings.Join(r.Pods, ", ")
+		if pods == "" {
+			pods = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Host, r.Underlay, r.Subnet, r.Weftd, pods)
+	}
+	return tw.Flush()
+}
+
+// RenderHints says how to look around the lab.
+func RenderHints(w io.Writer, st *State) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "look around:\n")
+	if len(st.Hosts) > 0 {
+		h := st.Hosts[0]
+		fmt.Fprintf(&b, "  ip netns exec %s ip route                # host1's routes to the other hosts' subnets\n", h.NS)
+		if st.Backend == "vxlan" {
+			fmt.Fprintf(&b, "  ip netns exec %s bridge fdb show dev flannel.1\n", h.NS)
+		}
+		fmt.Fprintf(&b, "  cat %s\n", h.SubnetFile)
+		fmt.Fprintf(&b, "  less %s/weftd.log\n", h.DataDir)
+		if len(h.Pods) > 0 && len(st.Hosts) > 1 && len(st.Hosts[1].Pods) > 0 && st.Hosts[1].Pods[0].Addr.IsValid() {
+			fmt.Fprintf(&b, "  ip netns exec %s ping %s\n", h.Pods[0].NS, st.Hosts[1].Pods[0].Addr.Addr())
+		}
+	}
+	fmt.Fprintf(&b, "  etcdctl --endpoints http://127.0.0.1:%d get --prefix %s\n", st.EtcdPort, EtcdPrefix)
+	fmt.Fprintf(&b, "  weft leases --etcd-endpoints http://127.0.0.1:%d\n", st.EtcdPort)
+	fmt.Fprintf(&b, "  weft lab status | weft lab check | weft lab down\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}

@@ -1,0 +1,77 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// LeaseRenderer prints the leases of the etcd at endpoint under prefix; the
+// CLI passes the `weft leases` table so that status shows the same thing.
+type LeaseRenderer func(ctx context.Context, endpoint, prefix string) error
+
+// Status prints the lab's hosts, processes and leases.
+func Status(ctx context.Context, o Options, leases LeaseRenderer) error {
+	if _, err := o.check(); err != nil {
+		return err
+	}
+	st, err := LoadState(o.StateDir)
+	if err != nil {
+		return err
+	}
+	state := "ready"
+	if !st.Ready {
+		state = "NOT READY (up did not finish; `weft lab down` removes it)"
+	}
+	fmt.Fprintf(o.Out, "lab %q: %s, made %s, backend %s, network %s, underlay %s on %s\n\n",
+		st.Prefix, state, st.Created.Format(time.DateTime), st.Backend, st.Network, st.Underlay, st.Prefix+"-br")
+	if err := RenderHosts(o.Out, hostRows(st)); err != nil {
+		return err
+	}
+	fmt.Fprintln(o.Out)
+	endpoint := "http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)
+	for _, p := range st.Procs {
+		if p.Name == "etcd" {
+			alive := "dead"
+			if ownsProcess(p.PID, st.StateDir) {
+				alive = "running"
+			}
+			fmt.Fprintf(o.Out, "etcd: pid %d %s, %s (log %s)\n\n", p.PID, alive, endpoint, p.Log)
+		}
+	}
+	if leases != nil {
+		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		if err := leases(lctx, endpoint, EtcdPrefix); err != nil {
+			fmt.Fprintf(o.Out, "leases: %v\n", err)
+		}
+	}
+	return nil
+}
+
+// Check pings every pod from every other pod once, prints the matrix and
+// returns an error unless every ping was answered.
+func Check(ctx context.Context, o Options) error {
+	if _, err := o.check(); err != nil {
+		return err
+	}
+	st, err := LoadState(o.StateDir)
+	if err != nil {
+		return err
+	}
+	eps := endpoints(st)
+	if len(eps) == 0 {
+		return fmt.Errorf("lab %q has no attached pods to ping", st.Prefix)
+	}
+	start := time.Now()
+	m := pingMatrix(ctx, eps, pingFromNS, time.Time{})
+	if err := RenderMatrix(o.Out, m); err != nil {
+		return err
+	}
+	if !m.Green() {
+		return fmt.Errorf("%d of %d pings unanswered", m.Failures(), len(eps)*(len(eps)-1))
+	}
+	fmt.Fprintf(o.Out, "\nevery ping answered (%d pings in %s)\n", len(eps)*(len(eps)-1), time.Since(start).Round(time.Millisecond))
+	return nil
+}

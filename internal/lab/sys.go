@@ -1,0 +1,268 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// run runs a command and returns its combined output; the error quotes the
+// command and its output.
+func run(ctx context.Context, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// nsPath returns the bind-mount path of a named namespace.
+func nsPath(name string) string { return filepath.Join("/var/run/netns", name) }
+
+// nsExists reports whether the named namespace exists.
+func nsExists(name string) bool {
+	_, err := os.Stat(nsPath(name))
+	return err == nil
+}
+
+// inNS runs fn on a locked OS thread switched into the named namespace, then
+// switches back. Processes that fn starts inherit the namespace; goroutines
+// that fn starts do not. A thread that cannot be switched back stays locked
+// so that the runtime retires it.
+func inNS(name string, fn func() error) error {
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("opening namespace %s: %w", name, err)
+	}
+	defer h.Close()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("getting the current namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(h); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("entering namespace %s: %w", name, err)
+	}
+	ferr := fn()
+	if err := netns.Set(orig); err != nil {
+		return errors.Join(ferr, fmt.Errorf("returning from namespace %s: %w", name, err))
+	}
+	runtime.UnlockOSThread()
+	return ferr
+}
+
+// startDetached starts argv in a new session with stdout and stderr
+// appended to logPath, and returns its PID. The process outlives the caller.
+func startDetached(argv []string, logPath string, env []string) (int, error) {
+	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
+		return 0, fmt.Errorf("creating log dir for %s: %w", logPath, err)
+	}
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return 0, fmt.Errorf("opening log %s: %w", logPath, err)
+	}
+	defer logf.Close()
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return 0, fmt.Errorf("opening %s: %w", os.DevNull, err)
+	}
+	defer devnull.Close()
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin = devnull
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("starting %s: %w", strings.Join(argv, " "), err)
+	}
+	pid := cmd.Process.Pid
+	// Reap it if it dies while we still run; after we exit, init does.
+	go func() { _ = cmd.Wait() }()
+	return pid, nil
+}
+
+// cmdline returns the arguments of process pid, or nil if it is gone.
+func cmdline(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+}
+
+// isZombie reports whether pid has exited but was not reaped.
+func isZombie(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && (s[i+2] == 'Z' || s[i+2] == 'X')
+}
+
+// ownsProcess reports whether pid is alive and is one of the lab's daemons:
+// its command line names the lab's state dir (every lab daemon gets a path
+// in it as an argument) and it is the lab's etcd ("weft lab etcd ...") or a
+// weftd (possibly still "ip netns exec <ns> .../weftd ...").
+func ownsProcess(pid int, stateDir string) bool {
+	if pid <= 1 || isZombie(pid) {
+		return false
+	}
+	args := cmdline(pid)
+	names, daemon := false, false
+	for i, a := range args {
+		if a == stateDir || strings.HasPrefix(a, stateDir+"/") {
+			names = true
+		}
+		if filepath.Base(a) == "weftd" || (a == "etcd" && i > 0 && args[i-1] == "lab") {
+			daemon = true
+		}
+	}
+	return names && daemon
+}
+
+// findProcesses lists the PIDs of live processes whose command line names
+// stateDir as an argument or inside one: the lab's, including any whose PID
+// the state file lost.
+func findProcesses(stateDir string) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	self := os.Getpid()
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		if ownsProcess(pid, stateDir) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// stopProcess sends SIGTERM to pid if it is still the lab's, waits up to
+// grace for it to exit, then sends SIGKILL.
+func stopProcess(pid int, stateDir string, grace time.Duration) {
+	if !ownsProcess(pid, stateDir) {
+		return
+	}
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !ownsProcess(pid, stateDir) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ownsProcess(pid, stateDir) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for i := 0; i < 50 && ownsProcess(pid, stateDir); i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// underlayBase is where lab underlays are chosen: the benchmarking range
+// 198.18.0.0/15 (RFC 2544), which is never routed on the Internet.
+var underlayBase = netip.MustParsePrefix("198.18.0.0/15")
+
+// usedPrefixes lists the IPv4 prefixes of every route (all tables) and
+// address in the root namespace, except default routes.
+func usedPrefixes() ([]netip.Prefix, error) {
+	var used []netip.Prefix
+	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("listing routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue
+		}
+		if p, ok := prefixOf(r.Dst.IP, r.Dst.Mask); ok && p.Bits() > 0 {
+			used = append(used, p)
+		}
+	}
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return nil, fmt.Errorf("listing addresses: %w", err)
+	}
+	for _, a := range addrs {
+		if p, ok := prefixOf(a.IP, a.Mask); ok {
+			used = append(used, p.Masked())
+		}
+	}
+	return used, nil
+}
+
+func prefixOf(ip []byte, mask []byte) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones := 0
+	for _, b := range mask {
+		for ; b&0x80 != 0; b <<= 1 {
+			ones++
+		}
+	}
+	return netip.PrefixFrom(a.Unmap(), ones).Masked(), true
+}
+
+// pickUnderlay returns the first /24 of underlayBase, starting at the
+// start-th one and wrapping around, that overlaps none of used.
+func pickUnderlay(used []netip.Prefix, start int) (netip.Prefix, error) {
+	n := 1 << (24 - underlayBase.Bits())
+	base := underlayBase.Addr().As4()
+	for k := 0; k < n; k++ {
+		i := (start + k) % n
+		b := base
+		b[1] += byte(i >> 8)
+		b[2] = byte(i)
+		p := netip.PrefixFrom(netip.AddrFrom4(b), 24)
+		free := true
+		for _, u := range used {
+			if u.Overlaps(p) {
+				free = false
+				break
+			}
+		}
+		if free {
+			return p, nil
+		}
+	}
+	return netip.Prefix{}, fmt.Errorf("no free /24 left in %s for the lab's underlay", underlayBase)
+}
+
+// nthAddr returns the n-th address of p (p.Addr() + n).
+func nthAddr(p netip.Prefix, n int) netip.Addr {
+	a := p.Addr()
+	for range n {
+		a = a.Next()
+	}
+	return a
+}

@@ -1,0 +1,494 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/weftnet/weft/subnet/subnetenv"
+)
+
+// EtcdPrefix is the etcd prefix of the lab's network.
+const EtcdPrefix = "/coreos.com/network"
+
+// defaultEtcdPort is the loopback port the default lab's etcd prefers.
+const defaultEtcdPort = 12379
+
+// healthzPort is where each host's weftd serves /healthz and /readyz, on
+// the host's underlay address.
+const healthzPort = 8471
+
+// Options configures the lab commands.
+type Options struct {
+	Hosts   int
+	Pods    int
+	Backend string       // "vxlan" or "host-gw"
+	Network netip.Prefix // the cluster network
+	// BinDir holds weftd, flannel and the delegate CNI plugins.
+	BinDir string
+	// Self is the weft executable, re-run as the lab's etcd process.
+	Self     string
+	StateDir string
+	Prefix   string
+	// Timeout bounds Up as a whole.
+	Timeout time.Duration
+	// Out receives progress, tables and hints.
+	Out io.Writer
+}
+
+// ErrRunning is returned by Up when a lab already exists in the state dir.
+var ErrRunning = errors.New("a lab is already running")
+
+// requiredBins are the programs Up runs from BinDir.
+var requiredBins = []string{"weftd", "flannel", "bridge", "host-local"}
+
+func (o *Options) check() (Names, error) {
+	n, err := NewNames(o.Prefix)
+	if err != nil {
+		return Names{}, err
+	}
+	if o.StateDir == "" || !filepath.IsAbs(o.StateDir) || filepath.Clean(o.StateDir) == "/" {
+		return Names{}, fmt.Errorf("lab state dir %q: want an absolute path other than /", o.StateDir)
+	}
+	o.StateDir = filepath.Clean(o.StateDir)
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	return n, nil
+}
+
+func (o *Options) checkUp() error {
+	if o.Hosts < 1 || o.Hosts > maxHosts {
+		return fmt.Errorf("--hosts %d: want 1 to %d", o.Hosts, maxHosts)
+	}
+	if o.Pods < 0 || o.Pods > maxPods {
+		return fmt.Errorf("--pods %d: want 0 to %d", o.Pods, maxPods)
+	}
+	if o.Backend != "vxlan" && o.Backend != "host-gw" {
+		return fmt.Errorf("--backend %q: want vxlan or host-gw", o.Backend)
+	}
+	if !o.Network.IsValid() || !o.Network.Addr().Is4() || o.Network.Bits() > 22 || o.Network.Masked() != o.Network {
+		return fmt.Errorf("--network %s: want an IPv4 network of /22 or larger, e.g. 10.244.0.0/16", o.Network)
+	}
+	for _, b := range requiredBins {
+		p := filepath.Join(o.BinDir, b)
+		if st, err := os.Stat(p); err != nil || st.IsDir() || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("%s is missing or not executable: build it with `make`, or point --bin-dir at the directory that holds weftd, flannel, bridge and host-local", p)
+		}
+	}
+	return nil
+}
+
+// networkConfig returns the JSON written to <prefix>/config.
+func networkConfig(network netip.Prefix, backend string) string {
+	b := `{"Type":"vxlan","VNI":1,"Port":8472}`
+	if backend == "host-gw" {
+		b = `{"Type":"host-gw"}`
+	}
+	return fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"Backend":%s}`, network.String(), b)
+}
+
+// progress prints one progress line with the time since start.
+type progress struct {
+	mu    sync.Mutex
+	w     io.Writer
+	start time.Time
+}
+
+func (p *progress) say(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, "[%5.2fs] %s\n", time.Since(p.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// Up builds the lab and returns once its ping matrix is green (or the
+// timeout passes), leaving it running. Every object is recorded in the
+// state file before it is made.
+func Up(ctx context.Context, o Options) (err error) {
+	n, err := o.check()
+	if err != nil {
+		return err
+	}
+	if err := o.checkUp(); err != nil {
+		return err
+	}
+	lock, err := lockFile(o.StateDir, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %w (is `weft lab up` or `down` running?)", ErrRunning, err)
+	}
+	defer lock.Close()
+	if st, err := LoadState(o.StateDir); err == nil {
+		what := "is running"
+		if !st.Ready {
+			what = "was left half made (its `up` did not finish)"
+		}
+		return fmt.Errorf("%w: lab %q in %s %s since %s; run `weft lab down` first", ErrRunning, st.Prefix, o.StateDir, what, st.Created.Format(time.TimeOnly))
+	} else if !errors.Is(err, ErrNoLab) {
+		return fmt.Errorf("%w: %w; run `weft lab down` first", ErrRunning, err)
+	}
+	if o.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+	}
+	p := &progress{w: o.Out, start: time.Now()}
+	u := &upper{o: o, n: n, p: p}
+	if err := u.run(ctx); err != nil {
+		return fmt.Errorf("%w\nthe lab is half made: `weft lab status` shows it, the logs are in %s, `weft lab down` removes it", err, o.StateDir)
+	}
+	return nil
+}
+
+// upper carries Up's working state.
+type upper struct {
+	o   Options
+	n   Names
+	p   *progress
+	rec *recorder
+	ip  string // path of the ip command
+}
+
+func (u *upper) run(ctx context.Context) error {
+	ipPath, err := exec.LookPath("ip")
+	if err != nil {
+		return fmt.Errorf("the lab needs iproute2's ip command: %w", err)
+	}
+	u.ip = ipPath
+	used, err := usedPrefixes()
+	if err != nil {
+		return err
+	}
+	start := 0
+	if u.n.Prefix != DefaultPrefix {
+		h := fnv.New32a()
+		h.Write([]byte(u.n.Prefix))
+		start = int(h.Sum32() % 512)
+	}
+	underlay, err := pickUnderlay(used, start)
+	if err != nil {
+		return err
+	}
+	want := 0
+	if u.n.Prefix == DefaultPrefix {
+		want = defaultEtcdPort
+	}
+	etcdPort, err := freePort(want)
+	if err != nil {
+		return err
+	}
+	peerPort, err := freePort(0)
+	if err != nil {
+		return err
+	}
+	st := &State{
+		Version: stateVersion, Prefix: u.n.Prefix, StateDir: u.o.StateDir, Created: time.Now(),
+		Backend: u.o.Backend, Network: u.o.Network, BinDir: u.o.BinDir,
+		Underlay: underlay, BridgeAddr: nthAddr(underlay, 1),
+		EtcdPort: etcdPort, EtcdPeer: peerPort, HealthzPort: healthzPort,
+	}
+	for i := 1; i <= u.o.Hosts; i++ {
+		dir := filepath.Join(u.o.StateDir, u.n.Host(i))
+		h := Host{
+			Name: u.n.Host(i), NS: u.n.HostNS(i), Veth: u.n.HostVeth(i), Addr: nthAddr(underlay, 1+i),
+			SubnetFile: filepath.Join(dir, "subnet.env"), DataDir: dir,
+		}
+		for j := 1; j <= u.o.Pods; j++ {
+			h.Pods = append(h.Pods, Pod{Name: u.n.Pod(i, j), NS: u.n.PodNS(i, j)})
+		}
+		st.Hosts = append(st.Hosts, h)
+	}
+	u.rec = &recorder{st: st}
+	if err := u.rec.update(func(*State) {}); err != nil {
+		return err
+	}
+
+	u.p.say("creating the underlay bridge %s (%s) in the root namespace", u.n.Bridge(), underlay)
+	if err := u.bridge(ctx, st); err != nil {
+		return err
+	}
+	u.p.say("starting etcd on %s:%d and 127.0.0.1:%d", st.BridgeAddr, etcdPort, etcdPort)
+	etcdPID, err := u.startEtcd(st)
+	if err != nil {
+		return err
+	}
+
+	// Hosts and pod namespaces while etcd starts.
+	u.p.say("creating %d hosts and %d pod namespaces", u.o.Hosts, u.o.Hosts*u.o.Pods)
+	if err := u.parallelHosts(ctx, st.Hosts, u.makeHost); err != nil {
+		return err
+	}
+
+	c, err := etcdClient(etcdPort)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := waitEtcd(ctx, c, etcdPID, u.o.StateDir, filepath.Join(u.o.StateDir, "etcd.log")); err != nil {
+		return err
+	}
+	cfg := networkConfig(u.o.Network, u.o.Backend)
+	if _, err := c.Put(ctx, EtcdPrefix+"/config", cfg); err != nil {
+		return fmt.Errorf("writing the network config to the lab's etcd: %w", err)
+	}
+	u.p.say("etcd ready; network config %s", cfg)
+
+	for _, h := range st.Hosts {
+		if err := u.startWeftd(h, st); err != nil {
+			return err
+		}
+	}
+	u.p.say("started weftd on %d hosts; waiting for their /readyz", len(st.Hosts))
+	if err := u.parallelHosts(ctx, st.Hosts, u.waitWeftd); err != nil {
+		return err
+	}
+
+	u.p.say("attaching %d pods through the flannel CNI plugin", u.o.Hosts*u.o.Pods)
+	if err := u.parallelHosts(ctx, st.Hosts, u.attachPods); err != nil {
+		return err
+	}
+
+	snap := u.rec.snapshot()
+	u.p.say("pinging every pod from every other pod")
+	m := pingMatrix(ctx, endpoints(&snap), pingFromNS, time.Now().Add(10*time.Second))
+	if err := u.rec.update(func(s *State) { s.Ready = true }); err != nil {
+		return err
+	}
+	fmt.Fprintln(u.o.Out)
+	if err := RenderHosts(u.o.Out, hostRows(&snap)); err != nil {
+		return err
+	}
+	fmt.Fprintln(u.o.Out)
+	if err := RenderMatrix(u.o.Out, m); err != nil {
+		return err
+	}
+	fmt.Fprintln(u.o.Out)
+	if !m.Green() {
+		return fmt.Errorf("%d of %d pings unanswered after %s", m.Failures(), len(m.Pods)*(len(m.Pods)-1), time.Since(u.p.start).Round(time.Millisecond))
+	}
+	fmt.Fprintf(u.o.Out, "lab ready in %s: %d hosts, %d pods, every ping answered\n\n", time.Since(u.p.start).Round(time.Millisecond), len(snap.Hosts), len(m.Pods))
+	return RenderHints(u.o.Out, &snap)
+}
+
+// parallelHosts runs fn for every host at once and joins the errors.
+func (u *upper) parallelHosts(ctx context.Context, hosts []Host, fn func(context.Context, Host) error) error {
+	errs := make([]error, len(hosts))
+	var wg sync.WaitGroup
+	for i, h := range hosts {
+		wg.Go(func() { errs[i] = fn(ctx, h) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// bridge creates the underlay bridge with the lab's first address, and the
+// FORWARD rule when bridged traffic passes iptables.
+func (u *upper) bridge(ctx context.Context, st *State) error {
+	br := u.n.Bridge()
+	if err := u.rec.addLink(br); err != nil {
+		return err
+	}
+	addr := netip.PrefixFrom(st.BridgeAddr, st.Underlay.Bits()).String()
+	for _, args := range [][]string{
+		{"link", "add", br, "type", "bridge"},
+		{"addr", "add", addr, "dev", br},
+		{"link", "set", br, "up"},
+	} {
+		if _, err := run(ctx, u.ip, args...); err != nil {
+			return err
+		}
+	}
+	if bridgeNetfilter() {
+		r := forwardRule(u.n)
+		if err := u.rec.update(func(s *State) { s.Rules = append(s.Rules, r) }); err != nil {
+			return err
+		}
+		if err := insertRule(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startEtcd starts the detached etcd process and records its PID.
+func (u *upper) startEtcd(st *State) (int, error) {
+	port := strconv.Itoa(st.EtcdPort)
+	argv := []string{u.o.Self, "lab", "etcd", "--state-dir", u.o.StateDir,
+		"--client-urls", "http://" + st.BridgeAddr.String() + ":" + port + ",http://127.0.0.1:" + port,
+		"--peer-url", "http://127.0.0.1:" + strconv.Itoa(st.EtcdPeer)}
+	logPath := filepath.Join(u.o.StateDir, "etcd.log")
+	pid, err := startDetached(argv, logPath, os.Environ())
+	if err != nil {
+		return 0, err
+	}
+	return pid, u.rec.update(func(s *State) {
+		s.Procs = append(s.Procs, Proc{Name: "etcd", PID: pid, Exe: u.o.Self, Log: logPath})
+	})
+}
+
+// makeHost creates host h's namespace joined to the bridge, and its pods'
+// namespaces.
+func (u *upper) makeHost(ctx context.Context, h Host) error {
+	if err := u.rec.addNS(h.NS); err != nil {
+		return err
+	}
+	if err := u.rec.addLink(h.Veth); err != nil {
+		return err
+	}
+	addr := netip.PrefixFrom(h.Addr, 24).String()
+	for _, args := range [][]string{
+		{"netns", "add", h.NS},
+		{"link", "add", h.Veth, "type", "veth", "peer", "name", "eth0", "netns", h.NS},
+		{"link", "set", h.Veth, "master", u.n.Bridge(), "up"},
+		{"-n", h.NS, "addr", "add", addr, "dev", "eth0"},
+		{"-n", h.NS, "link", "set", "eth0", "up"},
+		{"-n", h.NS, "link", "set", "lo", "up"},
+	} {
+		if _, err := run(ctx, u.ip, args...); err != nil {
+			return fmt.Errorf("creating host %s: %w", h.Name, err)
+		}
+	}
+	for _, p := range h.Pods {
+		if err := u.rec.addNS(p.NS); err != nil {
+			return err
+		}
+		if _, err := run(ctx, u.ip, "netns", "add", p.NS); err != nil {
+			return fmt.Errorf("creating pod %s: %w", p.Name, err)
+		}
+		if _, err := run(ctx, u.ip, "-n", p.NS, "link", "set", "lo", "up"); err != nil {
+			return fmt.Errorf("creating pod %s: %w", p.Name, err)
+		}
+	}
+	return nil
+}
+
+// weftdArgs returns the command line that runs weftd inside host h.
+func weftdArgs(ip, binDir string, h Host, st *State) []string {
+	return []string{ip, "netns", "exec", h.NS, filepath.Join(binDir, "weftd"),
+		"-etcd-endpoints", "http://" + st.BridgeAddr.String() + ":" + strconv.Itoa(st.EtcdPort),
+		"-etcd-prefix", EtcdPrefix,
+		"-iface", "eth0",
+		"-public-ip", h.Addr.String(),
+		"-subnet-file", h.SubnetFile,
+		"-ip-masq",
+		"-healthz-ip", h.Addr.String(),
+		"-healthz-port", strconv.Itoa(st.HealthzPort),
+		"-log-level", "info",
+	}
+}
+
+// startWeftd starts host h's agent and records its PID.
+func (u *upper) startWeftd(h Host, st *State) error {
+	logPath := filepath.Join(h.DataDir, "weftd.log")
+	pid, err := startDetached(weftdArgs(u.ip, u.o.BinDir, h, st), logPath, os.Environ())
+	if err != nil {
+		return fmt.Errorf("starting weftd on %s: %w", h.Name, err)
+	}
+	return u.rec.update(func(s *State) {
+		s.Procs = append(s.Procs, Proc{Name: h.Name, PID: pid, Exe: filepath.Join(u.o.BinDir, "weftd"), Log: logPath})
+	})
+}
+
+// waitWeftd polls host h's /readyz until it answers 200.
+func (u *upper) waitWeftd(ctx context.Context, h Host) error {
+	url := "http://" + h.Addr.String() + ":" + strconv.Itoa(healthzPort) + "/readyz"
+	client := &http.Client{Timeout: 500 * time.Millisecond}
+	pid := 0
+	for _, p := range u.rec.snapshot().Procs {
+		if p.Name == h.Name {
+			pid = p.PID
+		}
+	}
+	logPath := filepath.Join(h.DataDir, "weftd.log")
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				env, err := subnetenv.Read(h.SubnetFile)
+				if err == nil {
+					u.p.say("weftd on %s ready: subnet %s", h.Name, env.Subnet.Masked())
+					return nil
+				}
+			}
+		}
+		if !ownsProcess(pid, u.o.StateDir) {
+			return fmt.Errorf("weftd on %s (pid %d) exited; see %s", h.Name, pid, logPath)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for weftd on %s (%s): %w; see %s", h.Name, url, ctx.Err(), logPath)
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+// attachPods attaches host h's pods, one after another (the host's bridge
+// and IPAM store are shared), recording each before its CNI ADD.
+func (u *upper) attachPods(ctx context.Context, h Host) error {
+	hc, err := newHostCNI(h, u.o.BinDir)
+	if err != nil {
+		return err
+	}
+	if b, err := conflist(h); err == nil && os.MkdirAll(filepath.Join(h.DataDir, "net.d"), 0o755) == nil {
+		_ = os.WriteFile(filepath.Join(h.DataDir, "net.d", "10-weft-lab.conflist"), b, 0o644)
+	}
+	for j, p := range h.Pods {
+		if err := u.setPod(h.Name, j, func(p *Pod) { p.Attached = true }); err != nil {
+			return err
+		}
+		addr, err := hc.add(ctx, p)
+		if err != nil {
+			return err
+		}
+		if err := u.setPod(h.Name, j, func(p *Pod) { p.Addr = addr }); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setPod updates pod j of the named host in the state.
+func (u *upper) setPod(host string, j int, fn func(*Pod)) error {
+	return u.rec.update(func(s *State) {
+		for i := range s.Hosts {
+			if s.Hosts[i].Name == host {
+				fn(&s.Hosts[i].Pods[j])
+			}
+		}
+	})
+}
+
+// endpoints lists the pods of st that have an address.
+func endpoints(st *State) []Endpoint {
+	var eps []Endpoint
+	for _, h := range st.Hosts {
+		for _, p := range h.Pods {
+			if p.Addr.IsValid() {
+				eps = append(eps, Endpoint{Name: p.Name, NS: p.NS, Addr: p.Addr.Addr()})
+			}
+		}
+	}
+	return eps
+}
+
+// subnetsFromEnv reads each host's leased subnet from its subnet.env.
+func subnetsFromEnv(st *State) map[string]netip.Prefix {
+	m := map[string]netip.Prefix{}
+	for _, h := range st.Hosts {
+		if env, err := subnetenv.Read(h.SubnetFile); err == nil {
+			m[h.Name] = env.Subnet.Masked()
+		}
+	}
+	return m
+}
