@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // startTimeout bounds how long a member may take to become ready.
@@ -134,6 +136,7 @@ func (s *Server) config() *embed.Config {
 	cfg.Dir = s.dir
 	cfg.LogLevel = "error"
 	cfg.LogOutputs = []string{"stderr"}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(quietLogger())
 	cfg.UnsafeNoFsync = true
 	cfg.TickMs = 50
 	cfg.ElectionMs = 500
@@ -347,6 +350,31 @@ func (s *Server) shutdown() {
 		c.Close()
 	}
 	s.Stop()
+}
+
+// quietLogger logs etcd's errors to stderr, except the ones every shutdown
+// produces (listeners closing under their accept loops).
+func quietLogger() *zap.Logger {
+	enc := zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig())
+	core := zapcore.NewCore(enc, zapcore.Lock(os.Stderr), zapcore.ErrorLevel)
+	return zap.New(shutdownFilter{core})
+}
+
+// shutdownFilter drops the errors etcd logs when it is closed on purpose.
+type shutdownFilter struct{ zapcore.Core }
+
+func (f shutdownFilter) With(fields []zapcore.Field) zapcore.Core {
+	return shutdownFilter{f.Core.With(fields)}
+}
+
+func (f shutdownFilter) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
+	if strings.HasPrefix(e.Message, "setting up serving from embedded etcd failed") {
+		return ce
+	}
+	if f.Enabled(e.Level) {
+		return ce.AddCore(e, f)
+	}
+	return ce
 }
 
 // Cluster is a multi-member embedded etcd cluster.

@@ -231,7 +231,7 @@ func (s *Store) renew(ctx context.Context, l *subnet.Lease, margin time.Duration
 	start := time.Now()
 	resp, err := s.cli.TimeToLive(ctx, id)
 	s.track("ttl", start)
-	if errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL <= 0) {
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) || (err == nil && resp.TTL < 0) {
 		return 0, fmt.Errorf("%w: etcd lease %x expired or was revoked", errLost, l.EtcdLease)
 	}
 	if err != nil {
@@ -242,8 +242,9 @@ func (s *Store) renew(ctx context.Context, l *subnet.Lease, margin time.Duration
 	}
 	// A margin as long as the TTL would renew on every check.
 	margin = min(margin, *ttl/2)
+	// etcd reports whole seconds (0 while under a second remains).
 	remaining := time.Duration(resp.TTL) * time.Second
-	if remaining < margin {
+	if remaining <= margin {
 		start = time.Now()
 		ka, err := s.cli.KeepAliveOnce(ctx, id)
 		s.track("keepalive", start)
