@@ -124,7 +124,9 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 }
 
 func (o *options) check() error {
-	bad := func(format string, a ...any) error { return fmt.Errorf("%w: "+format, append([]any{errUsage}, a...)...) }
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: "+format, append([]any{errUsage}, a...)...)
+	}
 	if o.kubeSubnetMgr {
 		return bad("-kube-subnet-mgr is not supported yet: weftd runs in etcd mode only (give -etcd-endpoints and write the network config to <etcd-prefix>/config)")
 	}
@@ -219,4 +221,3 @@ func (o *options) healthzAddr() string {
 	}
 	return netip.AddrPortFrom(netip.MustParseAddr(o.healthzIP), uint16(o.healthzPort)).String()
 }
-

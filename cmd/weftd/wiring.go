@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"log/slog"
+	"net/netip"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/registry"
@@ -42,10 +44,25 @@ func newFirewall(o *options, log *slog.Logger) agent.Firewall {
 		log.Error("iptables unavailable: masquerade and forward rules will not be kept", "err", err)
 		return nil
 	}
-	m, err := iptables.NewManager(ipt, iptables.Config{Masq: o.ipMasq, Forward: o.forwardRules}, log.With("component", "iptables"))
-	if err != nil {
-		log.Error("iptables", "err", err)
-		return nil
+	return &lazyFirewall{ipt: ipt, masq: o.ipMasq, fwd: o.forwardRules, log: log.With("component", "iptables")}
+}
+
+// lazyFirewall creates the iptables manager on the first Ensure, when the
+// network and the node's subnet are known.
+type lazyFirewall struct {
+	ipt       iptables.IPTables
+	masq, fwd bool
+	log       *slog.Logger
+	m         *iptables.Manager
+}
+
+func (f *lazyFirewall) Ensure(ctx context.Context, network, own netip.Prefix) error {
+	if f.m == nil {
+		m, err := iptables.NewManager(f.ipt, iptables.Config{Network: network, Subnet: own, Masq: f.masq, Forward: f.fwd}, f.log)
+		if err != nil {
+			return err
+		}
+		f.m = m
 	}
-	return iptables.NetworkEnsurer{M: m}
+	return iptables.NetworkEnsurer{M: f.m}.Ensure(ctx, network, own)
 }
