@@ -315,6 +315,9 @@ func unknownFields(data []byte) []string {
 func describeJSONError(err error, data []byte) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) && te.Field != "" {
+		if raw := rawField(data, te.Field); raw != nil {
+			return fmt.Sprintf("field %s is %s, a JSON %s; want a %s", te.Field, raw, te.Value, jsonTypeName(te.Type.String()))
+		}
 		return fmt.Sprintf("field %s has a JSON %s, want a %s", te.Field, te.Value, jsonTypeName(te.Type.String()))
 	}
 	var se *json.SyntaxError
@@ -322,6 +325,28 @@ func describeJSONError(err error, data []byte) string {
 		return fmt.Sprintf("not valid JSON at byte %d: %v (input %s)", se.Offset, se, quoteJSON(data))
 	}
 	return fmt.Sprintf("%v (input %s)", err, quoteJSON(data))
+}
+
+// rawField returns the raw JSON of the field at a dotted path of object
+// keys ("Backend.Type"), or nil when it cannot be found.
+func rawField(data []byte, path string) json.RawMessage {
+	cur := json.RawMessage(data)
+	for _, name := range strings.Split(path, ".") {
+		var m map[string]json.RawMessage
+		if json.Unmarshal(cur, &m) != nil {
+			return nil
+		}
+		v, ok := m[name]
+		if !ok {
+			return nil
+		}
+		cur = v
+	}
+	const max = 100
+	if len(cur) > max {
+		return append(cur[:max:max], "..."...)
+	}
+	return cur
 }
 
 func jsonTypeName(goType string) string {

@@ -19,6 +19,8 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 
 	"github.com/weftnet/weft/subnet"
 )
@@ -119,6 +121,19 @@ func New(opts Options) (*Store, error) {
 	if cfg.DialTimeout == 0 {
 		cfg.DialTimeout = 5 * time.Second
 	}
+	// gRPC's default reconnect backoff grows to 2 min: after a long etcd
+	// outage the agent would lag that long behind the recovery. Cap it.
+	backMin, backMax := opts.BackoffMin, opts.BackoffMax
+	if backMin <= 0 {
+		backMin = 100 * time.Millisecond
+	}
+	if backMax <= 0 {
+		backMax = 10 * time.Second
+	}
+	cfg.DialOptions = []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           grpcbackoff.Config{BaseDelay: backMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: max(backMin, backMax)},
+		MinConnectTimeout: cfg.DialTimeout,
+	})}
 	cfg.TLS = opts.TLS
 	if cfg.TLS == nil && (opts.CAFile != "" || opts.CertFile != "" || opts.KeyFile != "") {
 		tc, err := transport.TLSInfo{

@@ -1,0 +1,245 @@
+package subnet
+
+import (
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// flannelLease is the value flanneld writes for a VXLAN lease (COMPAT.md).
+const flannelLease = `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`
+
+func TestLeaseAttrsGolden(t *testing.T) {
+	a := LeaseAttrs{
+		PublicIP:    netip.MustParseAddr("192.168.64.3"),
+		BackendType: "vxlan",
+		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`),
+	}
+	got, err := a.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != flannelLease {
+		t.Fatalf("Marshal:\n got %s\nwant %s", got, flannelLease)
+	}
+	back, err := ParseLeaseAttrs([]byte(flannelLease))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !back.Equal(a) || back.PublicIPv6 != nil {
+		t.Fatalf("ParseLeaseAttrs(%s) = %+v, want %+v", flannelLease, back, a)
+	}
+	again, err := back.Marshal()
+	if err != nil || string(again) != flannelLease {
+		t.Fatalf("re-Marshal = %s, %v; want %s", again, err, flannelLease)
+	}
+}
+
+func TestLeaseAttrsDualStack(t *testing.T) {
+	v6 := netip.MustParseAddr("fd00::3")
+	a := LeaseAttrs{
+		PublicIP:      netip.MustParseAddr("192.168.64.3"),
+		PublicIPv6:    &v6,
+		BackendType:   "vxlan",
+		BackendData:   json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`),
+		BackendV6Data: json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:45"}`),
+	}
+	want := `{"PublicIP":"192.168.64.3","PublicIPv6":"fd00::3","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:45"}}`
+	got, err := a.Marshal()
+	if err != nil || string(got) != want {
+		t.Fatalf("Marshal = %s, %v\nwant %s", got, err, want)
+	}
+	back, err := ParseLeaseAttrs(got)
+	if err != nil || !back.Equal(a) {
+		t.Fatalf("round trip = %+v, %v", back, err)
+	}
+}
+
+func TestParseLeaseAttrsErrors(t *testing.T) {
+	for _, in := range []string{`{"PublicIP":`, `{"PublicIP":"300.1.1.1"}`, `{"PublicIP":5}`, `[]`, ``} {
+		t.Run(in, func(t *testing.T) {
+			_, err := ParseLeaseAttrs([]byte(in))
+			if !errors.Is(err, ErrInvalidLease) {
+				t.Fatalf("ParseLeaseAttrs(%q) = %v, want ErrInvalidLease", in, err)
+			}
+		})
+	}
+}
+
+func TestSubnetKeyRoundTrip(t *testing.T) {
+	tests := []struct {
+		key    string
+		v4, v6 string
+	}{
+		{"10.244.3.0-24", "10.244.3.0/24", ""},
+		{"10.244.52.0-24&fd00:0:0:34::-64", "10.244.52.0/24", "fd00:0:0:34::/64"},
+		{"fd00:0:0:34::-64", "", "fd00:0:0:34::/64"},
+		{"10.0.0.4-30", "10.0.0.4/30", ""},
+		{"0.0.0.0-0", "0.0.0.0/0", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.key, func(t *testing.T) {
+			v4, v6, err := ParseSubnetKey(tt.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var w4, w6 netip.Prefix
+			if tt.v4 != "" {
+				w4 = netip.MustParsePrefix(tt.v4)
+			}
+			if tt.v6 != "" {
+				w6 = netip.MustParsePrefix(tt.v6)
+			}
+			if v4 != w4 || v6 != w6 {
+				t.Fatalf("ParseSubnetKey(%q) = %s, %s; want %s, %s", tt.key, v4, v6, w4, w6)
+			}
+			if got := SubnetKey(v4, v6); got != tt.key {
+				t.Fatalf("SubnetKey = %q, want %q", got, tt.key)
+			}
+			l := Lease{Subnet: v4, IPv6Subnet: v6}
+			if l.Key() != tt.key {
+				t.Fatalf("Lease.Key = %q", l.Key())
+			}
+		})
+	}
+}
+
+func TestParseSubnetKeyErrors(t *testing.T) {
+	for _, key := range []string{
+		"", "10.244.3.0", "10.244.3.0/24", "10.244.3.0-33", "10.244.3.1-24", "10.244.3.0-", "-24",
+		"a-b", "10.0.0.0-24&10.1.0.0-24", "fd00::-64&fd01::-64", "1.0.0.0-8&fd00::-64&fd01::-64",
+		"fe80::%eth0-64", "10.244.3.0-24&", "not-a-subnet", "10.244.3.0-024x",
+	} {
+		t.Run(key, func(t *testing.T) {
+			v4, v6, err := ParseSubnetKey(key)
+			if err == nil {
+				t.Fatalf("ParseSubnetKey(%q) = %s, %s; want an error", key, v4, v6)
+			}
+			if !errors.Is(err, ErrInvalidLease) || !strings.Contains(err.Error(), key) {
+				t.Errorf("error %q should wrap ErrInvalidLease and quote the key", err)
+			}
+		})
+	}
+}
+
+func FuzzParseSubnetKey(f *testing.F) {
+	for _, s := range []string{"10.244.3.0-24", "10.244.52.0-24&fd00:0:0:34::-64", "fd00::-64", "x", "1.2.3.4-32&", "::ffff:10.0.0.0-120"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		v4, v6, err := ParseSubnetKey(key)
+		if err != nil {
+			return
+		}
+		if v4.IsValid() && (!v4.Addr().Is4() || v4.Masked() != v4) {
+			t.Fatalf("bad v4 %s from %q", v4, key)
+		}
+		if v6.IsValid() && (v6.Addr().Is4() || v6.Masked() != v6) {
+			t.Fatalf("bad v6 %s from %q", v6, key)
+		}
+		k2 := SubnetKey(v4, v6)
+		a4, a6, err := ParseSubnetKey(k2)
+		if err != nil || a4 != v4 || a6 != v6 {
+			t.Fatalf("%q -> %s,%s -> %q -> %s,%s (%v)", key, v4, v6, k2, a4, a6, err)
+		}
+	})
+}
+
+func FuzzSubnetKeyFromPrefix(f *testing.F) {
+	f.Add([]byte{10, 244, 3, 0}, 24, []byte{0xfd, 0, 0, 0, 0, 0, 0, 0x34, 0, 0, 0, 0, 0, 0, 0, 0}, 64)
+	f.Fuzz(func(t *testing.T, a4 []byte, b4 int, a6 []byte, b6 int) {
+		var v4, v6 netip.Prefix
+		if ip, ok := netip.AddrFromSlice(a4); ok && ip.Is4() && b4 >= 0 && b4 <= 32 {
+			v4 = netip.PrefixFrom(ip, b4).Masked()
+		}
+		if ip, ok := netip.AddrFromSlice(a6); ok && ip.Is6() && !ip.Is4In6() && b6 >= 0 && b6 <= 128 {
+			v6 = netip.PrefixFrom(ip, b6).Masked()
+		}
+		if !v4.IsValid() && !v6.IsValid() {
+			return
+		}
+		key := SubnetKey(v4, v6)
+		g4, g6, err := ParseSubnetKey(key)
+		if err != nil || g4 != v4 || g6 != v6 {
+			t.Fatalf("SubnetKey(%s, %s) = %q -> %s, %s, %v", v4, v6, key, g4, g6, err)
+		}
+	})
+}
+
+func TestValidateLease(t *testing.T) {
+	cfg, _, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := func() Lease {
+		return Lease{
+			Subnet: netip.MustParsePrefix("10.244.3.0/24"),
+			Attrs: LeaseAttrs{
+				PublicIP:    netip.MustParseAddr("192.168.64.3"),
+				BackendType: "vxlan",
+				BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`),
+			},
+		}
+	}
+	rejectMAC := func(typ string, data json.RawMessage) error {
+		if strings.Contains(string(data), "ff:ff:ff:ff:ff:ff") {
+			return errors.New("VtepMAC is not unicast")
+		}
+		return nil
+	}
+	tests := []struct {
+		name   string
+		modify func(*Lease)
+		want   string // "" = valid
+	}{
+		{"valid", func(*Lease) {}, ""},
+		{"first subnet is still a valid peer", func(l *Lease) { l.Subnet = netip.MustParsePrefix("10.244.0.0/24") }, ""},
+		{"outside network", func(l *Lease) { l.Subnet = netip.MustParsePrefix("10.245.3.0/24") }, "not a /24 inside network 10.244.0.0/16"},
+		{"wrong length", func(l *Lease) { l.Subnet = netip.MustParsePrefix("10.244.3.0/25") }, "not a /24"},
+		{"no IPv4 subnet", func(l *Lease) { l.Subnet = netip.Prefix{}; l.IPv6Subnet = netip.MustParsePrefix("fd00::/64") }, "no IPv4 subnet"},
+		{"PublicIP missing", func(l *Lease) { l.Attrs.PublicIP = netip.Addr{} }, "PublicIP is missing"},
+		{"PublicIP loopback", func(l *Lease) { l.Attrs.PublicIP = netip.MustParseAddr("127.0.0.1") }, "PublicIP 127.0.0.1"},
+		{"PublicIP unspecified", func(l *Lease) { l.Attrs.PublicIP = netip.MustParseAddr("0.0.0.0") }, "PublicIP 0.0.0.0"},
+		{"PublicIP multicast", func(l *Lease) { l.Attrs.PublicIP = netip.MustParseAddr("224.0.0.1") }, "PublicIP 224.0.0.1"},
+		{"PublicIP broadcast", func(l *Lease) { l.Attrs.PublicIP = netip.MustParseAddr("255.255.255.255") }, "PublicIP 255.255.255.255"},
+		{"PublicIP IPv6", func(l *Lease) { l.Attrs.PublicIP = netip.MustParseAddr("fd00::1") }, "not a unicast IPv4"},
+		{"wrong backend", func(l *Lease) { l.Attrs.BackendType = "host-gw" }, `BackendType "host-gw"`},
+		{"backend data rejected", func(l *Lease) { l.Attrs.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"ff:ff:ff:ff:ff:ff"}`) }, "VtepMAC is not unicast"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := good()
+			tt.modify(&l)
+			err := cfg.ValidateLease(&l, rejectMAC)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("ValidateLease: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("ValidateLease accepted %+v", l)
+			}
+			if !errors.Is(err, ErrInvalidLease) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), l.Key()) {
+				t.Errorf("error %q: want ErrInvalidLease mentioning %q and key %q", err, tt.want, l.Key())
+			}
+		})
+	}
+	t.Run("nil validator accepts any data", func(t *testing.T) {
+		l := good()
+		l.Attrs.BackendData = json.RawMessage(`{"VtepMAC":"ff:ff:ff:ff:ff:ff"}`)
+		if err := cfg.ValidateLease(&l, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestEventTypeString(t *testing.T) {
+	for typ, want := range map[EventType]string{EventAdded: "added", EventChanged: "changed", EventRemoved: "removed", 9: "EventType(9)"} {
+		if typ.String() != want {
+			t.Errorf("%d.String() = %q, want %q", int(typ), typ.String(), want)
+		}
+	}
+}
