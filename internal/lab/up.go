@@ -222,9 +222,12 @@ func (u *upper) run(ctx context.Context) error {
 		return err
 	}
 
-	// Hosts and pod namespaces while etcd starts.
+	// Hosts, pod namespaces and the FORWARD rule while etcd starts.
 	u.p.say("creating %d hosts and %d pod namespaces", u.o.Hosts, u.o.Hosts*u.o.Pods)
-	if err := u.parallelHosts(ctx, st.Hosts, u.makeHost); err != nil {
+	ruleErr := make(chan error, 1)
+	go func() { ruleErr <- u.forwardRule() }()
+	err = u.parallelHosts(ctx, st.Hosts, u.makeHost)
+	if err := errors.Join(err, <-ruleErr); err != nil {
 		return err
 	}
 
@@ -247,13 +250,13 @@ func (u *upper) run(ctx context.Context) error {
 			return err
 		}
 	}
-	u.p.say("started weftd on %d hosts; waiting for their /readyz", len(st.Hosts))
-	if err := u.parallelHosts(ctx, st.Hosts, u.waitWeftd); err != nil {
-		return err
-	}
-
-	u.p.say("attaching %d pods through the flannel CNI plugin", u.o.Hosts*u.o.Pods)
-	if err := u.parallelHosts(ctx, st.Hosts, u.attachPods); err != nil {
+	u.p.say("started weftd on %d hosts; waiting for their /readyz, then attaching each host's pods through the flannel CNI plugin", len(st.Hosts))
+	if err := u.parallelHosts(ctx, st.Hosts, func(ctx context.Context, h Host) error {
+		if err := u.waitWeftd(ctx, h); err != nil {
+			return err
+		}
+		return u.attachPods(ctx, h)
+	}); err != nil {
 		return err
 	}
 
@@ -290,8 +293,7 @@ func (u *upper) parallelHosts(ctx context.Context, hosts []Host, fn func(context
 	return errors.Join(errs...)
 }
 
-// bridge creates the underlay bridge with the lab's first address, and the
-// FORWARD rule when bridged traffic passes iptables.
+// bridge creates the underlay bridge with the lab's first address.
 func (u *upper) bridge(ctx context.Context, st *State) error {
 	br := u.n.Bridge()
 	if err := u.rec.addLink(br); err != nil {
@@ -307,16 +309,20 @@ func (u *upper) bridge(ctx context.Context, st *State) error {
 			return err
 		}
 	}
-	if bridgeNetfilter() {
-		r := forwardRule(u.n)
-		if err := u.rec.update(func(s *State) { s.Rules = append(s.Rules, r) }); err != nil {
-			return err
-		}
-		if err := insertRule(r); err != nil {
-			return err
-		}
-	}
 	return nil
+}
+
+// forwardRule adds the FORWARD rule for the bridge when bridged traffic
+// passes iptables.
+func (u *upper) forwardRule() error {
+	if !bridgeNetfilter() {
+		return nil
+	}
+	r := forwardRule(u.n)
+	if err := u.rec.update(func(s *State) { s.Rules = append(s.Rules, r) }); err != nil {
+		return err
+	}
+	return insertRule(r)
 }
 
 // startEtcd starts the detached etcd process and records its PID.
@@ -433,8 +439,9 @@ func (u *upper) waitWeftd(ctx context.Context, h Host) error {
 	}
 }
 
-// attachPods attaches host h's pods, one after another (the host's bridge
-// and IPAM store are shared), recording each before its CNI ADD.
+// attachPods attaches host h's pods, all at once (the reference plugins
+// tolerate it: the bridge plugin accepts an existing bridge and host-local
+// locks its store), recording each before its CNI ADD.
 func (u *upper) attachPods(ctx context.Context, h Host) error {
 	hc, err := newHostCNI(h, u.o.BinDir)
 	if err != nil {
@@ -443,19 +450,25 @@ func (u *upper) attachPods(ctx context.Context, h Host) error {
 	if b, err := conflist(h); err == nil && os.MkdirAll(filepath.Join(h.DataDir, "net.d"), 0o755) == nil {
 		_ = os.WriteFile(filepath.Join(h.DataDir, "net.d", "10-weft-lab.conflist"), b, 0o644)
 	}
+	errs := make([]error, len(h.Pods))
+	var wg sync.WaitGroup
 	for j, p := range h.Pods {
-		if err := u.setPod(h.Name, j, func(p *Pod) { p.Attached = true }); err != nil {
-			return err
-		}
-		addr, err := hc.add(ctx, p)
-		if err != nil {
-			return err
-		}
-		if err := u.setPod(h.Name, j, func(p *Pod) { p.Addr = addr }); err != nil {
-			return err
-		}
+		wg.Go(func() {
+			if errs[j] = u.setPod(h.Name, j, func(p *Pod) { p.Attached = true }); errs[j] != nil {
+				return
+			}
+			t0 := time.Now()
+			addr, err := hc.add(ctx, p)
+			if err != nil {
+				errs[j] = err
+				return
+			}
+			u.p.say("pod %s attached: %s (%s)", p.Name, addr.Addr(), time.Since(t0).Round(time.Millisecond))
+			errs[j] = u.setPod(h.Name, j, func(p *Pod) { p.Addr = addr })
+		})
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // setPod updates pod j of the named host in the state.

@@ -1,0 +1,293 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestNames(t *testing.T) {
+	for _, tc := range []struct {
+		prefix string
+		ok     bool
+	}{
+		{"weft-lab", true},
+		{"wt12345", true},
+		{"a", true},
+		{"abcdefghij", true},
+		{"abcdefghijk", false},
+		{"", false},
+		{"Weft", false},
+		{"1lab", false},
+		{"we ft", false},
+		{"we/ft", false},
+	} {
+		t.Run(tc.prefix, func(t *testing.T) {
+			n, err := NewNames(tc.prefix)
+			if (err == nil) != tc.ok {
+				t.Fatalf("NewNames(%q) error = %v, want ok %v", tc.prefix, err, tc.ok)
+			}
+			if !tc.ok {
+				return
+			}
+			for _, l := range []string{n.Bridge(), n.HostVeth(maxHosts)} {
+				if len(l) > 15 {
+					t.Errorf("link name %q is longer than 15 characters", l)
+				}
+				if !n.IsLink(l) {
+					t.Errorf("IsLink(%q) = false for a name the lab makes", l)
+				}
+			}
+			for _, ns := range []string{n.HostNS(1), n.PodNS(3, 2), n.HostNS(maxHosts)} {
+				if !n.IsNS(ns) {
+					t.Errorf("IsNS(%q) = false for a name the lab makes", ns)
+				}
+			}
+		})
+	}
+	n, _ := NewNames("weft-lab")
+	if got := n.PodNS(2, 1); got != "weft-lab-host2-pod1" {
+		t.Errorf("PodNS(2, 1) = %q", got)
+	}
+	for _, foreign := range []string{"weft-lab", "weft-lab-host", "weft-lab-hostx", "weft-lab-host1-x", "weft-labx-host1", "other-host1", "weft-lab-host1-pod1-x"} {
+		if n.IsNS(foreign) {
+			t.Errorf("IsNS(%q) = true for a name the lab does not make", foreign)
+		}
+	}
+	for _, foreign := range []string{"weft-lab-br0", "weft-lab-h", "weft-lab-hx", "eth0", "weft-lab"} {
+		if n.IsLink(foreign) {
+			t.Errorf("IsLink(%q) = true for a name the lab does not make", foreign)
+		}
+	}
+}
+
+func TestPickUnderlay(t *testing.T) {
+	p := netip.MustParsePrefix
+	for _, tc := range []struct {
+		name  string
+		used  []netip.Prefix
+		start int
+		want  string
+	}{
+		{"empty", nil, 0, "198.18.0.0/24"},
+		{"first taken", []netip.Prefix{p("198.18.0.0/24")}, 0, "198.18.1.0/24"},
+		{"host address", []netip.Prefix{p("198.18.0.7/32")}, 0, "198.18.1.0/24"},
+		{"covering route", []netip.Prefix{p("198.18.0.0/23")}, 0, "198.18.2.0/24"},
+		{"start", nil, 300, "198.19.44.0/24"},
+		{"wraps", []netip.Prefix{p("198.19.255.0/24")}, 511, "198.18.0.0/24"},
+		{"unrelated", []netip.Prefix{p("10.0.0.0/8"), p("192.0.2.0/24")}, 0, "198.18.0.0/24"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := pickUnderlay(tc.used, tc.start)
+			if err != nil || got.String() != tc.want {
+				t.Errorf("pickUnderlay = %v, %v; want %s", got, err, tc.want)
+			}
+		})
+	}
+	if _, err := pickUnderlay([]netip.Prefix{p("198.18.0.0/15")}, 0); err == nil {
+		t.Error("pickUnderlay with the whole range taken: want an error")
+	}
+}
+
+func TestStateRoundTrip(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lab")
+	want := &State{
+		Version: stateVersion, Prefix: "wt1", StateDir: dir, Created: time.Unix(1700000000, 0).UTC(),
+		Backend: "vxlan", Network: netip.MustParsePrefix("10.244.0.0/16"), BinDir: "/bin",
+		Underlay: netip.MustParsePrefix("198.18.3.0/24"), BridgeAddr: netip.MustParseAddr("198.18.3.1"),
+		EtcdPort: 1, EtcdPeer: 2, HealthzPort: 3,
+		Rules: []Rule{forwardRule(Names{Prefix: "wt1"})},
+		Procs: []Proc{{Name: "etcd", PID: 42, Exe: "/bin/weft", Log: dir + "/etcd.log"}},
+		Hosts: []Host{{Name: "host1", NS: "wt1-host1", Veth: "wt1-h1", Addr: netip.MustParseAddr("198.18.3.2"),
+			Pods: []Pod{{Name: "host1-pod1", NS: "wt1-host1-pod1", Attached: true, Addr: netip.MustParsePrefix("10.244.7.2/24")}}}},
+	}
+	rec := &recorder{st: want}
+	if err := rec.addNS("wt1-host1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.addNS("wt1-host1"); err != nil { // recorded once
+		t.Fatal(err)
+	}
+	if err := rec.addLink("wt1-br"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := stateString(t, want), stateString(t, got)
+	if a != b {
+		t.Errorf("round trip:\nwrote %s\nread  %s", a, b)
+	}
+	if len(got.Namespaces) != 1 || len(got.Links) != 1 {
+		t.Errorf("namespaces %v, links %v: want one of each", got.Namespaces, got.Links)
+	}
+	if _, err := LoadState(t.TempDir()); err == nil || !strings.Contains(err.Error(), "no lab") {
+		t.Errorf("LoadState of an empty dir = %v, want ErrNoLab", err)
+	}
+}
+
+func stateString(t *testing.T, s *State) string {
+	t.Helper()
+	r := &recorder{st: s}
+	snap := r.snapshot()
+	var b bytes.Buffer
+	b.WriteString(snap.Prefix + snap.Underlay.String() + snap.Created.String())
+	for _, h := range snap.Hosts {
+		b.WriteString(h.NS + h.Addr.String())
+		for _, p := range h.Pods {
+			b.WriteString(p.NS + p.Addr.String())
+		}
+	}
+	for _, r := range snap.Rules {
+		b.WriteString(strings.Join(r.Spec, " "))
+	}
+	return b.String()
+}
+
+func TestLockRefusesSecondHolder(t *testing.T) {
+	dir := t.TempDir()
+	f, err := lockFile(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockFile(dir, 0); err == nil {
+		t.Fatal("second lock succeeded while the first is held")
+	}
+	f.Close()
+	g, err := lockFile(dir, time.Second)
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	g.Close()
+}
+
+func TestPingMatrixRetries(t *testing.T) {
+	pods := []Endpoint{
+		{Name: "host1-pod1", NS: "a", Addr: netip.MustParseAddr("10.244.1.2")},
+		{Name: "host2-pod1", NS: "b", Addr: netip.MustParseAddr("10.244.2.2")},
+		{Name: "host3-pod1", NS: "c", Addr: netip.MustParseAddr("10.244.3.2")},
+	}
+	var calls atomic.Int32
+	// Host 3 answers only from the second round on.
+	flaky := func(_ context.Context, ns string, addr netip.Addr) bool {
+		calls.Add(1)
+		return addr != pods[2].Addr || calls.Load() > 6
+	}
+	m := pingMatrix(context.Background(), pods, flaky, time.Time{})
+	if m.Green() || m.Failures() != 2 {
+		t.Errorf("one round: green %v, %d failures; want 2 failures", m.Green(), m.Failures())
+	}
+	calls.Store(0)
+	m = pingMatrix(context.Background(), pods, flaky, time.Now().Add(5*time.Second))
+	if !m.Green() {
+		t.Errorf("with retries: %d failures, want green", m.Failures())
+	}
+	if got := calls.Load(); got != 8 {
+		t.Errorf("%d pings, want 6 then the 2 failed ones again", got)
+	}
+}
+
+func TestRenderMatrix(t *testing.T) {
+	m := &Matrix{
+		Pods: []Endpoint{
+			{Name: "host1-pod1", Addr: netip.MustParseAddr("10.244.1.2")},
+			{Name: "host2-pod1", Addr: netip.MustParseAddr("10.244.2.2")},
+		},
+		OK: [][]bool{{true, false}, {true, true}},
+	}
+	var b bytes.Buffer
+	if err := RenderMatrix(&b, m); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"from \\ to        h1p1  h2p1\n" +
+		"h1p1 10.244.1.2  ·     FAIL\n" +
+		"h2p1 10.244.2.2  ok    ·\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestRenderHosts(t *testing.T) {
+	var b bytes.Buffer
+	err := RenderHosts(&b, []HostRow{
+		{Host: "host1", Underlay: "198.18.0.2", Subnet: "10.244.7.0/24", Weftd: "pid 10 running", Pods: []string{"h1p1 10.244.7.2", "h1p2 10.244.7.3"}},
+		{Host: "host2", Underlay: "198.18.0.3", Subnet: "-", Weftd: "not started"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"HOST   UNDERLAY    SUBNET         WEFTD           PODS\n" +
+		"host1  198.18.0.2  10.244.7.0/24  pid 10 running  h1p1 10.244.7.2, h1p2 10.244.7.3\n" +
+		"host2  198.18.0.3  -              not started     -\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+}
+
+func TestParseLabRules(t *testing.T) {
+	n := Names{Prefix: "wt1"}
+	lines := []string{
+		"-P FORWARD ACCEPT",
+		`-A FORWARD -i wt1-br -o wt1-br -m comment --comment "weft-lab:wt1" -j ACCEPT`,
+		`-A FORWARD -i wt2-br -o wt2-br -m comment --comment weft-lab:wt2 -j ACCEPT`,
+		"-A FORWARD -j DOCKER-USER",
+	}
+	got := parseLabRules(lines, n)
+	if len(got) != 1 || strings.Join(got[0].Spec, " ") != strings.Join(forwardRule(n).Spec, " ") {
+		t.Errorf("parseLabRules = %+v, want only the lab's rule %v", got, forwardRule(n).Spec)
+	}
+}
+
+func TestRemoveFilesLeavesOthers(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lab")
+	for _, f := range []string{"state.json", "lock", "etcd.log", "etcd/member/x", "host1/subnet.env", "host12/weftd.log"} {
+		p := filepath.Join(dir, f)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := removeFiles(dir); err != nil {
+		t.Fatalf("removeFiles: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("state dir still there: %v", err)
+	}
+	// A dir with a foreign file keeps it.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "state.json"), nil, 0o644)
+	os.WriteFile(filepath.Join(dir, "notes.txt"), nil, 0o644)
+	if err := removeFiles(dir); err == nil {
+		t.Error("removeFiles with a foreign file: want an error saying the dir stays")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "notes.txt")); err != nil {
+		t.Errorf("foreign file removed: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state.json")); !os.IsNotExist(err) {
+		t.Errorf("state.json left: %v", err)
+	}
+}
+
+func TestNetworkConfig(t *testing.T) {
+	for _, tc := range []struct{ backend, want string }{
+		{"vxlan", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
+		{"host-gw", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
+	} {
+		if got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.backend); got != tc.want {
+			t.Errorf("networkConfig(%s) = %s, want %s", tc.backend, got, tc.want)
+		}
+	}
+}
