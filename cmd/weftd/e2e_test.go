@@ -29,7 +29,7 @@ var (
 	weftdErr  error
 )
 
-func buildWeftd(t *testing.T) string {
+func buildWeftd(t testing.TB) string {
 	t.Helper()
 	weftdOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "weftd-e2e-")
@@ -60,7 +60,7 @@ func TestMain(m *testing.M) {
 // cluster is a test cluster: an etcd in this process listening on a bridge
 // in the root namespace, and hosts in namespaces joined to that bridge.
 type cluster struct {
-	t        *testing.T
+	t        testing.TB
 	bin      string
 	dir      string
 	etcd     *etcdtest.Server
@@ -69,6 +69,7 @@ type cluster struct {
 	bridge   *netnstest.Bridge
 	hosts    []*host
 	ttl      time.Duration
+	logLevel string
 }
 
 type host struct {
@@ -85,10 +86,10 @@ type host struct {
 }
 
 // newCluster makes n hosts and an etcd holding the given network config.
-func newCluster(t *testing.T, n int, netConf string, ttl time.Duration) *cluster {
+func newCluster(t testing.TB, n int, netConf string, ttl time.Duration) *cluster {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
-	c := &cluster{t: t, bin: buildWeftd(t), dir: t.TempDir(), ttl: ttl}
+	c := &cluster{t: t, bin: buildWeftd(t), dir: t.TempDir(), ttl: ttl, logLevel: "debug"}
 	// A random /24 from the benchmarking range 198.18.0.0/15, for this test.
 	third, _ := strconv.ParseUint(netnstest.Suffix(2), 16, 8)
 	c.underlay = netip.MustParsePrefix(fmt.Sprintf("198.18.%d.0/24", third))
@@ -134,7 +135,7 @@ func (h *host) start(extra ...string) {
 	args := []string{"netns", "exec", h.ns.Name, h.c.bin,
 		"-etcd-endpoints", h.c.endpoint, "-iface", "eth0", "-subnet-file", h.envPath,
 		"-subnet-lease-ttl", h.c.ttl.String(), "-ip-masq", "-resync-interval", "2s", "-iptables-resync", "1",
-		"-healthz-ip", h.addr.String(), "-healthz-port", "8471", "-log-level", "debug"}
+		"-healthz-ip", h.addr.String(), "-healthz-port", "8471", "-log-level", h.c.logLevel}
 	args = append(args, extra...)
 	logf, err := os.OpenFile(h.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -223,7 +224,7 @@ func (h *host) addPod(env *subnetenv.Env) {
 }
 
 // eventually retries f until it returns nil or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+func eventually(t testing.TB, timeout time.Duration, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error
@@ -254,7 +255,7 @@ func (c *cluster) checkMesh() {
 	}
 }
 
-func startAll(t *testing.T, c *cluster) map[*host]*subnetenv.Env {
+func startAll(t testing.TB, c *cluster) map[*host]*subnetenv.Env {
 	t.Helper()
 	for _, h := range c.hosts {
 		h.start()

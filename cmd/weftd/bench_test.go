@@ -1,0 +1,342 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/internal/netnstest"
+	"github.com/weftnet/weft/subnet"
+)
+
+// The benchmarks here measure the whole agent, as a process in a fresh
+// network namespace, against an etcd holding many leases:
+//
+//	BenchmarkColdStart/peers=N  start to ready (every peer programmed), CPU, RSS
+//	BenchmarkIPBatch/peers=N    the baseline: the same neighbours, FDB entries
+//	                            and routes written by ip -batch / bridge -batch
+//	BenchmarkBurst4000          4,000 leases arriving at once at an agent with 1,000
+//	BenchmarkOneChange5000      one lease added and removed with 5,000 present
+//
+// Run: go test -run '^$' -bench . -benchtime 3x ./cmd/weftd/
+
+// benchNet is the network config of the benchmarks: room for 65,535 /24s.
+const benchNet = `{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}`
+
+type benchEnv struct {
+	c   *cluster
+	cli *clientv3.Client
+}
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	c := newCluster(b, 0, benchNet, time.Hour)
+	c.logLevel = "info"
+	return &benchEnv{c: c, cli: c.etcd.Client()}
+}
+
+// fakePeer returns the i-th synthetic peer lease (subnet 10.x.y.0/24 from
+// index i+1, public IP in 172.31.0.0/16 — a documentation of intent only:
+// no packet is sent to these addresses, they only fill FDB entries).
+func fakePeer(i int) (key, value string) {
+	n := i + 1
+	sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), 0}), 24)
+	pub := netip.AddrFrom4([4]byte{172, 31, byte(n >> 8), byte(n)})
+	mac := fmt.Sprintf("0a:%02x:%02x:%02x:%02x:01", byte(n>>16), byte(n>>8), byte(n), byte(i%7))
+	attrs := subnet.LeaseAttrs{PublicIP: pub, BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"` + mac + `"}`)}
+	v, _ := attrs.Marshal()
+	return "/coreos.com/network/subnets/" + subnet.SubnetKey(sn, netip.Prefix{}), string(v)
+}
+
+// putPeers writes peers [from, to) in transactions of 100.
+func (e *benchEnv) putPeers(b *testing.B, from, to int) {
+	b.Helper()
+	ctx := context.Background()
+	for i := from; i < to; i += 100 {
+		var ops []clientv3.Op
+		for j := i; j < min(i+100, to); j++ {
+			k, v := fakePeer(j)
+			ops = append(ops, clientv3.OpPut(k, v))
+		}
+		if _, err := e.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func (e *benchEnv) deletePeers(b *testing.B) {
+	b.Helper()
+	if _, err := e.cli.Delete(context.Background(), "/coreos.com/network/subnets/", clientv3.WithPrefix()); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// newHost adds a fresh host namespace joined to the bridge.
+func (e *benchEnv) newHost(b *testing.B, i int) *host {
+	b.Helper()
+	c := e.c
+	a := c.underlay.Addr()
+	for range i + 10 {
+		a = a.Next()
+	}
+	h := &host{c: c, name: fmt.Sprintf("bench%d", i), addr: a}
+	h.ns = netnstest.NewNS(b, "b")
+	c.bridge.Join(b, h.ns, "eth0", netip.PrefixFrom(a, 24))
+	h.envPath = filepath.Join(c.dir, h.name, "subnet.env")
+	h.logPath = filepath.Join(c.dir, h.name+".log")
+	c.hosts = append(c.hosts, h)
+	return h
+}
+
+// waitReadyFast polls /readyz every millisecond.
+func waitReadyFast(b *testing.B, h *host, timeout time.Duration) {
+	b.Helper()
+	url := fmt.Sprintf("http://%s:8471/readyz", h.addr)
+	cl := &http.Client{Timeout: time.Second, Transport: &http.Transport{DialContext: (&net.Dialer{}).DialContext}}
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if resp, err := cl.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	log, _ := os.ReadFile(h.logPath)
+	b.Fatalf("%s not ready within %s; log:\n%s", h.name, timeout, tail(string(log)))
+}
+
+// procStats returns a process's CPU seconds (user+system) and RSS in MB.
+func procStats(b *testing.B, pid int) (cpu float64, rssMB float64) {
+	b.Helper()
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	cpu = (ut + st) / 100 // USER_HZ is 100 on Linux
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.Fields(rest)[0], 64)
+			rssMB = kb / 1024
+		}
+	}
+	return cpu, rssMB
+}
+
+func BenchmarkColdStart(b *testing.B) {
+	for _, n := range []int{1000, 5000} {
+		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
+			e := newBenchEnv(b)
+			e.putPeers(b, 0, n)
+			var cpu, rss, ms float64
+			b.ResetTimer()
+			for i := range b.N {
+				b.StopTimer()
+				h := e.newHost(b, i)
+				b.StartTimer()
+				t0 := time.Now()
+				h.start()
+				waitReadyFast(b, h, 60*time.Second)
+				ms += float64(time.Since(t0).Microseconds()) / 1000
+				b.StopTimer()
+				c, r := procStats(b, h.cmd.Process.Pid)
+				if dst := os.Getenv("WEFT_BENCH_LOG"); dst != "" {
+					log, _ := os.ReadFile(h.logPath)
+					os.WriteFile(dst, log, 0o644)
+				}
+				cpu += c
+				rss += r
+				h.kill()
+				// Its own lease would be a peer for the next round.
+				e.deletePeers(b)
+				e.putPeers(b, 0, n)
+				b.StartTimer()
+			}
+			b.ReportMetric(ms/float64(b.N), "ms-to-ready")
+			b.ReportMetric(cpu/float64(b.N), "cpu-s")
+			b.ReportMetric(rss/float64(b.N), "rss-MB")
+		})
+	}
+}
+
+// BenchmarkIPBatch is the baseline for BenchmarkColdStart: the same kernel
+// entries, written by iproute2's batch mode into a fresh namespace holding
+// a flannel.1 device.
+func BenchmarkIPBatch(b *testing.B) {
+	netnstest.SkipUnlessRoot(b)
+	for _, n := range []int{1000, 5000} {
+		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
+			dir := b.TempDir()
+			var ipb, brb strings.Builder
+			for i := range n {
+				k, v := fakePeer(i)
+				sn, _, _ := subnet.ParseSubnetKey(strings.TrimPrefix(k, "/coreos.com/network/subnets/"))
+				attrs, _ := subnet.ParseLeaseAttrs([]byte(v))
+				mac := strings.Split(strings.Split(string(attrs.BackendData), `"VtepMAC":"`)[1], `"`)[0]
+				gw := sn.Addr()
+				fmt.Fprintf(&ipb, "neigh replace %s dev flannel.1 lladdr %s nud permanent\n", gw, mac)
+				fmt.Fprintf(&brb, "fdb append %s dev flannel.1 self dst %s permanent\n", mac, attrs.PublicIP)
+				fmt.Fprintf(&ipb, "route replace %s via %s dev flannel.1 onlink\n", sn, gw)
+			}
+			ipFile, brFile := filepath.Join(dir, "ip.batch"), filepath.Join(dir, "bridge.batch")
+			os.WriteFile(ipFile, []byte(ipb.String()), 0o644)
+			os.WriteFile(brFile, []byte(brb.String()), 0o644)
+			var cpu float64
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				ns := netnstest.NewNS(b, "ipb")
+				ns.MustExec(b, "ip", "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472", "nolearning")
+				ns.MustExec(b, "ip", "link", "set", "flannel.1", "up")
+				b.StartTimer()
+				for _, args := range [][]string{{"bridge", "-batch", brFile}, {"ip", "-batch", ipFile}} {
+					cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+					if out, err := cmd.CombinedOutput(); err != nil {
+						b.Fatalf("%v: %v: %s", args, err, out)
+					}
+					u := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+					cpu += u.Seconds()
+				}
+			}
+			b.ReportMetric(cpu/float64(b.N), "cpu-s")
+		})
+	}
+}
+
+// routeWatcher counts route additions and deletions in a namespace.
+type routeWatcher struct {
+	ch   chan netlink.RouteUpdate
+	done chan struct{}
+}
+
+func watchRoutes(b *testing.B, h *host) *routeWatcher {
+	b.Helper()
+	w := &routeWatcher{ch: make(chan netlink.RouteUpdate, 65536), done: make(chan struct{})}
+	if err := netlink.RouteSubscribeAt(h.ns.Handle(), w.ch, w.done); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { close(w.done) })
+	return w
+}
+
+// waitFor waits for n route updates of the given type for subnets inside
+// 10.0.0.0/8, and returns when the last arrived.
+func (w *routeWatcher) waitFor(b *testing.B, typ uint16, n int, timeout time.Duration) time.Time {
+	b.Helper()
+	net8 := netip.MustParsePrefix("10.0.0.0/8")
+	deadline := time.After(timeout)
+	var last time.Time
+	for got := 0; got < n; {
+		select {
+		case u := <-w.ch:
+			if u.Type != typ || u.Dst == nil {
+				continue
+			}
+			if a, ok := netip.AddrFromSlice(u.Dst.IP); ok && net8.Contains(a.Unmap()) {
+				ones, _ := u.Dst.Mask.Size()
+				if ones == 24 {
+					got++
+					last = time.Now()
+				}
+			}
+		case <-deadline:
+			b.Fatalf("only saw %d of %d route updates (type %d) within %s", got, n, typ, timeout)
+		}
+	}
+	return last
+}
+
+func (w *routeWatcher) drain() {
+	for {
+		select {
+		case <-w.ch:
+		default:
+			return
+		}
+	}
+}
+
+// runningAgent starts an agent with n peers and waits until it is ready.
+func runningAgent(b *testing.B, e *benchEnv, n int) *host {
+	b.Helper()
+	e.putPeers(b, 0, n)
+	h := e.newHost(b, 0)
+	h.start()
+	waitReadyFast(b, h, 60*time.Second)
+	return h
+}
+
+func BenchmarkBurst4000(b *testing.B) {
+	e := newBenchEnv(b)
+	var cpu float64
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		e.deletePeers(b)
+		h := runningAgent(b, e, 1000)
+		w := watchRoutes(b, h)
+		cpu0, _ := procStats(b, h.cmd.Process.Pid)
+		b.StartTimer()
+		t0 := time.Now()
+		e.putPeers(b, 1000, 5000)
+		last := w.waitFor(b, 24 /* RTM_NEWROUTE */, 4000, 60*time.Second)
+		b.ReportMetric(float64(last.Sub(t0).Milliseconds()), "ms-to-kernel")
+		b.StopTimer()
+		time.Sleep(100 * time.Millisecond)
+		cpu1, rss := procStats(b, h.cmd.Process.Pid)
+		cpu += cpu1 - cpu0
+		b.ReportMetric(rss, "rss-MB")
+		h.kill()
+		b.StartTimer()
+	}
+	b.ReportMetric(cpu/float64(b.N), "cpu-s")
+}
+
+func BenchmarkOneChange5000(b *testing.B) {
+	e := newBenchEnv(b)
+	h := runningAgent(b, e, 5000)
+	w := watchRoutes(b, h)
+	// Let the agent settle, then measure idle CPU over two seconds.
+	time.Sleep(500 * time.Millisecond)
+	c0, _ := procStats(b, h.cmd.Process.Pid)
+	time.Sleep(2 * time.Second)
+	c1, rss := procStats(b, h.cmd.Process.Pid)
+	w.drain()
+	k, v := fakePeer(6000)
+	var addMs, delMs float64
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		if _, err := e.cli.Put(context.Background(), k, v); err != nil {
+			b.Fatal(err)
+		}
+		addMs += float64(w.waitFor(b, 24, 1, 10*time.Second).Sub(t0).Microseconds()) / 1000
+		t0 = time.Now()
+		if _, err := e.cli.Delete(context.Background(), k); err != nil {
+			b.Fatal(err)
+		}
+		delMs += float64(w.waitFor(b, 25 /* RTM_DELROUTE */, 1, 10*time.Second).Sub(t0).Microseconds()) / 1000
+	}
+	b.ReportMetric(addMs/float64(b.N), "ms-add-to-kernel")
+	b.ReportMetric(delMs/float64(b.N), "ms-del-to-kernel")
+	b.ReportMetric((c1-c0)/2*100, "idle-cpu-%")
+	b.ReportMetric(rss, "rss-MB")
+}
