@@ -115,7 +115,7 @@ func waitEtcd(ctx context.Context, c *clientv3.Client, pid int, stateDir, logPat
 			return nil
 		}
 		if !ownsProcess(pid, stateDir) {
-			return fmt.Errorf("the lab's etcd (pid %d) exited; see %s", pid, logPath)
+			return fmt.Errorf("the lab's etcd (pid %d) exited; the end of %s:\n%s", pid, logPath, tail(logPath, 10))
 		}
 		select {
 		case <-ctx.Done():

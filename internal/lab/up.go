@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -429,7 +430,7 @@ func (u *upper) waitWeftd(ctx context.Context, h Host) error {
 			}
 		}
 		if !ownsProcess(pid, u.o.StateDir) {
-			return fmt.Errorf("weftd on %s (pid %d) exited; see %s", h.Name, pid, logPath)
+			return fmt.Errorf("weftd on %s (pid %d) exited; the end of %s:\n%s", h.Name, pid, logPath, tail(logPath, 10))
 		}
 		select {
 		case <-ctx.Done():
@@ -504,4 +505,18 @@ func subnetsFromEnv(st *State) map[string]netip.Prefix {
 		}
 	}
 	return m
+}
+
+// tail returns the last n lines of the file at path, indented, for error
+// messages.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "  (" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return "  " + strings.Join(lines, "\n  ")
 }
