@@ -19,6 +19,7 @@ import (
 
 	"github.com/weftnet/weft/internal/etcdtest"
 	"github.com/weftnet/weft/internal/netnstest"
+	"github.com/weftnet/weft/internal/teardown"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
@@ -428,4 +429,64 @@ func tail(s string) string {
 		return s[len(s)-2000:]
 	}
 	return s
+}
+
+// TestE2ENodeTeardown decommissions a node: the agent stops, then the
+// teardown removes its lease, device, routes, iptables chains and
+// subnet.env, and the other node forgets it.
+func TestE2ENodeTeardown(t *testing.T) {
+	c := newCluster(t, 2, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, 30*time.Second)
+	envs := startAll(t, c)
+	h1, h2 := c.hosts[0], c.hosts[1]
+	c.checkMesh()
+	if err := h1.stop(); err != nil {
+		t.Fatal(err)
+	}
+	sn1 := envs[h1].Subnet.Masked()
+	var rep *teardown.Report
+	err := h1.ns.Do(func() error {
+		var err error
+		rep, err = teardown.Run(context.Background(), teardown.Options{
+			Client: c.etcd.Client(), SubnetFile: h1.envPath, PublicIP: h1.addr,
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("teardown: %v", err)
+	}
+	t.Logf("teardown: %+v", rep)
+	if len(rep.Released) != 1 || len(rep.Links) != 1 || !rep.IPTables || !rep.EnvFile {
+		t.Errorf("teardown report %+v: want one lease, one link, iptables and subnet.env", rep)
+	}
+	resp, err := c.etcd.Client().Get(context.Background(), "/coreos.com/network/subnets/"+strings.ReplaceAll(sn1.String(), "/", "-"))
+	if err != nil || len(resp.Kvs) != 0 {
+		t.Errorf("lease of %s still in etcd (err %v)", sn1, err)
+	}
+	if out, err := h1.ns.Exec("ip", "link", "show", "flannel.1"); err == nil {
+		t.Errorf("flannel.1 still there: %s", out)
+	}
+	if out, _ := h1.ns.Exec("ip", "route", "show", "10.244.0.0/16"); strings.Contains(out, "flannel") || strings.Contains(out, " via ") {
+		t.Errorf("routes left: %s", out)
+	}
+	for _, tbl := range []string{"nat", "filter"} {
+		if out, _ := h1.ns.Exec("iptables", "-w", "-t", tbl, "-S"); strings.Contains(out, "FLANNEL") {
+			t.Errorf("iptables %s still has flannel rules:\n%s", tbl, out)
+		}
+	}
+	if _, err := os.Stat(h1.envPath); !os.IsNotExist(err) {
+		t.Errorf("subnet.env still there: %v", err)
+	}
+	eventually(t, 5*time.Second, "host2 forgets host1", func() error {
+		if out, _ := h2.ns.Exec("ip", "route", "show", sn1.String()); strings.TrimSpace(out) != "" {
+			return fmt.Errorf("route still there: %s", out)
+		}
+		return nil
+	})
+	// A second teardown has nothing left to do and does not fail.
+	if err := h1.ns.Do(func() error {
+		_, err := teardown.Run(context.Background(), teardown.Options{Client: c.etcd.Client(), SubnetFile: h1.envPath, PublicIP: h1.addr})
+		return err
+	}); err != nil {
+		t.Errorf("second teardown: %v", err)
+	}
 }
