@@ -1,0 +1,214 @@
+package leasecli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/weftnet/weft/internal/etcdtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+const prefix = "/coreos.com/network"
+
+const goodValue = `{"PublicIP":"192.0.2.10","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`
+
+// seed writes a config and a mix of good, bad and reserved leases.
+func seed(t *testing.T, c *clientv3.Client) {
+	t.Helper()
+	ctx := context.Background()
+	put := func(k, v string, opts ...clientv3.OpOption) {
+		if _, err := c.Put(ctx, prefix+k, v, opts...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("/config", `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	g, err := c.Grant(ctx, 3600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put("/subnets/10.244.3.0-24", goodValue, clientv3.WithLease(g.ID))
+	put("/subnets/10.244.20.0-24", `{"PublicIP":"192.0.2.20","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:45"}}`)
+	put("/subnets/10.244.4.0-24", `{"PublicIP":"192.0.2.11","BackendType":"host-gw"}`, clientv3.WithLease(g.ID))
+	put("/subnets/10.99.0.0-24", goodValue, clientv3.WithLease(g.ID))
+	put("/subnets/garbage", `not json`)
+	put("/subnets/10.244.5.0-24", `{"PublicIP":`)
+}
+
+func TestList(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	seed(t, c)
+	rep, err := List(context.Background(), c, prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Network != "10.244.0.0/16" || rep.BackendType != "vxlan" || rep.ConfigError != "" {
+		t.Errorf("config: network %q backend %q error %q", rep.Network, rep.BackendType, rep.ConfigError)
+	}
+	byKey := map[string]Row{}
+	var order []string
+	for _, r := range rep.Leases {
+		byKey[r.Key] = r
+		order = append(order, r.Key)
+	}
+	wantOrder := "10.99.0.0-24 10.244.3.0-24 10.244.4.0-24 10.244.5.0-24 10.244.20.0-24 garbage"
+	if got := strings.Join(order, " "); got != wantOrder {
+		t.Errorf("order %q, want %q", got, wantOrder)
+	}
+	for _, tc := range []struct {
+		key, invalid string
+		reservation  bool
+		mac          string
+	}{
+		{"10.244.3.0-24", "", false, "c6:d2:32:6f:8f:44"},
+		{"10.244.20.0-24", "", true, "c6:d2:32:6f:8f:45"},
+		{"10.244.4.0-24", "BackendType \"host-gw\"", false, ""},
+		{"10.99.0.0-24", "not a /24 inside network", false, "c6:d2:32:6f:8f:44"},
+		{"garbage", "no \"-<len>\" suffix", true, ""},
+		{"10.244.5.0-24", "value", true, ""},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			r, ok := byKey[tc.key]
+			if !ok {
+				t.Fatalf("missing row")
+			}
+			if (tc.invalid == "") != (r.Invalid == "") || !strings.Contains(r.Invalid, tc.invalid) {
+				t.Errorf("invalid %q, want containing %q", r.Invalid, tc.invalid)
+			}
+			if r.Reservation != tc.reservation {
+				t.Errorf("reservation %v, want %v", r.Reservation, tc.reservation)
+			}
+			if r.VtepMAC != tc.mac {
+				t.Errorf("VtepMAC %q, want %q", r.VtepMAC, tc.mac)
+			}
+			if !tc.reservation && (r.ExpiresInSeconds == nil || *r.ExpiresInSeconds <= 3500) {
+				t.Errorf("expires in %v, want about 3600", r.ExpiresInSeconds)
+			}
+		})
+	}
+
+	var table bytes.Buffer
+	if err := RenderTable(&table, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"network 10.244.0.0/16, backend vxlan, 6 leases",
+		"SUBNET", "VTEP MAC", "EXPIRES IN",
+		"10.244.3.0/24   192.0.2.10  vxlan    c6:d2:32:6f:8f:44  59m", // the TTL, just granted
+		"reservation", "INVALID: key \"10.244.4.0-24\"",
+	} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	var js bytes.Buffer
+	if err := RenderJSON(&js, rep); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Leases) != 6 {
+		t.Errorf("JSON round trip: %v, %d leases\n%s", err, len(back.Leases), js.String())
+	}
+}
+
+func TestListNoConfig(t *testing.T) {
+	srv := etcdtest.Start(t)
+	rep, err := List(context.Background(), srv.Client(), prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(rep.ConfigError, "no network config") || len(rep.Leases) != 0 {
+		t.Errorf("report %+v", rep)
+	}
+	var table bytes.Buffer
+	RenderTable(&table, rep)
+	if !strings.Contains(table.String(), "no network config") {
+		t.Errorf("table:\n%s", table.String())
+	}
+}
+
+func TestReserveRelease(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	seed(t, c)
+	ctx := context.Background()
+	ip := netip.MustParseAddr
+	sn := netip.MustParsePrefix
+
+	if what, err := Reserve(ctx, c, prefix, sn("10.244.9.0/24"), ip("192.0.2.30")); err != nil || what != "reserved" {
+		t.Fatalf("fresh reserve: %q, %v", what, err)
+	}
+	r, _ := c.Get(ctx, prefix+"/subnets/10.244.9.0-24")
+	if len(r.Kvs) != 1 || r.Kvs[0].Lease != 0 || string(r.Kvs[0].Value) != `{"PublicIP":"192.0.2.30","PublicIPv6":null,"BackendType":"vxlan"}` {
+		t.Errorf("reservation stored as %+v", r.Kvs)
+	}
+	if what, err := Reserve(ctx, c, prefix, sn("10.244.9.0/24"), ip("192.0.2.30")); err != nil || what != "already reserved" {
+		t.Errorf("second reserve: %q, %v", what, err)
+	}
+	// The node's own lease becomes a reservation keeping its data.
+	if what, err := Reserve(ctx, c, prefix, sn("10.244.3.0/24"), ip("192.0.2.10")); err != nil || !strings.Contains(what, "reservation") {
+		t.Errorf("reserve own lease: %q, %v", what, err)
+	}
+	r, _ = c.Get(ctx, prefix+"/subnets/10.244.3.0-24")
+	if len(r.Kvs) != 1 || r.Kvs[0].Lease != 0 || string(r.Kvs[0].Value) != goodValue {
+		t.Errorf("converted lease stored as %+v", r.Kvs)
+	}
+	for _, tc := range []struct {
+		name   string
+		subnet string
+		ip     string
+		want   string
+	}{
+		{"held by another", "10.244.3.0/24", "192.0.2.99", "held by 192.0.2.10"},
+		{"outside network", "10.245.0.0/24", "192.0.2.99", "not a /24 inside network"},
+		{"wrong length", "10.244.0.0/23", "192.0.2.99", "not a /24"},
+		{"loopback ip", "10.244.30.0/24", "127.0.0.1", "unicast IPv4"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Reserve(ctx, c, prefix, sn(tc.subnet), ip(tc.ip))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Reserve(%s, %s) = %v, want an error containing %q", tc.subnet, tc.ip, err, tc.want)
+			}
+		})
+	}
+	_, err := Reserve(ctx, c, prefix, sn("10.244.3.0/24"), ip("192.0.2.99"))
+	if !errors.Is(err, ErrHeld) {
+		t.Errorf("held: %v, want ErrHeld", err)
+	}
+
+	if err := Release(ctx, c, prefix, sn("10.244.9.0/24")); err != nil {
+		t.Errorf("release: %v", err)
+	}
+	if err := Release(ctx, c, prefix, sn("10.244.9.0/24")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second release: %v, want ErrNotFound", err)
+	}
+}
+
+func TestParseSubnet(t *testing.T) {
+	for _, tc := range []struct {
+		in, want string
+	}{
+		{"10.244.5.0/24", "10.244.5.0/24"},
+		{"10.244.5.0-24", "10.244.5.0/24"},
+		{"10.244.5.1/24", ""},
+		{"fd00::/64", ""},
+		{"nonsense", ""},
+		{"10.244.5.0-24&fd00::-64", ""},
+	} {
+		got, err := ParseSubnet(tc.in)
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("ParseSubnet(%q) = %v, want an error", tc.in, got)
+			}
+			continue
+		}
+		if err != nil || got.String() != tc.want {
+			t.Errorf("ParseSubnet(%q) = %v, %v; want %s", tc.in, got, err, tc.want)
+		}
+	}
+}
