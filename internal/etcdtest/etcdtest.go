@@ -34,7 +34,6 @@ type options struct {
 	clientAddr   string
 	certs        *Certs
 	rootPassword string
-	autoCompact  string
 }
 
 // WithClientAddr makes a single server listen for clients on hostport

@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,8 +22,9 @@ import (
 const maxAcquireRounds = 10
 
 // enumerateLimit is the largest range whose free subnets are listed in full
-// to pick one uniformly; larger ranges are probed at random.
-const enumerateLimit = 1 << 16
+// to pick one uniformly; larger ranges are probed at random (listing 65,536
+// subnets costs tens of milliseconds).
+const enumerateLimit = 4096
 
 // snapshot is what one Get of the subnets prefix tells the allocator.
 type snapshot struct {
@@ -62,6 +64,7 @@ func (s *Store) list(ctx context.Context, cfg *subnet.Config, ip netip.Addr) (*s
 		return nil, fmt.Errorf("listing leases under %s: %w", s.subnets, err)
 	}
 	r := cfg.Subnets()
+	ipQuoted := []byte(`"` + ip.String() + `"`)
 	sn := &snapshot{rev: resp.Header.Revision, taken: make(map[netip.Prefix]bool, len(resp.Kvs))}
 	for _, kv := range resp.Kvs {
 		v4, _, err := subnet.ParseSubnetKey(string(kv.Key[len(s.subnets):]))
@@ -81,6 +84,11 @@ func (s *Store) list(ctx context.Context, cfg *subnet.Config, ip netip.Addr) (*s
 			}
 		}
 		if !cfg.Contains(v4) {
+			continue
+		}
+		// Decoding every value costs more than the Get itself with many
+		// leases: only decode those that can name this PublicIP.
+		if !bytes.Contains(kv.Value, ipQuoted) {
 			continue
 		}
 		attrs, err := subnet.ParseLeaseAttrs(kv.Value)
