@@ -56,6 +56,9 @@ type NetConf struct {
 	PrevResult map[string]any `json:"prevResult"`
 	// ValidAttachments are the attachments GC must keep.
 	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
+	// LegacyAttachments is the spec's first, misspelt name for
+	// ValidAttachments; it is used only when ValidAttachments is absent.
+	LegacyAttachments []types.GCAttachment `json:"cni.dev/attachments"`
 }
 
 // ParseNetConf decodes and checks the plugin's configuration and fills in

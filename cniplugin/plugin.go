@@ -147,7 +147,11 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	}
 	valid := map[attachment]bool{}
 	validID := map[string]bool{}
-	for _, a := range n.ValidAttachments {
+	keep := n.ValidAttachments
+	if keep == nil {
+		keep = n.LegacyAttachments
+	}
+	for _, a := range keep {
 		valid[attachment{ContainerID: a.ContainerID, IfName: a.IfName}] = true
 		validID[a.ContainerID] = true
 	}
@@ -186,7 +190,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		return err
 	}
 	conf := DelegateConf(n, env)
-	conf["cni.dev/valid-attachments"] = n.ValidAttachments
+	conf["cni.dev/valid-attachments"] = keep
 	data, err := marshalConf(conf)
 	if err != nil {
 		return err
