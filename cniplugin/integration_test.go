@@ -524,6 +524,39 @@ func pluginConf(h *cnitest.Host, v string, extra map[string]any) []byte {
 	return b
 }
 
+// TestDelWithNothingKnown: DEL of a container with no cache and no
+// subnet.env (a node being torn down) has nothing to release and succeeds.
+func TestDelWithNothingKnown(t *testing.T) {
+	dir := t.TempDir()
+	h := &cnitest.Host{SubnetFile: filepath.Join(dir, "subnet.env"), DataDir: filepath.Join(dir, "flannel"), IPAMDir: filepath.Join(dir, "ipam")}
+	for _, v := range versions {
+		if _, cerr := plugin(t, nil, []string{"CNI_COMMAND=DEL", "CNI_CONTAINERID=c1", "CNI_IFNAME=eth0"}, pluginConf(h, v, nil)); cerr != nil {
+			t.Errorf("%s: DEL: %v", v, cerr)
+		}
+	}
+}
+
+// TestGCKeepsOtherNetworks: two networks sharing a dataDir; GC of one
+// leaves the other's attachments alone.
+func TestGCKeepsOtherNetworks(t *testing.T) {
+	h := cnitest.NewHost(t, binDir, cnitest.DefaultEnv())
+	list := h.StockConfList(t, "1.1.0")
+	p := h.NewPod(t)
+	if err := h.Add(list, p); err != nil {
+		t.Fatal(err)
+	}
+	conf := pluginConf(h, "1.1.0", map[string]any{"name": "other", "cni.dev/valid-attachments": []any{}})
+	if _, cerr := plugin(t, h, []string{"CNI_COMMAND=GC"}, conf); cerr != nil {
+		t.Fatalf("GC of network other: %v", cerr)
+	}
+	if files := h.CacheFiles(t); !slices.Equal(files, []string{p.ContainerID}) {
+		t.Errorf("GC of another network touched cbr0's cache: %v", files)
+	}
+	if ips := h.AllocatedIPs(t, "cbr0"); len(ips) != 1 {
+		t.Errorf("GC of another network released cbr0's addresses: %v", ips)
+	}
+}
+
 func TestNoHeavyImports(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "github.com/weftnet/weft/cmd/flannel").CombinedOutput()
 	if err != nil {

@@ -138,8 +138,12 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 }
 
 // GC deletes, through the delegate and with its cached config, every
-// cached attachment that is not in cni.dev/valid-attachments, removes its
-// cache file, and then forwards GC to the delegate.
+// cached attachment of this network that is not in
+// cni.dev/valid-attachments, removes its cache file, and then forwards GC
+// to the delegate. A cache file without an interface name (written by
+// flannel's own plugin) is kept while its container has any valid
+// attachment. A corrupt cache file is removed (the forwarded GC releases
+// its address).
 func (p *Plugin) GC(args *skel.CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
@@ -172,6 +176,9 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 			p.warnf("GC: dropping %v", err)
 			errs = append(errs, removeCache(n.DataDir, id))
 			continue
+		}
+		if name, _ := c.Conf["name"].(string); name != n.Name {
+			continue // another network sharing the dataDir
 		}
 		if valid[c.attachment] || (c.IfName == "" && validID[id]) {
 			continue
