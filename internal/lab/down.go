@@ -28,7 +28,11 @@ func Down(ctx context.Context, o Options) error {
 	}
 	if _, err := os.Stat(o.StateDir); errors.Is(err, os.ErrNotExist) {
 		// Nothing recorded; still sweep what carries the prefix.
-		return errors.Join(sweep(ctx, n, &State{Prefix: n.Prefix, StateDir: o.StateDir}, o))
+		if err := sweep(ctx, n, &State{Prefix: n.Prefix, StateDir: o.StateDir}, o); err != nil {
+			return err
+		}
+		fmt.Fprintf(o.Out, "no lab in %s; nothing carrying the prefix %q is left\n", o.StateDir, n.Prefix)
+		return nil
 	}
 	lock, err := lockFile(o.StateDir, 10*time.Second)
 	if err != nil {

@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -124,6 +123,3 @@ func waitEtcd(ctx context.Context, c *clientv3.Client, pid int, stateDir, logPat
 		}
 	}
 }
-
-// errEtcdDown is returned when the lab's etcd does not answer.
-var errEtcdDown = errors.New("the lab's etcd does not answer")

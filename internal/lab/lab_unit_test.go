@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/subnet"
 )
 
 func TestNames(t *testing.T) {
@@ -286,8 +288,12 @@ func TestNetworkConfig(t *testing.T) {
 		{"vxlan", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
 		{"host-gw", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
 	} {
-		if got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.backend); got != tc.want {
+		got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.backend)
+		if got != tc.want {
 			t.Errorf("networkConfig(%s) = %s, want %s", tc.backend, got, tc.want)
+		}
+		if cfg, _, err := subnet.ParseConfig([]byte(got)); err != nil || cfg.BackendType != tc.backend {
+			t.Errorf("networkConfig(%s) does not parse as a %s config: %v", tc.backend, tc.backend, err)
 		}
 	}
 }
