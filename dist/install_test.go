@@ -1,6 +1,7 @@
 package dist_test
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,6 +46,31 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	if len(d["ExecStart"]) != 1 || strings.Fields(d["ExecStart"][0])[0] != "/usr/local/bin/weftd" {
 		t.Errorf("ExecStart=%v, want /usr/local/bin/weftd where install.sh puts it", d["ExecStart"])
+	}
+
+	// Let systemd itself read the unit, with weftd replaced by a stand-in
+	// (verify insists that the program exists). It prints a line for every
+	// unknown key or bad value.
+	sa, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Skip("systemd-analyze not installed: the unit was checked by key only")
+	}
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "weftd")
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unit, err := os.ReadFile("systemd/weftd.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "weftd.service")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(unit), "/usr/local/bin/weftd", fake)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sa, "verify", path).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
 
