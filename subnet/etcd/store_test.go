@@ -481,7 +481,29 @@ func TestClusterOneMemberDown(t *testing.T) {
 	}
 	m.waitFor(t, 5*time.Second, "the first lease", hasPeer(l1.Subnet.String()))
 
-	c.Members[0].Stop()
+	// Stop the leader: the watch (WithRequireLeader) and the next requests
+	// must move on to the new leader.
+	leader := c.Members[0]
+	for _, mem := range c.Members {
+		st, err := c.Client().Status(ctx, mem.ClientURL)
+		if err == nil && st.Leader == st.Header.MemberId {
+			leader = mem
+		}
+	}
+	leader.Stop()
+	for i := 0; ; i++ {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := c.Client().Put(pctx, subnetKey("10.5.49.0/24"), leaseValue(t, "192.168.0.49"))
+		cancel()
+		if err == nil {
+			break
+		}
+		if i == 10 {
+			t.Fatalf("put with the leader stopped: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	m.waitFor(t, 15*time.Second, "a put after the leader stopped", hasPeer("10.5.49.0/24"))
 	var l2 *subnet.Lease
 	// The first request may land on the stopped member before the client
 	// notices; a caller (the agent) retries, and so do we, briefly.
