@@ -99,6 +99,9 @@ type Backend struct {
 	devChecked atomic.Bool    // the device is known to exist as configured
 	linkIndex  atomic.Int64
 	own        atomic.Pointer[netip.Prefix]
+	dataCache  map[netip.Prefix]parsedData // guarded by setMu
+	want       netlinkx.Entries              // scratch for desired, guarded by setMu
+	macOwner   map[netlinkx.MAC]netip.Prefix // scratch for desired, guarded by setMu
 }
 
 // New creates the backend: it parses the options in p.Config.Backend,
@@ -401,6 +404,10 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 		}
 	}
 	want, peerErrs := b.desired(s)
+	if len(b.dataCache) > 2*len(s.Peers)+16 {
+		// Forget the data of peers that left.
+		b.dataCache = nil
+	}
 	st, err := b.prog.Sync(b.link.Index, want)
 	if st.Added+st.Deleted > 0 || err != nil || len(peerErrs) > 0 {
 		b.log.Debug("reconciled", "peers", len(s.Peers), "added", st.Added, "deleted", st.Deleted, "dumped", st.Dumped, "skipped", len(peerErrs))
@@ -414,8 +421,18 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 func (b *Backend) desired(s backend.State) (netlinkx.Entries, []error) {
 	peers := slices.Clone(s.Peers)
 	slices.SortFunc(peers, func(x, y subnet.Lease) int { return comparePrefix(x.Subnet, y.Subnet) })
-	want := netlinkx.NewEntries(len(peers))
-	macOwner := make(map[netlinkx.MAC]netip.Prefix, len(peers))
+	// The maps are reused from Set to Set (Sync does not keep them): with
+	// thousands of peers, allocating them anew would dominate a Set that
+	// applies one change.
+	if b.want.Neighs == nil {
+		b.want = netlinkx.NewEntries(len(peers))
+		b.macOwner = make(map[netlinkx.MAC]netip.Prefix, len(peers))
+	}
+	want, macOwner := b.want, b.macOwner
+	clear(want.Neighs)
+	clear(want.FDBs)
+	clear(want.Routes)
+	clear(macOwner)
 	idx := b.link.Index
 	var errs []error
 	for i := range peers {
@@ -445,7 +462,7 @@ func (b *Backend) desired(s backend.State) (netlinkx.Entries, []error) {
 			fail("BackendType %q, want %q", p.Attrs.BackendType, TypeName)
 			continue
 		}
-		mac, err := ParseBackendData(p.Attrs.BackendData, b.opts.VNI)
+		mac, err := b.parseData(p)
 		if err != nil {
 			fail("%v", err)
 			continue
@@ -465,6 +482,28 @@ func (b *Backend) desired(s backend.State) (netlinkx.Entries, []error) {
 		want.Routes[p.Subnet] = netlinkx.Route{Dst: p.Subnet, Gw: gw, LinkIndex: idx, OnLink: true}
 	}
 	return want, errs
+}
+
+// parsedData is a peer's BackendData as last parsed.
+type parsedData struct {
+	raw string
+	mac netlinkx.MAC
+	err error
+}
+
+// parseData parses a peer's BackendData, reusing the result of the last
+// Set when the data has not changed: a Set after one peer change then costs
+// no JSON decoding for the thousands of others.
+func (b *Backend) parseData(p *subnet.Lease) (netlinkx.MAC, error) {
+	if c, ok := b.dataCache[p.Subnet]; ok && c.raw == string(p.Attrs.BackendData) {
+		return c.mac, c.err
+	}
+	mac, err := ParseBackendData(p.Attrs.BackendData, b.opts.VNI)
+	if b.dataCache == nil {
+		b.dataCache = map[netip.Prefix]parsedData{}
+	}
+	b.dataCache[p.Subnet] = parsedData{raw: string(p.Attrs.BackendData), mac: mac, err: err}
+	return mac, err
 }
 
 // onLink reports whether ip is on a directly connected subnet of the

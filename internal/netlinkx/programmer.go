@@ -179,6 +179,7 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 	var errs []error
 	// Adds and replacements, in the order that keeps the kernel from ARPing.
 	failedGw := map[netip.Addr]bool{}
+	skipped := 0 // wanted routes absent from have
 	for ip, n := range want.Neighs {
 		n.Permanent = true
 		if cur, ok := have.Neighs[ip]; ok && cur == n {
@@ -215,6 +216,9 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 		}
 		if r.OnLink && failedGw[r.Gw] {
 			errs = append(errs, fmt.Errorf("route %s not written: the neighbour or FDB entry for %s failed", dst, r.Gw))
+			if _, ok := have.Routes[dst]; !ok {
+				skipped++
+			}
 			continue
 		}
 		p.record(func(e Entries) { e.Routes[dst] = r })
@@ -224,8 +228,9 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 		}
 		st.Added++
 	}
-	// Deletions.
-	for dst, r := range have.Routes {
+	// Deletions. have now holds every wanted key, so equal sizes mean
+	// there is nothing to delete (the common case, which skips a walk).
+	for dst, r := range extra(have.Routes, len(want.Routes)-skipped) {
 		if _, ok := want.Routes[dst]; ok {
 			continue
 		}
@@ -236,7 +241,7 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 		}
 		st.Deleted++
 	}
-	for ip, n := range have.Neighs {
+	for ip, n := range extra(have.Neighs, len(want.Neighs)) {
 		if _, ok := want.Neighs[ip]; ok {
 			continue
 		}
@@ -247,7 +252,7 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 		}
 		st.Deleted++
 	}
-	for f := range have.FDBs {
+	for f := range extra(have.FDBs, len(want.FDBs)) {
 		if _, ok := want.FDBs[f]; ok {
 			continue
 		}
@@ -329,4 +334,14 @@ func (p *Programmer) Applied() Entries {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.applied.clone()
+}
+
+// extra returns have, or nil when it holds no more than the wanted entries
+// it is known to contain (after the adds, every wanted key that was not
+// skipped), so that there is nothing to delete.
+func extra[K comparable, V any](have map[K]V, wanted int) map[K]V {
+	if len(have) <= wanted {
+		return nil
+	}
+	return have
 }
