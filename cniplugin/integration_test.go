@@ -339,7 +339,7 @@ func TestGC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fresh := libcni.NewCNIConfigWithCacheDir([]string{binDir}, t.TempDir(), nil)
+	fresh := cnitest.NewCNIConfig(binDir, t.TempDir())
 	gc := func(valid ...*cnitest.Pod) error {
 		args := &libcni.GCArgs{ValidAttachments: []types.GCAttachment{}}
 		for _, p := range valid {

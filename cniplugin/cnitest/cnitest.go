@@ -20,8 +20,10 @@ import (
 	"testing"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/weftnet/weft/internal/netnstest"
 	"github.com/weftnet/weft/subnet/subnetenv"
@@ -50,6 +52,15 @@ func BuildPlugins(dir string) error {
 		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
+}
+
+// NewCNIConfig returns a libcni runner for the plugins in binDir, safe for
+// concurrent use (libcni sets up a nil exec lazily, racing with itself).
+func NewCNIConfig(binDir, cacheDir string) *libcni.CNIConfig {
+	return libcni.NewCNIConfigWithCacheDir([]string{binDir}, cacheDir, &invoke.DefaultExec{
+		RawExec:       &invoke.RawExec{Stderr: os.Stderr},
+		PluginDecoder: version.PluginDecoder{},
+	})
 }
 
 // DefaultEnv is a subnet.env for tests: network 10.244.0.0/16, this host's
@@ -91,7 +102,7 @@ func NewHost(t testing.TB, binDir string, env *subnetenv.Env) *Host {
 		IPAMDir:    filepath.Join(dir, "networks"),
 		CacheDir:   filepath.Join(dir, "cache"),
 	}
-	h.CNI = libcni.NewCNIConfigWithCacheDir([]string{binDir}, h.CacheDir, nil)
+	h.CNI = NewCNIConfig(binDir, h.CacheDir)
 	if env != nil {
 		if err := subnetenv.Write(h.SubnetFile, env); err != nil {
 			t.Fatal(err)
