@@ -78,9 +78,8 @@ func (c *cpuClock) stop() {
 
 func benchProgram(b *testing.B, n int) {
 	netnstest.SkipUnlessRoot(b)
-	cfg := mustConfig(b, `{"Type":"vxlan"}`)
-	var err error
-	if cfg, _, err = subnet.ParseConfig([]byte(benchNetwork)); err != nil {
+	cfg, _, err := subnet.ParseConfig([]byte(benchNetwork))
+	if err != nil {
 		b.Fatal(err)
 	}
 	peers := benchPeers(n)

@@ -99,7 +99,7 @@ type Backend struct {
 	devChecked atomic.Bool    // the device is known to exist as configured
 	linkIndex  atomic.Int64
 	own        atomic.Pointer[netip.Prefix]
-	dataCache  map[netip.Prefix]parsedData // guarded by setMu
+	dataCache  map[netip.Prefix]parsedData   // guarded by setMu
 	want       netlinkx.Entries              // scratch for desired, guarded by setMu
 	macOwner   map[netlinkx.MAC]netip.Prefix // scratch for desired, guarded by setMu
 }
