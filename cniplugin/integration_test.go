@@ -405,6 +405,16 @@ func TestGCDirect(t *testing.T) {
 	if err := p.DeleteNS(); err != nil {
 		t.Fatal(err)
 	}
+	// A second pod whose address leaked: its cache file is gone (a crash,
+	// or flannel's own plugin, which leaks on DEL without a cache).
+	leak := h.NewPod(t)
+	if err := h.Add(list, leak); err != nil {
+		t.Fatal(err)
+	}
+	if err := leak.DeleteNS(); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(h.DataDir, leak.ContainerID))
 	conf := pluginConf(h, "1.1.0", map[string]any{"cni.dev/valid-attachments": []any{}})
 	if _, cerr := plugin(t, h, []string{"CNI_COMMAND=GC"}, conf); cerr != nil {
 		t.Fatalf("GC: %v", cerr)

@@ -142,8 +142,8 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 // cni.dev/valid-attachments, removes its cache file, and then forwards GC
 // to the delegate. A cache file without an interface name (written by
 // flannel's own plugin) is kept while its container has any valid
-// attachment. A corrupt cache file is removed (the forwarded GC releases
-// its address).
+// attachment. A corrupt cache file is removed; the address it held is
+// released by the IPAM plugin's GC, which is run after the delegate's.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
@@ -172,7 +172,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		}
 		if err != nil {
 			// Unusable: it cannot be deleted through the delegate; the
-			// forwarded GC below still releases its address.
+			// IPAM plugin's GC below releases its address.
 			p.warnf("GC: dropping %v", err)
 			errs = append(errs, removeCache(n.DataDir, id))
 			continue
@@ -205,6 +205,15 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	typ := conf["type"].(string)
 	if err := invoke.DelegateGC(ctx, typ, data, p.Exec); err != nil {
 		return delegateError("GC", typ, err)
+	}
+	// The reference bridge (v1.10) neither implements GC nor passes it to
+	// its IPAM plugin, so addresses leaked without a cache entry (by a
+	// crash, or by flannel's own plugin) would stay. Ask the IPAM plugin
+	// too; its GC releases whatever no valid attachment holds, so running
+	// it twice, should the delegate learn to forward it, is harmless.
+	ipamType, _ := conf["ipam"].(map[string]any)["type"].(string)
+	if err := invoke.DelegateGC(ctx, ipamType, data, p.Exec); err != nil {
+		return delegateError("GC", ipamType, err)
 	}
 	return nil
 }
