@@ -566,17 +566,3 @@ func TestGCKeepsOtherNetworks(t *testing.T) {
 		t.Errorf("GC of another network released cbr0's addresses: %v", ips)
 	}
 }
-
-func TestNoHeavyImports(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", "github.com/weftnet/weft/cmd/flannel").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v: %s", err, out)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		for _, heavy := range []string{"go.etcd.io/", "google.golang.org/grpc", "k8s.io/"} {
-			if strings.HasPrefix(dep, heavy) {
-				t.Errorf("cmd/flannel imports %s", dep)
-			}
-		}
-	}
-}

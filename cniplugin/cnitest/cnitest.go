@@ -93,21 +93,35 @@ type Host struct {
 func NewHost(t testing.TB, binDir string, env *subnetenv.Env) *Host {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
-	dir := t.TempDir()
-	h := &Host{
-		NS:         netnstest.NewNS(t, "cnihost"),
-		BinDir:     binDir,
-		SubnetFile: filepath.Join(dir, "run", "subnet.env"),
-		DataDir:    filepath.Join(dir, "flannel"),
-		IPAMDir:    filepath.Join(dir, "networks"),
-		CacheDir:   filepath.Join(dir, "cache"),
-	}
-	h.CNI = NewCNIConfig(binDir, h.CacheDir)
+	ns := netnstest.NewNS(t, "cnihost")
+	h := Attach(t, ns, binDir, "")
 	if env != nil {
 		if err := subnetenv.Write(h.SubnetFile, env); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return h
+}
+
+// Attach makes a Host of an existing namespace, for instance one where a
+// weftd agent runs and writes subnetFile (empty: a file in a temp
+// directory, for the test to write). The plugin cache, host-local store and
+// libcni cache are fresh temp directories.
+func Attach(t testing.TB, ns *netnstest.NS, binDir, subnetFile string) *Host {
+	t.Helper()
+	dir := t.TempDir()
+	if subnetFile == "" {
+		subnetFile = filepath.Join(dir, "run", "subnet.env")
+	}
+	h := &Host{
+		NS:         ns,
+		BinDir:     binDir,
+		SubnetFile: subnetFile,
+		DataDir:    filepath.Join(dir, "flannel"),
+		IPAMDir:    filepath.Join(dir, "networks"),
+		CacheDir:   filepath.Join(dir, "cache"),
+	}
+	h.CNI = NewCNIConfig(binDir, h.CacheDir)
 	return h
 }
 
