@@ -246,10 +246,8 @@ func (u *upper) run(ctx context.Context) error {
 	}
 	u.p.say("etcd ready; network config %s", cfg)
 
-	for _, h := range st.Hosts {
-		if err := u.startWeftd(h, st); err != nil {
-			return err
-		}
+	if err := u.parallelHosts(ctx, st.Hosts, func(_ context.Context, h Host) error { return u.startWeftd(h, st) }); err != nil {
+		return err
 	}
 	u.p.say("started weftd on %d hosts; waiting for their /readyz, then attaching each host's pods through the flannel CNI plugin", len(st.Hosts))
 	if err := u.parallelHosts(ctx, st.Hosts, func(ctx context.Context, h Host) error {
