@@ -392,6 +392,16 @@ func TestE2EHostGW(t *testing.T) {
 	}
 }
 
+// readyz returns the status code of the host's /readyz (0 if unreachable).
+func readyz(h *host) int {
+	resp, err := http.Get(fmt.Sprintf("http://%s:8471/readyz", h.addr))
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 func linkMAC(t *testing.T, ns *netnstest.NS) string {
 	t.Helper()
 	out := ns.MustExec(t, "cat", "/sys/class/net/flannel.1/address")
@@ -488,5 +498,64 @@ func TestE2ENodeTeardown(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Errorf("second teardown: %v", err)
+	}
+}
+
+// TestE2EEtcdRestart stops etcd under two running agents: traffic keeps
+// flowing, the agents stay up (no exit, no log flood), and once etcd is
+// back a new host is programmed by both.
+func TestE2EEtcdRestart(t *testing.T) {
+	c := newCluster(t, 3, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, 30*time.Second)
+	h1, h2, h3 := c.hosts[0], c.hosts[1], c.hosts[2]
+	c.hosts = c.hosts[:2]
+	startAll(t, c)
+	c.checkMesh()
+	c.etcd.Stop()
+	// The agents notice (their watch checks etcd every 5 s) and say they
+	// are not ready, while the data plane stays as it was.
+	for _, h := range []*host{h1, h2} {
+		eventually(t, 10*time.Second, h.name+" reports not ready while etcd is down", func() error {
+			if code := readyz(h); code != http.StatusServiceUnavailable {
+				return fmt.Errorf("/readyz answered %d", code)
+			}
+			return nil
+		})
+	}
+	if err := h1.pod.Ping(h2.podAddr); err != nil {
+		t.Errorf("with etcd down, pods no longer reach each other: %v", err)
+	}
+	for _, h := range []*host{h1, h2} {
+		select {
+		case <-h.done:
+			t.Fatalf("%s: weftd exited while etcd was down", h.name)
+		default:
+		}
+	}
+	c.etcd.Restart()
+	for _, h := range []*host{h1, h2} {
+		eventually(t, 15*time.Second, h.name+" ready again once etcd is back", func() error {
+			if code := readyz(h); code != http.StatusOK {
+				return fmt.Errorf("/readyz answered %d", code)
+			}
+			return nil
+		})
+	}
+	c.hosts = append(c.hosts, h3)
+	h3.start()
+	env3 := h3.waitReady()
+	h3.addPod(env3)
+	for _, h := range []*host{h1, h2} {
+		eventually(t, 15*time.Second, h.name+" reaches the new host's pod", func() error { return h.pod.Ping(h3.podAddr) })
+	}
+	for _, h := range []*host{h1, h2} {
+		log, _ := os.ReadFile(h.logPath)
+		n := strings.Count(string(log), "level=WARN") + strings.Count(string(log), "level=ERROR")
+		t.Logf("%s: %d warnings and errors over the outage", h.name, n)
+		if os.Getenv("WEFT_E2E_LOG") != "" {
+			t.Logf("%s", log)
+		}
+		if n > 12 {
+			t.Errorf("%s logged %d warnings and errors over an etcd outage:\n%s", h.name, n, tail(string(log)))
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,7 +43,12 @@ func run(args []string) int {
 	defer stop()
 
 	metrics := agent.NewMetrics()
-	store, err := newStore(o, log, metrics)
+	var ag atomic.Pointer[agent.Agent]
+	store, err := newStore(o, log, metrics, func(live bool) {
+		if a := ag.Load(); a != nil {
+			a.SetWatchLive(live)
+		}
+	})
 	if err != nil {
 		log.Error("connecting to etcd", "err", err)
 		return 1
@@ -71,6 +77,7 @@ func run(args []string) int {
 		log.Error("configuring the agent", "err", err)
 		return 1
 	}
+	ag.Store(a)
 	if addr := o.healthzAddr(); addr != "" {
 		go func() {
 			if err := a.ServeHealth(ctx, addr, log); err != nil {

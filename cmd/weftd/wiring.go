@@ -13,7 +13,7 @@ import (
 )
 
 // newStore connects to etcd as the flags say.
-func newStore(o *options, log *slog.Logger, m *agent.Metrics) (*etcdstore.Store, error) {
+func newStore(o *options, log *slog.Logger, m *agent.Metrics, live func(bool)) (*etcdstore.Store, error) {
 	return etcdstore.New(etcdstore.Options{
 		Endpoints:      o.endpoints(),
 		Prefix:         o.etcdPrefix,
@@ -27,6 +27,7 @@ func newStore(o *options, log *slog.Logger, m *agent.Metrics) (*etcdstore.Store,
 		ValidatorFor:   registry.ValidateData,
 		ObserveRequest: m.ObserveEtcd,
 		OnWatchRestart: func(string) { m.WatchRestarts.Inc() },
+		OnWatchLive:    live,
 	})
 }
 

@@ -73,14 +73,22 @@ type Agent struct {
 	own    subnet.Lease
 	status string // why the agent is not ready, "" when ready
 
-	ready    atomic.Bool
-	readyErr atomic.Pointer[string]
+	ready     atomic.Bool
+	readyErr  atomic.Pointer[string]
+	watchDown atomic.Bool
 }
+
+// SetWatchLive records whether the lease watch follows etcd; while it does
+// not, the agent reports not ready (its peer set may be stale).
+func (a *Agent) SetWatchLive(live bool) { a.watchDown.Store(!live) }
 
 // Ready reports whether the agent holds its lease, has written subnet.env,
 // has programmed every known peer and has a live watch; if not, the reason.
 func (a *Agent) Ready() (bool, string) {
 	if a.ready.Load() {
+		if a.watchDown.Load() {
+			return false, "the lease watch lost etcd and is reconnecting"
+		}
 		return true, ""
 	}
 	if p := a.readyErr.Load(); p != nil {
@@ -159,7 +167,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	a.notReady("acquiring a subnet lease")
-	lease, err := a.o.Manager.AcquireLease(ctx, cfg, attrs, subnet.AcquireOptions{Hint: a.previousSubnet(), TTL: a.o.LeaseTTL})
+	lease, err := a.acquire(ctx, attrs)
 	if err != nil {
 		return fmt.Errorf("acquiring a subnet lease: %w", err)
 	}
@@ -224,6 +232,35 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.reconcileLoop(ctx, start, ownCh, evCh, fwCh)
 	a.log.Info("stopping; the data plane and the lease stay in place")
 	return nil
+}
+
+// acquire leases a subnet, retrying with capped backoff while etcd fails or
+// the network is exhausted (a lease may expire), logging once per kind of
+// failure.
+func (a *Agent) acquire(ctx context.Context, attrs subnet.LeaseAttrs) (*subnet.Lease, error) {
+	opts := subnet.AcquireOptions{Hint: a.previousSubnet(), TTL: a.o.LeaseTTL}
+	wait := 100 * time.Millisecond
+	last := ""
+	for {
+		lease, err := a.o.Manager.AcquireLease(ctx, a.cfg, attrs, opts)
+		if err == nil {
+			return lease, nil
+		}
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		if msg := err.Error(); msg != last {
+			a.log.Error("cannot acquire a subnet lease yet; retrying", "err", err)
+			last = msg
+			a.notReady("acquiring a subnet lease: " + msg)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, 10*time.Second)
+	}
 }
 
 // previousSubnet reads the subnet recorded in an earlier subnet.env, as a

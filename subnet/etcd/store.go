@@ -80,6 +80,13 @@ type Options struct {
 	// OnWatchRestart, when not nil, is called each time a lease or config
 	// watch is re-established, with the reason ("compacted", "error").
 	OnWatchRestart func(reason string)
+	// OnWatchLive, when not nil, is called with true when the lease watch
+	// has listed the leases and follows them, and with false when it lost
+	// etcd and is retrying.
+	OnWatchLive func(live bool)
+	// LivenessInterval is how often an idle lease watch checks that etcd
+	// is reachable (RequestProgress); 5 s when zero.
+	LivenessInterval time.Duration
 }
 
 // Store implements subnet.Manager on etcd v3.
@@ -98,6 +105,8 @@ type Store struct {
 	checkIvl  time.Duration
 	observe   func(string, time.Duration)
 	restarted func(string)
+	live      func(bool)
+	liveIvl   time.Duration
 }
 
 var _ subnet.Manager = (*Store)(nil)
@@ -170,6 +179,8 @@ func NewWithClient(cli *clientv3.Client, opts Options) *Store {
 		checkIvl:  opts.LeaseCheckInterval,
 		observe:   opts.ObserveRequest,
 		restarted: opts.OnWatchRestart,
+		live:      opts.OnWatchLive,
+		liveIvl:   opts.LivenessInterval,
 	}
 	if opts.Prefix == "" {
 		s.prefix = DefaultPrefix
@@ -179,6 +190,9 @@ func NewWithClient(cli *clientv3.Client, opts Options) *Store {
 	}
 	if s.log == nil {
 		s.log = slog.Default()
+	}
+	if s.liveIvl <= 0 {
+		s.liveIvl = 5 * time.Second
 	}
 	if s.backMin <= 0 {
 		s.backMin = 100 * time.Millisecond
@@ -192,6 +206,13 @@ func NewWithClient(cli *clientv3.Client, opts Options) *Store {
 	s.configKey = s.prefix + "/config"
 	s.subnets = s.prefix + "/subnets/"
 	return s
+}
+
+// watchLive reports the lease watch's state to OnWatchLive.
+func (s *Store) watchLive(live bool) {
+	if s.live != nil {
+		s.live(live)
+	}
 }
 
 // validator returns the lease data validator for cfg.

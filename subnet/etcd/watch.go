@@ -59,6 +59,7 @@ func (w *leaseWatcher) run(ctx context.Context) error {
 			if !failing {
 				s.log.Warn("watching leases: cannot list them; retrying with backoff", "prefix", s.subnets, "err", err)
 				failing = true
+				s.watchLive(false)
 			}
 			if b.wait(ctx) != nil {
 				return ctx.Err()
@@ -73,6 +74,7 @@ func (w *leaseWatcher) run(ctx context.Context) error {
 			w.fn(batch)
 			first = false
 		}
+		s.watchLive(true)
 		rev := resp.Header.Revision
 		reason, err := w.watch(ctx, rev+1)
 		if ctx.Err() != nil {
@@ -87,6 +89,7 @@ func (w *leaseWatcher) run(ctx context.Context) error {
 		if !failing {
 			s.log.Warn("watching leases: watch broken; reconnecting with backoff", "prefix", s.subnets, "err", err)
 			failing = true
+			s.watchLive(false)
 		}
 		if b.wait(ctx) != nil {
 			return ctx.Err()
@@ -95,17 +98,51 @@ func (w *leaseWatcher) run(ctx context.Context) error {
 }
 
 // watch follows the prefix from revision rev until the watch breaks, and
-// says why ("compacted" or "error").
+// says why ("compacted" or "error"). While it waits for events it asks etcd
+// for a progress notification every LivenessInterval: the client resumes a
+// watch silently after a lost connection, so this is how the store notices
+// (and reports through OnWatchLive) that etcd is out of reach.
 func (w *leaseWatcher) watch(ctx context.Context, rev int64) (string, error) {
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := w.s.cli.Watch(wctx, w.s.subnets, clientv3.WithPrefix(), clientv3.WithRev(rev))
-	for wr := range wch {
+	tick := time.NewTicker(w.s.liveIvl)
+	defer tick.Stop()
+	live := true
+	for {
+		var wr clientv3.WatchResponse
+		var ok bool
+		select {
+		case wr, ok = <-wch:
+			if !ok {
+				return "error", fmt.Errorf("watch of %s closed", w.s.subnets)
+			}
+		case <-tick.C:
+			pctx, pcancel := context.WithTimeout(wctx, w.s.liveIvl)
+			err := w.s.cli.RequestProgress(pctx)
+			pcancel()
+			switch {
+			case err != nil && live && ctx.Err() == nil:
+				w.s.log.Warn("watching leases: etcd is out of reach; the peer set may be stale until it is back", "err", err)
+				live = false
+				w.s.watchLive(false)
+			case err == nil && !live:
+				w.s.log.Info("watching leases: etcd reachable again")
+				live = true
+				w.s.watchLive(true)
+			}
+			continue
+		}
 		if wr.CompactRevision > 0 || errors.Is(wr.Err(), rpctypes.ErrCompacted) {
 			return "compacted", wr.Err()
 		}
 		if err := wr.Err(); err != nil {
 			return "error", err
+		}
+		if !live {
+			w.s.log.Info("watching leases: etcd reachable again")
+			live = true
+			w.s.watchLive(true)
 		}
 		var batch []subnet.Event
 		for _, ev := range wr.Events {
@@ -115,7 +152,6 @@ func (w *leaseWatcher) watch(ctx context.Context, rev int64) (string, error) {
 			w.fn(batch)
 		}
 	}
-	return "error", fmt.Errorf("watch of %s closed", w.s.subnets)
 }
 
 // apply folds one watch event into known and appends what changed.
