@@ -80,7 +80,13 @@ func RenderHints(w io.Writer, st *State) error {
 	}
 	fmt.Fprintf(&b, "  etcdctl --endpoints http://127.0.0.1:%d get --prefix %s\n", st.EtcdPort, EtcdPrefix)
 	fmt.Fprintf(&b, "  weft leases --etcd-endpoints http://127.0.0.1:%d\n", st.EtcdPort)
-	fmt.Fprintf(&b, "  weft lab status | weft lab check | weft lab down\n")
+	flags := ""
+	if st.StateDir != DefaultStateDir || st.Prefix != DefaultPrefix {
+		flags = " --state-dir " + st.StateDir + " --prefix " + st.Prefix
+	}
+	fmt.Fprintf(&b, "  weft lab status%s        # hosts, processes, leases\n", flags)
+	fmt.Fprintf(&b, "  weft lab check%s         # the ping matrix again\n", flags)
+	fmt.Fprintf(&b, "  weft lab down%s          # remove everything the lab made\n", flags)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
