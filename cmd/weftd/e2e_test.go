@@ -55,6 +55,9 @@ func TestMain(m *testing.M) {
 	if weftdBin != "" {
 		os.RemoveAll(filepath.Dir(weftdBin))
 	}
+	if pluginsDir != "" {
+		os.RemoveAll(pluginsDir)
+	}
 	os.Exit(code)
 }
 
