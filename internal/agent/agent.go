@@ -69,9 +69,8 @@ type Agent struct {
 	ext backend.ExternalInterface
 	be  backend.Backend
 
-	mu     sync.Mutex
-	own    subnet.Lease
-	status string // why the agent is not ready, "" when ready
+	mu  sync.Mutex
+	own subnet.Lease
 
 	ready     atomic.Bool
 	readyErr  atomic.Pointer[string]
