@@ -40,7 +40,8 @@ func cachePath(dataDir, containerID string) string {
 }
 
 // writeCache atomically writes the delegate config of an attachment, mode
-// 0600.
+// 0600. It does not fsync: a cache file lost in a power cut is rebuilt from
+// subnet.env by DEL, and an fsync would add milliseconds to every pod start.
 func writeCache(dataDir string, a attachment, conf map[string]any) error {
 	withKey := make(map[string]any, len(conf)+1)
 	for k, v := range conf {
@@ -51,7 +52,7 @@ func writeCache(dataDir string, a attachment, conf map[string]any) error {
 	if err != nil {
 		return fmt.Errorf("encoding the delegate config for %s: %w", a.ContainerID, err)
 	}
-	return atomicfile.Write(cachePath(dataDir, a.ContainerID), data, 0o600)
+	return atomicfile.WriteNoSync(cachePath(dataDir, a.ContainerID), data, 0o600)
 }
 
 // errCorrupt is wrapped when a cache file does not hold a delegate config.

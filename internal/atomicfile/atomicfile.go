@@ -9,9 +9,23 @@ import (
 	"path/filepath"
 )
 
-// Write atomically replaces path with data, created with perm. It creates the
-// parent directory (0755) when missing.
-func Write(path string, data []byte, perm os.FileMode) (err error) {
+// Write atomically replaces path with data, created with perm, and syncs it
+// to disk before and after the rename, so that the new content survives a
+// crash. It creates the parent directory (0755) when missing.
+func Write(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, true)
+}
+
+// WriteNoSync atomically replaces path as Write does, without the fsyncs:
+// readers never see a partial file, but after a power loss the file may hold
+// the old content or be empty. For caches whose readers can rebuild a lost
+// entry (the CNI plugin's), where an fsync would cost milliseconds on every
+// pod start.
+func WriteNoSync(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, false)
+}
+
+func write(path string, data []byte, perm os.FileMode, sync bool) (err error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating directory for %s: %w", path, err)
@@ -33,14 +47,19 @@ func Write(path string, data []byte, perm os.FileMode) (err error) {
 	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("writing %s: %w", tmp, err)
 	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", tmp, err)
+	if sync {
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("syncing %s: %w", tmp, err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("closing %s: %w", tmp, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("replacing %s: %w", path, err)
+	}
+	if !sync {
+		return nil
 	}
 	if d, derr := os.Open(dir); derr == nil {
 		d.Sync() // best effort: the rename is already visible to readers
