@@ -39,6 +39,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -99,9 +100,7 @@ type Backend struct {
 	devChecked atomic.Bool    // the device is known to exist as configured
 	linkIndex  atomic.Int64
 	own        atomic.Pointer[netip.Prefix]
-	dataCache  map[netip.Prefix]parsedData   // guarded by setMu
-	want       netlinkx.Entries              // scratch for desired, guarded by setMu
-	macOwner   map[netlinkx.MAC]netip.Prefix // scratch for desired, guarded by setMu
+	d          desiredState // guarded by setMu
 }
 
 // New creates the backend: it parses the options in p.Config.Backend,
@@ -403,107 +402,283 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 			return err
 		}
 	}
-	want, peerErrs := b.desired(s)
-	if len(b.dataCache) > 2*len(s.Peers)+16 {
-		// Forget the data of peers that left.
-		b.dataCache = nil
+	b.desired(s)
+	var st netlinkx.Stats
+	var err error
+	if b.d.full {
+		st, err = b.prog.Sync(b.link.Index, b.d.want)
+	} else {
+		st, err = b.prog.SyncDelta(b.link.Index, b.d.want, &b.d.delta)
 	}
-	st, err := b.prog.Sync(b.link.Index, want)
+	b.d.full = false
+	b.d.delta.Reset()
+	peerErrs := b.d.errors()
 	if st.Added+st.Deleted > 0 || err != nil || len(peerErrs) > 0 {
 		b.log.Debug("reconciled", "peers", len(s.Peers), "added", st.Added, "deleted", st.Deleted, "dumped", st.Dumped, "skipped", len(peerErrs))
 	}
 	return errors.Join(append(peerErrs, err)...)
 }
 
-// desired computes the entries for a peer set. Peers are taken in subnet
-// order, so that conflicts (two peers claiming one VtepMAC) resolve the same
-// way whatever the order of s.Peers.
-func (b *Backend) desired(s backend.State) (netlinkx.Entries, []error) {
-	peers := slices.Clone(s.Peers)
-	slices.SortFunc(peers, func(x, y subnet.Lease) int { return comparePrefix(x.Subnet, y.Subnet) })
-	// The maps are reused from Set to Set (Sync does not keep them): with
-	// thousands of peers, allocating them anew would dominate a Set that
-	// applies one change.
-	if b.want.Neighs == nil {
-		b.want = netlinkx.NewEntries(len(peers))
-		b.macOwner = make(map[netlinkx.MAC]netip.Prefix, len(peers))
+// desired brings b.d (the desired entries and what they were derived from)
+// to the peer set s, and records in b.d.delta the keys it changed. When the
+// own subnet, the device or the underlay's prefixes changed since the last
+// Set it starts from nothing; otherwise it derives entries only for the
+// peers whose lease changed.
+func (b *Backend) desired(s backend.State) {
+	d := &b.d
+	basis := basis{own: s.Own.Subnet, link: b.link.Index, ext: fmt.Sprint(b.extPrefix)}
+	if d.recs == nil || d.basis != basis {
+		d.reset(basis, b.ext.Index)
 	}
-	want, macOwner := b.want, b.macOwner
-	clear(want.Neighs)
-	clear(want.FDBs)
-	clear(want.Routes)
-	clear(macOwner)
-	idx := b.link.Index
-	var errs []error
-	for i := range peers {
+	peers := s.Peers
+	if !slices.IsSortedFunc(peers, compareLease) {
+		// Conflicts (two peers claiming one VtepMAC or one subnet) resolve
+		// the same way whatever the order of s.Peers.
+		peers = slices.Clone(peers)
+		slices.SortFunc(peers, compareLease)
+	}
+	d.gen++
+	seen := 0
+	for i := 0; i < len(peers); {
 		p := &peers[i]
+		j := i + 1
+		for j < len(peers) && peers[j].Subnet == p.Subnet {
+			j++
+		}
+		group := peers[i:j]
+		i = j
 		if p.Subnet == s.Own.Subnet {
 			continue
 		}
-		fail := func(format string, args ...any) {
-			errs = append(errs, fmt.Errorf("vxlan backend: skipping peer %s (PublicIP %v): %s", p.Key(), p.Attrs.PublicIP, fmt.Sprintf(format, args...)))
+		seen++
+		rec := d.recs[p.Subnet]
+		if rec != nil {
+			rec.seen = d.gen
+			if rec.same(group) {
+				continue
+			}
 		}
-		if !b.cfg.Contains(p.Subnet) {
-			fail("subnet %v is not a /%d of network %s", p.Subnet, b.cfg.SubnetLen, b.cfg.Network)
-			continue
+		d.retract(p.Subnet, rec)
+		rec = b.derive(group)
+		rec.seen = d.gen
+		d.recs[p.Subnet] = rec
+		d.contribute(p.Subnet, rec)
+	}
+	if seen < len(d.recs) {
+		for sn, rec := range d.recs {
+			if rec.seen != d.gen {
+				d.retract(sn, rec)
+				delete(d.recs, sn)
+			}
 		}
-		if (i > 0 && peers[i-1].Subnet == p.Subnet) || (i+1 < len(peers) && peers[i+1].Subnet == p.Subnet) {
-			// Neither holder can be trusted; skipping both keeps the
-			// result independent of the peers' order.
-			fail("another peer holds subnet %s", p.Subnet)
-			continue
+	}
+	d.resolve()
+}
+
+// compareLease orders leases by subnet.
+func compareLease(x, y subnet.Lease) int { return comparePrefix(x.Subnet, y.Subnet) }
+
+// basis is what every desired entry depends on beyond its own peer: when
+// it changes, the backend derives every entry again.
+type basis struct {
+	own  netip.Prefix
+	link int
+	ext  string
+}
+
+// peerRec is what the backend derived from one peer's lease at the last
+// Set: enough to tell whether the lease changed, and the peer's entries.
+type peerRec struct {
+	ip     netip.Addr
+	typ    string
+	data   string // BackendData as given, compared byte for byte
+	mac    netlinkx.MAC
+	err    error // why the peer is skipped, whatever the other peers
+	dup    int   // how many leases claimed the subnet (>1: all skipped)
+	direct bool  // DirectRouting: a plain route via ip
+	owns   bool  // its tunnel entries are in the desired state
+	seen   uint64
+}
+
+// same reports whether rec was derived from a group of leases like g.
+func (rec *peerRec) same(g []subnet.Lease) bool {
+	if len(g) != rec.dup {
+		return false
+	}
+	if len(g) > 1 {
+		return false // rare: derive the errors again
+	}
+	a := &g[0].Attrs
+	return a.PublicIP == rec.ip && a.BackendType == rec.typ && string(a.BackendData) == rec.data
+}
+
+// derive validates a peer (a group of leases for one subnet, normally one)
+// and computes what its entries would be.
+func (b *Backend) derive(g []subnet.Lease) *peerRec {
+	p := &g[0]
+	rec := &peerRec{ip: p.Attrs.PublicIP, typ: p.Attrs.BackendType, data: string(p.Attrs.BackendData), dup: len(g)}
+	fail := func(p *subnet.Lease, format string, args ...any) error {
+		return fmt.Errorf("vxlan backend: skipping peer %s (PublicIP %v): %s", p.Key(), p.Attrs.PublicIP, fmt.Sprintf(format, args...))
+	}
+	ip := p.Attrs.PublicIP
+	switch {
+	case !b.cfg.Contains(p.Subnet):
+		rec.err = fail(p, "subnet %v is not a /%d of network %s", p.Subnet, b.cfg.SubnetLen, b.cfg.Network)
+	case len(g) > 1:
+		// Neither holder can be trusted; skipping all keeps the result
+		// independent of the peers' order.
+		var errs []error
+		for i := range g {
+			errs = append(errs, fail(&g[i], "another peer holds subnet %s", p.Subnet))
 		}
-		ip := p.Attrs.PublicIP
-		if !ip.Is4() || !subnet.IsUsableUnicast(ip) {
-			fail("PublicIP is not a unicast IPv4 address")
-			continue
-		}
-		if p.Attrs.BackendType != TypeName {
-			fail("BackendType %q, want %q", p.Attrs.BackendType, TypeName)
-			continue
-		}
-		mac, err := b.parseData(p)
+		rec.err = errors.Join(errs...)
+	case !ip.Is4() || !subnet.IsUsableUnicast(ip):
+		rec.err = fail(p, "PublicIP is not a unicast IPv4 address")
+	case p.Attrs.BackendType != TypeName:
+		rec.err = fail(p, "BackendType %q, want %q", p.Attrs.BackendType, TypeName)
+	default:
+		mac, err := ParseBackendData(p.Attrs.BackendData, b.opts.VNI)
 		if err != nil {
-			fail("%v", err)
-			continue
+			rec.err = fail(p, "%v", err)
+			break
 		}
-		if b.opts.DirectRouting && b.onLink(ip) {
-			want.Routes[p.Subnet] = netlinkx.Route{Dst: p.Subnet, Gw: ip, LinkIndex: b.ext.Index}
-			continue
-		}
-		if other, dup := macOwner[mac]; dup {
-			fail("VtepMAC %s is already used by peer %s", mac, other)
-			continue
-		}
-		macOwner[mac] = p.Subnet
-		gw := p.Subnet.Addr()
-		want.Neighs[gw] = netlinkx.Neigh{LinkIndex: idx, IP: gw, MAC: mac, Permanent: true}
-		want.FDBs[netlinkx.FDB{LinkIndex: idx, MAC: mac, Dst: ip}] = struct{}{}
-		want.Routes[p.Subnet] = netlinkx.Route{Dst: p.Subnet, Gw: gw, LinkIndex: idx, OnLink: true}
+		rec.mac = mac
+		rec.direct = b.opts.DirectRouting && b.onLink(ip)
 	}
-	return want, errs
+	return rec
 }
 
-// parsedData is a peer's BackendData as last parsed.
-type parsedData struct {
-	raw string
-	mac netlinkx.MAC
-	err error
+// desiredState is the backend's memory of the desired state: the peers it
+// was derived from and the entries, maintained incrementally.
+type desiredState struct {
+	basis basis
+	gen   uint64
+	recs  map[netip.Prefix]*peerRec
+	// claims holds, by VtepMAC, the tunnel peers claiming it, in subnet
+	// order: the first gets the entries, the others are skipped.
+	claims map[netlinkx.MAC][]netip.Prefix
+	// bad holds the peers skipped, with the reason.
+	bad     map[netip.Prefix]error
+	want    netlinkx.Entries
+	delta   netlinkx.Delta
+	full    bool // the next Sync compares everything (want was rebuilt)
+	touched map[netlinkx.MAC]bool
+	extIdx  int // the underlay's index, for DirectRouting routes
 }
 
-// parseData parses a peer's BackendData, reusing the result of the last
-// Set when the data has not changed: a Set after one peer change then costs
-// no JSON decoding for the thousands of others.
-func (b *Backend) parseData(p *subnet.Lease) (netlinkx.MAC, error) {
-	if c, ok := b.dataCache[p.Subnet]; ok && c.raw == string(p.Attrs.BackendData) {
-		return c.mac, c.err
+func (d *desiredState) reset(b basis, extIdx int) {
+	d.basis, d.extIdx = b, extIdx
+	d.recs = make(map[netip.Prefix]*peerRec)
+	d.claims = make(map[netlinkx.MAC][]netip.Prefix)
+	d.bad = make(map[netip.Prefix]error)
+	d.want = netlinkx.NewEntries(0)
+	d.touched = make(map[netlinkx.MAC]bool)
+	d.full = true
+	d.delta.Reset()
+}
+
+// retract removes what rec (the peer's state so far, may be nil)
+// contributed to the desired entries.
+func (d *desiredState) retract(sn netip.Prefix, rec *peerRec) {
+	if rec == nil {
+		return
 	}
-	mac, err := ParseBackendData(p.Attrs.BackendData, b.opts.VNI)
-	if b.dataCache == nil {
-		b.dataCache = map[netip.Prefix]parsedData{}
+	delete(d.bad, sn)
+	switch {
+	case rec.err != nil:
+	case rec.direct:
+		delete(d.want.Routes, sn)
+		d.delta.Routes = append(d.delta.Routes, sn)
+	default:
+		cl := d.claims[rec.mac]
+		if rec.owns {
+			d.drop(sn, rec)
+		}
+		if i := slices.Index(cl, sn); i >= 0 {
+			d.claims[rec.mac] = slices.Delete(cl, i, i+1)
+		}
+		d.touched[rec.mac] = true
 	}
-	b.dataCache[p.Subnet] = parsedData{raw: string(p.Attrs.BackendData), mac: mac, err: err}
-	return mac, err
+}
+
+// contribute adds what rec contributes to the desired entries (tunnel
+// peers: see resolve).
+func (d *desiredState) contribute(sn netip.Prefix, rec *peerRec) {
+	switch {
+	case rec.err != nil:
+		d.bad[sn] = rec.err
+	case rec.direct:
+		d.want.Routes[sn] = netlinkx.Route{Dst: sn, Gw: rec.ip, LinkIndex: d.extIdx}
+		d.delta.Routes = append(d.delta.Routes, sn)
+	default:
+		cl := d.claims[rec.mac]
+		i, _ := slices.BinarySearchFunc(cl, sn, comparePrefix)
+		d.claims[rec.mac] = slices.Insert(cl, i, sn)
+		d.touched[rec.mac] = true
+	}
+}
+
+// drop removes a tunnel peer's three entries.
+func (d *desiredState) drop(sn netip.Prefix, rec *peerRec) {
+	rec.owns = false
+	gw := sn.Addr()
+	delete(d.want.Neighs, gw)
+	delete(d.want.Routes, sn)
+	f := netlinkx.FDB{LinkIndex: d.basis.link, MAC: rec.mac, Dst: rec.ip}
+	delete(d.want.FDBs, f)
+	d.delta.Neighs = append(d.delta.Neighs, gw)
+	d.delta.Routes = append(d.delta.Routes, sn)
+	d.delta.FDBs = append(d.delta.FDBs, f)
+}
+
+// resolve gives each VtepMAC whose claims changed to its first claimant,
+// and skips the others.
+func (d *desiredState) resolve() {
+	idx := d.basis.link
+	for mac := range d.touched {
+		cl := d.claims[mac]
+		if len(cl) == 0 {
+			delete(d.claims, mac)
+			continue
+		}
+		owner := cl[0]
+		for _, sn := range cl[1:] {
+			rec := d.recs[sn]
+			if rec.owns {
+				d.drop(sn, rec)
+			}
+			d.bad[sn] = fmt.Errorf("vxlan backend: skipping peer %s (PublicIP %v): VtepMAC %s is already used by peer %s",
+				subnet.SubnetKey(sn, netip.Prefix{}), rec.ip, mac, owner)
+		}
+		rec := d.recs[owner]
+		delete(d.bad, owner)
+		if rec.owns {
+			continue
+		}
+		rec.owns = true
+		gw := owner.Addr()
+		d.want.Neighs[gw] = netlinkx.Neigh{LinkIndex: idx, IP: gw, MAC: mac, Permanent: true}
+		f := netlinkx.FDB{LinkIndex: idx, MAC: mac, Dst: rec.ip}
+		d.want.FDBs[f] = struct{}{}
+		d.want.Routes[owner] = netlinkx.Route{Dst: owner, Gw: gw, LinkIndex: idx, OnLink: true}
+		d.delta.Neighs = append(d.delta.Neighs, gw)
+		d.delta.FDBs = append(d.delta.FDBs, f)
+		d.delta.Routes = append(d.delta.Routes, owner)
+	}
+	clear(d.touched)
+}
+
+// errors returns the reasons peers are skipped, in subnet order.
+func (d *desiredState) errors() []error {
+	if len(d.bad) == 0 {
+		return nil
+	}
+	keys := slices.SortedFunc(maps.Keys(d.bad), comparePrefix)
+	errs := make([]error, len(keys))
+	for i, k := range keys {
+		errs[i] = d.bad[k]
+	}
+	return errs
 }
 
 // onLink reports whether ip is on a directly connected subnet of the

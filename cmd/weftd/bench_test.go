@@ -31,6 +31,9 @@ import (
 //	BenchmarkOneChange5000      one lease added and removed with 5,000 present
 //
 // Run: go test -run '^$' -bench . -benchtime 3x ./cmd/weftd/
+//
+// WEFT_BENCH_WEFTD=/path/to/weftd benchmarks that binary instead of the
+// one built from this tree (e.g. a baseline built from an older commit).
 
 // benchNet is the network config of the benchmarks: room for 65,535 /24s.
 const benchNet = `{"Network":"10.0.0.0/8","SubnetLen":24,"Backend":{"Type":"vxlan"}}`
@@ -44,6 +47,10 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
 	c := newCluster(b, 0, benchNet, time.Hour)
 	c.logLevel = "info"
+	if bin := os.Getenv("WEFT_BENCH_WEFTD"); bin != "" {
+		// Another build of weftd (e.g. a baseline), to compare in one run.
+		c.bin = bin
+	}
 	return &benchEnv{c: c, cli: c.etcd.Client()}
 }
 

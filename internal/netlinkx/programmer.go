@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -144,12 +145,44 @@ func (p *Programmer) Observe(u Update) bool {
 	return dirty
 }
 
+// Delta names the keys at which the desired entries may differ from those
+// of the previous Sync or SyncDelta. A key may be named more than once.
+type Delta struct {
+	Neighs []netip.Addr
+	FDBs   []FDB
+	Routes []netip.Prefix
+}
+
+// Len returns how many keys d names.
+func (d *Delta) Len() int { return len(d.Neighs) + len(d.FDBs) + len(d.Routes) }
+
+// Reset empties d, keeping its storage.
+func (d *Delta) Reset() {
+	d.Neighs, d.FDBs, d.Routes = d.Neighs[:0], d.FDBs[:0], d.Routes[:0]
+}
+
 // Sync makes the kernel entries owned by the programmer equal want; link is
 // the index of the device whose neighbours and FDB entries it owns (0:
 // none). Entries that fail to be written are reported in the returned error
 // (one line each) and do not stop the others; a route whose gateway's
 // neighbour or FDB entry failed is not written.
 func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
+	return p.sync(link, want, nil)
+}
+
+// SyncDelta is Sync for a caller that keeps want from call to call and
+// knows where it changed: d must name every key at which want differs from
+// the want of the previous Sync or SyncDelta. While the programmer trusts
+// its memory (the previous call succeeded, nothing foreign happened since,
+// and no verification is due) only the keys in d are compared, so that one
+// peer change costs a few map lookups whatever the number of entries;
+// otherwise it is Sync(link, want). Either way, afterwards the kernel
+// matches the whole of want.
+func (p *Programmer) SyncDelta(link int, want Entries, d *Delta) (Stats, error) {
+	return p.sync(link, want, d)
+}
+
+func (p *Programmer) sync(link int, want Entries, d *Delta) (Stats, error) {
 	var st Stats
 	p.mu.Lock()
 	if link != p.link {
@@ -171,16 +204,27 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 		p.mu.Lock()
 		p.applied = actual
 		p.mu.Unlock()
+		d = nil
 	}
 	p.mu.Lock()
 	have := p.applied
 	p.mu.Unlock()
 
+	// The keys to compare: all of want and have, or those of the delta.
+	neighKeys, fdbKeys, routeKeys := maps.Keys(want.Neighs), maps.Keys(want.FDBs), maps.Keys(want.Routes)
+	if d != nil {
+		neighKeys, fdbKeys, routeKeys = slices.Values(d.Neighs), slices.Values(d.FDBs), slices.Values(d.Routes)
+	}
+
 	var errs []error
 	// Adds and replacements, in the order that keeps the kernel from ARPing.
 	failedGw := map[netip.Addr]bool{}
 	skipped := 0 // wanted routes absent from have
-	for ip, n := range want.Neighs {
+	for ip := range neighKeys {
+		n, ok := want.Neighs[ip]
+		if !ok {
+			continue
+		}
 		n.Permanent = true
 		if cur, ok := have.Neighs[ip]; ok && cur == n {
 			continue
@@ -193,7 +237,10 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 		}
 		st.Added++
 	}
-	for f := range want.FDBs {
+	for f := range fdbKeys {
+		if _, ok := want.FDBs[f]; !ok {
+			continue
+		}
 		if _, ok := have.FDBs[f]; ok {
 			continue
 		}
@@ -209,7 +256,11 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 		}
 		st.Added++
 	}
-	for dst, r := range want.Routes {
+	for dst := range routeKeys {
+		r, ok := want.Routes[dst]
+		if !ok {
+			continue
+		}
 		r.Table = MainTable
 		if cur, ok := have.Routes[dst]; ok && cur == r {
 			continue
@@ -228,10 +279,20 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 		}
 		st.Added++
 	}
-	// Deletions. have now holds every wanted key, so equal sizes mean
-	// there is nothing to delete (the common case, which skips a walk).
-	for dst, r := range extra(have.Routes, len(want.Routes)-skipped) {
+	// Deletions. In a full pass have now holds every wanted key, so equal
+	// sizes mean there is nothing to delete (the common case, which skips
+	// a walk).
+	routeKeys, neighKeys, fdbKeys = maps.Keys(extra(have.Routes, len(want.Routes)-skipped)),
+		maps.Keys(extra(have.Neighs, len(want.Neighs))), maps.Keys(extra(have.FDBs, len(want.FDBs)))
+	if d != nil {
+		neighKeys, fdbKeys, routeKeys = slices.Values(d.Neighs), slices.Values(d.FDBs), slices.Values(d.Routes)
+	}
+	for dst := range routeKeys {
 		if _, ok := want.Routes[dst]; ok {
+			continue
+		}
+		r, ok := have.Routes[dst]
+		if !ok {
 			continue
 		}
 		p.record(func(e Entries) { delete(e.Routes, dst) })
@@ -241,8 +302,12 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 		}
 		st.Deleted++
 	}
-	for ip, n := range extra(have.Neighs, len(want.Neighs)) {
+	for ip := range neighKeys {
 		if _, ok := want.Neighs[ip]; ok {
+			continue
+		}
+		n, ok := have.Neighs[ip]
+		if !ok {
 			continue
 		}
 		p.record(func(e Entries) { delete(e.Neighs, ip) })
@@ -252,8 +317,11 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 		}
 		st.Deleted++
 	}
-	for f := range extra(have.FDBs, len(want.FDBs)) {
+	for f := range fdbKeys {
 		if _, ok := want.FDBs[f]; ok {
+			continue
+		}
+		if _, ok := have.FDBs[f]; !ok {
 			continue
 		}
 		p.record(func(e Entries) { delete(e.FDBs, f) })
