@@ -103,9 +103,9 @@ func etcdClient(port int) (*clientv3.Client, error) {
 	return c, nil
 }
 
-// waitEtcd polls the lab's etcd until it answers, the process pid dies, or
-// ctx ends.
-func waitEtcd(ctx context.Context, c *clientv3.Client, pid int, stateDir, logPath string) error {
+// waitEtcd polls the lab's etcd until it answers, the process pid exits
+// (exited closes), or ctx ends.
+func waitEtcd(ctx context.Context, c *clientv3.Client, pid int, exited <-chan struct{}, logPath string) error {
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		_, err := c.Get(rctx, "health")
@@ -113,10 +113,9 @@ func waitEtcd(ctx context.Context, c *clientv3.Client, pid int, stateDir, logPat
 		if err == nil {
 			return nil
 		}
-		if !ownsProcess(pid, stateDir) {
-			return fmt.Errorf("the lab's etcd (pid %d) exited; the end of %s:\n%s", pid, logPath, tail(logPath, 10))
-		}
 		select {
+		case <-exited:
+			return fmt.Errorf("the lab's etcd (pid %d) exited; the end of %s:\n%s", pid, logPath, tail(logPath, 10))
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for the lab's etcd: %w (last error: %w)", ctx.Err(), err)
 		case <-time.After(20 * time.Millisecond):

@@ -72,19 +72,20 @@ func inNS(name string, fn func() error) error {
 }
 
 // startDetached starts argv in a new session with stdout and stderr
-// appended to logPath, and returns its PID. The process outlives the caller.
-func startDetached(argv []string, logPath string, env []string) (int, error) {
+// appended to logPath, and returns its PID and a channel closed when it
+// exits while the caller still runs. The process outlives the caller.
+func startDetached(argv []string, logPath string, env []string) (int, <-chan struct{}, error) {
 	if err := os.MkdirAll(filepath.Dir(logPath), 0o755); err != nil {
-		return 0, fmt.Errorf("creating log dir for %s: %w", logPath, err)
+		return 0, nil, fmt.Errorf("creating log dir for %s: %w", logPath, err)
 	}
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return 0, fmt.Errorf("opening log %s: %w", logPath, err)
+		return 0, nil, fmt.Errorf("opening log %s: %w", logPath, err)
 	}
 	defer logf.Close()
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {
-		return 0, fmt.Errorf("opening %s: %w", os.DevNull, err)
+		return 0, nil, fmt.Errorf("opening %s: %w", os.DevNull, err)
 	}
 	defer devnull.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -94,12 +95,16 @@ func startDetached(argv []string, logPath string, env []string) (int, error) {
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("starting %s: %w", strings.Join(argv, " "), err)
+		return 0, nil, fmt.Errorf("starting %s: %w", strings.Join(argv, " "), err)
 	}
 	pid := cmd.Process.Pid
 	// Reap it if it dies while we still run; after we exit, init does.
-	go func() { _ = cmd.Wait() }()
-	return pid, nil
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	return pid, exited, nil
 }
 
 // cmdline returns the arguments of process pid, or nil if it is gone.

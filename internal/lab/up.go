@@ -157,6 +157,26 @@ type upper struct {
 	p   *progress
 	rec *recorder
 	ip  string // path of the ip command
+
+	mu     sync.Mutex
+	exited map[string]<-chan struct{} // by Proc.Name, closed on exit
+}
+
+// setExited remembers the exit channel of the named process.
+func (u *upper) setExited(name string, ch <-chan struct{}) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.exited == nil {
+		u.exited = map[string]<-chan struct{}{}
+	}
+	u.exited[name] = ch
+}
+
+// exitedCh returns the exit channel of the named process.
+func (u *upper) exitedCh(name string) <-chan struct{} {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.exited[name]
 }
 
 func (u *upper) run(ctx context.Context) error {
@@ -237,7 +257,7 @@ func (u *upper) run(ctx context.Context) error {
 		return err
 	}
 	defer c.Close()
-	if err := waitEtcd(ctx, c, etcdPID, u.o.StateDir, filepath.Join(u.o.StateDir, "etcd.log")); err != nil {
+	if err := waitEtcd(ctx, c, etcdPID, u.exitedCh("etcd"), filepath.Join(u.o.StateDir, "etcd.log")); err != nil {
 		return err
 	}
 	cfg := networkConfig(u.o.Network, u.o.Backend)
@@ -331,10 +351,11 @@ func (u *upper) startEtcd(st *State) (int, error) {
 		"--client-urls", "http://" + st.BridgeAddr.String() + ":" + port + ",http://127.0.0.1:" + port,
 		"--peer-url", "http://127.0.0.1:" + strconv.Itoa(st.EtcdPeer)}
 	logPath := filepath.Join(u.o.StateDir, "etcd.log")
-	pid, err := startDetached(argv, logPath, os.Environ())
+	pid, exited, err := startDetached(argv, logPath, os.Environ())
 	if err != nil {
 		return 0, err
 	}
+	u.setExited("etcd", exited)
 	return pid, u.rec.update(func(s *State) {
 		s.Procs = append(s.Procs, Proc{Name: "etcd", PID: pid, Exe: u.o.Self, Log: logPath})
 	})
@@ -394,10 +415,11 @@ func weftdArgs(ip, binDir string, h Host, st *State) []string {
 // startWeftd starts host h's agent and records its PID.
 func (u *upper) startWeftd(h Host, st *State) error {
 	logPath := filepath.Join(h.DataDir, "weftd.log")
-	pid, err := startDetached(weftdArgs(u.ip, u.o.BinDir, h, st), logPath, os.Environ())
+	pid, exited, err := startDetached(weftdArgs(u.ip, u.o.BinDir, h, st), logPath, os.Environ())
 	if err != nil {
 		return fmt.Errorf("starting weftd on %s: %w", h.Name, err)
 	}
+	u.setExited(h.Name, exited)
 	return u.rec.update(func(s *State) {
 		s.Procs = append(s.Procs, Proc{Name: h.Name, PID: pid, Exe: filepath.Join(u.o.BinDir, "weftd"), Log: logPath})
 	})
@@ -414,6 +436,7 @@ func (u *upper) waitWeftd(ctx context.Context, h Host) error {
 		}
 	}
 	logPath := filepath.Join(h.DataDir, "weftd.log")
+	exited := u.exitedCh(h.Name)
 	for {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		resp, err := client.Do(req)
@@ -427,10 +450,9 @@ func (u *upper) waitWeftd(ctx context.Context, h Host) error {
 				}
 			}
 		}
-		if !ownsProcess(pid, u.o.StateDir) {
-			return fmt.Errorf("weftd on %s (pid %d) exited; the end of %s:\n%s", h.Name, pid, logPath, tail(logPath, 10))
-		}
 		select {
+		case <-exited:
+			return fmt.Errorf("weftd on %s (pid %d) exited; the end of %s:\n%s", h.Name, pid, logPath, tail(logPath, 10))
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for weftd on %s (%s): %w; see %s", h.Name, url, ctx.Err(), logPath)
 		case <-time.After(25 * time.Millisecond):
