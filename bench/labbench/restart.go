@@ -53,7 +53,7 @@ func (b *Bench) Restart(ctx context.Context, backend string) ([]report.Measureme
 		return nil, err
 	}
 	b.say("%s: %d pings sent, %d answered", backend, sent, recv)
-	cmd := fmt.Sprintf("%s; %s while `kill -9` of host2's then host1's weftd and a restart with the same command line", upCmd, b.show(pingArgv...))
+	cmd := fmt.Sprintf("%s; %s while kill -9 of host2's then host1's weftd and a restart with the same command line", upCmd, b.show(pingArgv...))
 	return []report.Measurement{
 		{What: backend + ": pings lost (every 10 ms, pod to pod across two hosts) while each agent is SIGKILLed and restarted (must be 0)",
 			Unit: "packets", Stat: "sum", Samples: []float64{float64(sent - recv)}, Command: cmd,

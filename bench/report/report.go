@@ -36,23 +36,39 @@ type BenchFile struct {
 }
 
 // ParseBench reads `go test -bench` output. Lines other than result lines
-// (PASS, ok, goos, logs) are skipped; a CommandPrefix line sets Command.
+// (PASS, ok, goos, logs) are skipped; a CommandPrefix line sets Command. A
+// result whose name and figures were split by a log line printed while the
+// benchmark ran (the name, the log, then the figures on a line of their
+// own) is joined again.
 func ParseBench(r io.Reader) (*BenchFile, error) {
 	f := &BenchFile{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	pending := "" // a benchmark name still waiting for its figures
 	for line := 1; sc.Scan(); line++ {
 		text := sc.Text()
 		if c, ok := strings.CutPrefix(text, CommandPrefix); ok {
 			f.Command = strings.TrimSpace(c)
 			continue
 		}
-		b, ok, err := parseBenchLine(text)
+		fields := strings.Fields(text)
+		if len(fields) == 0 {
+			continue
+		}
+		if strings.HasPrefix(fields[0], "Benchmark") && (len(fields) < 2 || !isInt(fields[1])) {
+			pending = fields[0]
+			continue
+		}
+		if isInt(fields[0]) && pending != "" {
+			fields = append([]string{pending}, fields...)
+		}
+		b, ok, err := parseBenchFields(fields)
 		if err != nil {
 			return nil, fmt.Errorf("line %d: %w", line, err)
 		}
 		if ok {
 			f.Benches = append(f.Benches, b)
+			pending = ""
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -61,20 +77,21 @@ func ParseBench(r io.Reader) (*BenchFile, error) {
 	return f, nil
 }
 
-// parseBenchLine parses one result line such as
+func isInt(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil
+}
+
+// parseBenchFields parses the fields of one result line such as
 //
 //	BenchmarkColdStart/peers=1000-2   3   812345 ns/op   812.3 ms-to-ready
 //
 // and reports false for lines that are not results.
-func parseBenchLine(line string) (Bench, bool, error) {
-	fields := strings.Fields(line)
-	if len(fields) < 4 || !strings.HasPrefix(fields[0], "Benchmark") || len(fields)%2 != 0 {
+func parseBenchFields(fields []string) (Bench, bool, error) {
+	if len(fields) < 4 || !strings.HasPrefix(fields[0], "Benchmark") || len(fields)%2 != 0 || !isInt(fields[1]) {
 		return Bench{}, false, nil
 	}
-	n, err := strconv.Atoi(fields[1])
-	if err != nil {
-		return Bench{}, false, nil // e.g. a log line starting with a benchmark's name
-	}
+	n, _ := strconv.Atoi(fields[1])
 	b := Bench{Name: trimProcs(fields[0]), N: n, Metrics: map[string]float64{}}
 	for i := 2; i < len(fields); i += 2 {
 		v, err := strconv.ParseFloat(fields[i], 64)

@@ -1,0 +1,166 @@
+package report
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+const sample = `# command: go test -run '^$' -bench . -benchtime 3x ./cmd/weftd/
+goos: linux
+pkg: github.com/weftnet/weft/cmd/weftd
+BenchmarkColdStart/peers=1000-2         	       3	 771456152 ns/op	         0.3150 cpu-s	       771.5 ms-to-ready	        28.99 rss-MB
+BenchmarkIPBatch/peers=1000-2           	       3	 421620970 ns/op	         0.1656 cpu-s
+BenchmarkOneChange5000-2                	{"level":"error","msg":"failed to update storage version"}
+       3	  61891722 ns/op	         3.000 idle-cpu-%	        45.07 rss-MB
+BenchmarkSplit
+    x_test.go:10: a log line
+BenchmarkSplit-2   10   100 ns/op
+PASS
+ok  	github.com/weftnet/weft/cmd/weftd	84.085s
+`
+
+func TestParseBench(t *testing.T) {
+	f, err := ParseBench(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "go test -run '^$' -bench . -benchtime 3x ./cmd/weftd/"; f.Command != want {
+		t.Errorf("command %q, want %q", f.Command, want)
+	}
+	for _, tc := range []struct {
+		name, unit string
+		want       float64
+	}{
+		{"BenchmarkColdStart/peers=1000", "ms-to-ready", 771.5},
+		{"BenchmarkColdStart/peers=1000", "ns/op", 771456152},
+		{"BenchmarkIPBatch/peers=1000", "cpu-s", 0.1656},
+		{"BenchmarkOneChange5000", "idle-cpu-%", 3}, // split by a log line
+		{"BenchmarkSplit", "ns/op", 100},
+	} {
+		t.Run(tc.name+"/"+tc.unit, func(t *testing.T) {
+			got, _, ok := Find([]*BenchFile{f}, tc.name, tc.unit)
+			if !ok || got != tc.want {
+				t.Errorf("got %v (found %v), want %v", got, ok, tc.want)
+			}
+		})
+	}
+	if len(f.Benches) != 4 {
+		t.Errorf("parsed %d benchmarks, want 4: %+v", len(f.Benches), f.Benches)
+	}
+}
+
+func TestParseBenchBadValue(t *testing.T) {
+	if _, err := ParseBench(strings.NewReader("BenchmarkX-2 3 abc ns/op\n")); err == nil {
+		t.Error("no error for a non-numeric value")
+	}
+}
+
+func TestTrimProcs(t *testing.T) {
+	for in, want := range map[string]string{
+		"BenchmarkX-2":                 "BenchmarkX",
+		"BenchmarkX/peers=1000-16":     "BenchmarkX/peers=1000",
+		"BenchmarkX":                   "BenchmarkX",
+		"BenchmarkX/host-gw":           "BenchmarkX/host-gw",
+		"BenchmarkX/backend=host-gw-2": "BenchmarkX/backend=host-gw",
+	} {
+		if got := trimProcs(in); got != want {
+			t.Errorf("trimProcs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestValue(t *testing.T) {
+	xs := []float64{5, 1, 4, 2, 3}
+	for _, tc := range []struct {
+		stat string
+		want float64
+	}{{"median", 3}, {"", 3}, {"p95", 5}, {"max", 5}, {"sum", 15}} {
+		m := Measurement{What: "x", Stat: tc.stat, Samples: xs}
+		if got, err := m.Value(); err != nil || got != tc.want {
+			t.Errorf("%q: got %v, %v; want %v", tc.stat, got, err, tc.want)
+		}
+	}
+	if got := Quantile([]float64{1, 2, 3, 4}, 0.5); got != 2.5 {
+		t.Errorf("median of an even count: %v, want 2.5", got)
+	}
+	if _, err := (&Measurement{What: "x", Stat: "mean", Samples: xs}).Value(); err == nil {
+		t.Error("no error for an unknown statistic")
+	}
+	if _, err := (&Measurement{What: "x"}).Value(); err == nil {
+		t.Error("no error without samples")
+	}
+}
+
+func TestLabRoundTrip(t *testing.T) {
+	in := `{"section":"1. Data plane","measurements":[{"what":"vxlan overlay","unit":"Gbit/s","stat":"median",
+	"samples":[9,10,11],"command":"iperf3 -c x","baseline":{"what":"underlay","unit":"Gbit/s","samples":[20,20,20]}}]}`
+	f, err := ParseLab(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs, err := Build(Titles, nil, nil, []*LabFile{f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Row{What: "vxlan overlay", Figure: "10.0 Gbit/s (median of 3)", Baseline: "20.0 Gbit/s: underlay", Ratio: "0.50×", Command: "iperf3 -c x"}
+	if len(secs) != 1 || len(secs[0].Rows) != 1 || secs[0].Rows[0] != want {
+		t.Errorf("got %+v, want one section with %+v", secs, want)
+	}
+}
+
+func TestBuildAndRender(t *testing.T) {
+	f, err := ParseBench(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	specs := []BenchRow{
+		{SecScale, "start, 1,000 peers", "weftd", "BenchmarkColdStart/peers=1000", "ms-to-ready", "BenchmarkIPBatch/peers=1000", "ns/op", 0, "ms", 1e-6},
+		{SecScale, "idle | CPU", "weftd", "BenchmarkOneChange5000", "idle-cpu-%", "", "", 0, "%", 0},
+		{SecScale, "gone", "weftd", "BenchmarkGone", "ns/op", "", "", 0, "ns", 0},
+		{SecComponents, "not run", "vxlan", "BenchmarkProgram1000", "ns/op", "", "", 0, "ns", 0},
+	}
+	labs := []*LabFile{{Section: SecLabUp, Measurements: []Measurement{{What: "lab up", Unit: "ms", Samples: []float64{4000, 6000, 5000}, Target: 5000, Command: "weft lab up"}}}}
+	secs, err := Build(Titles, specs, map[string]*BenchFile{"weftd": f}, labs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := Render(&b, Machine{Nproc: 2, Kernel: "6.1.0", LoadAvg: "0.10 0.20 0.30", Date: "2025-01-01 00:00 UTC"}, secs); err != nil {
+		t.Fatal(err)
+	}
+	got := b.String()
+	for _, want := range []string{
+		"- machine: 2 CPUs, kernel 6.1.0, load average at start 0.10 0.20 0.30\n",
+		"## Lab up\n",
+		"| lab up | 5000 ms (median of 3) | target 5000 ms | 1.00× | `weft lab up` |\n",
+		"| start, 1,000 peers | 772 ms | 422 ms (IPBatch/peers=1000) | 1.83× | `go test -run '^$' -bench . -benchtime 3x ./cmd/weftd/` |\n",
+		`| idle \| CPU | 3.00 % | — | — |`,
+		"| gone | not measured (missing from the output) |",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("rendered output lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "Components") {
+		t.Errorf("a section whose file is absent was rendered:\n%s", got)
+	}
+	if strings.Index(got, "## Lab up") > strings.Index(got, "## 5. Scale") {
+		t.Errorf("sections out of order:\n%s", got)
+	}
+}
+
+func TestBuildUnknownSection(t *testing.T) {
+	labs := []*LabFile{{Section: "nope", Measurements: []Measurement{{What: "x", Samples: []float64{1}}}}}
+	if _, err := Build(Titles, nil, nil, labs); err == nil {
+		t.Error("no error for an unknown section")
+	}
+}
+
+func TestNumber(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 1234.5: "1234", 12.34: "12.3", 1.234: "1.23", 0.001234: "0.00123"} {
+		if got := Number(v); got != want {
+			t.Errorf("Number(%v) = %q, want %q", v, got, want)
+		}
+	}
+}

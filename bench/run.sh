@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Weft's benchmark suite. As root, from anywhere in the checkout:
+#
+#   bash bench/run.sh                 # every section (about 10-15 minutes)
+#   bash bench/run.sh convergence     # only the named sections
+#
+# Sections: labup dataplane convergence cni restart scale components.
+# It builds everything (make), installs iperf3 from Debian if missing, writes
+# each section's raw output to bench/out/ (go-*.txt from `go test -bench`,
+# lab-*.json from bench/cmd/weftbench), then regenerates bench/RESULTS.md
+# from everything in bench/out/ with bench/cmd/benchreport. The labs it
+# brings up use their own prefix and state dir and are taken down on exit,
+# also on failure or Ctrl-C.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=bench/out
+STATE_DIR=/run/weft-bench
+PREFIX=wbench
+ALL=(labup dataplane convergence cni restart scale components)
+
+cleanup() {
+	[ -x bin/weft ] && bin/weft lab down --state-dir "$STATE_DIR" --prefix "$PREFIX" >/dev/null 2>&1
+	true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ "$(id -u)" != 0 ]; then
+	echo "bench/run.sh: run it as root (it makes network namespaces)" >&2
+	exit 1
+fi
+sections=("$@")
+[ ${#sections[@]} -eq 0 ] && sections=("${ALL[@]}")
+for s in "${sections[@]}"; do
+	case " ${ALL[*]} " in *" $s "*) ;; *) echo "bench/run.sh: unknown section $s (want: ${ALL[*]})" >&2; exit 2 ;; esac
+done
+
+set -e
+make
+command -v iperf3 >/dev/null || { apt-get update -qq && apt-get install -y -qq iperf3; }
+mkdir -p "$OUT"
+go build -o "$OUT/weftbench" ./bench/cmd/weftbench
+"$OUT/weftbench" -out "$OUT" machine
+cleanup # a lab left by an earlier, killed run
+set +e
+
+# gobench NAME ARGS...: runs `go test ARGS` into $OUT/go-NAME.txt, the first
+# line naming the command.
+gobench() {
+	local name=$1
+	shift
+	echo "== go test $*"
+	{ echo "# command: go test $*"; go test "$@" 2>&1; } > "$OUT/go-$name.txt"
+	local rc=$?
+	grep -E '^(Benchmark|--- FAIL|FAIL)' "$OUT/go-$name.txt"
+	return $rc
+}
+
+weftbench() {
+	echo "== weftbench $1"
+	"$OUT/weftbench" -out "$OUT" -state-dir "$STATE_DIR" -prefix "$PREFIX" "$1"
+}
+
+failed=()
+for s in "${sections[@]}"; do
+	case $s in
+	scale) gobench weftd -run '^$' -bench . -benchtime 3x ./cmd/weftd/ ;;
+	components)
+		gobench vxlan -run '^$' -bench . -benchtime 3x ./backend/vxlan/ &&
+			gobench etcd -run '^$' -bench . ./subnet/etcd/ ;;
+	cni) gobench cni -run '^$' -bench AddDel -benchtime 100x ./cniplugin/ && weftbench cni ;;
+	*) weftbench "$s" ;;
+	esac || failed+=("$s")
+done
+
+go run ./bench/cmd/benchreport -in "$OUT" -out bench/RESULTS.md || failed+=(report)
+echo "wrote bench/RESULTS.md"
+if [ ${#failed[@]} -gt 0 ]; then
+	echo "bench/run.sh: failed sections: ${failed[*]} (their raw output is in $OUT/)" >&2
+	exit 1
+fi
