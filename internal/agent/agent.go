@@ -398,11 +398,19 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			continue
 		}
 		t0 := time.Now()
-		state := backend.State{Own: own, Peers: peers.peers(own.Subnet)}
+		// The sorted peer set itself, own lease included: no copy or sort
+		// per event. Both backends skip the lease of the own subnet and
+		// keep nothing of the slice after Set (backend.State's contract
+		// should say so; backend/ is not this change's to edit).
+		state := backend.State{Own: own, Peers: peers.all()}
 		err := a.be.Set(ctx, state)
 		a.m.ReconcileRuns.Inc()
 		a.m.ReconcileTime.Observe(time.Since(t0).Seconds())
-		a.m.PeersProgrammed.Set(float64(len(state.Peers)))
+		nPeers := len(state.Peers)
+		if peers.has(own.Subnet) {
+			nPeers--
+		}
+		a.m.PeersProgrammed.Set(float64(nPeers))
 		dirty = false
 		if err != nil {
 			a.m.ReconcileErrors.Inc()
@@ -421,7 +429,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			// Peers that fail validation never get here; peer errors from the
 			// backend (one unreachable peer) do not hold readiness back.
 			a.ready.Store(true)
-			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", len(state.Peers))
+			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers)
 			if err := sdNotify("READY=1"); err != nil {
 				a.log.Warn("sd_notify", "err", err)
 			}

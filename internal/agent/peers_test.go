@@ -27,7 +27,7 @@ func TestPeerSetApply(t *testing.T) {
 	if len(a) != 3 || len(c) != 0 || len(r) != 0 {
 		t.Fatalf("added %d changed %d removed %d", len(a), len(c), len(r))
 	}
-	if got := s.peers(own); len(got) != 2 || got[0].Subnet.String() != "10.244.2.0/24" {
+	if got := s.all(); len(got) != 3 || got[0].Subnet != own || got[1].Subnet.String() != "10.244.2.0/24" {
 		t.Fatalf("peers = %v", got)
 	}
 	// The same lease again changes nothing; a new address is a change.
@@ -93,7 +93,7 @@ func dump(t *testing.T, evs []subnet.Event) string {
 		evs = evs[n:]
 	}
 	out := ""
-	for _, l := range s.peers(netip.Prefix{}) {
+	for _, l := range s.all() {
 		out += l.Subnet.String() + " " + l.Attrs.PublicIP.String() + "\n"
 	}
 	return out
