@@ -141,7 +141,7 @@ func (s *Store) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs subn
 			continue // the key changed under us: look again
 		}
 		if sn.reserved != nil {
-			return s.useReservation(sn.reserved, sn.resAttrs, attrs)
+			return s.useReservation(ctx, sn.reserved, sn.resAttrs, attrs)
 		}
 		r := cfg.Subnets()
 		if opts.Hint.IsValid() && r.Contains(opts.Hint) && sn.free(opts.Hint) {
@@ -217,16 +217,39 @@ func pickFree(r subnet.SubnetRange, sn *snapshot) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
-func (s *Store) useReservation(kv *mvccpb.KeyValue, stored, want subnet.LeaseAttrs) (*subnet.Lease, error) {
+func (s *Store) useReservation(ctx context.Context, kv *mvccpb.KeyValue, stored, want subnet.LeaseAttrs) (*subnet.Lease, error) {
 	v4, v6, err := subnet.ParseSubnetKey(string(kv.Key[len(s.subnets):]))
 	if err != nil {
 		return nil, fmt.Errorf("using reservation %q: %w", kv.Key, err)
 	}
-	if !stored.Equal(want) {
-		s.log.Warn("using a reservation whose stored attributes differ from this node's; leaving it unchanged",
-			"key", string(kv.Key), "stored", string(kv.Value))
+	l := &subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: stored, ModRevision: kv.ModRevision}
+	if stored.Equal(want) {
+		return l, nil
 	}
-	return &subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: stored, ModRevision: kv.ModRevision}, nil
+	// An operator reserves a subnet for an address; the node fills in what
+	// its backend advertises (e.g. the VtepMAC), and the key stays without
+	// an etcd lease, so it never expires.
+	val, err := want.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(string(kv.Key)), "=", kv.ModRevision),
+			clientv3.Compare(clientv3.LeaseValue(string(kv.Key)), "=", clientv3.NoLease)).
+		Then(clientv3.OpPut(string(kv.Key), string(val))).
+		Commit()
+	s.track("txn", start)
+	if err != nil {
+		return nil, fmt.Errorf("updating reservation %s with this node's attributes: %w", kv.Key, err)
+	}
+	if !resp.Succeeded {
+		return nil, fmt.Errorf("reservation %s changed while this node was taking it; try again", kv.Key)
+	}
+	s.log.Info("took a reservation and wrote this node's attributes into it", "key", string(kv.Key), "was", string(kv.Value), "now", string(val))
+	l.Attrs = want
+	l.ModRevision = resp.Header.Revision
+	return l, nil
 }
 
 // acquirer holds the etcd lease granted for one AcquireLease call, reused

@@ -224,6 +224,26 @@ func TestReservation(t *testing.T) {
 	if len(resp.Kvs) != 1 || resp.Kvs[0].Lease != 0 || string(resp.Kvs[0].Value) != resVal || resp.Kvs[0].Version != 1 {
 		t.Fatalf("reservation modified: %v", resp.Kvs)
 	}
+
+	// A fresh reservation names only the address (as 'weft leases reserve'
+	// writes it): the node that takes it fills in its backend data, and the
+	// key still has no etcd lease.
+	bare := `{"PublicIP":"192.168.9.9","PublicIPv6":null,"BackendType":"vxlan"}`
+	put(t, cli, resKey, bare)
+	l, err = s.AcquireLease(ctx, cfg, attrsFor("192.168.9.9"), subnet.AcquireOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Subnet.String() != "10.5.7.0/24" || !l.Reserved() || len(l.Attrs.BackendData) == 0 {
+		t.Fatalf("owner got %+v, want the reservation with its backend data", l)
+	}
+	resp, err = cli.Get(ctx, resKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || resp.Kvs[0].Lease != 0 || string(resp.Kvs[0].Value) != resVal {
+		t.Fatalf("reservation after the node took it: %v, want %s with no etcd lease", resp.Kvs, resVal)
+	}
 }
 
 func TestWatchExpiry(t *testing.T) {
