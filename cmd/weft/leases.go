@@ -25,12 +25,8 @@ type leaseFlags struct {
 	timeout                   time.Duration
 }
 
-// runLeases runs `weft leases [reserve SUBNET PUBLIC-IP | release SUBNET]`.
-func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("weft leases", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var f leaseFlags
-	var asJSON bool
+// register defines the flanneld-style etcd flags on fs.
+func (f *leaseFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.endpoints, "etcd-endpoints", "http://127.0.0.1:4001,http://127.0.0.1:2379", "a comma-delimited list of etcd endpoints")
 	fs.StringVar(&f.prefix, "etcd-prefix", "/coreos.com/network", "etcd prefix of the network config and leases")
 	fs.StringVar(&f.caFile, "etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication")
@@ -39,13 +35,11 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&f.username, "etcd-username", "", "username for BasicAuth to etcd")
 	fs.StringVar(&f.password, "etcd-password", "", "password for BasicAuth to etcd")
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up on etcd after this long")
-	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts instead of a table")
-	setUsage(fs, "weft leases [flags] | weft leases reserve SUBNET PUBLIC-IP | weft leases release SUBNET")
-	pos, err := parseInterleaved(fs, args)
-	if err != nil {
-		return err
-	}
-	// As weftd, take unset etcd flags from FLANNELD_ETCD_*.
+}
+
+// fromEnv takes the etcd flags not given on the command line from
+// FLANNELD_ETCD_*, as weftd does.
+func (f *leaseFlags) fromEnv(fs *flag.FlagSet) {
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	fs.VisitAll(func(fl *flag.Flag) {
@@ -56,6 +50,22 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			_ = fs.Set(fl.Name, v)
 		}
 	})
+}
+
+// runLeases runs `weft leases [reserve SUBNET PUBLIC-IP | release SUBNET]`.
+func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft leases", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f leaseFlags
+	var asJSON bool
+	f.register(fs)
+	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts instead of a table")
+	setUsage(fs, "weft leases [flags] | weft leases reserve SUBNET PUBLIC-IP | weft leases release SUBNET")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	f.fromEnv(fs)
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if len(pos) == 0 {

@@ -1,5 +1,6 @@
 // Command weft is Weft's operator CLI: `weft lab` runs a whole overlay
-// cluster on this machine, `weft leases` shows and edits the leases in etcd.
+// cluster on this machine, `weft leases` shows and edits the leases in etcd,
+// `weft node teardown` decommissions a node.
 package main
 
 import (
@@ -21,10 +22,11 @@ type command struct {
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
-// commands are weft's subcommands; `node` (teardown) joins them here.
+// commands are weft's subcommands.
 var commands = map[string]command{
 	"lab":    {"run a whole overlay cluster on this machine: up, status, check, down", runLab},
 	"leases": {"show the leases in etcd; reserve and release subnets", runLeases},
+	"node":   {"teardown: remove what weftd set up on this node and release its lease", runNode},
 }
 
 // errUsage marks an error that is the user's (exit code 2).

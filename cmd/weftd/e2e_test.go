@@ -456,20 +456,22 @@ func TestE2ENodeTeardown(t *testing.T) {
 		t.Fatal(err)
 	}
 	sn1 := envs[h1].Subnet.Masked()
-	var rep *teardown.Report
-	err := h1.ns.Do(func() error {
-		var err error
-		rep, err = teardown.Run(context.Background(), teardown.Options{
-			Client: c.etcd.Client(), SubnetFile: h1.envPath, PublicIP: h1.addr,
-		})
-		return err
-	})
-	if err != nil {
-		t.Fatalf("teardown: %v", err)
+	// The operator's command, run on the node.
+	weft := filepath.Join(t.TempDir(), "weft")
+	if out, err := exec.Command("go", "build", "-o", weft, "../weft").CombinedOutput(); err != nil {
+		t.Fatalf("go build weft: %v\n%s", err, out)
 	}
-	t.Logf("teardown: %+v", rep)
-	if len(rep.Released) != 1 || len(rep.Links) != 1 || !rep.IPTables || !rep.EnvFile {
-		t.Errorf("teardown report %+v: want one lease, one link, iptables and subnet.env", rep)
+	out, err := h1.ns.Exec(weft, "node", "teardown", "-etcd-endpoints", c.endpoint,
+		"-subnet-file", h1.envPath, "-public-ip", h1.addr.String())
+	if err != nil {
+		t.Fatalf("weft node teardown: %v", err)
+	}
+	t.Logf("weft node teardown:\n%s", out)
+	for _, want := range []string{"released leases: /coreos.com/network/subnets/" + strings.ReplaceAll(sn1.String(), "/", "-"),
+		"deleted links:   flannel.1", "iptables chains removed: true", "subnet.env removed: true"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("teardown output lacks %q", want)
+		}
 	}
 	resp, err := c.etcd.Client().Get(context.Background(), "/coreos.com/network/subnets/"+strings.ReplaceAll(sn1.String(), "/", "-"))
 	if err != nil || len(resp.Kvs) != 0 {
