@@ -85,14 +85,17 @@ func (s *peerSet) applyMany(events []subnet.Event) (added, changed, removed []su
 			}
 		}
 	}
-	out := s.sorted[:0]
-	if cap(out) < len(m) {
+	old := s.sorted
+	out := old[:0]
+	if cap(old) < len(m) {
 		out = make([]subnet.Lease, 0, len(m))
 	}
 	for _, l := range m {
 		out = append(out, l)
 	}
-	clear(s.sorted[len(out):cap(s.sorted)])
+	if len(out) < len(old) {
+		clear(old[len(out):]) // drop the references a shrunk set leaves behind
+	}
 	slices.SortFunc(out, func(a, b subnet.Lease) int { return cmpSubnet(a, b.Subnet) })
 	s.sorted = out
 	return added, changed, removed

@@ -98,3 +98,30 @@ func dump(t *testing.T, evs []subnet.Event) string {
 	}
 	return out
 }
+
+// Big batches (the first listing, bursts) go through applyMany; mixed with
+// small ones, the set must stay sorted and complete.
+func TestPeerSetBigBatches(t *testing.T) {
+	s := newPeerSet()
+	var evs []subnet.Event
+	for i := range 500 {
+		evs = append(evs, subnet.Event{Type: subnet.EventAdded, Lease: lease(fmt.Sprintf("10.%d.%d.0/24", 1+i/250, i%250), "192.0.2.1")})
+	}
+	if a, _, _ := s.apply(evs[:400]); len(a) != 400 {
+		t.Fatalf("added %d", len(a))
+	}
+	s.apply(evs[400:410])
+	var rm []subnet.Event
+	for _, e := range evs[:300] {
+		rm = append(rm, subnet.Event{Type: subnet.EventRemoved, Lease: e.Lease})
+	}
+	if _, _, r := s.apply(rm); len(r) != 300 {
+		t.Fatalf("removed %d", len(r))
+	}
+	if a, _, _ := s.apply(evs); len(a) != 390 || s.len() != 500 {
+		t.Fatalf("added %d, len %d", len(a), s.len())
+	}
+	if !slices.IsSortedFunc(s.all(), func(a, b subnet.Lease) int { return cmpSubnet(a, b.Subnet) }) {
+		t.Fatal("not sorted")
+	}
+}
