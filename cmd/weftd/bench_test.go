@@ -149,7 +149,8 @@ func procStats(b *testing.B, pid int) (cpu float64, rssMB float64) {
 }
 
 func BenchmarkColdStart(b *testing.B) {
-	for _, n := range []int{1000, 5000} {
+	// 5: the "handful of peers" of the start-to-ready target.
+	for _, n := range []int{5, 1000, 5000} {
 		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
 			e := newBenchEnv(b)
 			e.putPeers(b, 0, n)
@@ -323,6 +324,12 @@ func BenchmarkOneChange5000(b *testing.B) {
 	w := watchRoutes(b, h)
 	// Let the agent settle, then measure idle CPU over two seconds.
 	time.Sleep(500 * time.Millisecond)
+	if d, err := time.ParseDuration(os.Getenv("WEFT_BENCH_HOLD")); err == nil {
+		// Time to attach a profiler (perf record -p PID) to the idle agent.
+		b.Logf("weftd pid %d idle with 5,000 peers; holding %s", h.cmd.Process.Pid, d)
+		fmt.Fprintf(os.Stderr, "weftd pid %d\n", h.cmd.Process.Pid)
+		time.Sleep(d)
+	}
 	c0, _ := procStats(b, h.cmd.Process.Pid)
 	time.Sleep(2 * time.Second)
 	c1, rss := procStats(b, h.cmd.Process.Pid)
