@@ -48,10 +48,13 @@ set +e
 # gobench NAME ARGS...: runs `go test ARGS` into $OUT/go-NAME.txt, the first
 # line naming the command.
 gobench() {
-	local name=$1
+	local name=$1 shown="go test" a
 	shift
-	echo "== go test $*"
-	{ echo "# command: go test $*"; go test "$@" 2>&1; } > "$OUT/go-$name.txt"
+	for a in "$@"; do
+		case $a in *[!A-Za-z0-9_./=-]*) shown+=" '$a'" ;; *) shown+=" $a" ;; esac
+	done
+	echo "== $shown"
+	{ echo "# command: $shown"; go test "$@" 2>&1; } > "$OUT/go-$name.txt"
 	local rc=$?
 	grep -E '^(Benchmark|--- FAIL|FAIL)' "$OUT/go-$name.txt"
 	return $rc
@@ -65,7 +68,7 @@ weftbench() {
 failed=()
 for s in "${sections[@]}"; do
 	case $s in
-	scale) gobench weftd -run '^$' -bench . -benchtime 3x ./cmd/weftd/ ;;
+	scale) gobench weftd -run '^$' -bench . -benchtime 3x ./cmd/weftd/ && weftbench idle ;;
 	components)
 		gobench vxlan -run '^$' -bench . -benchtime 3x ./backend/vxlan/ &&
 			gobench etcd -run '^$' -bench . ./subnet/etcd/ ;;

@@ -51,7 +51,7 @@ func (b *Bench) Convergence(ctx context.Context, n, joins int) ([]report.Measure
 			return nil, err
 		}
 	}
-	cmd := fmt.Sprintf("%s; then a host joins (bench/labbench/convergence.go), `ping -D -i 0.002` from %s", upCmd, st.Hosts[0].Pods[0].NS)
+	cmd := fmt.Sprintf("%s; then a host joins (bench/labbench/convergence.go); ip netns exec %s ping -D -i 0.002 <new pod>", upCmd, st.Hosts[0].Pods[0].NS)
 	pick := func(f func(joinResult) float64) []float64 {
 		var s []float64
 		for _, r := range res {

@@ -3,6 +3,7 @@ package labbench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -72,17 +73,18 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int) (
 	return []report.Measurement{over}, nil
 }
 
-// iperf runs an iperf3 client, retrying for a while when the server is not
-// listening yet, and returns the received throughput in Gbit/s.
+// iperf runs an iperf3 client, retrying for a while when it fails (the
+// server may not listen yet), and returns the received throughput in Gbit/s.
 func iperf(ctx context.Context, argv []string) (float64, error) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		out, err := run(ctx, argv...)
-		if err == nil {
-			return parseIperf([]byte(out))
+		gbps, perr := parseIperf([]byte(out))
+		if err == nil && perr == nil {
+			return gbps, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return 0, err
+			return 0, errors.Join(err, perr)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -70,10 +70,11 @@ func (b *Bench) show(argv ...string) string {
 
 // Up runs `weft lab up` and returns the lab's state, the command line as
 // shown in the results, and how long the command took. On failure it takes
-// the half-made lab down.
-func (b *Bench) Up(ctx context.Context, hosts, pods int, backend string) (*lab.State, string, time.Duration, error) {
+// the half-made lab down. extra are more flags of `weft lab up`.
+func (b *Bench) Up(ctx context.Context, hosts, pods int, backend string, extra ...string) (*lab.State, string, time.Duration, error) {
 	argv := append([]string{filepath.Join(b.Bin, "weft"), "lab", "up",
-		"--hosts", strconv.Itoa(hosts), "--pods", strconv.Itoa(pods), "--backend", backend}, b.labFlags()...)
+		"--hosts", strconv.Itoa(hosts), "--pods", strconv.Itoa(pods), "--backend", backend}, extra...)
+	argv = append(argv, b.labFlags()...)
 	b.say("%s", b.show(argv...))
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)

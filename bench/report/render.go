@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -96,6 +97,9 @@ func benchRow(s BenchRow, f *BenchFile) Row {
 	r := Row{What: s.What, Command: f.Command, Figure: "not measured (missing from the output)", Baseline: "—", Ratio: "—"}
 	v, _, ok := Find([]*BenchFile{f}, s.Name, s.Unit)
 	if !ok {
+		if slices.Contains(f.Failed, s.Name) {
+			r.Figure = "FAILED (its output is in bench/out/go-" + s.File + ".txt)"
+		}
 		return r
 	}
 	v *= scale
@@ -112,7 +116,11 @@ func benchRow(s BenchRow, f *BenchFile) Row {
 		scale = s.BaseScale
 	}
 	bv *= scale
-	r.Baseline = fmt.Sprintf("%s %s (%s)", Number(bv), s.Show, strings.TrimPrefix(s.BaseName, "Benchmark"))
+	label := strings.TrimPrefix(s.BaseName, "Benchmark")
+	if s.BaseName == s.Name {
+		label = s.BaseUnit // another metric of the same benchmark
+	}
+	r.Baseline = fmt.Sprintf("%s %s (%s)", Number(bv), s.Show, label)
 	r.Ratio = Ratio(v, bv)
 	return r
 }
@@ -123,7 +131,10 @@ func labRow(m Measurement) (Row, error) {
 		return Row{}, err
 	}
 	r := Row{What: m.What, Command: m.Command, Baseline: "—", Ratio: "—"}
-	r.Figure = fmt.Sprintf("%s %s (%s of %d)", Number(v), m.Unit, statName(m.Stat), len(m.Samples))
+	r.Figure = Number(v) + " " + m.Unit
+	if len(m.Samples) > 1 {
+		r.Figure += fmt.Sprintf(" (%s of %d)", statName(m.Stat), len(m.Samples))
+	}
 	if m.Note != "" {
 		r.Figure += "; " + m.Note
 	}
@@ -185,7 +196,10 @@ func Render(w io.Writer, m Machine, secs []Section) error {
 		b.WriteString("| what | figure | baseline (same run) | ratio | command |\n|---|---|---|---|---|\n")
 		for _, r := range s.Rows {
 			cmd := "—"
-			if r.Command != "" {
+			switch {
+			case strings.Contains(r.Command, "`"):
+				cmd = "`` " + r.Command + " ``"
+			case r.Command != "":
 				cmd = "`" + r.Command + "`"
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", cell(r.What), cell(r.Figure), cell(r.Baseline), cell(r.Ratio), cell(cmd))

@@ -33,6 +33,8 @@ type Bench struct {
 type BenchFile struct {
 	Command string
 	Benches []Bench
+	// Failed names the benchmarks reported as "--- FAIL".
+	Failed []string
 }
 
 // ParseBench reads `go test -bench` output. Lines other than result lines
@@ -53,6 +55,11 @@ func ParseBench(r io.Reader) (*BenchFile, error) {
 		}
 		fields := strings.Fields(text)
 		if len(fields) == 0 {
+			continue
+		}
+		if i := slices.Index(fields, "FAIL:"); i > 0 && fields[i-1] == "---" && i+1 < len(fields) {
+			f.Failed = append(f.Failed, trimProcs(fields[i+1]))
+			pending = ""
 			continue
 		}
 		if strings.HasPrefix(fields[0], "Benchmark") && (len(fields) < 2 || !isInt(fields[1])) {

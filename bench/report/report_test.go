@@ -13,6 +13,8 @@ BenchmarkColdStart/peers=1000-2         	       3	 771456152 ns/op	         0.31
 BenchmarkIPBatch/peers=1000-2           	       3	 421620970 ns/op	         0.1656 cpu-s
 BenchmarkOneChange5000-2                	{"level":"error","msg":"failed to update storage version"}
        3	  61891722 ns/op	         3.000 idle-cpu-%	        45.07 rss-MB
+BenchmarkBurst-2    	--- FAIL: BenchmarkBurst-2
+    bench_test.go:307: only saw 537 of 4000 route updates
 BenchmarkSplit
     x_test.go:10: a log line
 BenchmarkSplit-2   10   100 ns/op
@@ -44,6 +46,9 @@ func TestParseBench(t *testing.T) {
 				t.Errorf("got %v (found %v), want %v", got, ok, tc.want)
 			}
 		})
+	}
+	if len(f.Failed) != 1 || f.Failed[0] != "BenchmarkBurst" {
+		t.Errorf("failed %q, want [BenchmarkBurst]", f.Failed)
 	}
 	if len(f.Benches) != 4 {
 		t.Errorf("parsed %d benchmarks, want 4: %+v", len(f.Benches), f.Benches)
@@ -118,9 +123,13 @@ func TestBuildAndRender(t *testing.T) {
 		{SecScale, "start, 1,000 peers", "weftd", "BenchmarkColdStart/peers=1000", "ms-to-ready", "BenchmarkIPBatch/peers=1000", "ns/op", 0, "ms", 1e-6},
 		{SecScale, "idle | CPU", "weftd", "BenchmarkOneChange5000", "idle-cpu-%", "", "", 0, "%", 0},
 		{SecScale, "gone", "weftd", "BenchmarkGone", "ns/op", "", "", 0, "ns", 0},
+		{SecScale, "burst", "weftd", "BenchmarkBurst", "ms-to-kernel", "", "", 0, "ms", 0},
 		{SecComponents, "not run", "vxlan", "BenchmarkProgram1000", "ns/op", "", "", 0, "ns", 0},
 	}
-	labs := []*LabFile{{Section: SecLabUp, Measurements: []Measurement{{What: "lab up", Unit: "ms", Samples: []float64{4000, 6000, 5000}, Target: 5000, Command: "weft lab up"}}}}
+	labs := []*LabFile{{Section: SecLabUp, Measurements: []Measurement{
+		{What: "lab up", Unit: "ms", Samples: []float64{4000, 6000, 5000}, Target: 5000, Command: "weft lab up"},
+		{What: "lost", Unit: "packets", Stat: "sum", Samples: []float64{0}, Command: "ping `x`"},
+	}}}
 	secs, err := Build(Titles, specs, map[string]*BenchFile{"weftd": f}, labs)
 	if err != nil {
 		t.Fatal(err)
@@ -136,7 +145,9 @@ func TestBuildAndRender(t *testing.T) {
 		"| lab up | 5000 ms (median of 3) | target 5000 ms | 1.00× | `weft lab up` |\n",
 		"| start, 1,000 peers | 772 ms | 422 ms (IPBatch/peers=1000) | 1.83× | `go test -run '^$' -bench . -benchtime 3x ./cmd/weftd/` |\n",
 		`| idle \| CPU | 3.00 % | — | — |`,
+		"| lost | 0 packets | — | — | `` ping `x` `` |\n",
 		"| gone | not measured (missing from the output) |",
+		"| burst | FAILED (its output is in bench/out/go-weftd.txt) |",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("rendered output lacks %q:\n%s", want, got)

@@ -2,7 +2,7 @@
 // writes each section's figures as JSON for benchreport. run.sh calls it;
 // by hand, as root, after `make`:
 //
-//	weftbench [-bin bin] [-out bench/out] machine|labup|dataplane|convergence|cni|restart
+//	weftbench [-bin bin] [-out bench/out] machine|labup|dataplane|convergence|cni|restart|idle
 package main
 
 import (
@@ -31,7 +31,7 @@ func main() {
 	prefix := flag.String("prefix", "wbench", "name prefix of the bench's labs")
 	flag.Parse()
 	if flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: weftbench [flags] machine|labup|dataplane|convergence|cni|restart")
+		fmt.Fprintln(os.Stderr, "usage: weftbench [flags] machine|labup|dataplane|convergence|cni|restart|idle")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -76,6 +76,9 @@ func run(ctx context.Context, section, bin, out, stateDir, prefix string) error 
 	case "cni":
 		title = report.SecCNI
 		ms, err = b.CNI(ctx, 100, 10, 10)
+	case "idle":
+		title = report.SecScale
+		ms, err = b.Idle(ctx, []int{1000, 5000}, 5*time.Second)
 	case "restart":
 		title = report.SecRestart
 		ms, err = each([]string{"vxlan", "host-gw"}, func(backend string) ([]report.Measurement, error) {
