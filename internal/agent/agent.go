@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -317,6 +318,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 	changes := a.be.Changes()
 	snapshot := false // the watch's first batch has arrived
 	dirty := true     // the desired state changed since the last Set
+	bulk := 0         // leases changed since the last Set
 	lastErr := ""
 
 	handleEvents := func(evs []subnet.Event) {
@@ -345,8 +347,9 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 				}
 			}
 		}
-		if len(added)+len(changed)+len(removed) > 0 {
+		if n := len(added) + len(changed) + len(removed); n > 0 {
 			dirty = true
+			bulk += n
 		}
 		a.m.LeasesKnown.Set(float64(peers.len()))
 	}
@@ -412,6 +415,15 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		}
 		a.m.PeersProgrammed.Set(float64(nPeers))
 		dirty = false
+		if bulk > bulkRelease {
+			// A big batch (the first listing, a burst) leaves megabytes of
+			// decoded etcd responses and netlink messages behind; the
+			// runtime would return them to the OS only over minutes.
+			// One GC now (milliseconds) keeps the agent's RSS at what it
+			// really holds.
+			debug.FreeOSMemory()
+		}
+		bulk = 0
 		if err != nil {
 			a.m.ReconcileErrors.Inc()
 			if msg := err.Error(); msg != lastErr {
@@ -439,6 +451,10 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		}
 	}
 }
+
+// bulkRelease is the number of lease changes in one Set above which the
+// agent returns freed memory to the OS right after it.
+const bulkRelease = 1000
 
 // keepFirewall ensures the iptables rules now, whenever the own lease
 // changes, and every FirewallResync.
