@@ -38,6 +38,7 @@ func buildPlugins(t testing.TB) string {
 // default route via the bridge and FLANNEL_MTU, and pods on different hosts
 // reach each other over the overlay.
 func TestE2ECNIPods(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 2, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, 30*time.Second)
 	bin := buildPlugins(t)
 	type podOn struct {

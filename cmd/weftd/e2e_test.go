@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -94,14 +95,11 @@ func newCluster(t testing.TB, n int, netConf string, ttl time.Duration) *cluster
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
 	c := &cluster{t: t, bin: buildWeftd(t), dir: t.TempDir(), ttl: ttl, logLevel: "debug"}
-	// A random /24 from the benchmarking range 198.18.0.0/15, for this test.
-	third, _ := strconv.ParseUint(netnstest.Suffix(2), 16, 8)
-	c.underlay = netip.MustParsePrefix(fmt.Sprintf("198.18.%d.0/24", third))
+	c.underlay = pickUnderlay(t)
 	c.bridge = netnstest.NewBridge(t)
 	br := netip.PrefixFrom(c.underlay.Addr().Next(), 24)
 	netnstest.MustRun(t, "ip", "addr", "add", br.String(), "dev", c.bridge.Name)
-	port := 20000 + int(third)*64 + int(time.Now().UnixNano()%64)
-	c.etcd = etcdtest.Start(t, etcdtest.WithClientAddr(fmt.Sprintf("%s:%d", br.Addr(), port)))
+	c.etcd = etcdtest.Start(t, etcdtest.WithClientAddr(fmt.Sprintf("%s:%d", br.Addr(), freePort(t))))
 	c.endpoint = c.etcd.Endpoints()[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -130,6 +128,47 @@ func newCluster(t testing.TB, n int, netConf string, ttl time.Duration) *cluster
 		}
 	})
 	return c
+}
+
+var (
+	underlayMu   sync.Mutex
+	underlayNext = -1
+)
+
+// pickUnderlay returns a /24 of 198.19.0.0/16 (the upper half of the
+// benchmarking range; the lab starts at the bottom of 198.18.0.0/15) that no
+// route of the root namespace touches, distinct for every test of this
+// process, so that tests can run in parallel.
+func pickUnderlay(t testing.TB) netip.Prefix {
+	t.Helper()
+	underlayMu.Lock()
+	defer underlayMu.Unlock()
+	if underlayNext < 0 {
+		n, _ := strconv.ParseUint(netnstest.Suffix(2), 16, 8)
+		underlayNext = int(n)
+	}
+	routes := netnstest.MustRun(t, "ip", "-4", "route", "show", "table", "all")
+	for range 256 {
+		third := underlayNext % 256
+		underlayNext++
+		p := netip.MustParsePrefix(fmt.Sprintf("198.19.%d.0/24", third))
+		if !strings.Contains(routes, fmt.Sprintf("198.19.%d.", third)) {
+			return p
+		}
+	}
+	t.Fatal("no free /24 in 198.19.0.0/16 for the test underlay")
+	return netip.Prefix{}
+}
+
+// freePort returns a TCP port that was free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // start runs weftd inside the host's namespace.
@@ -286,6 +325,7 @@ func startAll(t testing.TB, c *cluster) map[*host]*subnetenv.Env {
 }
 
 func TestE2EVXLAN(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, 4*time.Second)
 	envs := startAll(t, c)
 	h1, h2, h3 := c.hosts[0], c.hosts[1], c.hosts[2]
@@ -380,6 +420,7 @@ func TestE2EVXLAN(t *testing.T) {
 }
 
 func TestE2EHostGW(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, 30*time.Second)
 	envs := startAll(t, c)
 	for _, h := range c.hosts {
@@ -448,6 +489,7 @@ func tail(s string) string {
 // teardown removes its lease, device, routes, iptables chains and
 // subnet.env, and the other node forgets it.
 func TestE2ENodeTeardown(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 2, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, 30*time.Second)
 	envs := startAll(t, c)
 	h1, h2 := c.hosts[0], c.hosts[1]
@@ -510,6 +552,7 @@ func TestE2ENodeTeardown(t *testing.T) {
 // flowing, the agents stay up (no exit, no log flood), and once etcd is
 // back a new host is programmed by both.
 func TestE2EEtcdRestart(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 3, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, 30*time.Second)
 	h1, h2, h3 := c.hosts[0], c.hosts[1], c.hosts[2]
 	c.hosts = c.hosts[:2]
