@@ -75,3 +75,16 @@ func TestParseOptions(t *testing.T) {
 		})
 	}
 }
+
+// run exits with 2 and a message naming the problem on bad flags, without
+// touching etcd or the network.
+func TestRunUsageExitCode(t *testing.T) {
+	for _, args := range [][]string{{"-bogus"}, {"-kube-subnet-mgr"}, {"-public-ip", "nope"}, {"stray"}} {
+		if code := run(args); code != 2 {
+			t.Errorf("run(%q) = %d, want 2", args, code)
+		}
+	}
+	if code := run([]string{"-version"}); code != 0 {
+		t.Errorf("run(-version) = %d, want 0", code)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -29,7 +30,7 @@ func run(args []string) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "weftd: %v\n", errors.Unwrap(err))
+		fmt.Fprintf(os.Stderr, "weftd: %s\n", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 		return 2
 	}
 	if o.version {
