@@ -32,7 +32,9 @@ type ExternalInterface struct {
 type State struct {
 	// Own is this node's lease.
 	Own subnet.Lease
-	// Peers are the other nodes' validated leases, in any order.
+	// Peers are the validated leases of the network, in any order. They may
+	// include Own's subnet, which the backend skips. Set must not keep or
+	// change the slice after it returns: the caller reuses it.
 	Peers []subnet.Lease
 }
 

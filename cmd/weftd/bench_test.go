@@ -47,6 +47,7 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
 	c := newCluster(b, 0, benchNet, time.Hour)
 	c.logLevel = "info"
+	c.iptablesResync = "5"
 	if bin := os.Getenv("WEFT_BENCH_WEFTD"); bin != "" {
 		// Another build of weftd (e.g. a baseline), to compare in one run.
 		c.bin = bin

@@ -75,6 +75,9 @@ type cluster struct {
 	hosts    []*host
 	ttl      time.Duration
 	logLevel string
+	// iptablesResync is weftd's -iptables-resync: 1 s in the end-to-end
+	// tests (restoring rules fast), flanneld's default 5 s in benchmarks.
+	iptablesResync string
 }
 
 type host struct {
@@ -94,7 +97,7 @@ type host struct {
 func newCluster(t testing.TB, n int, netConf string, ttl time.Duration) *cluster {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
-	c := &cluster{t: t, bin: buildWeftd(t), dir: t.TempDir(), ttl: ttl, logLevel: "debug"}
+	c := &cluster{t: t, bin: buildWeftd(t), dir: t.TempDir(), ttl: ttl, logLevel: "debug", iptablesResync: "1"}
 	c.underlay = pickUnderlay(t)
 	c.bridge = netnstest.NewBridge(t)
 	br := netip.PrefixFrom(c.underlay.Addr().Next(), 24)
@@ -177,7 +180,7 @@ func (h *host) start(extra ...string) {
 	t.Helper()
 	args := []string{"netns", "exec", h.ns.Name, h.c.bin,
 		"-etcd-endpoints", h.c.endpoint, "-iface", "eth0", "-subnet-file", h.envPath,
-		"-subnet-lease-ttl", h.c.ttl.String(), "-ip-masq", "-resync-interval", "2s", "-iptables-resync", "1",
+		"-subnet-lease-ttl", h.c.ttl.String(), "-ip-masq", "-resync-interval", "2s", "-iptables-resync", h.c.iptablesResync,
 		"-healthz-ip", h.addr.String(), "-healthz-port", "8471", "-log-level", h.c.logLevel}
 	args = append(args, extra...)
 	logf, err := os.OpenFile(h.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
