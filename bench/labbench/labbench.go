@@ -15,7 +15,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,16 +22,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/weftnet/weft/bench/report"
 	"github.com/weftnet/weft/internal/lab"
+	"github.com/weftnet/weft/internal/nsenter"
 )
 
 // Bench runs the measurements.
@@ -140,33 +137,9 @@ func run(ctx context.Context, argv ...string) (string, error) {
 	return string(out), nil
 }
 
-// inNS runs fn on a locked OS thread switched into the named namespace;
-// processes fn starts inherit it. A thread that cannot switch back stays
-// locked, so the runtime retires it.
-func inNS(name string, fn func() error) error {
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("opening namespace %s: %w", name, err)
-	}
-	defer h.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("getting the current namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(h); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("entering namespace %s: %w", name, err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		return errors.Join(ferr, fmt.Errorf("returning from namespace %s: %w", name, err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// inNS runs fn on a locked OS thread switched into the named namespace (see
+// nsenter.DoNamed).
+func inNS(name string, fn func() error) error { return nsenter.DoNamed(name, fn) }
 
 // waitReady polls a host's /readyz every 5 ms until it answers 200.
 func waitReady(ctx context.Context, addr netip.Addr, port int) error {

@@ -9,14 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+	"github.com/weftnet/weft/internal/nsenter"
 	"golang.org/x/sys/unix"
 )
 
@@ -42,34 +41,9 @@ func nsExists(name string) bool {
 	return err == nil
 }
 
-// inNS runs fn on a locked OS thread switched into the named namespace, then
-// switches back. Processes that fn starts inherit the namespace; goroutines
-// that fn starts do not. A thread that cannot be switched back stays locked
-// so that the runtime retires it.
-func inNS(name string, fn func() error) error {
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("opening namespace %s: %w", name, err)
-	}
-	defer h.Close()
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("getting the current namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(h); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("entering namespace %s: %w", name, err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		return errors.Join(ferr, fmt.Errorf("returning from namespace %s: %w", name, err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// inNS runs fn on a locked OS thread switched into the named namespace (see
+// nsenter.DoNamed).
+func inNS(name string, fn func() error) error { return nsenter.DoNamed(name, fn) }
 
 // startDetached starts argv in a new session with stdout and stderr
 // appended to logPath, and returns its PID and a channel closed when it

@@ -10,18 +10,17 @@ package netnstest
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netns"
 
 	"github.com/weftnet/weft/internal/netlinkx"
+	"github.com/weftnet/weft/internal/nsenter"
 )
 
 // SkipUnlessRoot skips the test unless it runs as root with the ip(8) tool,
@@ -145,28 +144,8 @@ func (n *NS) Ping(addr netip.Addr) error {
 }
 
 // Do runs fn on a locked OS thread switched into the namespace, then
-// switches back. Goroutines that fn starts run in their own thread's
-// namespace, not this one. If the thread cannot be switched back, it stays
-// locked, so the Go runtime retires it instead of reusing it.
-func (n *NS) Do(fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("getting the current namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(n.handle); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("entering namespace %s: %w", n.Name, err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		return errors.Join(ferr, fmt.Errorf("returning from namespace %s: %w", n.Name, err))
-	}
-	runtime.UnlockOSThread()
-	return ferr
-}
+// switches back (see nsenter.Do).
+func (n *NS) Do(fn func() error) error { return nsenter.Do(n.handle, n.Name, fn) }
 
 // Switch is a bridge that joins test hosts: a bridge named "br0" inside a
 // namespace of its own, so that nothing touches the root namespace.
