@@ -72,7 +72,7 @@ for s in "${sections[@]}"; do
 	components)
 		gobench vxlan -run '^$' -bench . -benchtime 3x ./backend/vxlan/ &&
 			gobench etcd -run '^$' -bench . ./subnet/etcd/ ;;
-	cni) gobench cni -run '^$' -bench AddDel -benchtime 100x ./cniplugin/ && weftbench cni ;;
+	cni) gobench cni -run '^$' -bench 'AddDel|ExecFloor' -benchtime 100x ./cniplugin/ && weftbench cni ;;
 	*) weftbench "$s" ;;
 	esac || failed+=("$s")
 done

@@ -2,7 +2,9 @@ package cniplugin_test
 
 import (
 	"fmt"
+	"os/exec"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,3 +101,38 @@ func quantile(ds []time.Duration, q float64) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// BenchmarkExecFloor measures what one more plugin process costs on this
+// machine, the floor under the meta-plugin's overhead (it is one process
+// between the runtime and bridge): /bin/true, the reference loopback plugin
+// answering VERSION (a Go CNI plugin doing nothing), and flannel answering
+// VERSION. Median wall time of each, in milliseconds.
+//
+//	go test -run '^$' -bench ExecFloor -benchtime 100x ./cniplugin/
+func BenchmarkExecFloor(b *testing.B) {
+	cmds := []struct {
+		metric string
+		argv   []string
+		env    []string
+	}{
+		{"true-ms", []string{"/bin/true"}, nil},
+		{"loopback-version-ms", []string{binDir + "/loopback"}, []string{"CNI_COMMAND=VERSION"}},
+		{"flannel-version-ms", []string{binDir + "/flannel"}, []string{"CNI_COMMAND=VERSION"}},
+	}
+	times := make([][]time.Duration, len(cmds))
+	for b.Loop() {
+		for i, c := range cmds {
+			cmd := exec.Command(c.argv[0], c.argv[1:]...)
+			cmd.Env = c.env
+			cmd.Stdin = strings.NewReader("{}")
+			t0 := time.Now()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("%v: %v: %s", c.argv, err, out)
+			}
+			times[i] = append(times[i], time.Since(t0))
+		}
+	}
+	for i, c := range cmds {
+		b.ReportMetric(ms(quantile(times[i], 0.5)), c.metric)
+	}
+}

@@ -38,6 +38,9 @@ var Specs = []BenchRow{
 	{SecCNI, "DEL median, flannel (go bench, sequential)", "cni", "BenchmarkAddDel", "flannel-del-median-ms", "BenchmarkAddDel", "bare-del-median-ms", 0, "ms", 0},
 	{SecCNI, "DEL p95, flannel (go bench, sequential)", "cni", "BenchmarkAddDel", "flannel-del-p95-ms", "BenchmarkAddDel", "bare-del-p95-ms", 0, "ms", 0},
 	{SecCNI, "DEL median, stock conflist flannel+portmap (go bench)", "cni", "BenchmarkAddDel", "stock-del-median-ms", "BenchmarkAddDel", "bare-del-median-ms", 0, "ms", 0},
+	// The floor under the meta-plugin's overhead: one more process.
+	{SecCNI, "one process start: flannel answering VERSION", "cni", "BenchmarkExecFloor", "flannel-version-ms", "BenchmarkExecFloor", "loopback-version-ms", 0, "ms", 0},
+	{SecCNI, "one process start: /bin/true (this machine's floor)", "cni", "BenchmarkExecFloor", "true-ms", "", "", 0, "ms", 0},
 
 	// backend/vxlan: programming peers into a namespace vs ip -batch.
 	{SecComponents, "vxlan backend programs 1,000 peers (wall)", "vxlan", "BenchmarkProgram1000", "ns/op", "BenchmarkIPBatch1000", "ns/op", 1e-6, "ms", 0},
