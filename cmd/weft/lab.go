@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftnet/weft/internal/etcdflags"
 	"github.com/weftnet/weft/internal/lab"
 )
 
@@ -74,7 +75,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return lab.Up(ctx, o)
 	case "status":
 		return lab.Status(ctx, o, func(ctx context.Context, endpoint, prefix string) error {
-			return showLeases(ctx, stdout, leaseFlags{endpoints: endpoint, prefix: prefix}, false)
+			return showLeases(ctx, stdout, leaseFlags{Flags: etcdflags.Flags{Endpoints: endpoint, Prefix: prefix}}, false)
 		})
 	case "check":
 		return lab.Check(ctx, o)

@@ -2,54 +2,39 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
-	"github.com/weftnet/weft/internal/leasecli"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
+
+	"github.com/weftnet/weft/internal/etcdflags"
+	"github.com/weftnet/weft/internal/leasecli"
 )
 
-// leaseFlags are the flanneld-style etcd flags of `weft leases`.
+// leaseFlags are the flanneld-style etcd flags of the commands that talk to
+// etcd, and how long to wait for it.
 type leaseFlags struct {
-	endpoints, prefix         string
-	caFile, certFile, keyFile string
-	username, password        string
-	timeout                   time.Duration
+	etcdflags.Flags
+	timeout time.Duration
 }
 
-// register defines the flanneld-style etcd flags on fs.
+// register defines the etcd flags and -timeout on fs.
 func (f *leaseFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.endpoints, "etcd-endpoints", "http://127.0.0.1:4001,http://127.0.0.1:2379", "a comma-delimited list of etcd endpoints")
-	fs.StringVar(&f.prefix, "etcd-prefix", "/coreos.com/network", "etcd prefix of the network config and leases")
-	fs.StringVar(&f.caFile, "etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication")
-	fs.StringVar(&f.certFile, "etcd-certfile", "", "SSL certification file used to secure etcd communication")
-	fs.StringVar(&f.keyFile, "etcd-keyfile", "", "SSL key file used to secure etcd communication")
-	fs.StringVar(&f.username, "etcd-username", "", "username for BasicAuth to etcd")
-	fs.StringVar(&f.password, "etcd-password", "", "password for BasicAuth to etcd")
+	f.Register(fs)
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up on etcd after this long")
 }
 
 // fromEnv takes the etcd flags not given on the command line from
 // FLANNELD_ETCD_*, as weftd does.
-func (f *leaseFlags) fromEnv(fs *flag.FlagSet) {
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
-	fs.VisitAll(func(fl *flag.Flag) {
-		if !strings.HasPrefix(fl.Name, "etcd-") || set[fl.Name] {
-			return
-		}
-		if v := os.Getenv("FLANNELD_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))); v != "" {
-			_ = fs.Set(fl.Name, v)
-		}
-	})
+func (f *leaseFlags) fromEnv(fs *flag.FlagSet) error {
+	if err := etcdflags.FromEnv(fs, os.Getenv, etcdflags.IsEtcdFlag); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
 }
 
 // runLeases runs `weft leases [reserve SUBNET PUBLIC-IP | release SUBNET]`.
@@ -65,7 +50,9 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	f.fromEnv(fs)
+	if err := f.fromEnv(fs); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if len(pos) == 0 {
@@ -89,7 +76,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		defer c.Close()
-		what, err := leasecli.Reserve(ctx, c, f.prefix, sn, ip)
+		what, err := leasecli.Reserve(ctx, c, f.Prefix, sn, ip)
 		if err != nil {
 			return err
 		}
@@ -108,7 +95,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		defer c.Close()
-		if err := leasecli.Release(ctx, c, f.prefix, sn); err != nil {
+		if err := leasecli.Release(ctx, c, f.Prefix, sn); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s: released\n", sn)
@@ -124,9 +111,9 @@ func showLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) err
 		return err
 	}
 	defer c.Close()
-	rep, err := leasecli.List(ctx, c, f.prefix)
+	rep, err := leasecli.List(ctx, c, f.Prefix)
 	if err != nil {
-		return fmt.Errorf("%w (endpoints %s)", err, f.endpoints)
+		return fmt.Errorf("%w (endpoints %s)", err, f.Endpoints)
 	}
 	if asJSON {
 		return leasecli.RenderJSON(w, rep)
@@ -135,26 +122,4 @@ func showLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) err
 }
 
 // client connects to etcd as the flags say.
-func (f leaseFlags) client() (*clientv3.Client, error) {
-	cfg := clientv3.Config{
-		Endpoints:   strings.Split(f.endpoints, ","),
-		DialTimeout: 5 * time.Second,
-		Username:    f.username,
-		Password:    f.password,
-		Logger:      zap.NewNop(),
-	}
-	if f.caFile != "" || f.certFile != "" || f.keyFile != "" {
-		info := transport.TLSInfo{CertFile: f.certFile, KeyFile: f.keyFile, TrustedCAFile: f.caFile}
-		tc, err := info.ClientConfig()
-		if err != nil {
-			return nil, fmt.Errorf("etcd TLS (ca %q, cert %q, key %q): %w", f.caFile, f.certFile, f.keyFile, err)
-		}
-		tc.MinVersion = tls.VersionTLS12
-		cfg.TLS = tc
-	}
-	c, err := clientv3.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to etcd at %s: %w", f.endpoints, err)
-	}
-	return c, nil
-}
+func (f leaseFlags) client() (*clientv3.Client, error) { return f.Client(5 * time.Second) }

@@ -37,8 +37,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, pos[0])
 	}
-	f.fromEnv(fs)
-	o := teardown.Options{Prefix: f.prefix, SubnetFile: *subnetFile, KeepIPTables: *keepIPT}
+	if err := f.fromEnv(fs); err != nil {
+		return err
+	}
+	o := teardown.Options{Prefix: f.Prefix, SubnetFile: *subnetFile, KeepIPTables: *keepIPT}
 	if *publicIP != "" {
 		a, err := netip.ParseAddr(*publicIP)
 		if err != nil {

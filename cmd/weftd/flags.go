@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/weftnet/weft/internal/etcdflags"
 )
 
 // stringList is a repeatable string flag; a comma also separates values.
@@ -28,13 +30,7 @@ func (s *stringList) Set(v string) error {
 
 // options are weftd's settings, named as flanneld's flags.
 type options struct {
-	etcdEndpoints  string
-	etcdPrefix     string
-	etcdCAFile     string
-	etcdCertFile   string
-	etcdKeyFile    string
-	etcdUsername   string
-	etcdPassword   string
+	etcd           etcdflags.Flags
 	ifaces         stringList
 	ifaceRegexes   stringList
 	publicIP       string
@@ -58,13 +54,7 @@ type options struct {
 func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("weftd", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&o.etcdEndpoints, "etcd-endpoints", "http://127.0.0.1:4001,http://127.0.0.1:2379", "a comma-delimited list of etcd endpoints")
-	fs.StringVar(&o.etcdPrefix, "etcd-prefix", "/coreos.com/network", "etcd prefix of the network config and leases")
-	fs.StringVar(&o.etcdCAFile, "etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication")
-	fs.StringVar(&o.etcdCertFile, "etcd-certfile", "", "SSL certification file used to secure etcd communication")
-	fs.StringVar(&o.etcdKeyFile, "etcd-keyfile", "", "SSL key file used to secure etcd communication")
-	fs.StringVar(&o.etcdUsername, "etcd-username", "", "username for BasicAuth to etcd")
-	fs.StringVar(&o.etcdPassword, "etcd-password", "", "password for BasicAuth to etcd")
+	o.etcd.Register(fs)
 	fs.Var(&o.ifaces, "iface", "interface to use (IP or name) for inter-host communication; may be repeated, tried in order")
 	fs.Var(&o.ifaceRegexes, "iface-regex", "regex matching the interface name or IP to use for inter-host communication; may be repeated")
 	fs.StringVar(&o.publicIP, "public-ip", "", "IP accessible by other nodes for inter-host communication (default: the interface's address)")
@@ -103,22 +93,8 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("%w: unexpected argument %q (weftd takes flags only)", errUsage, fs.Arg(0))
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || envErr != nil {
-			return
-		}
-		name := "FLANNELD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(name); v != "" {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = fmt.Errorf("%w: %s=%q: %v", errUsage, name, v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return nil, envErr
+	if err := etcdflags.FromEnv(fs, getenv, nil); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return o, o.check()
 }
@@ -130,19 +106,8 @@ func (o *options) check() error {
 	if o.kubeSubnetMgr {
 		return bad("-kube-subnet-mgr is not supported yet: weftd runs in etcd mode only (give -etcd-endpoints and write the network config to <etcd-prefix>/config)")
 	}
-	if o.etcdEndpoints == "" {
-		return bad("-etcd-endpoints is empty")
-	}
-	for _, e := range o.endpoints() {
-		if !strings.Contains(e, "://") {
-			return bad("-etcd-endpoints: %q is not a URL such as http://127.0.0.1:2379", e)
-		}
-	}
-	if !strings.HasPrefix(o.etcdPrefix, "/") {
-		return bad("-etcd-prefix %q must start with /", o.etcdPrefix)
-	}
-	if (o.etcdCertFile == "") != (o.etcdKeyFile == "") {
-		return bad("-etcd-certfile and -etcd-keyfile go together")
+	if err := o.etcd.Check(); err != nil {
+		return bad("%v", err)
 	}
 	if o.publicIP != "" {
 		a, err := netip.ParseAddr(o.publicIP)
@@ -177,15 +142,7 @@ func (o *options) check() error {
 	return nil
 }
 
-func (o *options) endpoints() []string {
-	var out []string
-	for _, e := range strings.Split(o.etcdEndpoints, ",") {
-		if e = strings.TrimSpace(e); e != "" {
-			out = append(out, e)
-		}
-	}
-	return out
-}
+func (o *options) endpoints() []string { return o.etcd.EndpointList() }
 
 func (o *options) level() (slog.Level, error) {
 	switch strings.ToLower(o.logLevel) {

@@ -20,7 +20,7 @@ func TestParseOptions(t *testing.T) {
 			if got := o.endpoints(); len(got) != 2 || got[1] != "http://127.0.0.1:2379" {
 				t.Errorf("endpoints = %v", got)
 			}
-			if o.etcdPrefix != "/coreos.com/network" || o.subnetFile != "/run/flannel/subnet.env" ||
+			if o.etcd.Prefix != "/coreos.com/network" || o.subnetFile != "/run/flannel/subnet.env" ||
 				o.renewMargin != 60 || o.iptablesResync != 5 || !o.forwardRules || o.ipMasq || o.healthzPort != 0 {
 				t.Errorf("defaults wrong: %+v", o)
 			}
@@ -39,14 +39,14 @@ func TestParseOptions(t *testing.T) {
 		}},
 		{name: "env", env: map[string]string{"FLANNELD_ETCD_PREFIX": "/weft/net", "FLANNELD_IP_MASQ": "true", "FLANNELD_IFACE": "eth9"},
 			check: func(t *testing.T, o *options) {
-				if o.etcdPrefix != "/weft/net" || !o.ipMasq || o.ifaces.String() != "eth9" {
+				if o.etcd.Prefix != "/weft/net" || !o.ipMasq || o.ifaces.String() != "eth9" {
 					t.Errorf("got %+v", o)
 				}
 			}},
 		{name: "flag beats env", args: []string{"-etcd-prefix=/a"}, env: map[string]string{"FLANNELD_ETCD_PREFIX": "/b"},
 			check: func(t *testing.T, o *options) {
-				if o.etcdPrefix != "/a" {
-					t.Errorf("prefix = %q", o.etcdPrefix)
+				if o.etcd.Prefix != "/a" {
+					t.Errorf("prefix = %q", o.etcd.Prefix)
 				}
 			}},
 		{name: "unknown flag", args: []string{"-no-such-flag"}, wantErr: "not defined: -no-such-flag"},

@@ -16,12 +16,12 @@ import (
 func newStore(o *options, log *slog.Logger, m *agent.Metrics, live func(bool)) (*etcdstore.Store, error) {
 	return etcdstore.New(etcdstore.Options{
 		Endpoints:      o.endpoints(),
-		Prefix:         o.etcdPrefix,
-		CAFile:         o.etcdCAFile,
-		CertFile:       o.etcdCertFile,
-		KeyFile:        o.etcdKeyFile,
-		Username:       o.etcdUsername,
-		Password:       o.etcdPassword,
+		Prefix:         o.etcd.Prefix,
+		CAFile:         o.etcd.CAFile,
+		CertFile:       o.etcd.CertFile,
+		KeyFile:        o.etcd.KeyFile,
+		Username:       o.etcd.Username,
+		Password:       o.etcd.Password,
 		TTL:            o.leaseTTL,
 		Logger:         log.With("component", "etcd"),
 		ValidatorFor:   registry.ValidateData,
