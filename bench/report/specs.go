@@ -30,7 +30,6 @@ var Specs = []BenchRow{
 	{SecScale, "one lease added with 5,000 present: etcd put to route in kernel", "weftd", "BenchmarkOneChange5000", "ms-add-to-kernel", "", "", 0, "ms", 0},
 	{SecScale, "one lease removed with 5,000 present: etcd delete to route gone", "weftd", "BenchmarkOneChange5000", "ms-del-to-kernel", "", "", 0, "ms", 0},
 	{SecScale, "4,000 leases at once onto an agent with 1,000: last route in kernel", "weftd", "BenchmarkBurst4000", "ms-to-kernel", "", "", 0, "ms", 0},
-	{SecScale, "one change with 5,000 peers, in-memory fake kernel (the agent-independent cost of a Set)", "vxlan", "BenchmarkFakeOneChange5000", "ns/op", "", "", 1e-6, "ms", 0},
 	{SecScale, "4,000 leases at once onto an agent with 1,000: agent CPU", "weftd", "BenchmarkBurst4000", "cpu-s", "", "", 0, "CPU-s", 0},
 
 	// cniplugin: ADD/DEL through libcni; bare bridge+host-local is the baseline.
