@@ -183,37 +183,21 @@ func (b *Backend) notify() {
 	}
 }
 
+// watch follows netlink updates until ctx ends (see netlinkx.Follow).
 func (b *Backend) watch(ctx context.Context, updates <-chan netlinkx.Update) {
 	defer close(b.done)
-	for {
-		for u := range updates {
-			if u.Kind == netlinkx.LinkUpdate && u.Link.Index == b.ext.Index {
-				// Addresses or state of the underlay may have changed.
-				b.Resync()
-				b.notify()
-				continue
-			}
-			if b.prog.Observe(u) {
-				b.notify()
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
+	netlinkx.Follow(ctx, b.nl, updates, b.observe, func() { b.Resync(); b.notify() }, b.log)
+}
+
+func (b *Backend) observe(u netlinkx.Update) {
+	if u.Kind == netlinkx.LinkUpdate && u.Link.Index == b.ext.Index {
+		// Addresses or state of the underlay may have changed.
 		b.Resync()
 		b.notify()
-		var err error
-		for {
-			if updates, err = b.nl.Subscribe(ctx); err == nil {
-				break
-			}
-			b.log.Warn("netlink subscription failed; retrying", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-		}
+		return
+	}
+	if b.prog.Observe(u) {
+		b.notify()
 	}
 }
 

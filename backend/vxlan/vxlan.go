@@ -228,32 +228,11 @@ func (b *Backend) notify() {
 	}
 }
 
-// watch follows netlink updates until ctx ends, and subscribes again when
-// a subscription ends early (updates were lost: resync).
+// watch follows netlink updates until ctx ends, and resyncs when updates
+// were lost (see netlinkx.Follow).
 func (b *Backend) watch(ctx context.Context, updates <-chan netlinkx.Update) {
 	defer close(b.done)
-	for {
-		for u := range updates {
-			b.observe(u)
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		b.Resync()
-		b.notify()
-		var err error
-		for {
-			if updates, err = b.nl.Subscribe(ctx); err == nil {
-				break
-			}
-			b.log.Warn("netlink subscription failed; retrying", "err", err)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
-		}
-	}
+	netlinkx.Follow(ctx, b.nl, updates, b.observe, func() { b.Resync(); b.notify() }, b.log)
 }
 
 func (b *Backend) observe(u netlinkx.Update) {
