@@ -402,9 +402,8 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		}
 		t0 := time.Now()
 		// The sorted peer set itself, own lease included: no copy or sort
-		// per event. Both backends skip the lease of the own subnet and
-		// keep nothing of the slice after Set (backend.State's contract
-		// should say so; backend/ is not this change's to edit).
+		// per event. backend.State's contract: the backend skips the own
+		// subnet's lease and keeps nothing of the slice after Set.
 		state := backend.State{Own: own, Peers: peers.all()}
 		err := a.be.Set(ctx, state)
 		a.m.ReconcileRuns.Inc()
