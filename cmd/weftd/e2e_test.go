@@ -437,6 +437,27 @@ func TestE2EHostGW(t *testing.T) {
 	if out := h1.ns.MustExec(t, "ip", "route", "show", envs[h2].Subnet.Masked().String()); !strings.Contains(out, want) {
 		t.Errorf("host-gw route on host1 = %q, want %q", out, want)
 	}
+
+	// An operator deletes host1's lease key by hand: the agent notices,
+	// takes the same subnet again, and the other hosts keep (or get back)
+	// their route to it.
+	sn1 := envs[h1].Subnet.Masked()
+	key := "/coreos.com/network/subnets/" + strings.ReplaceAll(sn1.String(), "/", "-")
+	ctx := context.Background()
+	if _, err := c.etcd.Client().Delete(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "host1 takes its subnet again", func() error {
+		resp, err := c.etcd.Client().Get(ctx, key)
+		if err != nil || len(resp.Kvs) == 0 || resp.Kvs[0].Lease == 0 {
+			return fmt.Errorf("no leased key %s yet (err %v)", key, err)
+		}
+		return nil
+	})
+	if env, err := subnetenv.Read(h1.envPath); err != nil || env.Subnet != envs[h1].Subnet {
+		t.Errorf("host1's subnet.env after re-acquiring: %+v, %v", env, err)
+	}
+	eventually(t, 10*time.Second, "host2 reaches host1's pod again", func() error { return h2.pod.Ping(h1.podAddr) })
 }
 
 // readyz returns the status code of the host's /readyz (0 if unreachable).
