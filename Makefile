@@ -1,7 +1,8 @@
 # Weft build. `make` builds every program into bin/:
 #   weftd, weft, flannel       our own (each only once its cmd/ directory exists)
-#   bridge, host-local, portmap, loopback, cnitool
-#                              the reference CNI plugins and cnitool, built
+#   bridge, host-local, portmap, loopback, cnitool, etcdctl
+#                              the reference CNI plugins, cnitool and etcdctl
+#                              (for looking at a lab's leases), built
 #                              from the versions pinned in go.mod (tool
 #                              directives), never downloaded prebuilt.
 # `make install` copies weftd and weft to $(BINDIR), flannel and the delegate
@@ -25,8 +26,9 @@ CNI_PKG_host-local := github.com/containernetworking/plugins/plugins/ipam/host-l
 CNI_PKG_portmap    := github.com/containernetworking/plugins/plugins/meta/portmap
 CNI_PKG_loopback   := github.com/containernetworking/plugins/plugins/main/loopback
 CNI_PKG_cnitool    := github.com/containernetworking/cni/cnitool
+CNI_PKG_etcdctl    := go.etcd.io/etcd/etcdctl/v3
 DELEGATES := bridge host-local portmap loopback
-TOOLS     := $(DELEGATES) cnitool
+TOOLS     := $(DELEGATES) cnitool etcdctl
 
 .PHONY: build own tools install clean FORCE
 .DEFAULT_GOAL := build

@@ -3,6 +3,8 @@ package lab
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -78,15 +80,29 @@ func RenderHints(w io.Writer, st *State) error {
 			fmt.Fprintf(&b, "  ip netns exec %s ping %s\n", h.Pods[0].NS, st.Hosts[1].Pods[0].Addr.Addr())
 		}
 	}
-	fmt.Fprintf(&b, "  etcdctl --endpoints http://127.0.0.1:%d get --prefix %s\n", st.EtcdPort, EtcdPrefix)
-	fmt.Fprintf(&b, "  weft leases --etcd-endpoints http://127.0.0.1:%d\n", st.EtcdPort)
+	fmt.Fprintf(&b, "  %s --endpoints http://127.0.0.1:%d get --prefix %s\n", tool(st, "etcdctl"), st.EtcdPort, EtcdPrefix)
+	fmt.Fprintf(&b, "  %s leases --etcd-endpoints http://127.0.0.1:%d\n", tool(st, "weft"), st.EtcdPort)
 	flags := ""
 	if st.StateDir != DefaultStateDir || st.Prefix != DefaultPrefix {
 		flags = " --state-dir " + st.StateDir + " --prefix " + st.Prefix
 	}
-	fmt.Fprintf(&b, "  weft lab status%s        # hosts, processes, leases\n", flags)
-	fmt.Fprintf(&b, "  weft lab check%s         # the ping matrix again\n", flags)
-	fmt.Fprintf(&b, "  weft lab down%s          # remove everything the lab made\n", flags)
+	weft := tool(st, "weft")
+	fmt.Fprintf(&b, "  %s lab status%s        # hosts, processes, leases\n", weft, flags)
+	fmt.Fprintf(&b, "  %s lab check%s         # the ping matrix again\n", weft, flags)
+	fmt.Fprintf(&b, "  %s lab down%s          # remove everything the lab made\n", weft, flags)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// tool names a program for the hints: its path in the lab's binary
+// directory when it is there (make builds weft and etcdctl into bin/),
+// else its bare name, for $PATH.
+func tool(st *State, name string) string {
+	if st.BinDir != "" {
+		p := filepath.Join(st.BinDir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return name
 }
