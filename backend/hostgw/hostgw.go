@@ -76,15 +76,12 @@ var _ backend.Backend = (*Backend)(nil)
 
 // Backend is the host-gw backend. Create it with New.
 type Backend struct {
-	log     *slog.Logger
-	nl      netlinkx.Interface
-	closeNL func() error
-	cfg     *subnet.Config
-	ext     backend.ExternalInterface
-	prog    *netlinkx.Programmer
-	changes chan struct{}
-	cancel  context.CancelFunc
-	done    chan struct{}
+	log  *slog.Logger
+	nl   netlinkx.Interface
+	cfg  *subnet.Config
+	ext  backend.ExternalInterface
+	prog *netlinkx.Programmer
+	sess *netlinkx.Session
 
 	setMu     sync.Mutex
 	extPrefix []netip.Prefix
@@ -103,20 +100,15 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Backend{
-		log:     log.With("backend", TypeName, "device", p.Ext.Name),
-		nl:      c.Netlink,
-		cfg:     p.Config,
-		ext:     p.Ext,
-		changes: make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		log: log.With("backend", TypeName, "device", p.Ext.Name),
+		cfg: p.Config,
+		ext: p.Ext,
 	}
-	if b.nl == nil {
-		h, err := netlinkx.Open()
-		if err != nil {
-			return nil, err
-		}
-		b.nl, b.closeNL = h, h.Close
+	sess, err := netlinkx.NewSession(ctx, c.Netlink, b.log)
+	if err != nil {
+		return nil, fmt.Errorf("host-gw backend: %w", err)
 	}
+	b.sess, b.nl = sess, sess.NL
 	verify := c.VerifyEvery
 	if verify == 0 {
 		verify = DefaultVerifyEvery
@@ -124,24 +116,8 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	b.prog = netlinkx.NewProgrammer(b.nl, b.ownsRoute, verify)
 	var none netip.Prefix
 	b.own.Store(&none)
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	b.cancel = cancel
-	updates, err := b.nl.Subscribe(wctx)
-	if err != nil {
-		cancel()
-		b.closeNetlink()
-		return nil, fmt.Errorf("host-gw backend: watching netlink: %w", err)
-	}
-	go b.watch(wctx, updates)
+	sess.Follow(b.observe, b.Resync)
 	return b, nil
-}
-
-func (b *Backend) closeNetlink() {
-	if b.closeNL != nil {
-		if err := b.closeNL(); err != nil {
-			b.log.Warn("closing netlink handle", "err", err)
-		}
-	}
 }
 
 // Type implements backend.Backend.
@@ -159,7 +135,7 @@ func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
 }
 
 // Changes implements backend.Backend.
-func (b *Backend) Changes() <-chan struct{} { return b.changes }
+func (b *Backend) Changes() <-chan struct{} { return b.sess.Changes() }
 
 // Resync makes the next Set read the kernel state.
 func (b *Backend) Resync() {
@@ -170,34 +146,19 @@ func (b *Backend) Resync() {
 // Close implements backend.Backend: it stops watching netlink and leaves
 // the routes in place.
 func (b *Backend) Close() error {
-	b.cancel()
-	<-b.done
-	b.closeNetlink()
+	b.sess.Close()
 	return nil
-}
-
-func (b *Backend) notify() {
-	select {
-	case b.changes <- struct{}{}:
-	default:
-	}
-}
-
-// watch follows netlink updates until ctx ends (see netlinkx.Follow).
-func (b *Backend) watch(ctx context.Context, updates <-chan netlinkx.Update) {
-	defer close(b.done)
-	netlinkx.Follow(ctx, b.nl, updates, b.observe, func() { b.Resync(); b.notify() }, b.log)
 }
 
 func (b *Backend) observe(u netlinkx.Update) {
 	if u.Kind == netlinkx.LinkUpdate && u.Link.Index == b.ext.Index {
 		// Addresses or state of the underlay may have changed.
 		b.Resync()
-		b.notify()
+		b.sess.Notify()
 		return
 	}
 	if b.prog.Observe(u) {
-		b.notify()
+		b.sess.Notify()
 	}
 }
 

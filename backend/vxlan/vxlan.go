@@ -82,18 +82,15 @@ var _ backend.Backend = (*Backend)(nil)
 
 // Backend is the vxlan backend. Create it with New.
 type Backend struct {
-	log     *slog.Logger
-	nl      netlinkx.Interface
-	closeNL func() error
-	cfg     *subnet.Config
-	opts    Options
-	ext     backend.ExternalInterface
-	mac     netlinkx.MAC
-	mtu     int
-	prog    *netlinkx.Programmer
-	changes chan struct{}
-	cancel  context.CancelFunc
-	done    chan struct{}
+	log  *slog.Logger
+	nl   netlinkx.Interface
+	cfg  *subnet.Config
+	opts Options
+	ext  backend.ExternalInterface
+	mac  netlinkx.MAC
+	mtu  int
+	prog *netlinkx.Programmer
+	sess *netlinkx.Session
 
 	// setMu serialises Set.
 	setMu      sync.Mutex
@@ -122,13 +119,10 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Backend{
-		log:     log.With("backend", TypeName, "device", opts.DeviceName()),
-		nl:      c.Netlink,
-		cfg:     p.Config,
-		opts:    opts,
-		ext:     p.Ext,
-		changes: make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		log:  log.With("backend", TypeName, "device", opts.DeviceName()),
+		cfg:  p.Config,
+		opts: opts,
+		ext:  p.Ext,
 	}
 	pub := p.Ext.PublicIP
 	if !pub.IsValid() {
@@ -139,13 +133,11 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	if b.mtu == 0 {
 		b.mtu = p.Ext.MTU - Overhead
 	}
-	if b.nl == nil {
-		h, err := netlinkx.Open()
-		if err != nil {
-			return nil, err
-		}
-		b.nl, b.closeNL = h, h.Close
+	sess, err := netlinkx.NewSession(ctx, c.Netlink, b.log)
+	if err != nil {
+		return nil, fmt.Errorf("vxlan backend: %w", err)
 	}
+	b.sess, b.nl = sess, sess.NL
 	verify := c.VerifyEvery
 	if verify == 0 {
 		verify = DefaultVerifyEvery
@@ -153,32 +145,12 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	b.prog = netlinkx.NewProgrammer(b.nl, b.ownsRoute, verify)
 	var none netip.Prefix
 	b.own.Store(&none)
-
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	b.cancel = cancel
-	updates, err := b.nl.Subscribe(wctx)
-	if err != nil {
-		cancel()
-		b.closeNetlink()
-		return nil, fmt.Errorf("vxlan backend: watching netlink: %w", err)
-	}
 	if err := b.ensureDevice(); err != nil {
-		cancel()
-		for range updates {
-		}
-		b.closeNetlink()
+		sess.Close()
 		return nil, err
 	}
-	go b.watch(wctx, updates)
+	sess.Follow(b.observe, b.Resync)
 	return b, nil
-}
-
-func (b *Backend) closeNetlink() {
-	if b.closeNL != nil {
-		if err := b.closeNL(); err != nil {
-			b.log.Warn("closing netlink handle", "err", err)
-		}
-	}
 }
 
 // Type implements backend.Backend.
@@ -203,7 +175,7 @@ func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
 }
 
 // Changes implements backend.Backend.
-func (b *Backend) Changes() <-chan struct{} { return b.changes }
+func (b *Backend) Changes() <-chan struct{} { return b.sess.Changes() }
 
 // Resync makes the next Set read the kernel state and check the device
 // rather than trust what it applied before.
@@ -215,24 +187,8 @@ func (b *Backend) Resync() {
 // Close implements backend.Backend: it stops watching netlink and leaves the
 // kernel state in place.
 func (b *Backend) Close() error {
-	b.cancel()
-	<-b.done
-	b.closeNetlink()
+	b.sess.Close()
 	return nil
-}
-
-func (b *Backend) notify() {
-	select {
-	case b.changes <- struct{}{}:
-	default:
-	}
-}
-
-// watch follows netlink updates until ctx ends, and resyncs when updates
-// were lost (see netlinkx.Follow).
-func (b *Backend) watch(ctx context.Context, updates <-chan netlinkx.Update) {
-	defer close(b.done)
-	netlinkx.Follow(ctx, b.nl, updates, b.observe, func() { b.Resync(); b.notify() }, b.log)
 }
 
 func (b *Backend) observe(u netlinkx.Update) {
@@ -242,7 +198,7 @@ func (b *Backend) observe(u netlinkx.Update) {
 		if ours && (u.Deleted || !b.compatible(l) || !l.Up || l.MTU != b.mtu) {
 			b.devChecked.Store(false)
 			b.prog.Invalidate()
-			b.notify()
+			b.sess.Notify()
 		}
 		return
 	}
@@ -250,7 +206,7 @@ func (b *Backend) observe(u netlinkx.Update) {
 		b.log.Warn("netlink updates lost; the next Set reads the kernel state", "err", u.Err)
 	}
 	if b.prog.Observe(u) {
-		b.notify()
+		b.sess.Notify()
 	}
 }
 
