@@ -11,8 +11,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 
-	"github.com/weftnet/weft/cniplugin/cnitest"
-	"github.com/weftnet/weft/internal/netnstest"
+	"github.com/weftnet/weft/test/cnitest"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 // BenchmarkAddDel measures ADD and DEL through libcni for three configs,

@@ -19,8 +19,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 
-	"github.com/weftnet/weft/cniplugin/cnitest"
-	"github.com/weftnet/weft/internal/netnstest"
+	"github.com/weftnet/weft/test/cnitest"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 // binDir holds the real plugin binaries, built once in TestMain.

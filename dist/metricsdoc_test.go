@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weftnet/weft/internal/agent"
+	"github.com/weftnet/weft/agent"
 )
 
 // TestMetricsDoc checks that Documentation/metrics.md lists exactly the

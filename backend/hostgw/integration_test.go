@@ -8,7 +8,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/backend"
-	"github.com/weftnet/weft/internal/netnstest"
+	"github.com/weftnet/weft/test/netnstest"
 	"github.com/weftnet/weft/subnet"
 )
 

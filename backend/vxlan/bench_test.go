@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend"
-	"github.com/weftnet/weft/internal/netnstest"
+	"github.com/weftnet/weft/test/netnstest"
 	"github.com/weftnet/weft/subnet"
 )
 

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend"
-	"github.com/weftnet/weft/internal/netlinkx"
-	"github.com/weftnet/weft/internal/netnstest"
+	"github.com/weftnet/weft/kernel/netlinkx"
+	"github.com/weftnet/weft/test/netnstest"
 	"github.com/weftnet/weft/subnet"
 )
 

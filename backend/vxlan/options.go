@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 
-	"github.com/weftnet/weft/internal/netlinkx"
+	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/subnet"
 )
 

@@ -17,7 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/weftnet/weft/bench/report"
-	"github.com/weftnet/weft/internal/lab"
+	"github.com/weftnet/weft/ops/lab"
 )
 
 // hostCNI runs CNI operations for one lab host with the same conflist the

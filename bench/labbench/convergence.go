@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/bench/report"
-	"github.com/weftnet/weft/internal/lab"
+	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 

@@ -28,8 +28,8 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/bench/report"
-	"github.com/weftnet/weft/internal/lab"
-	"github.com/weftnet/weft/internal/nsenter"
+	"github.com/weftnet/weft/ops/lab"
+	"github.com/weftnet/weft/kernel/nsenter"
 )
 
 // Bench runs the measurements.

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/bench/report"
-	"github.com/weftnet/weft/internal/lab"
+	"github.com/weftnet/weft/ops/lab"
 )
 
 // Restart pings from host 1's pod to host 2's pod every 10 ms while first

@@ -14,7 +14,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/bench/report"
-	"github.com/weftnet/weft/internal/lab"
+	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/subnet"
 )
 

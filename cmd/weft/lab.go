@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/etcdflags"
-	"github.com/weftnet/weft/internal/lab"
+	"github.com/weftnet/weft/ops/lab"
 )
 
 // runLab runs `weft lab up|status|check|down` and the hidden helpers.

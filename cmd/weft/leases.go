@@ -12,7 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/internal/etcdflags"
-	"github.com/weftnet/weft/internal/leasecli"
+	"github.com/weftnet/weft/ops/leases"
 )
 
 // leaseFlags are the flanneld-style etcd flags of the commands that talk to
@@ -63,7 +63,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if len(pos) != 3 {
 			return fmt.Errorf("%w: weft leases reserve SUBNET PUBLIC-IP", errUsage)
 		}
-		sn, err := leasecli.ParseSubnet(pos[1])
+		sn, err := leases.ParseSubnet(pos[1])
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
@@ -76,7 +76,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		defer c.Close()
-		what, err := leasecli.Reserve(ctx, c, f.Prefix, sn, ip)
+		what, err := leases.Reserve(ctx, c, f.Prefix, sn, ip)
 		if err != nil {
 			return err
 		}
@@ -86,7 +86,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if len(pos) != 2 {
 			return fmt.Errorf("%w: weft leases release SUBNET", errUsage)
 		}
-		sn, err := leasecli.ParseSubnet(pos[1])
+		sn, err := leases.ParseSubnet(pos[1])
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
@@ -95,7 +95,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		defer c.Close()
-		if err := leasecli.Release(ctx, c, f.Prefix, sn); err != nil {
+		if err := leases.Release(ctx, c, f.Prefix, sn); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s: released\n", sn)
@@ -111,14 +111,14 @@ func showLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) err
 		return err
 	}
 	defer c.Close()
-	rep, err := leasecli.List(ctx, c, f.Prefix)
+	rep, err := leases.List(ctx, c, f.Prefix)
 	if err != nil {
 		return fmt.Errorf("%w (endpoints %s)", err, f.Endpoints)
 	}
 	if asJSON {
-		return leasecli.RenderJSON(w, rep)
+		return leases.RenderJSON(w, rep)
 	}
-	return leasecli.RenderTable(w, rep)
+	return leases.RenderTable(w, rep)
 }
 
 // client connects to etcd as the flags say.

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weftnet/weft/internal/etcdtest"
+	"github.com/weftnet/weft/test/etcdtest"
 )
 
 func TestParseInterleaved(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/weftnet/weft/internal/teardown"
+	"github.com/weftnet/weft/ops/teardown"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 

@@ -17,7 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/internal/netnstest"
+	"github.com/weftnet/weft/test/netnstest"
 	"github.com/weftnet/weft/subnet"
 )
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/cniplugin/cnitest"
+	"github.com/weftnet/weft/test/cnitest"
 )
 
 var (

@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/internal/etcdtest"
-	"github.com/weftnet/weft/internal/netnstest"
-	"github.com/weftnet/weft/internal/teardown"
+	"github.com/weftnet/weft/test/etcdtest"
+	"github.com/weftnet/weft/test/netnstest"
+	"github.com/weftnet/weft/ops/teardown"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/weftnet/weft/internal/agent"
+	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/internal/version"
 )
 

@@ -7,8 +7,8 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/registry"
-	"github.com/weftnet/weft/internal/agent"
-	"github.com/weftnet/weft/internal/iptables"
+	"github.com/weftnet/weft/agent"
+	"github.com/weftnet/weft/kernel/iptables"
 	etcdstore "github.com/weftnet/weft/subnet/etcd"
 )
 

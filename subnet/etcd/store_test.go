@@ -13,7 +13,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/internal/etcdtest"
+	"github.com/weftnet/weft/test/etcdtest"
 	"github.com/weftnet/weft/subnet"
 )
 

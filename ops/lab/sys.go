@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/weftnet/weft/internal/nsenter"
+	"github.com/weftnet/weft/kernel/nsenter"
 	"golang.org/x/sys/unix"
 )
 

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/internal/lab"
+	"github.com/weftnet/weft/ops/lab"
 )
 
 // labBins are the programs `weft lab up` needs, with their packages.

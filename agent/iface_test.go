@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weftnet/weft/internal/netnstest"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 // TestChooseExternal picks the external interface in a namespace holding

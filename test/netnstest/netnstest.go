@@ -19,8 +19,8 @@ import (
 
 	"github.com/vishvananda/netns"
 
-	"github.com/weftnet/weft/internal/netlinkx"
-	"github.com/weftnet/weft/internal/nsenter"
+	"github.com/weftnet/weft/kernel/netlinkx"
+	"github.com/weftnet/weft/kernel/nsenter"
 )
 
 // SkipUnlessRoot skips the test unless it runs as root with the ip(8) tool,

@@ -1,8 +1,8 @@
-// Package leasecli is `weft leases`: it reads the network config and every
+// Package leases is `weft leases`: it reads the network config and every
 // lease under an etcd prefix in one Get, renders them for a person (a
 // table) or a script (JSON), and writes and deletes operators'
 // reservations (lease keys with no etcd lease).
-package leasecli
+package leases
 
 import (
 	"context"

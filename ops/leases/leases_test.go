@@ -1,4 +1,4 @@
-package leasecli
+package leases
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/weftnet/weft/internal/etcdtest"
+	"github.com/weftnet/weft/test/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 

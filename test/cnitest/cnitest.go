@@ -25,7 +25,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/weftnet/weft/internal/netnstest"
+	"github.com/weftnet/weft/test/netnstest"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
