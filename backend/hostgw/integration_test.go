@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/backend"
-	"github.com/weftnet/weft/test/netnstest"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 func TestIntegrationHostGW(t *testing.T) {

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend"
-	"github.com/weftnet/weft/test/netnstest"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 // The benchmarks program n peers into a fresh namespace, once with the

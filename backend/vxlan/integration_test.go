@@ -10,8 +10,8 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/kernel/netlinkx"
-	"github.com/weftnet/weft/test/netnstest"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 // host is one simulated node: a namespace on the test switch, a pod behind

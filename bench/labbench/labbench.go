@@ -28,8 +28,8 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/bench/report"
-	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/kernel/nsenter"
+	"github.com/weftnet/weft/ops/lab"
 )
 
 // Bench runs the measurements.

@@ -17,8 +17,8 @@ import (
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/test/netnstest"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 // The benchmarks here measure the whole agent, as a process in a fresh

@@ -18,10 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/weftnet/weft/test/etcdtest"
-	"github.com/weftnet/weft/test/netnstest"
 	"github.com/weftnet/weft/ops/teardown"
 	"github.com/weftnet/weft/subnet/subnetenv"
+	"github.com/weftnet/weft/test/etcdtest"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 // weftdBin is the weftd binary built once for the end-to-end tests.

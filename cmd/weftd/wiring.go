@@ -5,9 +5,9 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/registry"
-	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/kernel/iptables"
 	etcdstore "github.com/weftnet/weft/subnet/etcd"
 )

@@ -11,8 +11,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/test/etcdtest"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/etcdtest"
 )
 
 // benchConfig has 65,535 leasable /24s.

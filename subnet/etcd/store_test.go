@@ -13,8 +13,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/test/etcdtest"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/etcdtest"
 )
 
 // cfg50 has exactly 50 leasable subnets: 10.5.1.0/24 .. 10.5.50.0/24.

@@ -25,8 +25,8 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/weftnet/weft/test/netnstest"
 	"github.com/weftnet/weft/subnet/subnetenv"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 // Plugins maps each binary BuildPlugins builds to its package.
