@@ -17,6 +17,15 @@ go vet ./...
 echo "== staticcheck"
 go tool staticcheck ./...
 
+# --- Kubernetes control plane (kube-mode tests, test/kubetest) -----------
+# Built once outside go test (never with -race) into a cache keyed by
+# version; later runs reuse it in a moment. The tests read the directory
+# from WEFT_KUBE_BIN_DIR.
+echo "== kube-bins"
+WEFT_KUBE_BIN_DIR=$(bash scripts/kube-bins.sh | tail -n 1)
+export WEFT_KUBE_BIN_DIR
+# --- end of the Kubernetes block -----------------------------------------
+
 echo "== go test -race"
 # -p 2: this is a 2-core machine; every package gets its own binary.
 exec go test -race -count=1 -p 2 -timeout 25m ./... 

@@ -110,17 +110,25 @@ func ParseConfig(data []byte) (cfg *Config, unknown []string, err error) {
 	if err := cfg.parseIPv6(&raw); err != nil {
 		return nil, unknown, err
 	}
-	// Until the IPv6 data plane and nftables land, refuse rather than ignore.
-	if cfg.EnableIPv6 {
-		return nil, unknown, fmt.Errorf("%w: EnableIPv6 is true, but this version of weft supports IPv4 only; set EnableIPv6 to false", ErrInvalidConfig)
-	}
-	if !cfg.EnableIPv4 {
-		return nil, unknown, fmt.Errorf("%w: EnableIPv4 is false, but this version of weft supports IPv4 only", ErrInvalidConfig)
-	}
-	if cfg.EnableNFTables {
-		return nil, unknown, fmt.Errorf("%w: EnableNFTables is true, but this version of weft programs iptables only; set EnableNFTables to false", ErrInvalidConfig)
+	if err := cfg.checkSupported(); err != nil {
+		return nil, unknown, err
 	}
 	return cfg, unknown, nil
+}
+
+// checkSupported refuses, rather than ignores, what this version cannot do
+// yet (the IPv6 data plane, nftables). Both config parsers share it.
+func (c *Config) checkSupported() error {
+	if c.EnableIPv6 {
+		return fmt.Errorf("%w: EnableIPv6 is true, but this version of weft supports IPv4 only; set EnableIPv6 to false", ErrInvalidConfig)
+	}
+	if !c.EnableIPv4 {
+		return fmt.Errorf("%w: EnableIPv4 is false, but this version of weft supports IPv4 only", ErrInvalidConfig)
+	}
+	if c.EnableNFTables {
+		return fmt.Errorf("%w: EnableNFTables is true, but this version of weft programs iptables only; set EnableNFTables to false", ErrInvalidConfig)
+	}
+	return nil
 }
 
 func (c *Config) parseBackend(raw json.RawMessage) error {
