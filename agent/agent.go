@@ -31,8 +31,11 @@ type Firewall interface {
 
 // Options configure the agent. Manager and Backends are required.
 type Options struct {
-	// Manager leases and watches subnets (the etcd store).
+	// Manager leases and watches subnets (the etcd or Kubernetes store).
 	Manager subnet.Manager
+	// StoreName names the store in readiness reasons and logs ("etcd"
+	// when empty, "the Kubernetes apiserver" in Kubernetes mode).
+	StoreName string
 	// Backends looks a backend up by type name (the backend registry).
 	Backends func(name string) (backend.Spec, error)
 	// Iface chooses the external interface.
@@ -87,7 +90,7 @@ func (a *Agent) SetWatchLive(live bool) { a.watchDown.Store(!live) }
 func (a *Agent) Ready() (bool, string) {
 	if a.ready.Load() {
 		if a.watchDown.Load() {
-			return false, "the lease watch lost etcd and is reconnecting"
+			return false, "the lease watch lost " + a.o.StoreName + " and is reconnecting"
 		}
 		return true, ""
 	}
@@ -109,6 +112,9 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.SubnetFile == "" {
 		o.SubnetFile = subnetenv.DefaultPath
+	}
+	if o.StoreName == "" {
+		o.StoreName = "etcd"
 	}
 	if o.Resync <= 0 {
 		o.Resync = 10 * time.Second
@@ -137,7 +143,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.ext = ext
 	a.log.Info("using interface", "iface", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP, "mtu", ext.MTU)
 
-	a.notReady("waiting for the network config in etcd")
+	a.notReady("waiting for the network config from " + a.o.StoreName)
 	cfg, err := a.o.Manager.GetNetworkConfig(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the network config: %w", err)
@@ -215,10 +221,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() {
 		err := a.o.Manager.WatchConfig(ctx, cfg, func(nc *subnet.Config, err error) {
 			if err != nil {
-				a.log.Warn("the network config in etcd is no longer usable; this agent keeps running with the config it started with", "err", err)
+				a.log.Warn("the network config in "+a.o.StoreName+" is no longer usable; this agent keeps running with the config it started with", "err", err)
 				return
 			}
-			a.log.Warn("the network config in etcd changed; it takes effect when weftd restarts (running pods keep their addresses until then)",
+			a.log.Warn("the network config in "+a.o.StoreName+" changed; it takes effect when weftd restarts (running pods keep their addresses until then)",
 				"network", nc.Network, "subnet_len", nc.SubnetLen, "backend", nc.BackendType)
 		})
 		if err != nil && ctx.Err() == nil {
