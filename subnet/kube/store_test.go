@@ -277,7 +277,9 @@ func TestStore(t *testing.T) {
 	}
 
 	// Keep: NetworkUnavailable=False sticks, hand edits are undone.
-	go func() { _ = s.KeepLease(ctx, cfg, lease, time.Hour, func(*subnet.Lease) { t.Error("the own lease changed") }) }()
+	go func() {
+		_ = s.KeepLease(ctx, cfg, lease, time.Hour, func(*subnet.Lease) { t.Error("the own lease changed") })
+	}()
 	eventually(t, "NetworkUnavailable=False", func() error {
 		for _, cnd := range getNode(t, c, "self").Status.Conditions {
 			if cnd.Type == corev1.NodeNetworkUnavailable && cnd.Status == corev1.ConditionFalse && cnd.Reason == "FlannelIsUp" &&
