@@ -45,23 +45,48 @@ func run(args []string) int {
 
 	metrics := agent.NewMetrics()
 	var ag atomic.Pointer[agent.Agent]
-	store, err := newStore(o, log, metrics, func(live bool) {
+	live := func(live bool) {
 		if a := ag.Load(); a != nil {
 			a.SetWatchLive(live)
 		}
-	})
-	if err != nil {
-		log.Error("connecting to etcd", "err", err)
-		return 1
 	}
-	defer store.Close()
-
 	var publicIP netip.Addr
 	if o.publicIP != "" {
 		publicIP = netip.MustParseAddr(o.publicIP) // checked by parseOptions
 	}
+	var st store
+	storeName := "etcd"
+	if o.kubeSubnetMgr {
+		if len(o.etcdGiven) > 0 {
+			log.Warn("Kubernetes mode: ignoring the etcd flags given", "flags", o.etcdGiven)
+		}
+		ks, err := newKubeStore(ctx, o, log, live)
+		if err != nil {
+			log.Error("starting the Kubernetes store", "err", err)
+			return 1
+		}
+		st, storeName = ks, "the Kubernetes apiserver"
+		// As flanneld: the Node's node-public-ip annotation, when an
+		// operator set it, wins over -public-ip.
+		if v4, _, err := ks.NodePublicIP(ctx); err != nil {
+			log.Warn("cannot read this node's node-public-ip annotation; using -public-ip or the interface's address", "err", err)
+		} else if v4.IsValid() {
+			log.Info("public IP from the node's annotation", "annotation", ks.Annotations().NodePublicIP, "public_ip", v4)
+			publicIP = v4
+		}
+	} else {
+		es, err := newStore(o, log, metrics, live)
+		if err != nil {
+			log.Error("connecting to etcd", "err", err)
+			return 1
+		}
+		st = es
+	}
+	defer st.Close()
+
 	a, err := agent.New(agent.Options{
-		Manager:        store,
+		Manager:        st,
+		StoreName:      storeName,
 		Backends:       lookupBackend,
 		Iface:          agent.IfaceOptions{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, PublicIP: publicIP},
 		SubnetFile:     o.subnetFile,
