@@ -355,6 +355,19 @@ current-context: kubetest
 	}
 }
 
+// StopControllerManager kills the controller manager: nodes created
+// meanwhile get no podCIDR until StartControllerManager.
+func (c *Cluster) StopControllerManager() {
+	c.mu.Lock()
+	p := c.kcm
+	c.kcm = nil
+	c.mu.Unlock()
+	p.kill()
+}
+
+// StartControllerManager starts the controller manager (again).
+func (c *Cluster) StartControllerManager() { c.startKCM() }
+
 func (c *Cluster) startKCM() {
 	args := []string{
 		"--kubeconfig=" + c.Kubeconfig,
