@@ -124,6 +124,7 @@ func BenchmarkKubeColdStart(b *testing.B) {
 				ms += float64(time.Since(t0).Microseconds()) / 1000
 				b.StopTimer()
 				c, r := procStats(b, h.cmd.Process.Pid)
+				logMem(b, h.cmd.Process.Pid)
 				cpu += c
 				rss += r
 				h.kill()
@@ -170,4 +171,16 @@ func BenchmarkKubeOneChange5000(b *testing.B) {
 	b.ReportMetric(delMs/float64(b.N), "ms-del-to-kernel")
 	b.ReportMetric((c1-c0)/2*100, "idle-cpu-%")
 	b.ReportMetric(rss, "rss-MB")
+}
+
+// logMem logs the anonymous and file-backed parts of a process's RSS.
+func logMem(b *testing.B, pid int) {
+	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	var parts []string
+	for _, line := range strings.Split(string(status), "\n") {
+		if strings.HasPrefix(line, "RssAnon") || strings.HasPrefix(line, "RssFile") {
+			parts = append(parts, strings.Join(strings.Fields(line), " "))
+		}
+	}
+	b.Logf("weftd %d: %s", pid, strings.Join(parts, ", "))
 }

@@ -2,12 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
 
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/weftnet/weft/agent"
@@ -34,9 +32,9 @@ func newKubeStore(ctx context.Context, o *options, log *slog.Logger, live func(b
 	if err != nil {
 		return nil, err
 	}
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := kube.NewAPI(rc)
 	if err != nil {
-		return nil, fmt.Errorf("Kubernetes client: %w", err)
+		return nil, err
 	}
 	name, err := kube.NodeName(ctx, cs, os.Getenv)
 	if err != nil {

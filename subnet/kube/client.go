@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -39,7 +37,7 @@ func RESTConfig(apiURL, kubeconfig, userAgent string) (*rest.Config, error) {
 
 // NodeName returns this node's name as flanneld finds it: $NODE_NAME, else
 // the spec.nodeName of the pod $POD_NAMESPACE/$POD_NAME.
-func NodeName(ctx context.Context, cs kubernetes.Interface, getenv func(string) string) (string, error) {
+func NodeName(ctx context.Context, cs API, getenv func(string) string) (string, error) {
 	if n := getenv("NODE_NAME"); n != "" {
 		return n, nil
 	}
@@ -47,7 +45,7 @@ func NodeName(ctx context.Context, cs kubernetes.Interface, getenv func(string) 
 	if name == "" || ns == "" {
 		return "", errors.New("the node name is unknown: set NODE_NAME, or POD_NAME and POD_NAMESPACE (the DaemonSet sets them from the pod's fieldRef)")
 	}
-	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	pod, err := cs.GetPod(ctx, ns, name)
 	if err != nil {
 		return "", fmt.Errorf("reading pod %s/%s (POD_NAMESPACE/POD_NAME) for its node name: %w", ns, name, err)
 	}

@@ -27,7 +27,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/weftnet/weft/subnet"
@@ -44,8 +43,8 @@ const (
 
 // Options configure a Store. Client, NodeName and NetConfPath are required.
 type Options struct {
-	// Client talks to the apiserver.
-	Client kubernetes.Interface
+	// Client talks to the apiserver (NewAPI).
+	Client API
 	// NodeName is this node's Node object.
 	NodeName string
 	// AnnotationPrefix is -kube-annotation-prefix, normalised as flanneld
@@ -74,7 +73,7 @@ type Options struct {
 // Store implements subnet.Manager on Kubernetes Node objects.
 type Store struct {
 	o    Options
-	cs   kubernetes.Interface
+	cs   API
 	name string
 	ann  Annotations
 	cfg  *subnet.Config // from net-conf.json; SubnetLen 0
@@ -185,12 +184,9 @@ func (s *Store) Close() error {
 func (s *Store) Annotations() Annotations { return s.ann }
 
 func (s *Store) newInformer(ctx context.Context) cache.SharedIndexInformer {
-	nodes := s.cs.CoreV1().Nodes()
 	lw := &cache.ListWatch{
-		ListFunc: func(o metav1.ListOptions) (runtime.Object, error) { return nodes.List(ctx, o) },
-		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) {
-			return nodes.Watch(ctx, o)
-		},
+		ListFunc:  func(o metav1.ListOptions) (runtime.Object, error) { return s.cs.ListNodes(ctx, o) },
+		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) { return s.cs.WatchNodes(ctx, o) },
 	}
 	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
 	_ = inf.SetTransform(s.strip)
@@ -459,7 +455,7 @@ func (s *Store) ensureAnnotations(ctx context.Context, n *nodeInfo, attrs subnet
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := s.cs.CoreV1().Nodes().Patch(pctx, s.name, types.StrategicMergePatchType, body, metav1.PatchOptions{}, "status"); err != nil {
+	if _, err := s.cs.PatchNode(pctx, s.name, types.StrategicMergePatchType, body, "status"); err != nil {
 		return fmt.Errorf("patching the annotations of node %q: %w", s.name, err)
 	}
 	keys := make([]string, 0, len(diff))
@@ -490,7 +486,7 @@ func (s *Store) ensureCondition(ctx context.Context, n *nodeInfo) (bool, error) 
 	body := fmt.Appendf(nil, `{"status":{"conditions":%s}}`, raw)
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := s.cs.CoreV1().Nodes().PatchStatus(pctx, s.name, body); err != nil {
+	if _, err := s.cs.PatchNode(pctx, s.name, types.StrategicMergePatchType, body, "status"); err != nil {
 		return false, fmt.Errorf("setting NetworkUnavailable=False on node %q: %w", s.name, err)
 	}
 	return true, nil
@@ -586,7 +582,7 @@ func (s *Store) ReleaseLease(ctx context.Context, _ *subnet.Lease) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.cs.CoreV1().Nodes().Patch(ctx, s.name, types.StrategicMergePatchType, body, metav1.PatchOptions{}, "status"); err != nil {
+	if _, err := s.cs.PatchNode(ctx, s.name, types.StrategicMergePatchType, body, "status"); err != nil {
 		return fmt.Errorf("removing the lease annotations of node %q: %w", s.name, err)
 	}
 	return nil
@@ -597,7 +593,7 @@ func (s *Store) ReleaseLease(ctx context.Context, _ *subnet.Lease) error {
 // reuse them, e.g. the vxlan backend its VtepMAC from BackendData, as
 // flanneld does. ok is false when the node advertises none.
 func (s *Store) StoredAttrs(ctx context.Context) (attrs subnet.LeaseAttrs, ok bool, err error) {
-	n, err := s.cs.CoreV1().Nodes().Get(ctx, s.name, metav1.GetOptions{})
+	n, err := s.cs.GetNode(ctx, s.name, metav1.GetOptions{})
 	if err != nil {
 		return attrs, false, fmt.Errorf("reading node %q: %w", s.name, err)
 	}
@@ -626,7 +622,7 @@ func (s *Store) StoredAttrs(ctx context.Context) (attrs subnet.LeaseAttrs, ok bo
 // the interface, as in flanneld. Absent values are zero; a malformed value
 // is an error naming the annotation.
 func (s *Store) NodePublicIP(ctx context.Context) (v4, v6 netip.Addr, err error) {
-	n, err := s.cs.CoreV1().Nodes().Get(ctx, s.name, metav1.GetOptions{})
+	n, err := s.cs.GetNode(ctx, s.name, metav1.GetOptions{})
 	if err != nil {
 		return v4, v6, fmt.Errorf("reading node %q: %w", s.name, err)
 	}

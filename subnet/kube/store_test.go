@@ -165,8 +165,12 @@ func TestStore(t *testing.T) {
 	}
 	c.CreateNode(t, "self", kubetest.NodeOptions{Images: 5})
 	logs := &logBuffer{}
+	api, err := NewAPI(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := New(Options{
-		Client: c.Client, NodeName: "self", NetConfPath: netConf, SetNodeNetworkUnavailable: true,
+		Client: api, NodeName: "self", NetConfPath: netConf, SetNodeNetworkUnavailable: true,
 		Logger:       slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		ValidatorFor: registry.ValidateData, LivenessInterval: time.Second,
 	})

@@ -61,7 +61,7 @@ func (s *Store) WatchLeases(ctx context.Context, cfg *subnet.Config, fn func([]s
 func (s *Store) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, s.o.LivenessInterval)
 	defer cancel()
-	_, err := s.cs.CoreV1().Nodes().Get(pctx, s.name, metav1.GetOptions{ResourceVersion: "0"})
+	_, err := s.cs.GetNode(pctx, s.name, metav1.GetOptions{ResourceVersion: "0"})
 	if ctx.Err() != nil {
 		return
 	}
