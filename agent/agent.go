@@ -177,7 +177,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("acquiring a subnet lease: %w", err)
 	}
-	a.log.Info("lease acquired", "subnet", lease.Subnet, "public_ip", lease.Attrs.PublicIP, "reserved", lease.Reserved())
+	if a.o.StoreName == "etcd" {
+		a.log.Info("lease acquired", "subnet", lease.Subnet, "public_ip", lease.Attrs.PublicIP, "reserved", lease.Reserved())
+	} else {
+		a.log.Info("lease acquired", "subnet", lease.Subnet, "public_ip", lease.Attrs.PublicIP, "store", a.o.StoreName)
+	}
 	a.setOwn(*lease)
 	if err := a.writeSubnetEnv(*lease); err != nil {
 		return err

@@ -125,6 +125,10 @@ func BenchmarkKubeColdStart(b *testing.B) {
 				b.StopTimer()
 				c, r := procStats(b, h.cmd.Process.Pid)
 				logMem(b, h.cmd.Process.Pid)
+				if dst := os.Getenv("WEFT_BENCH_LOG"); dst != "" {
+					log, _ := os.ReadFile(h.logPath)
+					_ = os.WriteFile(dst, log, 0o644)
+				}
 				cpu += c
 				rss += r
 				h.kill()

@@ -295,15 +295,19 @@ func (s *Store) ownChanged() <-chan struct{} {
 
 func (s *Store) setLive(live bool, err error) {
 	s.mu.Lock()
-	changed := !s.liveSet || s.live != live
+	first := !s.liveSet
+	changed := first || s.live != live
 	s.live, s.liveSet = live, true
 	s.mu.Unlock()
 	if !changed {
 		return
 	}
-	if live {
+	switch {
+	case live && first:
+		s.log.Info("watching nodes")
+	case live:
 		s.log.Info("watching nodes: the apiserver answers again")
-	} else {
+	default:
 		s.log.Warn("watching nodes: lost the apiserver; the peer set may be stale until it is back", "err", err)
 	}
 	if s.o.OnWatchLive != nil {
@@ -324,7 +328,8 @@ func (s *Store) ownNode() *nodeInfo {
 // while it cannot.
 func (s *Store) waitSynced(ctx context.Context) error {
 	logged := false
-	t := time.NewTicker(100 * time.Millisecond)
+	// A short poll: the agent's start to ready waits on it.
+	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	start := time.Now()
 	for !s.inf.HasSynced() {
