@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"time"
@@ -12,7 +13,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/internal/etcdflags"
+	"github.com/weftnet/weft/internal/version"
 	"github.com/weftnet/weft/ops/leases"
+	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/kube"
 )
 
 // leaseFlags are the flanneld-style etcd flags of the commands that talk to
@@ -20,6 +24,25 @@ import (
 type leaseFlags struct {
 	etcdflags.Flags
 	timeout time.Duration
+	kube    kubeFlags
+}
+
+// kubeFlags are weftd's Kubernetes-mode flags, for `weft leases` in a
+// cluster whose leases are Nodes.
+type kubeFlags struct {
+	enabled          bool
+	apiURL           string
+	kubeconfig       string
+	annotationPrefix string
+	netConfPath      string
+}
+
+func isKubeFlag(name string) bool {
+	switch name {
+	case "kube-subnet-mgr", "kube-api-url", "kubeconfig-file", "kube-annotation-prefix", "net-config-path":
+		return true
+	}
+	return false
 }
 
 // register defines the etcd flags and -timeout on fs.
@@ -28,10 +51,20 @@ func (f *leaseFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up on etcd after this long")
 }
 
+// registerKube defines the Kubernetes-mode flags on fs.
+func (f *leaseFlags) registerKube(fs *flag.FlagSet) {
+	fs.BoolVar(&f.kube.enabled, "kube-subnet-mgr", false, "read the leases from Kubernetes Nodes (as weftd -kube-subnet-mgr) instead of etcd")
+	fs.StringVar(&f.kube.apiURL, "kube-api-url", "", "Kubernetes API server URL")
+	fs.StringVar(&f.kube.kubeconfig, "kubeconfig-file", "", "kubeconfig file (default: $KUBECONFIG, then the in-cluster config)")
+	fs.StringVar(&f.kube.annotationPrefix, "kube-annotation-prefix", kube.DefaultAnnotationPrefix, "prefix of the flannel node annotations")
+	fs.StringVar(&f.kube.netConfPath, "net-config-path", kube.DefaultNetConfPath, "the cluster's net-conf.json, to check the leases against (skipped when missing)")
+}
+
 // fromEnv takes the etcd flags not given on the command line from
 // FLANNELD_ETCD_*, as weftd does.
 func (f *leaseFlags) fromEnv(fs *flag.FlagSet) error {
-	if err := etcdflags.FromEnv(fs, os.Getenv, etcdflags.IsEtcdFlag); err != nil {
+	keep := func(name string) bool { return etcdflags.IsEtcdFlag(name) || isKubeFlag(name) }
+	if err := etcdflags.FromEnv(fs, os.Getenv, keep); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return nil
@@ -44,6 +77,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var f leaseFlags
 	var asJSON bool
 	f.register(fs)
+	f.registerKube(fs)
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts instead of a table")
 	setUsage(fs, "weft leases [flags] | weft leases reserve SUBNET PUBLIC-IP | weft leases release SUBNET")
 	pos, err := parseInterleaved(fs, args)
@@ -56,7 +90,13 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if len(pos) == 0 {
+		if f.kube.enabled {
+			return showKubeLeases(ctx, stdout, f, asJSON)
+		}
 		return showLeases(ctx, stdout, f, asJSON)
+	}
+	if f.kube.enabled {
+		return fmt.Errorf("%w: weft leases %s: in Kubernetes mode a node's subnet is its podCIDR, assigned by kube-controller-manager; there is nothing to reserve or release", errUsage, pos[0])
 	}
 	switch pos[0] {
 	case "reserve":
@@ -123,3 +163,38 @@ func showLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) err
 
 // client connects to etcd as the flags say.
 func (f leaseFlags) client() (*clientv3.Client, error) { return f.Client(5 * time.Second) }
+
+// showKubeLeases prints the leases of a Kubernetes-mode cluster.
+func showKubeLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) error {
+	kf := f.kube
+	ann, err := kube.NewAnnotations(kf.annotationPrefix)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	kubeconfig := kf.kubeconfig
+	if kubeconfig == "" && kf.apiURL == "" {
+		kubeconfig = os.Getenv("KUBECONFIG")
+	}
+	rc, err := kube.RESTConfig(kf.apiURL, kubeconfig, "weft/"+version.String())
+	if err != nil {
+		return err
+	}
+	api, err := kube.NewAPI(rc)
+	if err != nil {
+		return err
+	}
+	var cfg *subnet.Config
+	if _, statErr := os.Stat(kf.netConfPath); statErr == nil {
+		if cfg, err = kube.ReadNetConf(kf.netConfPath, slog.New(slog.DiscardHandler)); err != nil {
+			return err
+		}
+	}
+	rep, err := leases.ListKube(ctx, api, ann, cfg)
+	if err != nil {
+		return fmt.Errorf("%w (apiserver %s)", err, rc.Host)
+	}
+	if asJSON {
+		return leases.RenderJSON(w, rep)
+	}
+	return leases.RenderTable(w, rep)
+}

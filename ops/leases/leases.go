@@ -40,8 +40,11 @@ type Row struct {
 	// Invalid is the reason the lease fails validation (agents ignore
 	// it), or empty.
 	Invalid string `json:"invalid,omitempty"`
-	// Value is the raw stored value.
+	// Value is the raw stored value (in Kubernetes mode, the lease
+	// attributes the Node's annotations describe).
 	Value json.RawMessage `json:"value"`
+	// Node is the Node's name in Kubernetes mode.
+	Node string `json:"node,omitempty"`
 }
 
 // Report is the whole answer of `weft leases`.
@@ -53,6 +56,10 @@ type Report struct {
 	Network     string          `json:"network,omitempty"`
 	BackendType string          `json:"backendType,omitempty"`
 	Leases      []Row           `json:"leases"`
+	// Kube is true for the leases of a Kubernetes-mode cluster (Nodes);
+	// OtherNodes counts the Nodes that are not flannel nodes.
+	Kube       bool `json:"kube,omitempty"`
+	OtherNodes int  `json:"otherNodes,omitempty"`
 }
 
 // Etcd is the part of the etcd client `weft leases` uses.
@@ -191,6 +198,8 @@ func rawOrString(b []byte) json.RawMessage {
 // FormatExpiry renders a row's expiry for a person.
 func FormatExpiry(r Row) string {
 	switch {
+	case r.Node != "":
+		return "with its Node"
 	case r.Reservation:
 		return "reservation"
 	case r.ExpiresInSeconds == nil || *r.ExpiresInSeconds < 0:
@@ -203,6 +212,11 @@ func FormatExpiry(r Row) string {
 func RenderTable(w io.Writer, rep *Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	switch {
+	case rep.Kube:
+		fmt.Fprintln(tw, kubeHeader(rep))
+		if rep.ConfigError != "" {
+			fmt.Fprintf(tw, "network config: %s\n", rep.ConfigError)
+		}
 	case rep.ConfigError != "":
 		fmt.Fprintf(tw, "network config: %s\n", rep.ConfigError)
 	default:
@@ -211,16 +225,27 @@ func RenderTable(w io.Writer, rep *Report) error {
 	if len(rep.Leases) == 0 {
 		return tw.Flush()
 	}
-	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tVTEP MAC\tEXPIRES IN\tVALID")
+	node := ""
+	if rep.Kube {
+		node = "NODE\t"
+	}
+	fmt.Fprintln(tw, node+"SUBNET\tPUBLIC IP\tBACKEND\tVTEP MAC\tEXPIRES IN\tVALID")
 	for _, r := range rep.Leases {
+		if rep.Kube {
+			fmt.Fprintf(tw, "%s\t", r.Node)
+		}
 		subnet := r.Subnet
-		if subnet == "" {
+		if subnet == "" && !rep.Kube {
 			subnet = r.Key
 		}
+		subnet = dash(subnet)
 		if r.IPv6Subnet != "" {
 			subnet += " " + r.IPv6Subnet
 		}
 		valid := "ok"
+		if rep.Kube && rep.ConfigError != "" {
+			valid = "?"
+		}
 		if r.Invalid != "" {
 			valid = "INVALID: " + r.Invalid
 		}

@@ -643,3 +643,73 @@ func (s *Store) NodePublicIP(ctx context.Context) (v4, v6 netip.Addr, err error)
 	}
 	return v4, v6, nil
 }
+
+// NodeLease is one flannel Node as `weft leases` shows it: what its podCIDR
+// and annotations say, and why it is not a usable lease, if it is not.
+type NodeLease struct {
+	Node  string
+	Lease subnet.Lease
+	// Invalid is why peers skip the node ("" when usable, or when no
+	// network config was given to check it against).
+	Invalid string
+}
+
+// ListLeases reads every Node with kube-subnet-manager="true" and returns
+// its lease, checked against cfg (skipped when cfg is nil) with each
+// node's podCIDR length, in node-name order, and the number of Nodes that
+// are not flannel nodes.
+func ListLeases(ctx context.Context, api API, ann Annotations, cfg *subnet.Config, validate func(*subnet.Config) subnet.DataValidator) ([]NodeLease, int, error) {
+	list, err := api.ListNodes(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, 0, fmt.Errorf("listing nodes: %w", err)
+	}
+	var out []NodeLease
+	others := 0
+	for i := range list.Items {
+		n := toInfo(&list.Items[i])
+		if n.annotations[ann.SubnetManager] != "true" {
+			others++
+			continue
+		}
+		nl := NodeLease{Node: n.name, Lease: ann.describe(n)}
+		if cfg != nil {
+			c := cfg
+			if v4, _, err := splitPodCIDRs(n.podCIDRs); err == nil && v4.IsValid() {
+				if k, err := cfg.WithSubnetLen(v4); err == nil {
+					c = k
+				}
+			}
+			var v subnet.DataValidator
+			if validate != nil {
+				v = validate(c)
+			}
+			if _, err := ann.nodeLease(c, n, v); err != nil {
+				nl.Invalid = strings.TrimPrefix(err.Error(), fmt.Sprintf("node %q: ", n.name))
+			}
+		}
+		out = append(out, nl)
+	}
+	slices.SortFunc(out, func(a, b NodeLease) int { return strings.Compare(a.Node, b.Node) })
+	return out, others, nil
+}
+
+// describe fills a lease with whatever of a node's podCIDRs and annotations
+// parses, for display.
+func (a Annotations) describe(n *nodeInfo) subnet.Lease {
+	var l subnet.Lease
+	l.Subnet, l.IPv6Subnet, _ = splitPodCIDRs(n.podCIDRs)
+	l.Attrs.BackendType = n.annotations[a.BackendType]
+	if ip, err := netip.ParseAddr(n.annotations[a.PublicIP]); err == nil {
+		l.Attrs.PublicIP = ip
+	}
+	if ip, err := netip.ParseAddr(n.annotations[a.PublicIPv6]); err == nil {
+		l.Attrs.PublicIPv6 = &ip
+	}
+	if d := n.annotations[a.BackendData]; d != "" {
+		l.Attrs.BackendData = json.RawMessage(d)
+	}
+	if d := n.annotations[a.BackendV6Data]; d != "" {
+		l.Attrs.BackendV6Data = json.RawMessage(d)
+	}
+	return l
+}
