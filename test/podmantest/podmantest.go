@@ -155,8 +155,12 @@ runroot = %q
 		"CONTAINERS_STORAGE_CONF="+filepath.Join(dir, "storage.conf"),
 		"CONTAINERS_REGISTRIES_CONF="+filepath.Join(dir, "registries.conf"))
 	p.env = append(p.env, "TMPDIR="+filepath.Join(dir, "tmp"))
-	// runc keeps its state in /run/runc unless told otherwise.
-	p.global = []string{"--root", root, "--runroot", runroot, "--runtime-flag", "root=" + filepath.Join(dir, "runc")}
+	// runc keeps its state in its default /run/runc: podman 4.3 does not
+	// pass --runtime-flag on to the cleanup process conmon starts when a
+	// container exits, which then deletes nothing, and a `podman start`
+	// right after a stop fails with "container with given ID already
+	// exists".
+	p.global = []string{"--root", root, "--runroot", runroot}
 	t.Cleanup(func() { p.cleanup(t) })
 	p.importBusybox(t)
 	return p
@@ -302,9 +306,8 @@ func (p *Podman) cleanup(t testing.TB) {
 	}
 }
 
-// runcRoot is runc's default state directory. Containers keep their state
-// in the test's directory (--runtime-flag root=), but some runc call of
-// podman's still creates the default one, empty.
+// runcRoot is runc's state directory: it holds one directory per running
+// container (named by its random ID) and is empty once they are gone.
 const runcRoot = "/run/runc"
 
 // globalDirs are the directories outside the test's own that podman 4.3
