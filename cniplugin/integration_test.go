@@ -193,11 +193,27 @@ func assertClean(t *testing.T, h *cnitest.Host) {
 	if ips := h.AllocatedIPs(t, "cbr0"); len(ips) != 0 {
 		t.Errorf("addresses left in host-local's store: %v", ips)
 	}
-	if veths := h.Veths(t); len(veths) != 0 {
+	// After the pod's netns is deleted, the kernel removes the veth pair
+	// from a work queue, a moment later.
+	if veths := waitVeths(t, h, 0); len(veths) != 0 {
 		t.Errorf("veths left on the host: %v", veths)
 	}
 	if files := h.CacheFiles(t); len(files) != 0 {
 		t.Errorf("cache files left: %v", files)
+	}
+}
+
+// waitVeths waits up to 5 s for the host to have n veths and returns the
+// ones it has.
+func waitVeths(t *testing.T, h *cnitest.Host, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		veths := h.Veths(t)
+		if len(veths) == n || time.Now().After(deadline) {
+			return veths
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -583,7 +599,7 @@ func TestDelWithoutCacheOrEnvReleases(t *testing.T) {
 			if files := h.CacheFiles(t); !slices.Equal(files, []string{keep.ContainerID}) {
 				t.Errorf("cache files %v, want only the other pod's", files)
 			}
-			if veths := h.Veths(t); len(veths) != 1 {
+			if veths := waitVeths(t, h, 1); len(veths) != 1 {
 				t.Errorf("veths on the host %v, want only the other pod's", veths)
 			}
 		})

@@ -93,7 +93,14 @@ func (n *podmanNet) assertAttached(t *testing.T, what string, ids ...string) {
 	if ips := n.files.AllocatedIPs(t, n.name); len(ips) != len(ids) {
 		t.Errorf("%s: host-local holds %v, want %d addresses", what, ips, len(ids))
 	}
-	veths := slices.DeleteFunc(n.files.Veths(t), func(v string) bool { return slices.Contains(n.hostVeths, v) })
+	// A veth whose netns went first disappears a moment later.
+	var veths []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		veths = slices.DeleteFunc(n.files.Veths(t), func(v string) bool { return slices.Contains(n.hostVeths, v) })
+		if len(veths) == len(ids) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(veths) != len(ids) {
 		t.Errorf("%s: veths on %s: %v, want %d", what, n.h.name, veths, len(ids))
 	}
