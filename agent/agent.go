@@ -400,14 +400,28 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if !snapshot || (!dirty && !force) {
 			continue
 		}
+		first := !a.ready.Load() // this Set programs every peer listed at start
+		var cpu0 time.Duration
+		cpuOK := false
+		if first {
+			cpu0, cpuOK = processCPU()
+		}
 		t0 := time.Now()
 		// The sorted peer set itself, own lease included: no copy or sort
 		// per event. backend.State's contract: the backend skips the own
 		// subnet's lease and keeps nothing of the slice after Set.
 		state := backend.State{Own: own, Peers: peers.all()}
 		err := a.be.Set(ctx, state)
+		took := time.Since(t0)
+		if first {
+			// Set returns once the kernel has acknowledged every entry.
+			a.m.InitialProgram.Set(took.Seconds())
+			if cpu1, ok := processCPU(); ok && cpuOK {
+				a.m.InitialProgramCPU.Set((cpu1 - cpu0).Seconds())
+			}
+		}
 		a.m.ReconcileRuns.Inc()
-		a.m.ReconcileTime.Observe(time.Since(t0).Seconds())
+		a.m.ReconcileTime.Observe(took.Seconds())
 		nPeers := len(state.Peers)
 		if peers.has(own.Subnet) {
 			nPeers--
@@ -440,7 +454,8 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			// Peers that fail validation never get here; peer errors from the
 			// backend (one unreachable peer) do not hold readiness back.
 			a.ready.Store(true)
-			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers)
+			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers,
+				"programmed_in", took.Round(time.Microsecond))
 			if err := sdNotify("READY=1"); err != nil {
 				a.log.Warn("sd_notify", "err", err)
 			}

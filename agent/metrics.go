@@ -5,6 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
 )
 
 // Metrics are the agent's Prometheus metrics, on a registry of its own.
@@ -18,6 +19,11 @@ type Metrics struct {
 	WatchRestarts   prometheus.Counter
 	EtcdLatency     *prometheus.HistogramVec
 	LeaseChanges    prometheus.Counter
+	// InitialProgram and InitialProgramCPU describe the first programming
+	// of the data plane after start (every peer listed at start, in one
+	// backend Set): its wall time and the process's CPU time meanwhile.
+	InitialProgram    prometheus.Gauge
+	InitialProgramCPU prometheus.Gauge
 }
 
 // NewMetrics creates and registers the agent's metrics.
@@ -50,11 +56,27 @@ func NewMetrics() *Metrics {
 		LeaseChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_own_lease_changes_total", Help: "Times this node's lease was lost and acquired again.",
 		}),
+		InitialProgram: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_initial_program_seconds", Help: "Wall time of the first programming of the data plane after start (every peer listed at start, one backend Set); 0 until the agent is first ready.",
+		}),
+		InitialProgramCPU: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_initial_program_cpu_seconds", Help: "CPU time (user+system, all threads) of the agent process during its first programming of the data plane; 0 until the agent is first ready.",
+		}),
 	}
 	m.Registry.MustRegister(m.LeasesKnown, m.PeersProgrammed, m.ReconcileRuns, m.ReconcileErrors,
-		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges,
+		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges, m.InitialProgram, m.InitialProgramCPU,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// processCPU returns the CPU time (user+system) of this process, all its
+// threads, in nanoseconds; ok is false where the clock cannot be read.
+func processCPU() (d time.Duration, ok bool) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_PROCESS_CPUTIME_ID, &ts); err != nil {
+		return 0, false
+	}
+	return time.Duration(ts.Nano()), true
 }
 
 // ObserveEtcd records the latency of one etcd request.

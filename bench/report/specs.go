@@ -18,11 +18,17 @@ var Titles = []string{SecLabUp, SecDataPlane, SecConvergence, SecCNI, SecRestart
 // writes as out/go-<file>.txt.
 var Specs = []BenchRow{
 	// cmd/weftd: the whole agent as a process.
-	{Section: SecScale, What: "agent start to ready, 5 peers (target 100 ms)", File: "weftd", Name: "BenchmarkColdStart/peers=5", Unit: "ms-to-ready", Show: "ms"},
-	{Section: SecScale, What: "agent start to ready, 1,000 peers (time to program)", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "ms-to-ready", BaseName: "BenchmarkIPBatch/peers=1000", BaseUnit: "ns/op", Show: "ms", BaseScale: 1e-6},
-	{Section: SecScale, What: "agent start to ready, 5,000 peers (time to program)", File: "weftd", Name: "BenchmarkColdStart/peers=5000", Unit: "ms-to-ready", BaseName: "BenchmarkIPBatch/peers=5000", BaseUnit: "ns/op", Show: "ms", BaseScale: 1e-6},
-	{Section: SecScale, What: "agent CPU to start with 1,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "cpu-s", BaseName: "BenchmarkIPBatch/peers=1000", BaseUnit: "cpu-s", Show: "CPU-s"},
-	{Section: SecScale, What: "agent CPU to start with 5,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=5000", Unit: "cpu-s", BaseName: "BenchmarkIPBatch/peers=5000", BaseUnit: "cpu-s", Show: "CPU-s"},
+	// Start-up (exec → /readyz 200) has no floor measured beside it; its
+	// programming part does: ip -batch of the same entries.
+	{Section: SecScale, What: "agent start (exec) to ready, 5 peers (target 100 ms)", File: "weftd", Name: "BenchmarkColdStart/peers=5", Unit: "ms-to-ready", Show: "ms"},
+	{Section: SecScale, What: "agent start (exec) to ready, 1,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "ms-to-ready", Show: "ms"},
+	{Section: SecScale, What: "agent start (exec) to ready, 5,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=5000", Unit: "ms-to-ready", Show: "ms"},
+	{Section: SecScale, What: "agent CPU from start (exec) to ready, 1,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "cpu-s", Scale: 1000, Show: "CPU-ms"},
+	{Section: SecScale, What: "agent CPU from start (exec) to ready, 5,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=5000", Unit: "cpu-s", Scale: 1000, Show: "CPU-ms"},
+	{Section: SecScale, What: "agent at start programs 1,000 peers: first Set until the kernel holds every entry", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "program-ms", BaseName: "BenchmarkIPBatch/peers=1000", BaseUnit: "ns/op", Show: "ms", BaseScale: 1e-6},
+	{Section: SecScale, What: "agent at start programs 5,000 peers: first Set until the kernel holds every entry", File: "weftd", Name: "BenchmarkColdStart/peers=5000", Unit: "program-ms", BaseName: "BenchmarkIPBatch/peers=5000", BaseUnit: "ns/op", Show: "ms", BaseScale: 1e-6},
+	{Section: SecScale, What: "agent CPU to program 1,000 peers at start (first Set)", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "program-cpu-s", BaseName: "BenchmarkIPBatch/peers=1000", BaseUnit: "cpu-s", Scale: 1000, Show: "CPU-ms"},
+	{Section: SecScale, What: "agent CPU to program 5,000 peers at start (first Set)", File: "weftd", Name: "BenchmarkColdStart/peers=5000", Unit: "program-cpu-s", BaseName: "BenchmarkIPBatch/peers=5000", BaseUnit: "cpu-s", Scale: 1000, Show: "CPU-ms"},
 	{Section: SecScale, What: "agent resident memory, 1,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "rss-MB", Show: "MB"},
 	{Section: SecScale, What: "agent resident memory, 5,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=5000", Unit: "rss-MB", Show: "MB"},
 	{Section: SecScale, What: "agent idle CPU, 5,000 peers", File: "weftd", Name: "BenchmarkOneChange5000", Unit: "idle-cpu-%", Show: "% of a CPU"},
@@ -50,9 +56,9 @@ var Specs = []BenchRow{
 	{Section: SecComponents, What: "vxlan backend programs 5,000 peers (CPU)", File: "vxlan", Name: "BenchmarkProgram5000", Unit: "cpu-s/op", BaseName: "BenchmarkIPBatch5000", BaseUnit: "cpu-s/op", Scale: 1000, Show: "CPU-ms"},
 	{Section: SecComponents, What: "vxlan backend: one change with 5,000 peers", File: "vxlan", Name: "BenchmarkOneChange5000", Unit: "ns/op", Scale: 1e-6, Show: "ms"},
 
-	// subnet/etcd: leasing vs the raw etcd calls it makes.
-	{Section: SecComponents, What: "acquire a lease among 1,000", File: "etcd", Name: "BenchmarkAcquire/leases=1000", Unit: "ns/op", BaseName: "BenchmarkAcquire/RawGetPrefix/leases=1000", BaseUnit: "ns/op", Scale: 1e-6, Show: "ms"},
-	{Section: SecComponents, What: "acquire a lease among 10,000", File: "etcd", Name: "BenchmarkAcquire/leases=10000", Unit: "ns/op", BaseName: "BenchmarkAcquire/RawGetPrefix/leases=10000", BaseUnit: "ns/op", Scale: 1e-6, Show: "ms"},
-	{Section: SecComponents, What: "raw etcd Txn (a floor for acquire)", File: "etcd", Name: "BenchmarkRawTxn", Unit: "ns/op", Scale: 1e-6, Show: "ms"},
+	// subnet/etcd: leasing vs the same etcd RPCs made raw (Get prefix, Grant,
+	// Txn), taking turns in the same iterations.
+	{Section: SecComponents, What: "acquire a lease among 1,000 (new node)", File: "etcd", Name: "BenchmarkAcquire/leases=1000", Unit: "acquire-ms", BaseName: "BenchmarkAcquire/leases=1000", BaseUnit: "raw-rpcs-ms", Show: "ms"},
+	{Section: SecComponents, What: "acquire a lease among 10,000 (new node)", File: "etcd", Name: "BenchmarkAcquire/leases=10000", Unit: "acquire-ms", BaseName: "BenchmarkAcquire/leases=10000", BaseUnit: "raw-rpcs-ms", Show: "ms"},
 	{Section: SecComponents, What: "watch delivers 1,000 changes: after the last write", File: "etcd", Name: "BenchmarkWatchDeliver1000", Unit: "ms-after-last-write", BaseName: "BenchmarkRawWatch1000", BaseUnit: "ms-after-last-write", Show: "ms"},
 }
