@@ -47,6 +47,9 @@ type BenchRow struct {
 	Show  string // unit shown in the table
 	// BaseScale multiplies the baseline; 0 means Scale.
 	BaseScale float64
+	// BaseLabel names the baseline in the table; empty shows BaseName
+	// without "Benchmark" (or BaseUnit, for another metric of Name).
+	BaseLabel string
 }
 
 // Build turns the parsed files into sections in the order of titles: the
@@ -117,7 +120,10 @@ func benchRow(s BenchRow, f *BenchFile) Row {
 	}
 	bv *= scale
 	label := strings.TrimPrefix(s.BaseName, "Benchmark")
-	if s.BaseName == s.Name {
+	switch {
+	case s.BaseLabel != "":
+		label = s.BaseLabel
+	case s.BaseName == s.Name:
 		label = s.BaseUnit // another metric of the same benchmark
 	}
 	r.Baseline = fmt.Sprintf("%s %s (%s)", Number(bv), s.Show, label)

@@ -120,11 +120,12 @@ func TestBuildAndRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	specs := []BenchRow{
-		{SecScale, "start, 1,000 peers", "weftd", "BenchmarkColdStart/peers=1000", "ms-to-ready", "BenchmarkIPBatch/peers=1000", "ns/op", 0, "ms", 1e-6},
-		{SecScale, "idle | CPU", "weftd", "BenchmarkOneChange5000", "idle-cpu-%", "", "", 0, "%", 0},
-		{SecScale, "gone", "weftd", "BenchmarkGone", "ns/op", "", "", 0, "ns", 0},
-		{SecScale, "burst", "weftd", "BenchmarkBurst", "ms-to-kernel", "", "", 0, "ms", 0},
-		{SecComponents, "not run", "vxlan", "BenchmarkProgram1000", "ns/op", "", "", 0, "ns", 0},
+		{Section: SecScale, What: "start, 1,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "ms-to-ready", BaseName: "BenchmarkIPBatch/peers=1000", BaseUnit: "ns/op", Show: "ms", BaseScale: 1e-6},
+		{Section: SecScale, What: "cpu", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "cpu-s", BaseName: "BenchmarkIPBatch/peers=1000", BaseUnit: "cpu-s", Scale: 1000, Show: "CPU-ms", BaseLabel: "ip -batch"},
+		{Section: SecScale, What: "idle | CPU", File: "weftd", Name: "BenchmarkOneChange5000", Unit: "idle-cpu-%", Show: "%"},
+		{Section: SecScale, What: "gone", File: "weftd", Name: "BenchmarkGone", Unit: "ns/op", Show: "ns"},
+		{Section: SecScale, What: "burst", File: "weftd", Name: "BenchmarkBurst", Unit: "ms-to-kernel", Show: "ms"},
+		{Section: SecComponents, What: "not run", File: "vxlan", Name: "BenchmarkProgram1000", Unit: "ns/op", Show: "ns"},
 	}
 	labs := []*LabFile{{Section: SecLabUp, Measurements: []Measurement{
 		{What: "lab up", Unit: "ms", Samples: []float64{4000, 6000, 5000}, Target: 5000, Command: "weft lab up"},
@@ -145,6 +146,7 @@ func TestBuildAndRender(t *testing.T) {
 		"| lab up | 5000 ms (median of 3) | target 5000 ms | 1.00× | `weft lab up` |\n",
 		"| start, 1,000 peers | 772 ms | 422 ms (IPBatch/peers=1000) | 1.83× | `go test -run '^$' -bench . -benchtime 3x ./cmd/weftd/` |\n",
 		`| idle \| CPU | 3.00 % | — | — |`,
+		"| cpu | 315 CPU-ms | 166 CPU-ms (ip -batch) | 1.90× |",
 		"| lost | 0 packets | — | — | `` ping `x` `` |\n",
 		"| gone | not measured (missing from the output) |",
 		"| burst | FAILED (its output is in bench/out/go-weftd.txt) |",
