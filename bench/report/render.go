@@ -50,6 +50,16 @@ type BenchRow struct {
 	// BaseLabel names the baseline in the table; empty shows BaseName
 	// without "Benchmark" (or BaseUnit, for another metric of Name).
 	BaseLabel string
+	// Notes are more metrics of the benchmark Name, shown in brackets
+	// after the figure: how it was measured (a window, a resolution).
+	Notes []Note
+}
+
+// Note shows one metric beside a row's figure.
+type Note struct {
+	Unit string // metric unit in the output
+	// Format has one %s, which receives the value formatted by Number.
+	Format string
 }
 
 // Build turns the parsed files into sections in the order of titles: the
@@ -107,6 +117,18 @@ func benchRow(s BenchRow, f *BenchFile) Row {
 	}
 	v *= scale
 	r.Figure = Number(v) + " " + s.Show
+	if len(s.Notes) > 0 {
+		var notes []string
+		for _, n := range s.Notes {
+			nv, _, ok := Find([]*BenchFile{f}, s.Name, n.Unit)
+			if !ok {
+				notes = append(notes, n.Unit+" missing")
+				continue
+			}
+			notes = append(notes, fmt.Sprintf(n.Format, Number(nv)))
+		}
+		r.Figure += " (" + strings.Join(notes, "; ") + ")"
+	}
 	if s.BaseName == "" {
 		return r
 	}
