@@ -13,12 +13,14 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
@@ -402,9 +404,9 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		}
 		first := !a.ready.Load() // this Set programs every peer listed at start
 		var cpu0 time.Duration
-		cpuOK := false
+		var cpuErr error
 		if first {
-			cpu0, cpuOK = processCPU()
+			cpu0, cpuErr = procstat.CPU(os.Getpid())
 		}
 		t0 := time.Now()
 		// The sorted peer set itself, own lease included: no copy or sort
@@ -416,7 +418,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if first {
 			// Set returns once the kernel has acknowledged every entry.
 			a.m.InitialProgram.Set(took.Seconds())
-			if cpu1, ok := processCPU(); ok && cpuOK {
+			if cpu1, err := procstat.CPU(os.Getpid()); err == nil && cpuErr == nil {
 				a.m.InitialProgramCPU.Set((cpu1 - cpu0).Seconds())
 			}
 		}

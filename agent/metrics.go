@@ -5,7 +5,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/sys/unix"
 )
 
 // Metrics are the agent's Prometheus metrics, on a registry of its own.
@@ -67,16 +66,6 @@ func NewMetrics() *Metrics {
 		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges, m.InitialProgram, m.InitialProgramCPU,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
-}
-
-// processCPU returns the CPU time (user+system) of this process, all its
-// threads, in nanoseconds; ok is false where the clock cannot be read.
-func processCPU() (d time.Duration, ok bool) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_PROCESS_CPUTIME_ID, &ts); err != nil {
-		return 0, false
-	}
-	return time.Duration(ts.Nano()), true
 }
 
 // ObserveEtcd records the latency of one etcd request.

@@ -188,7 +188,9 @@ func statName(s string) string {
 	return s
 }
 
-// Number formats v with about three significant digits.
+// Number formats v with three significant digits (no fewer for small
+// values: an idle CPU of 0.0886 % stays 0.0886, not 0.09); integers from
+// 100 up keep all their digits.
 func Number(v float64) string {
 	a := math.Abs(v)
 	switch {
@@ -196,10 +198,9 @@ func Number(v float64) string {
 		return "0"
 	case a >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64)
-	case a >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	case a >= 0.01:
-		return strconv.FormatFloat(v, 'f', 2, 64)
+	case a >= 0.001:
+		decimals := 2 - int(math.Floor(math.Log10(a)))
+		return strconv.FormatFloat(v, 'f', decimals, 64)
 	}
 	return strconv.FormatFloat(v, 'g', 3, 64)
 }

@@ -172,7 +172,8 @@ func TestBuildUnknownSection(t *testing.T) {
 }
 
 func TestNumber(t *testing.T) {
-	for v, want := range map[float64]string{0: "0", 1234.5: "1234", 12.34: "12.3", 1.234: "1.23", 0.001234: "0.00123"} {
+	for v, want := range map[float64]string{0: "0", 1234.5: "1234", 99.94: "99.9", 12.34: "12.3", 1.234: "1.23", 0.5: "0.500",
+		0.0886: "0.0886", 0.001234: "0.00123", 0.0001234: "0.000123", 5e-9: "5e-09", -0.0886: "-0.0886"} {
 		if got := Number(v); got != want {
 			t.Errorf("Number(%v) = %q, want %q", v, got, want)
 		}

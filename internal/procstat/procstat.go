@@ -1,6 +1,6 @@
 // Package procstat reads what the kernel accounts for a running process:
 // its CPU time and its resident memory. The benchmarks use it to measure
-// an agent from outside.
+// an agent from outside; the agent, to time its own first programming.
 //
 // CPU time comes from the process's CPU clock (clock_gettime on the clock
 // of another process, as clock_getcpuclockid(3) names it): the sum over all
