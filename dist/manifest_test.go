@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -802,5 +803,64 @@ func testInstallCNI(t *testing.T, m *manifest) {
 	left, _ := filepath.Glob(filepath.Join(tmp, "host*", ".*"))
 	if len(left) > 0 {
 		t.Errorf("temporary files left behind: %v", left)
+	}
+}
+
+// TestManifestsReadme checks kubernetes/README.md against the directory: it
+// names every manifest there, and every file it applies exists.
+func TestManifestsReadme(t *testing.T) {
+	data, err := os.ReadFile("kubernetes/README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(data)
+	files, err := filepath.Glob("kubernetes/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests in kubernetes/: %v", err)
+	}
+	for _, f := range files {
+		if !strings.Contains(readme, "`"+filepath.Base(f)+"`") {
+			t.Errorf("kubernetes/README.md does not name %s", filepath.Base(f))
+		}
+	}
+	for _, mf := range manifests {
+		if !slices.Contains(files, mf.path) {
+			t.Errorf("the test knows %s, which is not in kubernetes/", mf.path)
+		}
+	}
+	if len(files) != len(manifests) {
+		t.Errorf("kubernetes/ holds %v; the tests know %d manifests: add the new one to manifests", files, len(manifests))
+	}
+	for _, m := range regexp.MustCompile(`kubectl (?:apply|delete) -f ([\w./-]+)`).FindAllStringSubmatch(readme, -1) {
+		if _, err := os.Stat(filepath.Join("kubernetes", m[1])); err != nil {
+			t.Errorf("kubernetes/README.md applies %s: %v", m[1], err)
+		}
+	}
+}
+
+// TestKubeModeDocNetConf checks that the net-conf.json configuration.md
+// shows for Kubernetes mode is the one weft-kube.yaml ships.
+func TestKubeModeDocNetConf(t *testing.T) {
+	doc, err := os.ReadFile(configDoc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "\n### net-conf.json in Kubernetes mode\n")
+	if !ok {
+		t.Fatalf("%s has no section \"net-conf.json in Kubernetes mode\"", configDoc)
+	}
+	_, rest, ok = strings.Cut(rest, "```json\n")
+	if !ok {
+		t.Fatalf("%s: no JSON block in \"net-conf.json in Kubernetes mode\"", configDoc)
+	}
+	block, _, _ := strings.Cut(rest, "```")
+	for _, mf := range manifests {
+		if !mf.kube {
+			continue
+		}
+		shipped := loadManifest(t, mf).configMap.Data["net-conf.json"]
+		if !jsonEqual(t, []byte(block), []byte(shipped)) {
+			t.Errorf("%s shows net-conf.json as %s, but %s ships %s", configDoc, block, mf.path, shipped)
+		}
 	}
 }
