@@ -451,7 +451,7 @@ func agentFlags(t *testing.T, c *corev1.Container) map[string]string {
 		name, val, ok := strings.Cut(a, "=")
 		if !ok {
 			switch name {
-			case "ip-masq", "iptables-forward-rules", "version", "kube-subnet-mgr":
+			case "ip-masq", "iptables-forward-rules", "version", "kube-subnet-mgr", "set-node-network-unavailable":
 				val = "true"
 			default:
 				if i+1 == len(args) {
