@@ -14,6 +14,15 @@ const (
 // Titles lists the sections in order.
 var Titles = []string{SecLabUp, SecDataPlane, SecConvergence, SecCNI, SecRestart, SecScale, SecComponents}
 
+// Packages maps the File of a row spec (run.sh's go-<file>.txt) to the
+// package, relative to the repository's root, whose benchmarks write it.
+var Packages = map[string]string{
+	"weftd": "cmd/weftd",
+	"cni":   "cniplugin",
+	"vxlan": "backend/vxlan",
+	"etcd":  "subnet/etcd",
+}
+
 // Specs are the rows taken from the `go test -bench` files that run.sh
 // writes as out/go-<file>.txt.
 var Specs = []BenchRow{
