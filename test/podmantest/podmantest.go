@@ -122,9 +122,10 @@ func New(t testing.TB, ns *netnstest.NS, pluginDir string) *Podman {
 	}
 	root, runroot := filepath.Join(dir, "root"), filepath.Join(dir, "runroot")
 	files := map[string]string{
-		// Explicit ulimits: podman's defaults raise RLIMIT_NPROC above
-		// what this machine's hard limit allows, and runc fails with
-		// "setrlimit RLIMIT_NPROC".
+		// Explicit ulimits: podman's defaults raise RLIMIT_NOFILE and
+		// RLIMIT_NPROC above this machine's hard limits (20000 and 96363
+		// when this was written), and runc fails with "error setting
+		// rlimit type 7" (then type 6 with only nofile set).
 		"containers.conf": fmt.Sprintf(`[containers]
 default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
 [engine]
