@@ -1,7 +1,8 @@
 // Package teardown removes what weftd set up on a node, for decommissioning
 // it: the node's lease in etcd, the VXLAN device (with its routes,
-// neighbours and FDB entries) or the host-gw routes, the iptables chains
-// and the nftables tables, and subnet.env. It works in the network namespace of the calling thread.
+// neighbours and FDB entries) or the host-gw routes, the firewall rules (the
+// iptables chains and the nftables tables, whichever mode left them), and
+// subnet.env. It works in the network namespace of the calling thread.
 // A plain agent stop never does any of this: only an explicit teardown does.
 package teardown
 
