@@ -121,4 +121,6 @@ func TestStartFirewall(t *testing.T) {
 // nopManager and nopBackends satisfy New; startFirewall uses neither.
 type nopManager struct{ subnet.Manager }
 
-func nopBackends(string) (backend.Spec, error) { return backend.Spec{}, errors.New("no backends in this test") }
+func nopBackends(string) (backend.Spec, error) {
+	return backend.Spec{}, errors.New("no backends in this test")
+}
