@@ -74,7 +74,7 @@ func TestStartFirewall(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			a, err := New(Options{Manager: nopManager{}, Backends: nopBackends, IPMasq: true, ForwardRules: true,
+			a, err := New(Options{Manager: firewallTestManager{}, Backends: firewallTestBackends, IPMasq: true, ForwardRules: true,
 				Firewall: func(m firewall.Mode) (firewall.Firewall, error) {
 					if m == tt.missing {
 						return nil, notInstalled
@@ -118,9 +118,9 @@ func TestStartFirewall(t *testing.T) {
 	}
 }
 
-// nopManager and nopBackends satisfy New; startFirewall uses neither.
-type nopManager struct{ subnet.Manager }
+// firewallTestManager and firewallTestBackends satisfy New; startFirewall uses neither.
+type firewallTestManager struct{ subnet.Manager }
 
-func nopBackends(string) (backend.Spec, error) {
+func firewallTestBackends(string) (backend.Spec, error) {
 	return backend.Spec{}, errors.New("no backends in this test")
 }
