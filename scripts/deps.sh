@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages, the tools Weft's lab, tests and
 # benchmarks use when they are missing: iproute2 (ip, bridge), iptables,
-# ping and iperf3; nftables in a block of its own below. Sourced by scripts/test.sh and scripts/lab.sh.
+# ping and iperf3 (nftables in a block of its own below). Sourced by
+# scripts/test.sh and scripts/lab.sh.
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v bridge >/dev/null 2>&1 || need+=(iproute2)
