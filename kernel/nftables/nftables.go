@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"sync"
@@ -71,21 +72,18 @@ func Rule(f firewall.Family, r firewall.Rule) string {
 	if r.Mark != 0 {
 		w = append(w, "meta", "mark", "&", fmt.Sprintf("%#x", r.Mark), "==", fmt.Sprintf("%#x", r.Mark))
 	}
-	for _, m := range []struct {
-		field string
-		p     any
-		valid bool
-		not   bool
-	}{{"saddr", r.Src, r.Src.IsValid(), r.NotSrc}, {"daddr", r.Dst, r.Dst.IsValid(), r.NotDst}} {
-		if !m.valid {
-			continue
+	addr := func(field string, p netip.Prefix, not bool) {
+		if !p.IsValid() {
+			return
 		}
-		w = append(w, fam, m.field)
-		if m.not {
+		w = append(w, fam, field)
+		if not {
 			w = append(w, "!=")
 		}
-		w = append(w, fmt.Sprint(m.p))
+		w = append(w, p.String())
 	}
+	addr("saddr", r.Src, r.NotSrc)
+	addr("daddr", r.Dst, r.NotDst)
 	switch r.Action {
 	case firewall.Accept:
 		w = append(w, "accept")
