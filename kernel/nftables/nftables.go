@@ -15,10 +15,13 @@
 // table): the old table is destroyed and the new one added. The check at
 // every resync lists the table and compares the listing with the one taken
 // right after Weft last wrote it; a table deleted, flushed or edited by hand
-// lists differently and is written again. Comparing with nft's own listing,
-// rather than with a rendering of ours, keeps the check independent of how a
-// given nft version prints rules. Nothing outside the two tables is read or
-// touched.
+// lists differently and is written again (so is a table found at start, an
+// earlier run's or flanneld's: the first check replaces it). Comparing with
+// nft's own listing, rather than with a rendering of ours, keeps the check
+// independent of how a given nft version prints rules. (The listing is taken
+// by a second nft call right after the write; an edit landing in between
+// would be taken for Weft's own until the policy changes.) Nothing outside
+// the two tables is read or touched.
 package nftables
 
 import (
@@ -199,6 +202,8 @@ func (fw *Firewall) ensureTable(ctx context.Context, f firewall.Family, p firewa
 	switch {
 	case !exists:
 		reason = "missing"
+	case t.script == "":
+		reason = "first check since start" // an earlier run's or flanneld's table
 	case script != t.script:
 		reason = "policy changed"
 	case listing != t.listing:
