@@ -534,7 +534,7 @@ func TestE2ENodeTeardown(t *testing.T) {
 	}
 	t.Logf("weft node teardown:\n%s", out)
 	for _, want := range []string{"released leases: /coreos.com/network/subnets/" + strings.ReplaceAll(sn1.String(), "/", "-"),
-		"deleted links:   flannel.1", "iptables chains removed: true", "subnet.env removed: true"} {
+		"deleted links:   flannel.1", "iptables chains removed: true", "nftables tables removed: true", "subnet.env removed: true"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("teardown output lacks %q", want)
 		}

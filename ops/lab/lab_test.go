@@ -228,10 +228,26 @@ func TestLab(t *testing.T) {
 	l.mustRun("down")
 	l.assertGone()
 
-	// And up works again.
-	out = l.mustRun("up", "--hosts", "3", "--pods", "2", bin)
+	// And up works again, this time in nftables mode: the hosts keep their
+	// rules in the flannel-ipv4 table, not in iptables.
+	out = l.mustRun("up", "--hosts", "3", "--pods", "2", "--nftables", bin)
 	if !strings.Contains(out, "every ping answered") {
-		t.Fatalf("up after a killed up did not report a green matrix")
+		t.Fatalf("up --nftables after a killed up did not report a green matrix")
+	}
+	if out := l.mustRun("status"); !strings.Contains(out, "firewall nftables") {
+		t.Errorf("status does not name the nftables mode:\n%s", out)
+	}
+	st, err = lab.LoadState(l.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := st.Hosts[0]
+	if out, err := exec.Command("ip", "netns", "exec", h.NS, "nft", "list", "table", "ip", "flannel-ipv4").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "chain postrtg") {
+		t.Errorf("%s in nftables mode: nft list table ip flannel-ipv4: %v\n%s", h.Name, err, out)
+	}
+	if out, _ := exec.Command("ip", "netns", "exec", h.NS, "iptables", "-w", "-t", "nat", "-S").CombinedOutput(); strings.Contains(string(out), "FLANNEL") {
+		t.Errorf("%s in nftables mode has iptables chains:\n%s", h.Name, out)
 	}
 	l.mustRun("down")
 	l.assertGone()

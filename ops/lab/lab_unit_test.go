@@ -285,16 +285,21 @@ func TestRemoveFilesLeavesOthers(t *testing.T) {
 }
 
 func TestNetworkConfig(t *testing.T) {
-	for _, tc := range []struct{ backend, want string }{
-		{"vxlan", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
-		{"host-gw", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
+	for _, tc := range []struct {
+		backend string
+		nft     bool
+		want    string
+	}{
+		{"vxlan", false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
+		{"host-gw", false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
+		{"vxlan", true, `{"Network":"10.244.0.0/16","SubnetLen":24,"EnableNFTables":true,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
 	} {
-		got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.backend)
+		got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.backend, tc.nft)
 		if got != tc.want {
-			t.Errorf("networkConfig(%s) = %s, want %s", tc.backend, got, tc.want)
+			t.Errorf("networkConfig(%s, %v) = %s, want %s", tc.backend, tc.nft, got, tc.want)
 		}
-		if cfg, _, err := subnet.ParseConfig([]byte(got)); err != nil || cfg.BackendType != tc.backend {
-			t.Errorf("networkConfig(%s) does not parse as a %s config: %v", tc.backend, tc.backend, err)
+		if cfg, _, err := subnet.ParseConfig([]byte(got)); err != nil || cfg.BackendType != tc.backend || cfg.EnableNFTables != tc.nft {
+			t.Errorf("networkConfig(%s, %v) does not parse as such a config: %v", tc.backend, tc.nft, err)
 		}
 	}
 }

@@ -11,11 +11,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 
@@ -32,6 +34,18 @@ func SkipUnlessRoot(t testing.TB) {
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("skipping: the ip(8) tool (iproute2) is not installed")
+	}
+}
+
+// RequireCommands fails the test unless every command is on PATH: the
+// tests that use them are required, so a missing tool must not turn into a
+// silent skip (scripts/deps.sh installs them).
+func RequireCommands(t testing.TB, cmds ...string) {
+	t.Helper()
+	for _, c := range cmds {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Fatalf("this test needs the %s command, which is not on PATH (scripts/deps.sh installs it)", c)
+		}
 	}
 }
 
@@ -262,4 +276,45 @@ func NewPod(t testing.TB, host *NS, hostIf string, gw, addr netip.Prefix) *NS {
 	pod.MustExec(t, "ip", "route", "add", "default", "via", gw.Addr().String())
 	host.EnableForwarding(t)
 	return pod
+}
+
+// SourceSeen opens a TCP listener on addr inside dst, connects to it from
+// inside src, and returns the source address of the connection as dst saw
+// it: where a masquerade applies on the way, the masquerading host's
+// address. It fails when no connection is made within timeout.
+func SourceSeen(src, dst *NS, addr netip.AddrPort, timeout time.Duration) (netip.Addr, error) {
+	var ln net.Listener
+	if err := dst.Do(func() (err error) {
+		ln, err = net.Listen("tcp", addr.String())
+		return err
+	}); err != nil {
+		return netip.Addr{}, fmt.Errorf("listening on %s in %s: %w", addr, dst.Name, err)
+	}
+	defer ln.Close()
+	seen := make(chan netip.Addr, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			seen <- ta.AddrPort().Addr().Unmap()
+		}
+	}()
+	var conn net.Conn
+	if err := src.Do(func() (err error) {
+		d := net.Dialer{Timeout: timeout}
+		conn, err = d.Dial("tcp", addr.String())
+		return err
+	}); err != nil {
+		return netip.Addr{}, fmt.Errorf("connecting from %s to %s in %s: %w", src.Name, addr, dst.Name, err)
+	}
+	defer conn.Close()
+	select {
+	case a := <-seen:
+		return a, nil
+	case <-time.After(timeout):
+		return netip.Addr{}, fmt.Errorf("%s accepted no connection from %s within %v", dst.Name, src.Name, timeout)
+	}
 }
