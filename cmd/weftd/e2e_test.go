@@ -20,6 +20,7 @@ import (
 
 	"github.com/weftnet/weft/ops/teardown"
 	"github.com/weftnet/weft/subnet/subnetenv"
+	"github.com/weftnet/weft/test/bintest"
 	"github.com/weftnet/weft/test/etcdtest"
 	"github.com/weftnet/weft/test/netnstest"
 )
@@ -40,10 +41,7 @@ func buildWeftd(t testing.TB) string {
 			return
 		}
 		weftdBin = filepath.Join(dir, "weftd")
-		out, err := exec.Command("go", "build", "-o", weftdBin, ".").CombinedOutput()
-		if err != nil {
-			weftdErr = fmt.Errorf("go build weftd: %v: %s", err, out)
-		}
+		weftdErr = bintest.Build(dir, bintest.Module+"/cmd/weftd")
 	})
 	if weftdErr != nil {
 		t.Fatal(weftdErr)
@@ -122,6 +120,11 @@ func newCluster(t testing.TB, n int, netConf string, ttl time.Duration) *cluster
 	t.Cleanup(func() {
 		for _, h := range c.hosts {
 			h.kill()
+		}
+		for _, h := range c.hosts {
+			if err := bintest.CheckLog(h.logPath); err != nil {
+				t.Error(err)
+			}
 		}
 		if t.Failed() {
 			for _, h := range c.hosts {
@@ -523,10 +526,11 @@ func TestE2ENodeTeardown(t *testing.T) {
 	}
 	sn1 := envs[h1].Subnet.Masked()
 	// The operator's command, run on the node.
-	weft := filepath.Join(t.TempDir(), "weft")
-	if out, err := exec.Command("go", "build", "-o", weft, "../weft").CombinedOutput(); err != nil {
-		t.Fatalf("go build weft: %v\n%s", err, out)
+	weftDir := t.TempDir()
+	if err := bintest.Build(weftDir, bintest.Module+"/cmd/weft"); err != nil {
+		t.Fatal(err)
 	}
+	weft := filepath.Join(weftDir, "weft")
 	out, err := h1.ns.Exec(weft, "node", "teardown", "-etcd-endpoints", c.endpoint,
 		"-subnet-file", h1.envPath, "-public-ip", h1.addr.String())
 	if err != nil {
