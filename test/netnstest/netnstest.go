@@ -245,10 +245,42 @@ func NewVeth(t testing.TB, a *NS, aName string, aAddr netip.Prefix, b *NS, bName
 }
 
 // EnableForwarding turns on IPv4 forwarding in the namespace (off by
-// default in a new namespace).
+// default in a new namespace). It writes /proc/sys from a thread inside
+// the namespace (the file belongs to the namespace of the thread that
+// opens it), so it needs no sysctl(8).
 func (n *NS) EnableForwarding(t testing.TB) {
 	t.Helper()
-	n.MustExec(t, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	if err := n.WriteSysctl("net/ipv4/ip_forward", "1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WriteSysctl writes value to /proc/sys/<key> (e.g. "net/ipv4/ip_forward")
+// inside the namespace.
+func (n *NS) WriteSysctl(key, value string) error {
+	path := "/proc/sys/" + key
+	return n.Do(func() error {
+		if err := os.WriteFile(path, []byte(value+"\n"), 0o644); err != nil {
+			return fmt.Errorf("setting %s to %s in namespace %s: %w", path, value, n.Name, err)
+		}
+		return nil
+	})
+}
+
+// ReadSysctl returns the trimmed content of /proc/sys/<key> inside the
+// namespace.
+func (n *NS) ReadSysctl(key string) (string, error) {
+	path := "/proc/sys/" + key
+	var out string
+	err := n.Do(func() error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading %s in namespace %s: %w", path, n.Name, err)
+		}
+		out = strings.TrimSpace(string(b))
+		return nil
+	})
+	return out, err
 }
 
 // NewPod creates a "pod" namespace behind host: a veth pair with hostIf in
