@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 func TestRules(t *testing.T) {
@@ -150,12 +151,8 @@ type testNS struct {
 
 func newTestNS(t *testing.T) *testNS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace and programs iptables in it")
-	}
-	if _, err := exec.LookPath("iptables"); err != nil {
-		t.Skip("needs the iptables command (apt-get install iptables)")
-	}
+	netnstest.SkipUnlessRoot(t)
+	netnstest.RequireTool(t, "iptables", "iptables")
 	b := make([]byte, 4)
 	rand.Read(b)
 	name := "weft-ipt-" + hex.EncodeToString(b)

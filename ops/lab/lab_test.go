@@ -16,6 +16,7 @@ import (
 
 	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/test/bintest"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 // labBins are the packages of the programs `weft lab up` needs.
@@ -132,7 +133,7 @@ func (l *testLab) assertGone() {
 // up again after an up killed with SIGKILL in the middle.
 func TestLab(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("TestLab needs root (network namespaces, links, iptables); run it as root, as CI does")
+		netnstest.Unavailable(t, "TestLab needs root (network namespaces, links, iptables); run it as root, as CI does")
 	}
 	l := &testLab{
 		t:        t,

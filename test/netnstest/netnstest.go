@@ -4,7 +4,9 @@
 // when the test fails. Helpers shell out to ip(8), as an operator would;
 // code under test should use its own netlink handles (see Netlink).
 //
-// All helpers need root; call SkipUnlessRoot first.
+// All helpers need root; call SkipUnlessRoot first. When privileged tests
+// are required (RequireEnv), helpers that cannot run fail the test instead
+// of skipping it.
 package netnstest
 
 import (
@@ -23,16 +25,44 @@ import (
 	"github.com/weftnet/weft/kernel/nsenter"
 )
 
-// SkipUnlessRoot skips the test unless it runs as root with the ip(8) tool,
-// saying why.
+// RequireEnv is the environment variable that makes privileged tests
+// required: when it is "1" (scripts/test.sh sets it, as CI runs), a test
+// that cannot run fails instead of skipping, so that a suite run without
+// root cannot pass with half of it gone.
+const RequireEnv = "WEFT_REQUIRE_PRIVILEGED"
+
+// Required reports whether privileged tests must run (RequireEnv is "1").
+func Required() bool { return os.Getenv(RequireEnv) == "1" }
+
+// Unavailable ends a test that cannot run here, saying why: it skips it,
+// or fails it when privileged tests are required (see RequireEnv).
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if Required() {
+		t.Fatalf("%s (%s=1: privileged tests must run, not skip)", msg, RequireEnv)
+	}
+	t.Skip("skipping: " + msg)
+}
+
+// RequireTool ends the test (see Unavailable) unless the command name is
+// on PATH; pkg is the Debian package that has it.
+func RequireTool(t testing.TB, name, pkg string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		Unavailable(t, "the %s tool is not installed (apt-get install %s; scripts/deps.sh installs it)", name, pkg)
+	}
+}
+
+// SkipUnlessRoot ends the test (see Unavailable: it skips, or fails when
+// privileged tests are required) unless it runs as root with the ip(8)
+// tool.
 func SkipUnlessRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: this test creates network namespaces and links and must run as root (e.g. sudo go test)")
+		Unavailable(t, "this test creates network namespaces and links and must run as root (e.g. sudo go test)")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipping: the ip(8) tool (iproute2) is not installed")
-	}
+	RequireTool(t, "ip", "iproute2")
 }
 
 // Suffix returns n random lower-case hex digits.
