@@ -68,7 +68,7 @@ type cluster struct {
 	dir      string
 	etcd     *etcdtest.Server
 	endpoint string
-	underlay netip.Prefix // e.g. 198.18.77.0/24; .1 is the bridge
+	underlay netip.Prefix // e.g. 198.19.77.0/24; .1 is the bridge
 	bridge   *netnstest.Bridge
 	hosts    []*host
 	ttl      time.Duration
@@ -142,7 +142,7 @@ var (
 )
 
 // pickUnderlay returns a /24 of 198.19.0.0/16 (the upper half of the
-// benchmarking range; the lab starts at the bottom of 198.18.0.0/15) that no
+// benchmarking range; labs keep to the lower half, 198.18.0.0/16) that no
 // route of the root namespace touches, distinct for every test of this
 // process, so that tests can run in parallel.
 func pickUnderlay(t testing.TB) netip.Prefix {

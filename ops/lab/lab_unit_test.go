@@ -83,8 +83,9 @@ func TestPickUnderlay(t *testing.T) {
 		{"first taken", []netip.Prefix{p("198.18.0.0/24")}, 0, "198.18.1.0/24"},
 		{"host address", []netip.Prefix{p("198.18.0.7/32")}, 0, "198.18.1.0/24"},
 		{"covering route", []netip.Prefix{p("198.18.0.0/23")}, 0, "198.18.2.0/24"},
-		{"start", nil, 300, "198.19.44.0/24"},
-		{"wraps", []netip.Prefix{p("198.19.255.0/24")}, 511, "198.18.0.0/24"},
+		{"start", nil, 44, "198.18.44.0/24"},
+		{"start wraps", nil, 300, "198.18.44.0/24"},
+		{"wraps", []netip.Prefix{p("198.18.255.0/24")}, 255, "198.18.0.0/24"},
 		{"unrelated", []netip.Prefix{p("10.0.0.0/8"), p("192.0.2.0/24")}, 0, "198.18.0.0/24"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,8 +95,15 @@ func TestPickUnderlay(t *testing.T) {
 			}
 		})
 	}
-	if _, err := pickUnderlay([]netip.Prefix{p("198.18.0.0/15")}, 0); err == nil {
+	if _, err := pickUnderlay([]netip.Prefix{p("198.18.0.0/16")}, 0); err == nil {
 		t.Error("pickUnderlay with the whole range taken: want an error")
+	}
+	// Never in the end-to-end tests' range, whatever the start.
+	e2e := p("198.19.0.0/16")
+	for start := range 1024 {
+		if got, err := pickUnderlay(nil, start); err != nil || got.Overlaps(e2e) || got.Bits() != 24 {
+			t.Fatalf("pickUnderlay(start %d) = %v, %v: want a /24 outside %s", start, got, err, e2e)
+		}
 	}
 }
 
