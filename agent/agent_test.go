@@ -16,9 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/vxlan"
 	"github.com/weftnet/weft/kernel/netlinkx"
@@ -443,7 +440,7 @@ func TestBurstIsOneReconcile(t *testing.T) {
 
 	want := 1 + n
 	r.eventually("the burst to be programmed", func() bool {
-		return value(r.metrics.PeersProgrammed) == float64(want)
+		return r.metric("weft_peers_programmed") == float64(want)
 	})
 	sets := r.be.sets()[before:]
 	if sets[0] != 1 {
@@ -458,7 +455,7 @@ func TestBurstIsOneReconcile(t *testing.T) {
 	if got := strings.Count(dump, " dev flannel.1 onlink"); got != want {
 		t.Errorf("%d routes through flannel.1, want %d", got, want)
 	}
-	if got := value(r.metrics.LeasesKnown); got != float64(want) {
+	if got := r.metric("weft_leases_known"); got != float64(want) {
 		t.Errorf("weft_leases_known = %v, want %d", got, want)
 	}
 
@@ -473,16 +470,25 @@ func TestBurstIsOneReconcile(t *testing.T) {
 	})
 }
 
-// value reads a counter or gauge.
-func value(c prometheus.Metric) float64 {
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		panic(err)
+// metric reads the counter or gauge named name from the agent's registry.
+func (r *rig) metric(name string) float64 {
+	r.t.Helper()
+	mfs, err := r.metrics.Registry.Gather()
+	if err != nil {
+		r.t.Fatal(err)
 	}
-	if m.Counter != nil {
-		return m.Counter.GetValue()
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		m := mf.GetMetric()[0]
+		if c := m.GetCounter(); c != nil {
+			return c.GetValue()
+		}
+		return m.GetGauge().GetValue()
 	}
-	return m.Gauge.GetValue()
+	r.t.Fatalf("no metric %s", name)
+	return 0
 }
 
 // When the store loses this node's lease and acquires another, the agent
@@ -516,7 +522,7 @@ func TestOwnLeaseLoss(t *testing.T) {
 	if got := r.agent.Own(); got.Subnet != lost.Subnet || got.EtcdLease != 8 {
 		t.Errorf("Own() = %v (etcd lease %d), want %v (8)", got.Subnet, got.EtcdLease, lost.Subnet)
 	}
-	if got := value(r.metrics.LeaseChanges); got != 1 {
+	if got := r.metric("weft_own_lease_changes_total"); got != 1 {
 		t.Errorf("weft_own_lease_changes_total = %v, want 1", got)
 	}
 	if ok, why := r.agent.Ready(); !ok {
@@ -543,7 +549,7 @@ func TestBackendErrorsRecover(t *testing.T) {
 	r.start()
 	r.mgr.send(t, added(peer(2), peer(3))...)
 	r.waitReady()
-	r.eventually("several failed reconciles", func() bool { return value(r.metrics.ReconcileErrors) >= 3 })
+	r.eventually("several failed reconciles", func() bool { return r.metric("weft_reconcile_errors_total") >= 3 })
 	if dump := r.nl.Dump(); strings.Contains(dump, "via 10.0.2.0") {
 		t.Fatalf("a route was programmed although every route write fails:\n%s", dump)
 	}
@@ -562,7 +568,7 @@ func TestBackendErrorsRecover(t *testing.T) {
 	r.eventually("the recovery to be logged", func() bool {
 		return strings.Contains(r.logs.String(), "data plane programmed again without errors")
 	})
-	if got := value(r.metrics.PeersProgrammed); got != 2 {
+	if got := r.metric("weft_peers_programmed"); got != 2 {
 		t.Errorf("weft_peers_programmed = %v, want 2", got)
 	}
 }
