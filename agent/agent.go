@@ -164,7 +164,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("network config: %w", err)
 	}
-	be, err := spec.New(ctx, backend.Params{Config: cfg, Ext: ext, Log: a.log.With("backend", cfg.BackendType)})
+	// The backend adopts or creates its device before the lease is taken,
+	// and LeaseAttrs then advertises the device as it is (its MAC). A
+	// backend that must create its device afresh may take its identity from
+	// the lease the store still holds for this node (the one AcquireLease
+	// below takes back), so that peers need change nothing after a reboot.
+	previous := func(ctx context.Context) (*subnet.Lease, error) {
+		// Bounded: a store that stops answering now costs the node its
+		// old MAC (peers follow the rewritten lease), not its start.
+		ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		defer cancel()
+		return a.o.Manager.LookupLease(ctx, cfg, ext.PublicIP)
+	}
+	be, err := spec.New(ctx, backend.Params{Config: cfg, Ext: ext, Previous: previous, Log: a.log.With("backend", cfg.BackendType)})
 	if err != nil {
 		return fmt.Errorf("starting the %s backend: %w", cfg.BackendType, err)
 	}
@@ -248,6 +260,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("stopping; the data plane and the lease stay in place")
 	return nil
 }
+
+// lookupTimeout bounds the look-up of the node's previous lease at start.
+const lookupTimeout = 10 * time.Second
 
 // acquire leases a subnet, retrying with capped backoff while etcd fails or
 // the network is exhausted (a lease may expire), logging once per kind of
