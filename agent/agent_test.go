@@ -85,6 +85,10 @@ func (m *fakeManager) AcquireLease(_ context.Context, _ *subnet.Config, attrs su
 	return &l, nil
 }
 
+func (m *fakeManager) LookupLease(context.Context, *subnet.Config, netip.Addr) (*subnet.Lease, error) {
+	return nil, nil
+}
+
 func (m *fakeManager) KeepLease(ctx context.Context, _ *subnet.Config, _ *subnet.Lease, _ time.Duration, onChange func(*subnet.Lease)) error {
 	m.active.Add(1)
 	defer m.active.Add(-1)
