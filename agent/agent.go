@@ -13,12 +13,14 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
@@ -430,14 +432,28 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if !snapshot || (!dirty && !force) {
 			continue
 		}
+		first := !a.ready.Load() // this Set programs every peer listed at start
+		var cpu0 time.Duration
+		var cpuErr error
+		if first {
+			cpu0, cpuErr = procstat.CPU(os.Getpid())
+		}
 		t0 := time.Now()
 		// The sorted peer set itself, own lease included: no copy or sort
 		// per event. backend.State's contract: the backend skips the own
 		// subnet's lease and keeps nothing of the slice after Set.
 		state := backend.State{Own: own, Peers: peers.all()}
 		err := a.be.Set(ctx, state)
+		took := time.Since(t0)
+		if first {
+			// Set returns once the kernel has acknowledged every entry.
+			a.m.InitialProgram.Set(took.Seconds())
+			if cpu1, err := procstat.CPU(os.Getpid()); err == nil && cpuErr == nil {
+				a.m.InitialProgramCPU.Set((cpu1 - cpu0).Seconds())
+			}
+		}
 		a.m.ReconcileRuns.Inc()
-		a.m.ReconcileTime.Observe(time.Since(t0).Seconds())
+		a.m.ReconcileTime.Observe(took.Seconds())
 		nPeers := len(state.Peers)
 		if peers.has(own.Subnet) {
 			nPeers--
@@ -470,7 +486,8 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			// Peers that fail validation never get here; peer errors from the
 			// backend (one unreachable peer) do not hold readiness back.
 			a.ready.Store(true)
-			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers)
+			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers,
+				"programmed_in", took.Round(time.Microsecond))
 			if err := sdNotify("READY=1"); err != nil {
 				a.log.Warn("sd_notify", "err", err)
 			}
