@@ -34,6 +34,12 @@ type Options struct {
 	Backends func(name string) (backend.Spec, error)
 	// Iface chooses the external interface.
 	Iface IfaceOptions
+	// External, if set, is the external interface to use, and Iface is not
+	// consulted (tests give the interface of a fake netlink).
+	External *backend.ExternalInterface
+	// IPForwardFile is the sysctl file through which the agent turns IPv4
+	// forwarding on (default /proc/sys/net/ipv4/ip_forward).
+	IPForwardFile string
 	// SubnetFile is where subnet.env is written.
 	SubnetFile string
 	// RenewMargin: the lease is refreshed when less than this is left.
@@ -115,6 +121,9 @@ func New(o Options) (*Agent, error) {
 	if o.SubnetFile == "" {
 		o.SubnetFile = subnetenv.DefaultPath
 	}
+	if o.IPForwardFile == "" {
+		o.IPForwardFile = ipForwardPath
+	}
 	if o.Resync <= 0 {
 		o.Resync = 10 * time.Second
 	}
@@ -135,9 +144,14 @@ func New(o Options) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	start := time.Now()
 	a.notReady("choosing the external interface")
-	ext, err := chooseExternal(a.o.Iface)
-	if err != nil {
-		return err
+	var ext backend.ExternalInterface
+	if a.o.External != nil {
+		ext = *a.o.External
+	} else {
+		var err error
+		if ext, err = chooseExternal(a.o.Iface); err != nil {
+			return err
+		}
 	}
 	a.ext = ext
 	a.log.Info("using interface", "iface", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP, "mtu", ext.MTU)
@@ -193,7 +207,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.writeSubnetEnv(*lease); err != nil {
 		return err
 	}
-	ensureIPForward(a.log)
+	ensureSysctl(a.log, a.o.IPForwardFile)
+	a.notReady("listing the leases")
 
 	var wg sync.WaitGroup
 	defer wg.Wait()

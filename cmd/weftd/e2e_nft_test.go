@@ -56,7 +56,8 @@ func (c *cluster) setConfig(t *testing.T, conf string) {
 func TestE2ENFTables(t *testing.T) {
 	t.Parallel()
 	netnstest.SkipUnlessRoot(t)
-	netnstest.RequireCommands(t, "nft", "iptables")
+	netnstest.RequireTool(t, "nft", "nftables")
+	netnstest.RequireTool(t, "iptables", "iptables")
 	c := newCluster(t, 2, iptConf, 30*time.Second)
 	startAll(t, c)
 	h1 := c.hosts[0]

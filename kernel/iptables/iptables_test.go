@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -122,7 +123,8 @@ func (c *countingIPT) DeleteChain(t, ch string) error {
 func newTestNS(t *testing.T) *netnstest.NS {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
-	netnstest.RequireCommands(t, "iptables", "ip6tables")
+	netnstest.RequireTool(t, "iptables", "iptables")
+	netnstest.RequireTool(t, "ip6tables", "iptables")
 	return netnstest.NewNS(t, "ipt")
 }
 
@@ -155,18 +157,27 @@ func save(t *testing.T, n *netnstest.NS, v6 bool) string {
 	return b.String()
 }
 
-// rootSave returns the root namespace's rules that name Weft's chains.
-// Other rules are left out: the lab adds one in the root namespace while it
-// runs, and packages may run in parallel.
+// rootSave lists the root namespace's rules that are the manager's own (its
+// chains, and jumps or comments naming them), IPv4 and IPv6. Other rules are
+// left out: tests of other packages running at the same time (the lab's
+// FORWARD rule) may change them.
 func rootSave(t *testing.T) string {
-	out, _ := netnstest.Run("sh", "-c", "iptables -w -t nat -S; iptables -w -t filter -S; ip6tables -w -t nat -S; ip6tables -w -t filter -S")
-	var b strings.Builder
-	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, "FLANNEL") {
-			b.WriteString(l + "\n")
+	t.Helper()
+	var own []string
+	for _, cmd := range []string{"iptables", "ip6tables"} {
+		for _, table := range []string{"nat", "filter"} {
+			out, err := exec.Command(cmd, "-w", "-t", table, "-S").CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s -t %s -S: %v\n%s", cmd, table, err, out)
+			}
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.Contains(l, "FLANNEL") || strings.Contains(l, "flanneld") {
+					own = append(own, cmd+" "+table+" "+l)
+				}
+			}
 		}
 	}
-	return b.String()
+	return strings.Join(own, "\n")
 }
 
 const wantV4 = `nat -N FLANNEL-POSTRTG

@@ -152,7 +152,9 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
-	netnstest.RequireCommands(t, "nft", "iptables", "ip6tables")
+	netnstest.RequireTool(t, "nft", "nftables")
+	netnstest.RequireTool(t, "iptables", "iptables")
+	netnstest.RequireTool(t, "ip6tables", "iptables")
 	before := rootRuleset(t)
 	t.Cleanup(func() {
 		if after := rootRuleset(t); after != before {

@@ -100,7 +100,8 @@ func TestMasqueradeToOutside(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			netnstest.SkipUnlessRoot(t)
-			netnstest.RequireCommands(t, "nft", "iptables", "sysctl")
+			netnstest.RequireTool(t, "nft", "nftables")
+			netnstest.RequireTool(t, "iptables", "iptables")
 			sw := netnstest.NewSwitch(t)
 			node := netnstest.NewNS(t, "node")
 			outside := netnstest.NewNS(t, "out")

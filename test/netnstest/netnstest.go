@@ -4,7 +4,9 @@
 // when the test fails. Helpers shell out to ip(8), as an operator would;
 // code under test should use its own netlink handles (see Netlink).
 //
-// All helpers need root; call SkipUnlessRoot first.
+// All helpers need root; call SkipUnlessRoot first. When privileged tests
+// are required (RequireEnv), helpers that cannot run fail the test instead
+// of skipping it.
 package netnstest
 
 import (
@@ -25,29 +27,46 @@ import (
 	"github.com/weftnet/weft/kernel/nsenter"
 )
 
-// SkipUnlessRoot skips the test unless it runs as root with the ip(8) tool,
-// saying why.
-func SkipUnlessRoot(t testing.TB) {
+// RequireEnv is the environment variable that makes privileged tests
+// required: when it is "1" (scripts/test.sh sets it, as CI runs), a test
+// that cannot run fails instead of skipping, so that a suite run without
+// root cannot pass with half of it gone.
+const RequireEnv = "WEFT_REQUIRE_PRIVILEGED"
+
+// Required reports whether privileged tests must run (RequireEnv is "1").
+func Required() bool { return os.Getenv(RequireEnv) == "1" }
+
+// Unavailable ends a test that cannot run here, saying why: it skips it,
+// or fails it when privileged tests are required (see RequireEnv).
+func Unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: this test creates network namespaces and links and must run as root (e.g. sudo go test)")
+	msg := fmt.Sprintf(format, args...)
+	if Required() {
+		t.Fatalf("%s (%s=1: privileged tests must run, not skip)", msg, RequireEnv)
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipping: the ip(8) tool (iproute2) is not installed")
+	t.Skip("skipping: " + msg)
+}
+
+// RequireTool ends the test (see Unavailable) unless the command name is
+// on PATH; pkg is the Debian package that has it.
+func RequireTool(t testing.TB, name, pkg string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		Unavailable(t, "the %s tool is not installed (apt-get install %s; scripts/deps.sh installs it)", name, pkg)
 	}
 }
 
-// RequireCommands fails the test unless every command is on PATH: the
-// tests that use them are required, so a missing tool must not turn into a
-// silent skip (scripts/deps.sh installs them).
-func RequireCommands(t testing.TB, cmds ...string) {
+// SkipUnlessRoot ends the test (see Unavailable: it skips, or fails when
+// privileged tests are required) unless it runs as root with the ip(8)
+// tool.
+func SkipUnlessRoot(t testing.TB) {
 	t.Helper()
-	for _, c := range cmds {
-		if _, err := exec.LookPath(c); err != nil {
-			t.Fatalf("this test needs the %s command, which is not on PATH (scripts/deps.sh installs it)", c)
-		}
+	if os.Geteuid() != 0 {
+		Unavailable(t, "this test creates network namespaces and links and must run as root (e.g. sudo go test)")
 	}
+	RequireTool(t, "ip", "iproute2")
 }
+
 
 // Suffix returns n random lower-case hex digits.
 func Suffix(n int) string {
@@ -259,10 +278,42 @@ func NewVeth(t testing.TB, a *NS, aName string, aAddr netip.Prefix, b *NS, bName
 }
 
 // EnableForwarding turns on IPv4 forwarding in the namespace (off by
-// default in a new namespace).
+// default in a new namespace). It writes /proc/sys from a thread inside
+// the namespace (the file belongs to the namespace of the thread that
+// opens it), so it needs no sysctl(8).
 func (n *NS) EnableForwarding(t testing.TB) {
 	t.Helper()
-	n.MustExec(t, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	if err := n.WriteSysctl("net/ipv4/ip_forward", "1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WriteSysctl writes value to /proc/sys/<key> (e.g. "net/ipv4/ip_forward")
+// inside the namespace.
+func (n *NS) WriteSysctl(key, value string) error {
+	path := "/proc/sys/" + key
+	return n.Do(func() error {
+		if err := os.WriteFile(path, []byte(value+"\n"), 0o644); err != nil {
+			return fmt.Errorf("setting %s to %s in namespace %s: %w", path, value, n.Name, err)
+		}
+		return nil
+	})
+}
+
+// ReadSysctl returns the trimmed content of /proc/sys/<key> inside the
+// namespace.
+func (n *NS) ReadSysctl(key string) (string, error) {
+	path := "/proc/sys/" + key
+	var out string
+	err := n.Do(func() error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading %s in namespace %s: %w", path, n.Name, err)
+		}
+		out = strings.TrimSpace(string(b))
+		return nil
+	})
+	return out, err
 }
 
 // NewPod creates a "pod" namespace behind host: a veth pair with hostIf in
