@@ -67,7 +67,6 @@ func SkipUnlessRoot(t testing.TB) {
 	RequireTool(t, "ip", "iproute2")
 }
 
-
 // Suffix returns n random lower-case hex digits.
 func Suffix(n int) string {
 	b := make([]byte, (n+1)/2)
