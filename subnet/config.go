@@ -117,16 +117,13 @@ func ParseConfig(data []byte) (cfg *Config, unknown []string, err error) {
 }
 
 // checkSupported refuses, rather than ignores, what this version cannot do
-// yet (the IPv6 data plane, nftables). Both config parsers share it.
+// yet (the IPv6 data plane). Both config parsers share it.
 func (c *Config) checkSupported() error {
 	if c.EnableIPv6 {
 		return fmt.Errorf("%w: EnableIPv6 is true, but this version of weft supports IPv4 only; set EnableIPv6 to false", ErrInvalidConfig)
 	}
 	if !c.EnableIPv4 {
 		return fmt.Errorf("%w: EnableIPv4 is false, but this version of weft supports IPv4 only", ErrInvalidConfig)
-	}
-	if c.EnableNFTables {
-		return fmt.Errorf("%w: EnableNFTables is true, but this version of weft programs iptables only; set EnableNFTables to false", ErrInvalidConfig)
 	}
 	return nil
 }

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 // cniNetName is the CNI network name of the lab's pods.
@@ -16,6 +19,21 @@ const cniNetName = "weft-lab"
 
 // cniVersion is the CNI spec version the lab's network config declares.
 const cniVersion = "1.0.0"
+
+// RuntimeConfList is the file, in <host dir>/net.d, holding the conflist
+// for a container runtime (podman, cnitool) run on a lab host.
+const RuntimeConfList = "10-weft-lab.conflist"
+
+// Plugin data directories under a host's directory: the lab's own pods'
+// cache, and the cache of a runtime using RuntimeConfList. The plugin's GC
+// deletes every attachment of the network in its data directory that the
+// calling runtime does not list, so two runtimes must not share one; both
+// share the host-local store (<host dir>/ipam), since their pods take
+// addresses from one FLANNEL_SUBNET on one bridge.
+const (
+	labPluginDir     = "flannel"
+	runtimePluginDir = "flannel-runtime"
+)
 
 // hostCNI holds what a host needs to attach its pods: a conflist naming the
 // host's own subnet.env and data dirs, so hosts share nothing under
@@ -26,15 +44,18 @@ type hostCNI struct {
 	cni  *libcni.CNIConfig
 }
 
-// conflist returns the flannel conflist for host h.
-func conflist(h Host) ([]byte, error) {
+// conflist returns the flannel conflist for host h whose plugin cache is
+// <host dir>/<pluginDir>. Its cniVersion, 1.0.0, keeps GC (CNI 1.1) off:
+// host-local's GC would release the addresses of every pod the caller
+// does not list, the other runtime's included.
+func conflist(h Host, pluginDir string) ([]byte, error) {
 	conf := map[string]any{
 		"cniVersion": cniVersion,
 		"name":       cniNetName,
 		"plugins": []any{map[string]any{
 			"type":       "flannel",
 			"subnetFile": h.SubnetFile,
-			"dataDir":    filepath.Join(h.DataDir, "flannel"),
+			"dataDir":    filepath.Join(h.DataDir, pluginDir),
 			"ipam":       map[string]any{"dataDir": filepath.Join(h.DataDir, "ipam")},
 			"delegate":   map[string]any{"hairpinMode": true, "isDefaultGateway": true},
 		}},
@@ -48,7 +69,7 @@ func conflist(h Host) ([]byte, error) {
 
 // newHostCNI prepares CNI calls for host h with plugins from binDir.
 func newHostCNI(h Host, binDir string) (*hostCNI, error) {
-	b, err := conflist(h)
+	b, err := conflist(h, labPluginDir)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +80,12 @@ func newHostCNI(h Host, binDir string) (*hostCNI, error) {
 	return &hostCNI{
 		host: h,
 		list: list,
-		cni:  libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(h.DataDir, "cache"), nil),
+		// The exec is given, not left nil: libcni sets a nil one up lazily
+		// in every call, a data race between the pods attached at once.
+		cni: libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(h.DataDir, "cache"), &invoke.DefaultExec{
+			RawExec:       &invoke.RawExec{Stderr: os.Stderr},
+			PluginDecoder: version.PluginDecoder{},
+		}),
 	}, nil
 }
 

@@ -593,33 +593,32 @@ func (s *Store) ReleaseLease(ctx context.Context, _ *subnet.Lease) error {
 	return nil
 }
 
-// StoredAttrs reads the lease attributes this node advertised before (its
-// Node's annotations) straight from the apiserver: a restarted agent can
-// reuse them, e.g. the vxlan backend its VtepMAC from BackendData, as
-// flanneld does. ok is false when the node advertises none.
-func (s *Store) StoredAttrs(ctx context.Context) (attrs subnet.LeaseAttrs, ok bool, err error) {
-	n, err := s.cs.GetNode(ctx, s.name, metav1.GetOptions{})
-	if err != nil {
-		return attrs, false, fmt.Errorf("reading node %q: %w", s.name, err)
+// LookupLease implements subnet.Manager: the lease this node's Node still
+// advertises from an earlier run (its podCIDR and annotations, flanneld's
+// or Weft's), without changing it; nil when the Node is not marked as a
+// flannel node. publicIP is not needed: the Node is found by name. The
+// vxlan backend takes its VtepMAC from it when it must create its device
+// afresh, as flanneld does from its backend-data annotation.
+func (s *Store) LookupLease(ctx context.Context, _ *subnet.Config, _ netip.Addr) (*subnet.Lease, error) {
+	n := s.ownNode()
+	if n == nil {
+		node, err := s.cs.GetNode(ctx, s.name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("reading node %q: %w", s.name, err)
+		}
+		n = toInfo(node)
 	}
-	an := n.Annotations
-	if an[s.ann.SubnetManager] != "true" {
-		return attrs, false, nil
+	if n.annotations[s.ann.SubnetManager] != "true" {
+		return nil, nil
 	}
-	attrs.BackendType = an[s.ann.BackendType]
-	if d := an[s.ann.BackendData]; d != "" && d != "null" && json.Valid([]byte(d)) {
-		attrs.BackendData = json.RawMessage(d)
+	l := s.ann.describe(n)
+	if bd := l.Attrs.BackendData; bd != nil && (string(bd) == "null" || !json.Valid(bd)) {
+		l.Attrs.BackendData = nil
 	}
-	if d := an[s.ann.BackendV6Data]; d != "" && d != "null" && json.Valid([]byte(d)) {
-		attrs.BackendV6Data = json.RawMessage(d)
+	if bd := l.Attrs.BackendV6Data; bd != nil && (string(bd) == "null" || !json.Valid(bd)) {
+		l.Attrs.BackendV6Data = nil
 	}
-	if ip, err := netip.ParseAddr(an[s.ann.PublicIP]); err == nil {
-		attrs.PublicIP = ip
-	}
-	if ip, err := netip.ParseAddr(an[s.ann.PublicIPv6]); err == nil && ip.Is6() {
-		attrs.PublicIPv6 = &ip
-	}
-	return attrs, true, nil
+	return &l, nil
 }
 
 // NodePublicIP reads the own Node's node-public-ip and node-public-ipv6

@@ -259,6 +259,10 @@ func TestStore(t *testing.T) {
 		t.Errorf("the informer keeps %+v", kept)
 	}
 
+	// Nothing to look up before the node has advertised a lease.
+	if l, err := s.LookupLease(ctx, cfg, netip.Addr{}); l != nil || err != nil {
+		t.Errorf("LookupLease before any lease = %+v, %v", l, err)
+	}
 	// Acquire: the own annotations are written on nodes/self/status.
 	mac := json.RawMessage(fmt.Sprintf(`{"VNI":1,"VtepMAC":%q}`, macOwn))
 	attrs := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), BackendType: "vxlan", BackendData: mac}
@@ -276,8 +280,8 @@ func TestStore(t *testing.T) {
 			t.Errorf("annotation %s = %q, want %q", k, own.Annotations[k], v)
 		}
 	}
-	if got, ok, err := s.StoredAttrs(ctx); err != nil || !ok || !got.Equal(attrs) {
-		t.Errorf("StoredAttrs = %+v, %v, %v; want %+v", got, ok, err, attrs)
+	if got, err := s.LookupLease(ctx, cfg, netip.Addr{}); err != nil || got == nil || !got.Attrs.Equal(attrs) || got.Subnet.String() != "10.244.1.0/24" {
+		t.Errorf("LookupLease = %+v, %v; want %+v", got, err, attrs)
 	}
 
 	// Keep: NetworkUnavailable=False sticks, hand edits are undone.
