@@ -280,9 +280,13 @@ func TestStore(t *testing.T) {
 			t.Errorf("annotation %s = %q, want %q", k, own.Annotations[k], v)
 		}
 	}
-	if got, err := s.LookupLease(ctx, cfg, netip.Addr{}); err != nil || got == nil || !got.Attrs.Equal(attrs) || got.Subnet.String() != "10.244.1.0/24" {
-		t.Errorf("LookupLease = %+v, %v; want %+v", got, err, attrs)
-	}
+	// LookupLease reads the informer's copy, which follows the patch.
+	eventually(t, "LookupLease finds the lease", func() error {
+		if got, err := s.LookupLease(ctx, cfg, netip.Addr{}); err != nil || got == nil || !got.Attrs.Equal(attrs) || got.Subnet.String() != "10.244.1.0/24" {
+			return fmt.Errorf("LookupLease = %+v, %v; want %+v", got, err, attrs)
+		}
+		return nil
+	})
 
 	// Keep: NetworkUnavailable=False sticks, hand edits are undone.
 	go func() {
