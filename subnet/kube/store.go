@@ -3,7 +3,7 @@
 // by kube-controller-manager, and each node's backend data travels in
 // annotations on its Node (flanneld's keys and formats, so that weftd and
 // flanneld nodes share one cluster). The network config comes from a local
-// net-conf.json. One informer watches every Node but keeps only what leases
+// net-conf.json. One list-and-watch follows every Node but keeps only what leases
 // need (name, podCIDRs, the prefixed annotations); its events become the
 // same validated lease events as the etcd store's. It never touches the
 // kernel.
@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -24,10 +25,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/weftnet/weft/subnet"
 )
@@ -79,17 +77,20 @@ type Store struct {
 	cfg  *subnet.Config // from net-conf.json; SubnetLen 0
 	log  *slog.Logger
 
-	inf    cache.SharedIndexInformer
 	cancel context.CancelFunc
 	done   chan struct{}
+	synced chan struct{} // closed when the Nodes were first listed
 
-	mu      sync.Mutex
-	pending map[string]*nodeInfo // node name -> latest state (nil: deleted)
-	kick    chan struct{}        // a pending change (capacity 1)
-	ownCh   chan struct{}        // closed and replaced when the own node changes
-	live    bool
-	liveSet bool
-	attrs   *subnet.LeaseAttrs // what AcquireLease advertised
+	mu       sync.Mutex
+	nodes    map[string]*nodeInfo // every Node, as last seen
+	watching bool                 // the Node watch is established
+	probeOK  bool                 // the last liveness probe was answered
+	pending  map[string]*nodeInfo // node name -> latest state (nil: deleted)
+	kick     chan struct{}        // a pending change (capacity 1)
+	ownCh    chan struct{}        // closed and replaced when the own node changes
+	live     bool
+	liveSet  bool
+	attrs    *subnet.LeaseAttrs // what AcquireLease advertised
 }
 
 var _ subnet.Manager = (*Store)(nil)
@@ -104,7 +105,7 @@ type nodeInfo struct {
 	netUnavailable, netReason string
 }
 
-// New reads net-conf.json, starts the Node informer and returns the Store;
+// New reads net-conf.json, starts following the Nodes and returns the Store;
 // Close stops it. A missing or malformed net-conf.json is an error naming
 // the file.
 func New(o Options) (*Store, error) {
@@ -139,6 +140,9 @@ func New(o Options) (*Store, error) {
 	}
 	s := &Store{
 		o: o, cs: o.Client, name: o.NodeName, ann: ann, cfg: cfg, log: o.Logger,
+		nodes:   make(map[string]*nodeInfo),
+		synced:  make(chan struct{}),
+		probeOK: true,
 		pending: make(map[string]*nodeInfo),
 		kick:    make(chan struct{}, 1),
 		ownCh:   make(chan struct{}),
@@ -146,10 +150,9 @@ func New(o Options) (*Store, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
-	s.inf = s.newInformer(ctx)
 	go func() {
 		defer close(s.done)
-		s.inf.Run(ctx.Done())
+		s.follow(ctx)
 	}()
 	return s, nil
 }
@@ -173,7 +176,7 @@ func ReadNetConf(path string, log *slog.Logger) (*subnet.Config, error) {
 	return cfg, nil
 }
 
-// Close stops the informer and waits for it.
+// Close stops following the Nodes and waits for it.
 func (s *Store) Close() error {
 	s.cancel()
 	<-s.done
@@ -183,90 +186,27 @@ func (s *Store) Close() error {
 // Annotations returns the annotation keys the store uses.
 func (s *Store) Annotations() Annotations { return s.ann }
 
-func (s *Store) newInformer(ctx context.Context) cache.SharedIndexInformer {
-	lw := &cache.ListWatch{
-		ListFunc:  func(o metav1.ListOptions) (runtime.Object, error) { return s.cs.ListNodes(ctx, o) },
-		WatchFunc: func(o metav1.ListOptions) (watch.Interface, error) { return s.cs.WatchNodes(ctx, o) },
-	}
-	inf := cache.NewSharedIndexInformer(lw, &corev1.Node{}, 0, cache.Indexers{})
-	_ = inf.SetTransform(s.strip)
-	_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
-		if ctx.Err() == nil {
-			s.setLive(false, err)
-		}
-	})
-	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { s.enqueue(obj, false) },
-		UpdateFunc: func(_, obj any) { s.enqueue(obj, false) },
-		DeleteFunc: func(obj any) { s.enqueue(obj, true) },
-	})
-	return inf
-}
-
-// strip is the informer's transform: it keeps the name, the podCIDRs, the
-// annotations under the prefix and, for the own node, the
-// NetworkUnavailable condition. A 5,000-node informer then holds a few
-// hundred bytes per node instead of whole kubelet-sized objects.
-func (s *Store) strip(obj any) (any, error) {
-	n, ok := obj.(*corev1.Node)
-	if !ok {
-		return obj, nil
-	}
-	out := &corev1.Node{}
-	out.Name = n.Name
-	out.ResourceVersion = n.ResourceVersion
-	out.Spec.PodCIDR = n.Spec.PodCIDR
-	out.Spec.PodCIDRs = n.Spec.PodCIDRs
-	for k, v := range n.Annotations {
-		if strings.HasPrefix(k, s.ann.Prefix) {
-			if out.Annotations == nil {
-				out.Annotations = make(map[string]string, 8)
-			}
-			out.Annotations[k] = v
-		}
-	}
-	if n.Name == s.name {
-		for _, c := range n.Status.Conditions {
-			if c.Type == corev1.NodeNetworkUnavailable {
-				out.Status.Conditions = []corev1.NodeCondition{{Type: c.Type, Status: c.Status, Reason: c.Reason}}
-			}
-		}
-	}
-	return out, nil
-}
-
-func toInfo(n *corev1.Node) *nodeInfo {
-	info := &nodeInfo{name: n.Name, podCIDRs: n.Spec.PodCIDRs, annotations: n.Annotations}
-	if len(info.podCIDRs) == 0 && n.Spec.PodCIDR != "" {
-		info.podCIDRs = []string{n.Spec.PodCIDR}
-	}
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeNetworkUnavailable {
-			info.netUnavailable, info.netReason = string(c.Status), c.Reason
-		}
-	}
-	return info
-}
-
-// enqueue records the latest state of a node for the lease watch. The
-// queue holds one entry per node (a newer state replaces an older one), so
-// it never blocks the informer, never grows beyond the number of nodes and
-// never needs a retry loop.
-func (s *Store) enqueue(obj any, deleted bool) {
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	n, ok := obj.(*corev1.Node)
-	if !ok {
-		return
-	}
-	var info *nodeInfo
-	if !deleted {
-		info = toInfo(n)
-	}
+// put records the latest state of a node (nil: deleted) and queues it for
+// the lease watch. The queue holds one entry per node (a newer state
+// replaces an older one), so it never blocks the follower, never grows
+// beyond the number of nodes and never needs a retry loop.
+func (s *Store) put(name string, info *nodeInfo) {
 	s.mu.Lock()
-	s.pending[n.Name] = info
-	if n.Name == s.name {
+	if info == nil {
+		if _, ok := s.nodes[name]; !ok {
+			s.mu.Unlock()
+			return
+		}
+		delete(s.nodes, name)
+	} else {
+		if old, ok := s.nodes[name]; ok && sameInfo(old, info) {
+			s.mu.Unlock()
+			return // a relist or a change to fields the store drops
+		}
+		s.nodes[name] = info
+	}
+	s.pending[name] = info
+	if name == s.name {
 		close(s.ownCh)
 		s.ownCh = make(chan struct{})
 	}
@@ -274,6 +214,50 @@ func (s *Store) enqueue(obj any, deleted bool) {
 	select {
 	case s.kick <- struct{}{}:
 	default:
+	}
+}
+
+func sameInfo(a, b *nodeInfo) bool {
+	return slices.Equal(a.podCIDRs, b.podCIDRs) && maps.Equal(a.annotations, b.annotations) &&
+		a.netUnavailable == b.netUnavailable && a.netReason == b.netReason
+}
+
+// names returns the names of the nodes the store knows.
+func (s *Store) names() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.nodes))
+	for n := range s.nodes {
+		out = append(out, n)
+	}
+	return out
+}
+
+// snapshot returns every node the store knows.
+func (s *Store) snapshot() map[string]*nodeInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]*nodeInfo, len(s.nodes))
+	for k, v := range s.nodes {
+		out[k] = v
+	}
+	return out
+}
+
+func (s *Store) markSynced() {
+	select {
+	case <-s.synced:
+	default:
+		close(s.synced)
+	}
+}
+
+func (s *Store) hasSynced() bool {
+	select {
+	case <-s.synced:
+		return true
+	default:
+		return false
 	}
 }
 
@@ -293,13 +277,34 @@ func (s *Store) ownChanged() <-chan struct{} {
 	return s.ownCh
 }
 
-func (s *Store) setLive(live bool, err error) {
+// setWatching records whether the Node watch is established, and
+// setProbe whether the apiserver answered the last liveness probe; the
+// lease watch is live when both hold.
+func (s *Store) setWatching(ok bool, err error) {
 	s.mu.Lock()
+	s.watching = ok
+	if ok {
+		s.probeOK = true
+	}
+	s.mu.Unlock()
+	s.updateLive(err)
+}
+
+func (s *Store) setProbe(ok bool, err error) {
+	s.mu.Lock()
+	s.probeOK = ok
+	s.mu.Unlock()
+	s.updateLive(err)
+}
+
+func (s *Store) updateLive(err error) {
+	s.mu.Lock()
+	live := s.watching && s.probeOK
 	first := !s.liveSet
 	changed := first || s.live != live
 	s.live, s.liveSet = live, true
 	s.mu.Unlock()
-	if !changed {
+	if !changed || (first && !live) {
 		return
 	}
 	switch {
@@ -315,16 +320,14 @@ func (s *Store) setLive(live bool, err error) {
 	}
 }
 
-// ownNode returns the own node as the informer holds it (nil if absent).
+// ownNode returns the own node as the store last saw it (nil if absent).
 func (s *Store) ownNode() *nodeInfo {
-	obj, ok, err := s.inf.GetStore().GetByKey(s.name)
-	if err != nil || !ok {
-		return nil
-	}
-	return toInfo(obj.(*corev1.Node))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nodes[s.name]
 }
 
-// waitSynced waits until the informer has listed the nodes, logging once
+// waitSynced waits until the Nodes have been listed once, logging once
 // while it cannot.
 func (s *Store) waitSynced(ctx context.Context) error {
 	logged := false
@@ -332,7 +335,7 @@ func (s *Store) waitSynced(ctx context.Context) error {
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
 	start := time.Now()
-	for !s.inf.HasSynced() {
+	for !s.hasSynced() {
 		if !logged && time.Since(start) > 5*time.Second {
 			s.log.Warn("waiting for the apiserver to list the nodes", "node", s.name)
 			logged = true
@@ -606,7 +609,7 @@ func (s *Store) LookupLease(ctx context.Context, _ *subnet.Config, _ netip.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("reading node %q: %w", s.name, err)
 		}
-		n = toInfo(node)
+		n = toInfo(node, s.ann.Prefix, s.name)
 	}
 	if n.annotations[s.ann.SubnetManager] != "true" {
 		return nil, nil
@@ -665,7 +668,7 @@ func ListLeases(ctx context.Context, api API, ann Annotations, cfg *subnet.Confi
 	var out []NodeLease
 	others := 0
 	for i := range list.Items {
-		n := toInfo(&list.Items[i])
+		n := toInfo(&list.Items[i], ann.Prefix, "")
 		if n.annotations[ann.SubnetManager] != "true" {
 			others++
 			continue

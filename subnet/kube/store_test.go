@@ -222,9 +222,9 @@ func TestStore(t *testing.T) {
 	c.CreateNode(t, "bad-ip", kubetest.NodeOptions{PodCIDR: "10.244.5.0/24", Annotations: vxlanAnnotations("192.0.2.500", macA)})
 	c.CreateNode(t, "outside", kubetest.NodeOptions{PodCIDR: "10.99.0.0/24", Annotations: vxlanAnnotations("192.0.2.6", macA)})
 
-	// The informer has seen every node before the snapshot is taken.
-	eventually(t, "informer sees the peers", func() error {
-		if _, ok, _ := s.inf.GetStore().GetByKey("outside"); !ok {
+	// The store has seen every node before the snapshot is taken.
+	eventually(t, "the store sees the peers", func() error {
+		if s.snapshot()["outside"] == nil {
 			return fmt.Errorf("not yet")
 		}
 		return nil
@@ -251,12 +251,9 @@ func TestStore(t *testing.T) {
 		t.Errorf("a node without flannel annotations is warned about:\n%s", logs)
 	}
 
-	// The informer keeps only what leases need.
-	obj, _, _ := s.inf.GetStore().GetByKey("peer-a")
-	kept := obj.(*corev1.Node)
-	if len(kept.Status.Images) != 0 || len(kept.Status.Conditions) != 0 || len(kept.Labels) != 0 || len(kept.Status.Capacity) != 0 ||
-		len(kept.Annotations) != 4 || kept.Spec.PodCIDR != "10.244.2.0/24" {
-		t.Errorf("the informer keeps %+v", kept)
+	// The store keeps only what leases need.
+	if kept := s.snapshot()["peer-a"]; len(kept.annotations) != 4 || len(kept.podCIDRs) != 1 || kept.podCIDRs[0] != "10.244.2.0/24" || kept.netUnavailable != "" {
+		t.Errorf("the store keeps %+v of peer-a", kept)
 	}
 
 	// Nothing to look up before the node has advertised a lease.
@@ -280,7 +277,7 @@ func TestStore(t *testing.T) {
 			t.Errorf("annotation %s = %q, want %q", k, own.Annotations[k], v)
 		}
 	}
-	// LookupLease reads the informer's copy, which follows the patch.
+	// LookupLease reads the store's copy, which follows the patch.
 	eventually(t, "LookupLease finds the lease", func() error {
 		if got, err := s.LookupLease(ctx, cfg, netip.Addr{}); err != nil || got == nil || !got.Attrs.Equal(attrs) || got.Subnet.String() != "10.244.1.0/24" {
 			return fmt.Errorf("LookupLease = %+v, %v; want %+v", got, err, attrs)
@@ -358,9 +355,8 @@ func TestStore(t *testing.T) {
 	for k := 31; k < 80; k++ {
 		patchNode(t, c, "peer-a", fmt.Sprintf(`{"metadata":{"annotations":{"flannel.alpha.coreos.com/public-ip":"192.0.2.%d"}}}`, k))
 	}
-	eventually(t, "informer has the burst", func() error {
-		obj, _, _ := s.inf.GetStore().GetByKey("peer-a")
-		if ip := obj.(*corev1.Node).Annotations[pfx+"public-ip"]; ip != "192.0.2.79" {
+	eventually(t, "the store has the burst", func() error {
+		if ip := s.snapshot()["peer-a"].annotations[pfx+"public-ip"]; ip != "192.0.2.79" {
 			return fmt.Errorf("public-ip %s", ip)
 		}
 		return nil

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weftnet/weft/subnet"
@@ -30,15 +29,9 @@ func (s *Store) WatchLeases(ctx context.Context, cfg *subnet.Config, fn func([]s
 	}
 	w := &nodeWatcher{s: s, cfg: cfg, validate: validate, known: map[string]subnet.Lease{}, logged: map[string]string{}}
 
-	// The snapshot: whatever is queued now is also in the informer's store.
+	// The snapshot: whatever is queued now is also in the store's view.
 	s.takePending()
-	snap := map[string]*nodeInfo{}
-	for _, obj := range s.inf.GetStore().List() {
-		n := obj.(*corev1.Node)
-		snap[n.Name] = toInfo(n)
-	}
-	fn(w.apply(snap))
-	s.setLive(true, nil)
+	fn(w.apply(s.snapshot()))
 
 	probe := time.NewTicker(s.o.LivenessInterval)
 	defer probe.Stop()
@@ -57,7 +50,7 @@ func (s *Store) WatchLeases(ctx context.Context, cfg *subnet.Config, fn func([]s
 }
 
 // probe asks the apiserver for the own node (from its watch cache) to
-// notice an outage the informer retries silently.
+// notice an outage a silently broken watch connection would hide.
 func (s *Store) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, s.o.LivenessInterval)
 	defer cancel()
@@ -65,7 +58,7 @@ func (s *Store) probe(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	s.setLive(err == nil && s.inf.HasSynced(), err)
+	s.setProbe(err == nil, err)
 }
 
 type nodeWatcher struct {
