@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -70,7 +71,13 @@ func (s *Store) list(ctx context.Context) (string, error) {
 	var rv, cont string
 	for {
 		lctx, cancel := context.WithTimeout(ctx, time.Minute)
-		l, err := s.cs.ListNodes(lctx, metav1.ListOptions{Limit: listPageSize, Continue: cont})
+		opts := metav1.ListOptions{Limit: listPageSize, Continue: cont}
+		if cont == "" {
+			// From the apiserver's watch cache (no etcd read); later pages
+			// follow the continue token.
+			opts.ResourceVersion = "0"
+		}
+		l, err := s.cs.ListNodes(lctx, opts)
 		cancel()
 		if err != nil {
 			return "", fmt.Errorf("listing nodes: %w", err)
@@ -149,17 +156,28 @@ func (s *Store) watch(ctx context.Context, rv string) (string, error) {
 // annotations under prefix and, for the own node, the NetworkUnavailable
 // condition. A 5,000-node cluster then costs a few hundred bytes per node
 // instead of whole kubelet-sized objects.
+//
+// The strings are copied: the decoded Node (and the whole list response
+// it came in) is then garbage as a block, instead of pinning the memory
+// around each small string it shares with the store.
 func toInfo(n *corev1.Node, prefix, own string) *nodeInfo {
-	info := &nodeInfo{name: n.Name, podCIDRs: n.Spec.PodCIDRs}
-	if len(info.podCIDRs) == 0 && n.Spec.PodCIDR != "" {
-		info.podCIDRs = []string{n.Spec.PodCIDR}
+	info := &nodeInfo{name: strings.Clone(n.Name)}
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	if len(cidrs) > 0 {
+		info.podCIDRs = make([]string, len(cidrs))
+		for i, c := range cidrs {
+			info.podCIDRs[i] = strings.Clone(c)
+		}
 	}
 	for k, v := range n.Annotations {
 		if strings.HasPrefix(k, prefix) {
 			if info.annotations == nil {
 				info.annotations = make(map[string]string, 4)
 			}
-			info.annotations[k] = v
+			info.annotations[internKey(k)] = strings.Clone(v)
 		}
 	}
 	if n.Name == own {
@@ -170,4 +188,25 @@ func toInfo(n *corev1.Node, prefix, own string) *nodeInfo {
 		}
 	}
 	return info
+}
+
+// knownKeys holds one copy of each annotation key seen, so that 5,000
+// Nodes share four key strings.
+var (
+	knownKeysMu sync.Mutex
+	knownKeys   = map[string]string{}
+)
+
+func internKey(k string) string {
+	knownKeysMu.Lock()
+	defer knownKeysMu.Unlock()
+	if c, ok := knownKeys[k]; ok {
+		return c
+	}
+	if len(knownKeys) > 64 {
+		return strings.Clone(k) // odd keys under the prefix: do not grow
+	}
+	c := strings.Clone(k)
+	knownKeys[c] = c
+	return c
 }
