@@ -12,21 +12,12 @@ package kubetest
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,15 +31,16 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/weftnet/weft/internal/kubecp"
 	"github.com/weftnet/weft/test/etcdtest"
 )
 
 // BinDirEnv names the environment variable holding the directory with
 // kube-apiserver and kube-controller-manager (scripts/test.sh sets it).
-const BinDirEnv = "WEFT_KUBE_BIN_DIR"
+const BinDirEnv = kubecp.BinDirEnv
 
 // Token is the admin bearer token every Cluster accepts.
-const Token = "weft-kubetest-admin"
+const Token = kubecp.Token
 
 // startTimeout bounds how long the apiserver may take to become ready on
 // a busy 2-core machine.
@@ -76,50 +68,24 @@ func BinDir(t testing.TB) string {
 
 func findBinDir() (string, error) {
 	if d := os.Getenv(BinDirEnv); d != "" {
-		return d, checkBins(d)
-	}
-	script, err := findScript()
-	if err != nil {
-		return "", fmt.Errorf("%s is not set and %v; run `bash scripts/kube-bins.sh` in the weft checkout and export %s=<the directory it prints>", BinDirEnv, err, BinDirEnv)
-	}
-	cmd := exec.Command("bash", script)
-	cmd.Stderr = os.Stderr // build progress
-	out, err := cmd.Output()
-	if err != nil {
-		return "", fmt.Errorf("`bash %s` failed (%v); run it by hand to see why, then export %s=<the directory it prints>", script, err, BinDirEnv)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	d := strings.TrimSpace(lines[len(lines)-1])
-	return d, checkBins(d)
-}
-
-func checkBins(d string) error {
-	for _, b := range []string{"kube-apiserver", "kube-controller-manager"} {
-		if fi, err := os.Stat(filepath.Join(d, b)); err != nil || fi.Mode()&0o111 == 0 {
-			return fmt.Errorf("%s=%s has no executable %s; run `bash scripts/kube-bins.sh` and use the directory it prints", BinDirEnv, d, b)
+		if err := kubecp.CheckBinDir(d); err != nil {
+			return "", fmt.Errorf("%s: %v; run `bash scripts/kube-bins.sh` and use the directory it prints", BinDirEnv, err)
 		}
+		return d, nil
 	}
-	return nil
-}
-
-// findScript looks for scripts/kube-bins.sh in the working directory and
-// its parents (go test runs in the package directory).
-func findScript() (string, error) {
-	dir, err := os.Getwd()
+	wd, err := os.Getwd()
 	if err != nil {
 		return "", err
 	}
-	for {
-		p := filepath.Join(dir, "scripts", "kube-bins.sh")
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("scripts/kube-bins.sh is not in any parent of the working directory")
-		}
-		dir = parent
+	script, err := kubecp.FindScript(wd)
+	if err != nil {
+		return "", fmt.Errorf("%s is not set and %v; run `bash scripts/kube-bins.sh` in the weft checkout and export %s=<the directory it prints>", BinDirEnv, err, BinDirEnv)
 	}
+	d, err := kubecp.RunScript(script, os.Stderr)
+	if err != nil {
+		return "", fmt.Errorf("%v; then export %s=<the directory it prints>", err, BinDirEnv)
+	}
+	return d, nil
 }
 
 // Options configure Start.
@@ -141,11 +107,10 @@ type Options struct {
 
 // Cluster is a running control plane.
 type Cluster struct {
-	t    testing.TB
-	opts Options
-	dir  string
-	bin  string
-	port int
+	t     testing.TB
+	opts  Options
+	dir   string
+	plane kubecp.Plane
 
 	// Etcd is the apiserver's storage.
 	Etcd *etcdtest.Server
@@ -178,15 +143,22 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.ControllerQPS == 0 {
 		o.ControllerQPS = 20
 	}
-	c := &Cluster{t: t, opts: o, dir: t.TempDir(), bin: BinDir(t)}
+	c := &Cluster{t: t, opts: o, dir: t.TempDir()}
 	c.Etcd = etcdtest.Start(t)
-	c.port = freePort(t, o.Addr)
-	c.URL = "https://" + net.JoinHostPort(o.Addr.String(), strconv.Itoa(c.port))
-	c.writeFiles()
+	c.plane = kubecp.Plane{
+		Dir: c.dir, BinDir: BinDir(t), Addr: o.Addr, Port: freePort(t, o.Addr), EtcdURL: c.Etcd.ClientURL,
+		ClusterCIDR: o.ClusterCIDR, MaskSize: o.NodeCIDRMaskSize, ControllerQPS: o.ControllerQPS,
+	}
+	c.URL = c.plane.URL()
+	if err := c.plane.WriteFiles(); err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
 	t.Cleanup(c.stopAll)
 	c.StartAPIServer()
-	c.Kubeconfig = filepath.Join(c.dir, "kubeconfig")
-	c.writeKubeconfig(c.Kubeconfig)
+	c.Kubeconfig = c.plane.Kubeconfig()
+	if err := c.plane.WriteKubeconfig(); err != nil {
+		t.Fatalf("kubetest: %v", err)
+	}
 	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
 	if err != nil {
 		t.Fatalf("kubetest: loading %s: %v", c.Kubeconfig, err)
@@ -221,58 +193,11 @@ func freePort(t testing.TB, a netip.Addr) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// writeFiles writes the service-account key and the token file.
-func (c *Cluster) writeFiles() {
-	t := c.t
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name string, b []byte) {
-		if err := os.WriteFile(filepath.Join(c.dir, name), b, 0o600); err != nil {
-			t.Fatalf("kubetest: %v", err)
-		}
-	}
-	write("sa.key", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
-	write("tokens.csv", []byte(Token+`,admin,admin-uid,"system:masters"`+"\n"))
-	if err := os.MkdirAll(filepath.Join(c.dir, "certs"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func (c *Cluster) apiserverArgs() []string {
-	args := []string{
-		"--etcd-servers=" + c.Etcd.ClientURL,
-		"--bind-address=" + c.opts.Addr.String(),
-		"--advertise-address=" + c.opts.Addr.String(),
-		"--secure-port=" + strconv.Itoa(c.port),
-		"--cert-dir=" + filepath.Join(c.dir, "certs"),
-		"--service-account-key-file=" + filepath.Join(c.dir, "sa.key"),
-		"--service-account-signing-key-file=" + filepath.Join(c.dir, "sa.key"),
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-cluster-ip-range=10.96.0.0/16",
-		"--token-auth-file=" + filepath.Join(c.dir, "tokens.csv"),
-		"--authorization-mode=AlwaysAllow",
-		"--anonymous-auth=false",
-		"--enable-priority-and-fairness=false",
-		"--profiling=false",
-		"--v=1",
-	}
-	if c.opts.Addr.IsLoopback() {
-		args = append(args, "--endpoint-reconciler-type=none")
-	}
-	return args
-}
-
 // StartAPIServer starts the apiserver (again, after StopAPIServer) on the
 // same address, port, certificates and storage, and waits until it is ready.
 func (c *Cluster) StartAPIServer() {
 	c.t.Helper()
-	p := startProc(c.t, filepath.Join(c.bin, "kube-apiserver"), filepath.Join(c.dir, "kube-apiserver.log"), c.apiserverArgs())
+	p := startProc(c.t, c.plane.APIServer(), filepath.Join(c.dir, "kube-apiserver.log"), c.plane.APIServerArgs())
 	c.mu.Lock()
 	c.apiserver = p
 	c.mu.Unlock()
@@ -291,10 +216,6 @@ func (c *Cluster) StopAPIServer() {
 func (c *Cluster) waitReady(p *proc) {
 	t := c.t
 	t.Helper()
-	hc := &http.Client{
-		Timeout:   5 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}, // the cert is made by the apiserver itself at start
-	}
 	deadline := time.Now().Add(startTimeout)
 	last := ""
 	for time.Now().Before(deadline) {
@@ -303,56 +224,16 @@ func (c *Cluster) waitReady(p *proc) {
 			t.Fatalf("kubetest: kube-apiserver exited during start (%v); last log lines:\n%s", p.state, p.tail(40))
 		default:
 		}
-		req, _ := http.NewRequest(http.MethodGet, c.URL+"/readyz", nil)
-		req.Header.Set("Authorization", "Bearer "+Token)
-		resp, err := hc.Do(req)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := c.plane.Ready(ctx)
+		cancel()
 		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-			last = resp.Status
-		} else {
-			last = err.Error()
+			return
 		}
+		last = err.Error()
 		time.Sleep(200 * time.Millisecond)
 	}
 	t.Fatalf("kubetest: kube-apiserver at %s not ready within %s (last: %s); last log lines:\n%s", c.URL, startTimeout, last, p.tail(40))
-}
-
-// writeKubeconfig writes a kubeconfig with the admin token that trusts the
-// apiserver's self-signed certificate (its bundle holds the signing CA).
-func (c *Cluster) writeKubeconfig(path string) {
-	t := c.t
-	ca, err := os.ReadFile(filepath.Join(c.dir, "certs", "apiserver.crt"))
-	if err != nil {
-		t.Fatalf("kubetest: reading the apiserver's certificate: %v", err)
-	}
-	caFile := filepath.Join(c.dir, "ca.crt")
-	if err := os.WriteFile(caFile, ca, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	kc := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: kubetest
-  cluster:
-    server: %s
-    certificate-authority: %s
-users:
-- name: admin
-  user:
-    token: %s
-contexts:
-- name: kubetest
-  context:
-    cluster: kubetest
-    user: admin
-current-context: kubetest
-`, c.URL, caFile, Token)
-	if err := os.WriteFile(path, []byte(kc), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // StopControllerManager kills the controller manager: nodes created
@@ -369,20 +250,7 @@ func (c *Cluster) StopControllerManager() {
 func (c *Cluster) StartControllerManager() { c.startKCM() }
 
 func (c *Cluster) startKCM() {
-	args := []string{
-		"--kubeconfig=" + c.Kubeconfig,
-		"--controllers=node-ipam-controller",
-		"--allocate-node-cidrs=true",
-		"--cluster-cidr=" + c.opts.ClusterCIDR.String(),
-		"--node-cidr-mask-size=" + strconv.Itoa(c.opts.NodeCIDRMaskSize),
-		"--service-cluster-ip-range=10.96.0.0/16",
-		"--leader-elect=false",
-		"--secure-port=0",
-		"--kube-api-qps=" + strconv.Itoa(c.opts.ControllerQPS),
-		"--kube-api-burst=" + strconv.Itoa(2*c.opts.ControllerQPS),
-		"--v=1",
-	}
-	p := startProc(c.t, filepath.Join(c.bin, "kube-controller-manager"), filepath.Join(c.dir, "kube-controller-manager.log"), args)
+	p := startProc(c.t, c.plane.ControllerManager(), filepath.Join(c.dir, "kube-controller-manager.log"), c.plane.ControllerManagerArgs())
 	c.mu.Lock()
 	c.kcm = p
 	c.mu.Unlock()
