@@ -51,6 +51,9 @@ type State struct {
 	Procs      []Proc   `json:"processes"`
 
 	Hosts []Host `json:"hosts"`
+
+	// Kube is set in Kubernetes mode (`weft lab up --kube`).
+	Kube *KubeState `json:"kube,omitempty"`
 }
 
 // Rule is one iptables rule the lab added in the root namespace.

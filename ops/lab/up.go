@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weftnet/weft/internal/kubecp"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
@@ -44,6 +45,14 @@ type Options struct {
 	Self     string
 	StateDir string
 	Prefix   string
+	// Kube runs the hosts in Kubernetes mode: a kube-apiserver and a
+	// kube-controller-manager from KubeBinDir over the lab's etcd, a Node
+	// per host, weftd with -kube-subnet-mgr.
+	Kube       bool
+	KubeBinDir string
+	// KubeLeases, for Status in Kubernetes mode, prints the leases read
+	// from the Nodes (the CLI passes `weft leases -kube-subnet-mgr`).
+	KubeLeases func(ctx context.Context, kubeconfig, netConf string) error
 	// Timeout bounds Up as a whole.
 	Timeout time.Duration
 	// Out receives progress, tables and hints.
@@ -83,6 +92,11 @@ func (o *Options) checkUp() error {
 	}
 	if !o.Network.IsValid() || !o.Network.Addr().Is4() || o.Network.Bits() > 22 || o.Network.Masked() != o.Network {
 		return fmt.Errorf("--network %s: want an IPv4 network of /22 or larger, e.g. 10.244.0.0/16", o.Network)
+	}
+	if o.Kube {
+		if err := kubecp.CheckBinDir(o.KubeBinDir); err != nil {
+			return fmt.Errorf("--kube needs kube-apiserver and kube-controller-manager: %w", err)
+		}
 	}
 	for _, b := range requiredBins {
 		p := filepath.Join(o.BinDir, b)
@@ -266,11 +280,17 @@ func (u *upper) run(ctx context.Context) error {
 	if err := waitEtcd(ctx, c, etcdPID, u.exitedCh("etcd"), filepath.Join(u.o.StateDir, "etcd.log")); err != nil {
 		return err
 	}
-	cfg := networkConfig(u.o.Network, u.o.Backend, u.o.NFTables)
-	if _, err := c.Put(ctx, EtcdPrefix+"/config", cfg); err != nil {
-		return fmt.Errorf("writing the network config to the lab's etcd: %w", err)
+	if u.o.Kube {
+		if err := u.startKube(ctx, st); err != nil {
+			return err
+		}
+	} else {
+		cfg := networkConfig(u.o.Network, u.o.Backend, u.o.NFTables)
+		if _, err := c.Put(ctx, EtcdPrefix+"/config", cfg); err != nil {
+			return fmt.Errorf("writing the network config to the lab's etcd: %w", err)
+		}
+		u.p.say("etcd ready; network config %s", cfg)
 	}
-	u.p.say("etcd ready; network config %s", cfg)
 
 	if err := u.parallelHosts(ctx, st.Hosts, func(_ context.Context, h Host) error { return u.startWeftd(h, st) }); err != nil {
 		return err
@@ -405,9 +425,14 @@ func (u *upper) makeHost(ctx context.Context, h Host) error {
 
 // weftdArgs returns the command line that runs weftd inside host h.
 func weftdArgs(ip, binDir string, h Host, st *State) []string {
-	return []string{ip, "netns", "exec", h.NS, filepath.Join(binDir, "weftd"),
-		"-etcd-endpoints", "http://" + st.BridgeAddr.String() + ":" + strconv.Itoa(st.EtcdPort),
-		"-etcd-prefix", EtcdPrefix,
+	args := []string{ip, "netns", "exec", h.NS, filepath.Join(binDir, "weftd")}
+	if st.Kube != nil {
+		args = append(args, "-kube-subnet-mgr", "-kubeconfig-file", st.Kube.Kubeconfig, "-net-config-path", st.Kube.NetConf)
+	} else {
+		args = append(args, "-etcd-endpoints", "http://"+st.BridgeAddr.String()+":"+strconv.Itoa(st.EtcdPort),
+			"-etcd-prefix", EtcdPrefix)
+	}
+	return append(args,
 		"-iface", "eth0",
 		"-public-ip", h.Addr.String(),
 		"-subnet-file", h.SubnetFile,
@@ -415,13 +440,14 @@ func weftdArgs(ip, binDir string, h Host, st *State) []string {
 		"-healthz-ip", h.Addr.String(),
 		"-healthz-port", strconv.Itoa(st.HealthzPort),
 		"-log-level", "info",
-	}
+	)
 }
 
 // startWeftd starts host h's agent and records its PID.
 func (u *upper) startWeftd(h Host, st *State) error {
 	logPath := filepath.Join(h.DataDir, "weftd.log")
-	pid, exited, err := startDetached(weftdArgs(u.ip, u.o.BinDir, h, st), logPath, os.Environ())
+	// NODE_NAME: the host's Node in Kubernetes mode (ignored otherwise).
+	pid, exited, err := startDetached(weftdArgs(u.ip, u.o.BinDir, h, st), logPath, append(os.Environ(), "NODE_NAME="+h.Name))
 	if err != nil {
 		return fmt.Errorf("starting weftd on %s: %w", h.Name, err)
 	}

@@ -22,6 +22,8 @@ type API interface {
 	// PatchNode patches nodes/<name>, or nodes/<name>/<subresource>.
 	PatchNode(ctx context.Context, name string, pt types.PatchType, data []byte, subresource ...string) (*corev1.Node, error)
 	GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error)
+	// CreateNode registers a Node (the lab, standing in for kubelets).
+	CreateNode(ctx context.Context, n *corev1.Node) (*corev1.Node, error)
 }
 
 // restAPI implements API with a REST client for the core/v1 group only. It
@@ -82,5 +84,11 @@ func (a *restAPI) PatchNode(ctx context.Context, name string, pt types.PatchType
 func (a *restAPI) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
 	out := &corev1.Pod{}
 	err := a.rc.Get().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(out)
+	return out, err
+}
+
+func (a *restAPI) CreateNode(ctx context.Context, n *corev1.Node) (*corev1.Node, error) {
+	out := &corev1.Node{}
+	err := a.rc.Post().Resource("nodes").Body(n).Do(ctx).Into(out)
 	return out, err
 }
