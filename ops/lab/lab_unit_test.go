@@ -111,7 +111,7 @@ func TestStateRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "lab")
 	want := &State{
 		Version: stateVersion, Prefix: "wt1", StateDir: dir, Created: time.Unix(1700000000, 0).UTC(), Ready: true,
-		Backend: "vxlan", Network: netip.MustParsePrefix("10.244.0.0/16"), BinDir: "/bin",
+		Backend: "vxlan", NFTables: true, Network: netip.MustParsePrefix("10.244.0.0/16"), BinDir: "/bin",
 		Underlay: netip.MustParsePrefix("198.18.3.0/24"), BridgeAddr: netip.MustParseAddr("198.18.3.1"),
 		EtcdPort: 1, EtcdPeer: 2, HealthzPort: 3,
 		Rules: []Rule{forwardRule(Names{Prefix: "wt1"})},
@@ -120,6 +120,7 @@ func TestStateRoundTrip(t *testing.T) {
 		Hosts: []Host{{Name: "host1", NS: "wt1-host1", Veth: "wt1-h1", Addr: netip.MustParseAddr("198.18.3.2"),
 			SubnetFile: dir + "/host1/subnet.env", DataDir: dir + "/host1",
 			Pods: []Pod{{Name: "host1-pod1", NS: "wt1-host1-pod1", Attached: true, Addr: netip.MustParsePrefix("10.244.7.2/24")}}}},
+		Kube: &KubeState{BinDir: "/cache/kube", Dir: dir + "/kube", Port: 4, Kubeconfig: dir + "/kube/kubeconfig", NetConf: dir + "/kube/net-conf.json"},
 	}
 	rec := &recorder{st: want}
 	if err := rec.addNS("wt1-host1"); err != nil {
