@@ -81,6 +81,7 @@ type Store struct {
 	done   chan struct{}
 	synced chan struct{} // closed when the Nodes were first listed
 
+	liveMu   sync.Mutex // serialises updateLive
 	mu       sync.Mutex
 	nodes    map[string]*nodeInfo // every Node, as last seen
 	watching bool                 // the Node watch is established
@@ -298,6 +299,10 @@ func (s *Store) setProbe(ok bool, err error) {
 }
 
 func (s *Store) updateLive(err error) {
+	// One change at a time, callback included, so that OnWatchLive sees
+	// the changes in the order they were decided.
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
 	s.mu.Lock()
 	live := s.watching && s.probeOK
 	first := !s.liveSet
