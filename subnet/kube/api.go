@@ -53,7 +53,7 @@ func NewAPI(cfg *rest.Config) (API, error) {
 	}
 	rc, err := rest.RESTClientFor(c)
 	if err != nil {
-		return nil, fmt.Errorf("Kubernetes client for %s: %w", cfg.Host, err)
+		return nil, fmt.Errorf("client for the Kubernetes API at %s: %w", cfg.Host, err)
 	}
 	return &restAPI{rc: rc, pc: runtime.NewParameterCodec(scheme)}, nil
 }

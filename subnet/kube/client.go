@@ -26,7 +26,7 @@ func RESTConfig(apiURL, kubeconfig, userAgent string) (*rest.Config, error) {
 	} else {
 		cfg, err = clientcmd.BuildConfigFromFlags(apiURL, kubeconfig)
 		if err != nil {
-			return nil, fmt.Errorf("Kubernetes client config (-kubeconfig-file %q, -kube-api-url %q): %w", kubeconfig, apiURL, err)
+			return nil, fmt.Errorf("client config for the Kubernetes API (-kubeconfig-file %q, -kube-api-url %q): %w", kubeconfig, apiURL, err)
 		}
 	}
 	cfg.UserAgent = userAgent

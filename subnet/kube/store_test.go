@@ -83,8 +83,8 @@ type eventLog struct {
 func (e *eventLog) fn(b []subnet.Event) {
 	e.waiting.Add(1)
 	e.gate.Lock()
-	e.gate.Unlock() //nolint:staticcheck // a gate, not a critical section
 	e.waiting.Add(-1)
+	e.gate.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.batches = append(e.batches, b)
