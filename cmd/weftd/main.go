@@ -68,7 +68,10 @@ func run(args []string) int {
 		st, storeName = ks, "the Kubernetes apiserver"
 		// As flanneld: the Node's node-public-ip annotation, when an
 		// operator set it, wins over -public-ip.
-		if v4, _, err := ks.NodePublicIP(ctx); err != nil {
+		nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		v4, _, err := ks.NodePublicIP(nctx)
+		cancel()
+		if err != nil {
 			log.Warn("cannot read this node's node-public-ip annotation; using -public-ip or the interface's address", "err", err)
 		} else if v4.IsValid() {
 			log.Info("public IP from the node's annotation", "annotation", ks.Annotations().NodePublicIP, "public_ip", v4)

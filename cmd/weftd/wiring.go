@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -37,7 +38,9 @@ func newKubeStore(ctx context.Context, o *options, log *slog.Logger, live func(b
 	if err != nil {
 		return nil, err
 	}
-	name, err := kube.NodeName(ctx, cs, os.Getenv)
+	nctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	name, err := kube.NodeName(nctx, cs, os.Getenv)
 	if err != nil {
 		return nil, err
 	}
