@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,9 @@ const (
 	followBackoffMin = 100 * time.Millisecond
 	followBackoffMax = 2 * time.Second
 	listPageSize     = 500
+	// freeAfterList is the list size from which the store returns the
+	// decoded list's memory to the OS right away.
+	freeAfterList = 500
 )
 
 // errGone means the watch's resource version is too old: list again.
@@ -37,8 +41,14 @@ var errGone = errors.New("resource version too old")
 func (s *Store) follow(ctx context.Context) {
 	wait := followBackoffMin
 	for ctx.Err() == nil {
-		rv, err := s.list(ctx)
+		rv, n, err := s.list(ctx)
 		if err == nil {
+			if n >= freeAfterList {
+				// The decoded list (kubelet-sized Nodes, several KB each)
+				// is garbage now; hand it back to the OS at once rather
+				// than over minutes.
+				debug.FreeOSMemory()
+			}
 			s.markSynced()
 			wait = followBackoffMin
 			for err == nil {
@@ -66,9 +76,9 @@ func (s *Store) follow(ctx context.Context) {
 // list reads every Node, page by page, replaces the store's view with it
 // (queueing what changed, deletions included) and returns the list's
 // resource version.
-func (s *Store) list(ctx context.Context) (string, error) {
+func (s *Store) list(ctx context.Context) (rv string, nodes int, err error) {
 	seen := make(map[string]bool)
-	var rv, cont string
+	var cont string
 	for {
 		lctx, cancel := context.WithTimeout(ctx, time.Minute)
 		opts := metav1.ListOptions{Limit: listPageSize, Continue: cont}
@@ -80,7 +90,7 @@ func (s *Store) list(ctx context.Context) (string, error) {
 		l, err := s.cs.ListNodes(lctx, opts)
 		cancel()
 		if err != nil {
-			return "", fmt.Errorf("listing nodes: %w", err)
+			return "", 0, fmt.Errorf("listing nodes: %w", err)
 		}
 		for i := range l.Items {
 			info := toInfo(&l.Items[i], s.ann.Prefix, s.name)
@@ -97,7 +107,7 @@ func (s *Store) list(ctx context.Context) (string, error) {
 			s.put(name, nil)
 		}
 	}
-	return rv, nil
+	return rv, len(seen), nil
 }
 
 // watch follows the Nodes from rv until the watch ends, and returns the
