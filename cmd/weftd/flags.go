@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/etcdflags"
+	"github.com/weftnet/weft/subnet"
 )
 
 // stringList is a repeatable string flag; a comma also separates values.
@@ -34,6 +35,7 @@ type options struct {
 	ifaces         stringList
 	ifaceRegexes   stringList
 	publicIP       string
+	publicIPv6     string
 	subnetFile     string
 	renewMargin    int // minutes, as flanneld
 	leaseTTL       time.Duration
@@ -58,6 +60,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.Var(&o.ifaces, "iface", "interface to use (IP or name) for inter-host communication; may be repeated, tried in order")
 	fs.Var(&o.ifaceRegexes, "iface-regex", "regex matching the interface name or IP to use for inter-host communication; may be repeated")
 	fs.StringVar(&o.publicIP, "public-ip", "", "IP accessible by other nodes for inter-host communication (default: the interface's address)")
+	fs.StringVar(&o.publicIPv6, "public-ipv6", "", "IPv6 address accessible by other nodes for inter-host communication (default: the interface's global IPv6 address)")
 	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "filename where the env variables (subnet, MTU, ...) will be written to")
 	fs.IntVar(&o.renewMargin, "subnet-lease-renew-margin", 60, "subnet lease renewal margin, in minutes; the lease is refreshed when less than this is left")
 	fs.DurationVar(&o.leaseTTL, "subnet-lease-ttl", 24*time.Hour, "TTL of the subnet lease in etcd (weft; flanneld always uses 24h)")
@@ -113,6 +116,12 @@ func (o *options) check() error {
 		a, err := netip.ParseAddr(o.publicIP)
 		if err != nil || !a.Is4() {
 			return bad("-public-ip %q is not an IPv4 address", o.publicIP)
+		}
+	}
+	if o.publicIPv6 != "" {
+		a, err := netip.ParseAddr(o.publicIPv6)
+		if err != nil || !subnet.IsUsableUnicast6(a) {
+			return bad("-public-ipv6 %q is not a global unicast IPv6 address", o.publicIPv6)
 		}
 	}
 	if o.renewMargin <= 0 {

@@ -60,10 +60,14 @@ func run(args []string) int {
 	if o.publicIP != "" {
 		publicIP = netip.MustParseAddr(o.publicIP) // checked by parseOptions
 	}
+	var publicIPv6 netip.Addr
+	if o.publicIPv6 != "" {
+		publicIPv6 = netip.MustParseAddr(o.publicIPv6) // checked by parseOptions
+	}
 	a, err := agent.New(agent.Options{
 		Manager:        store,
 		Backends:       lookupBackend,
-		Iface:          agent.IfaceOptions{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, PublicIP: publicIP},
+		Iface:          agent.IfaceOptions{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, PublicIP: publicIP, PublicIPv6: publicIPv6},
 		SubnetFile:     o.subnetFile,
 		RenewMargin:    time.Duration(o.renewMargin) * time.Minute,
 		LeaseTTL:       o.leaseTTL,

@@ -97,6 +97,9 @@ func NewNS(t testing.TB, prefix string) *NS {
 		}
 	})
 	n.MustExec(t, "ip", "link", "set", "lo", "up")
+	// No duplicate address detection on the namespace's links: an IPv6
+	// address is usable (not tentative) as soon as it is added.
+	n.MustExec(t, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0")
 	h, err := netns.GetFromPath(n.Path)
 	if err != nil {
 		t.Fatalf("opening namespace %s: %v", name, err)
@@ -244,11 +247,18 @@ func NewVeth(t testing.TB, a *NS, aName string, aAddr netip.Prefix, b *NS, bName
 	}
 }
 
-// EnableForwarding turns on IPv4 forwarding in the namespace (off by
-// default in a new namespace).
+// EnableForwarding turns on IPv4 and IPv6 forwarding in the namespace (off
+// by default in a new namespace).
 func (n *NS) EnableForwarding(t testing.TB) {
 	t.Helper()
-	n.MustExec(t, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	n.MustExec(t, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+}
+
+// AddAddr adds addr to the link ifname in the namespace (an IPv6 address
+// is usable at once: NewNS turned duplicate address detection off).
+func (n *NS) AddAddr(t testing.TB, ifname string, addr netip.Prefix) {
+	t.Helper()
+	n.MustExec(t, "ip", "addr", "add", addr.String(), "dev", ifname)
 }
 
 // NewPod creates a "pod" namespace behind host: a veth pair with hostIf in
