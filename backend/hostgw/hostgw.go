@@ -8,6 +8,10 @@
 //
 //	route <peer subnet> via <peer PublicIP> dev <ext>
 //
+// With EnableIPv6, each peer's IPv6 subnet gets the same route via its
+// PublicIPv6 (a peer without an IPv6 subnet, still IPv4-only while the
+// network turns IPv6 on, gets its IPv4 route only).
+//
 // A peer whose PublicIP is not on a directly connected subnet of the
 // external interface cannot be reached this way: it is skipped with an error
 // naming it, and the others are programmed. Leases carry BackendType
@@ -87,13 +91,17 @@ type Backend struct {
 	extPrefix []netip.Prefix
 	extKnown  atomic.Bool
 	own       atomic.Pointer[netip.Prefix]
+	own6      atomic.Pointer[netip.Prefix]
 }
 
 // New creates the backend and starts watching netlink. It programs nothing;
 // call Set.
 func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
-	if !p.Ext.Addr.Is4() || p.Ext.Index <= 0 {
+	if (p.Config.EnableIPv4 && !p.Ext.Addr.Is4()) || p.Ext.Index <= 0 {
 		return nil, fmt.Errorf("host-gw backend: external interface %q (index %d) needs an IPv4 address, has %v", p.Ext.Name, p.Ext.Index, p.Ext.Addr)
+	}
+	if p.Config.EnableIPv6 && !subnet.IsUsableUnicast6(p.Ext.Addr6) {
+		return nil, fmt.Errorf("host-gw backend: external interface %q (index %d) needs a global IPv6 address, has %v", p.Ext.Name, p.Ext.Index, p.Ext.Addr6)
 	}
 	log := p.Log
 	if log == nil {
@@ -114,8 +122,9 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 		verify = DefaultVerifyEvery
 	}
 	b.prog = netlinkx.NewProgrammer(b.nl, b.ownsRoute, verify)
-	var none netip.Prefix
+	var none, none6 netip.Prefix
 	b.own.Store(&none)
+	b.own6.Store(&none6)
 	sess.Follow(b.observe, b.Resync)
 	return b, nil
 }
@@ -163,10 +172,15 @@ func (b *Backend) observe(u netlinkx.Update) {
 }
 
 // ownsRoute: gateway routes on the external interface to subnets of the
-// network other than our own.
+// networks other than our own.
 func (b *Backend) ownsRoute(r netlinkx.Route, _ int) bool {
-	return r.LinkIndex == b.ext.Index && r.Gw.IsValid() && r.Dst.Bits() == b.cfg.SubnetLen &&
-		b.cfg.Network.Contains(r.Dst.Addr()) && r.Dst != *b.own.Load()
+	if r.LinkIndex != b.ext.Index || !r.Gw.IsValid() {
+		return false
+	}
+	if r.Dst.Addr().Is4() {
+		return b.cfg.EnableIPv4 && r.Dst.Bits() == b.cfg.SubnetLen && b.cfg.Network.Contains(r.Dst.Addr()) && r.Dst != *b.own.Load()
+	}
+	return b.cfg.EnableIPv6 && r.Dst.Bits() == b.cfg.IPv6SubnetLen && b.cfg.IPv6Network.Contains(r.Dst.Addr()) && r.Dst != *b.own6.Load()
 }
 
 // Set implements backend.Backend.
@@ -176,11 +190,15 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if !s.Own.Subnet.IsValid() || !b.cfg.Contains(s.Own.Subnet) {
+	if b.cfg.EnableIPv4 && !b.cfg.Contains(s.Own.Subnet) {
 		return fmt.Errorf("host-gw backend: own subnet %v is not a /%d of network %s", s.Own.Subnet, b.cfg.SubnetLen, b.cfg.Network)
 	}
-	own := s.Own.Subnet
+	if b.cfg.EnableIPv6 && !b.cfg.ContainsIPv6(s.Own.IPv6Subnet) {
+		return fmt.Errorf("host-gw backend: own IPv6 subnet %v is not a /%d of network %s", s.Own.IPv6Subnet, b.cfg.IPv6SubnetLen, b.cfg.IPv6Network)
+	}
+	own, own6 := s.Own.Subnet, s.Own.IPv6Subnet
 	b.own.Store(&own)
+	b.own6.Store(&own6)
 	if !b.extKnown.Load() {
 		ps, err := b.nl.Addrs(b.ext.Index)
 		if err != nil {
@@ -198,34 +216,61 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 }
 
 func (b *Backend) desired(s backend.State) (netlinkx.Entries, []error) {
+	want := netlinkx.NewEntries(len(s.Peers))
+	var errs []error
+	if b.cfg.EnableIPv4 {
+		errs = b.family(s, false, want, errs)
+	}
+	if b.cfg.EnableIPv6 {
+		errs = b.family(s, true, want, errs)
+	}
+	return want, errs
+}
+
+// family adds the routes of one family to want.
+func (b *Backend) family(s backend.State, six bool, want netlinkx.Entries, errs []error) []error {
+	sub := func(l *subnet.Lease) netip.Prefix {
+		if six {
+			return l.IPv6Subnet
+		}
+		return l.Subnet
+	}
 	peers := slices.Clone(s.Peers)
 	slices.SortFunc(peers, func(x, y subnet.Lease) int {
-		if c := x.Subnet.Addr().Compare(y.Subnet.Addr()); c != 0 {
-			return c
+		a, c := sub(&x), sub(&y)
+		if r := a.Addr().Compare(c.Addr()); r != 0 {
+			return r
 		}
-		return x.Subnet.Bits() - y.Subnet.Bits()
+		return a.Bits() - c.Bits()
 	})
-	want := netlinkx.NewEntries(len(peers))
-	var errs []error
+	own := sub(&s.Own)
 	for i := range peers {
 		p := &peers[i]
-		if p.Subnet == s.Own.Subnet {
+		sn := sub(p)
+		if sn == own || !sn.IsValid() {
 			continue
+		}
+		ip, what, fam := p.Attrs.PublicIP, "PublicIP", "IPv4"
+		contains, usable := b.cfg.Contains(sn), ip.Is4() && subnet.IsUsableUnicast(ip)
+		network, subnetLen := b.cfg.Network, b.cfg.SubnetLen
+		if six {
+			ip, what, fam = p.Attrs.IPv6(), "PublicIPv6", "IPv6"
+			contains, usable = b.cfg.ContainsIPv6(sn), subnet.IsUsableUnicast6(ip)
+			network, subnetLen = b.cfg.IPv6Network, b.cfg.IPv6SubnetLen
 		}
 		fail := func(format string, args ...any) {
-			errs = append(errs, fmt.Errorf("host-gw backend: skipping peer %s (PublicIP %v): %s", p.Key(), p.Attrs.PublicIP, fmt.Sprintf(format, args...)))
+			errs = append(errs, fmt.Errorf("host-gw backend: skipping peer %s (%s %v): %s", p.Key(), what, ip, fmt.Sprintf(format, args...)))
 		}
-		if !b.cfg.Contains(p.Subnet) {
-			fail("subnet %v is not a /%d of network %s", p.Subnet, b.cfg.SubnetLen, b.cfg.Network)
+		if !contains {
+			fail("subnet %v is not a /%d of network %s", sn, subnetLen, network)
 			continue
 		}
-		if (i > 0 && peers[i-1].Subnet == p.Subnet) || (i+1 < len(peers) && peers[i+1].Subnet == p.Subnet) {
-			fail("another peer holds subnet %s", p.Subnet)
+		if (i > 0 && sub(&peers[i-1]) == sn) || (i+1 < len(peers) && sub(&peers[i+1]) == sn) {
+			fail("another peer holds subnet %s", sn)
 			continue
 		}
-		ip := p.Attrs.PublicIP
-		if !ip.Is4() || !subnet.IsUsableUnicast(ip) {
-			fail("PublicIP is not a unicast IPv4 address")
+		if !usable {
+			fail("not a unicast %s address", fam)
 			continue
 		}
 		if p.Attrs.BackendType != TypeName {
@@ -233,17 +278,17 @@ func (b *Backend) desired(s backend.State) (netlinkx.Entries, []error) {
 			continue
 		}
 		if !b.onLink(ip) {
-			fail("PublicIP is not on a directly connected subnet of %s (%v); host-gw needs every node on one L2 segment", b.ext.Name, b.extPrefix)
+			fail("%s is not on a directly connected subnet of %s (%v); host-gw needs every node on one L2 segment", what, b.ext.Name, b.extPrefix)
 			continue
 		}
-		want.Routes[p.Subnet] = netlinkx.Route{Dst: p.Subnet, Gw: ip, LinkIndex: b.ext.Index}
+		want.Routes[sn] = netlinkx.Route{Dst: sn, Gw: ip, LinkIndex: b.ext.Index}
 	}
-	return want, errs
+	return errs
 }
 
 func (b *Backend) onLink(ip netip.Addr) bool {
 	for _, p := range b.extPrefix {
-		if p.Contains(ip) && p.Addr() != ip && p.Bits() < 32 {
+		if p.Contains(ip) && p.Addr() != ip && p.Bits() < p.Addr().BitLen() && !p.Addr().IsLinkLocalUnicast() {
 			return true
 		}
 	}
