@@ -691,9 +691,6 @@ func (t *tunnel) desired(s backend.State) {
 	d.resolve()
 }
 
-// compareLease orders leases by IPv4 subnet.
-func compareLease(x, y subnet.Lease) int { return comparePrefix(x.Subnet, y.Subnet) }
-
 // basis is what every desired entry depends on beyond its own peer: when
 // it changes, the backend derives every entry again.
 type basis struct {

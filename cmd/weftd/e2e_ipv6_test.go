@@ -7,12 +7,15 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weftnet/weft/ops/teardown"
+	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 	"github.com/weftnet/weft/test/cnitest"
 )
@@ -302,4 +305,41 @@ func TestE2EIPv6Only(t *testing.T) {
 			pingMatrix(t, pods)
 		})
 	}
+}
+
+// TestE2ENodeTeardownDualStack: the teardown of a dual-stack node releases
+// its dual-stack key and removes both devices; the other node forgets both
+// of its subnets.
+func TestE2ENodeTeardownDualStack(t *testing.T) {
+	t.Parallel()
+	c := newCluster6(t, 2, fmt.Sprintf(dualNetConf, "vxlan"))
+	pods, envs := startCNIPods(t, c, true, 1430)
+	pingMatrix(t, pods)
+	h1, h2 := c.hosts[0], c.hosts[1]
+	if err := h1.stop(); err != nil {
+		t.Fatal(err)
+	}
+	sn, sn6 := envs[h1].Subnet.Masked(), envs[h1].IPv6Subnet.Masked()
+	var rep *teardown.Report
+	if err := h1.ns.Do(func() (err error) {
+		rep, err = teardown.Run(context.Background(), teardown.Options{Client: c.etcd.Client(), SubnetFile: h1.envPath, PublicIP: h1.addr, KeepIPTables: true})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	wantKey := "/coreos.com/network/subnets/" + subnet.SubnetKey(sn, sn6)
+	if strings.Join(rep.Released, " ") != wantKey || !slices.Contains(rep.Links, "flannel.1") || !slices.Contains(rep.Links, "flannel-v6.1") {
+		t.Errorf("teardown report %+v, want %s released and both devices deleted", rep, wantKey)
+	}
+	if _, ok := leaseKeys(t, c)[subnet.SubnetKey(sn, sn6)]; ok {
+		t.Errorf("the lease is still in etcd")
+	}
+	eventually(t, 5*time.Second, "host2 forgets host1's subnets", func() error {
+		for _, p := range []netip.Prefix{sn, sn6} {
+			if out, _ := h2.ns.Exec("ip", "route", "show", p.String()); strings.TrimSpace(out) != "" {
+				return fmt.Errorf("route to %s still there: %s", p, out)
+			}
+		}
+		return nil
+	})
 }

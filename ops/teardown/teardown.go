@@ -31,10 +31,12 @@ type Options struct {
 	Prefix string
 	// SubnetFile is the agent's subnet.env, which names the node's subnet.
 	SubnetFile string
-	// Subnet is the node's subnet when subnet.env is gone (optional).
-	Subnet netip.Prefix
+	// Subnet and IPv6Subnet are the node's subnets when subnet.env is gone
+	// (optional).
+	Subnet, IPv6Subnet netip.Prefix
 	// PublicIP, when set, guards the release: a lease advertising another
-	// address belongs to another node and is kept.
+	// address (PublicIP, or PublicIPv6 for an IPv6-only node) belongs to
+	// another node and is kept.
 	PublicIP netip.Addr
 	// KeepIPTables leaves the iptables chains in place.
 	KeepIPTables bool
@@ -68,13 +70,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &Report{}
 	var errs []error
 
-	own := o.Subnet
+	own, own6 := o.Subnet, o.IPv6Subnet
 	var networks []netip.Prefix
 	env, err := subnetenv.Read(o.SubnetFile)
 	switch {
 	case err == nil:
-		own = env.Subnet.Masked()
-		networks = env.Networks
+		own, own6 = env.Subnet.Masked(), env.IPv6Subnet.Masked()
+		networks = append(append(networks, env.Networks...), env.IPv6Networks...)
 	case errors.Is(err, fs.ErrNotExist):
 		log.Info("no subnet.env", "path", o.SubnetFile)
 	default:
@@ -85,10 +87,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if err != nil {
 			errs = append(errs, err)
 		} else if len(networks) == 0 {
-			networks = []netip.Prefix{cfg.Network}
+			for _, n := range []netip.Prefix{cfg.Network, cfg.IPv6Network} {
+				if n.IsValid() {
+					networks = append(networks, n)
+				}
+			}
 		}
-		if own.IsValid() {
-			key, err := release(ctx, o.Client, o.Prefix, own, o.PublicIP)
+		if own.IsValid() || own6.IsValid() {
+			key, err := release(ctx, o.Client, o.Prefix, own, own6, o.PublicIP)
 			if err != nil {
 				errs = append(errs, err)
 			} else if key != "" {
@@ -98,7 +104,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 
-	links, routes, err := removeKernelState(networks, own)
+	links, routes, err := removeKernelState(networks, own, own6)
 	r.Links, r.Routes = links, routes
 	if err != nil {
 		errs = append(errs, err)
@@ -145,8 +151,8 @@ func readConfig(ctx context.Context, cli *clientv3.Client, prefix string) (*subn
 // release deletes the node's lease key if it still advertises publicIP (when
 // given), and revokes its etcd lease. A reservation is kept: it is the
 // operator's, not the agent's.
-func release(ctx context.Context, cli *clientv3.Client, prefix string, own netip.Prefix, publicIP netip.Addr) (string, error) {
-	key := prefix + "/subnets/" + subnet.SubnetKey(own, netip.Prefix{})
+func release(ctx context.Context, cli *clientv3.Client, prefix string, own, own6 netip.Prefix, publicIP netip.Addr) (string, error) {
+	key := prefix + "/subnets/" + subnet.SubnetKey(own, own6)
 	resp, err := cli.Get(ctx, key)
 	if err != nil {
 		return "", fmt.Errorf("reading %s: %w", key, err)
@@ -156,12 +162,12 @@ func release(ctx context.Context, cli *clientv3.Client, prefix string, own netip
 	}
 	kv := resp.Kvs[0]
 	if kv.Lease == 0 {
-		return "", fmt.Errorf("%s is a reservation (no etcd lease); remove it with 'weft leases release %s' if you mean to", key, own)
+		return "", fmt.Errorf("%s is a reservation (no etcd lease); remove it with 'weft leases release %s' if you mean to", key, subnet.SubnetKey(own, own6))
 	}
 	if publicIP.IsValid() {
 		attrs, err := subnet.ParseLeaseAttrs(kv.Value)
-		if err == nil && attrs.PublicIP != publicIP {
-			return "", fmt.Errorf("%s now belongs to %s, not %s: kept", key, attrs.PublicIP, publicIP)
+		if err == nil && attrs.PublicIP != publicIP && attrs.IPv6() != publicIP {
+			return "", fmt.Errorf("%s now belongs to %s, not %s: kept", key, attrs.NodeIP(), publicIP)
 		}
 	}
 	txn, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
@@ -178,10 +184,11 @@ func release(ctx context.Context, cli *clientv3.Client, prefix string, own netip
 	return key, nil
 }
 
-// removeKernelState deletes flannel.* VXLAN devices (their routes,
-// neighbours and FDB entries go with them) and routes to other subnets of
-// the networks through a gateway (host-gw, DirectRouting).
-func removeKernelState(networks []netip.Prefix, own netip.Prefix) (links, routes []string, err error) {
+// removeKernelState deletes flannel.* and flannel-v6.* VXLAN devices (their
+// routes, neighbours and FDB entries go with them) and routes of either
+// family to other subnets of the networks through a gateway (host-gw,
+// DirectRouting).
+func removeKernelState(networks []netip.Prefix, own, own6 netip.Prefix) (links, routes []string, err error) {
 	var errs []error
 	all, lerr := netlink.LinkList()
 	if lerr != nil && !errors.Is(lerr, netlink.ErrDumpInterrupted) {
@@ -201,9 +208,13 @@ func removeKernelState(networks []netip.Prefix, own netip.Prefix) (links, routes
 	if len(networks) == 0 {
 		return links, routes, errors.Join(errs...)
 	}
-	rs, rerr := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if rerr != nil && !errors.Is(rerr, netlink.ErrDumpInterrupted) {
-		return links, routes, errors.Join(append(errs, fmt.Errorf("listing routes: %w", rerr))...)
+	var rs []netlink.Route
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		r, rerr := netlink.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+		if rerr != nil && !errors.Is(rerr, netlink.ErrDumpInterrupted) {
+			return links, routes, errors.Join(append(errs, fmt.Errorf("listing routes: %w", rerr))...)
+		}
+		rs = append(rs, r...)
 	}
 	for _, rt := range rs {
 		if rt.Dst == nil || rt.Gw == nil {
@@ -215,7 +226,7 @@ func removeKernelState(networks []netip.Prefix, own netip.Prefix) (links, routes
 		}
 		ones, _ := rt.Dst.Mask.Size()
 		p := netip.PrefixFrom(dst.Unmap(), ones)
-		if p == own || !inAny(networks, p) {
+		if p == own || p == own6 || !inAny(networks, p) {
 			continue
 		}
 		if err := netlink.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) {
