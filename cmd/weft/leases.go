@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"time"
 
@@ -45,7 +44,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var asJSON bool
 	f.register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts instead of a table")
-	setUsage(fs, "weft leases [flags] | weft leases reserve SUBNET PUBLIC-IP | weft leases release SUBNET")
+	setUsage(fs, "weft leases [flags] | weft leases reserve SUBNET[,IPV6-SUBNET] PUBLIC-IP[,PUBLIC-IPV6] | weft leases release SUBNET")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -63,32 +62,36 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if len(pos) != 3 {
 			return fmt.Errorf("%w: weft leases reserve SUBNET PUBLIC-IP", errUsage)
 		}
-		sn, err := leases.ParseSubnet(pos[1])
+		sn, err := leases.ParseSubnets(pos[1])
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-		ip, err := netip.ParseAddr(pos[2])
+		ip, ip6, err := leases.ParseAddrs(pos[2])
 		if err != nil {
-			return fmt.Errorf("%w: public IP %q: %v", errUsage, pos[2], err)
+			return fmt.Errorf("%w: %v", errUsage, err)
 		}
 		c, err := f.client()
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		what, err := leases.Reserve(ctx, c, f.Prefix, sn, ip)
+		what, err := leases.ReserveSubnets(ctx, c, f.Prefix, sn, ip, ip6)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: %s for %s\n", sn, what, ip)
+		fmt.Fprintf(stdout, "%s: %s for %s\n", sn, what, pos[2])
 		return nil
 	case "release":
 		if len(pos) != 2 {
 			return fmt.Errorf("%w: weft leases release SUBNET", errUsage)
 		}
-		sn, err := leases.ParseSubnet(pos[1])
-		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
+		sns, err := leases.ParseSubnets(pos[1])
+		if err != nil || (sns.V4.IsValid() && sns.V6.IsValid()) {
+			return fmt.Errorf("%w: weft leases release SUBNET takes one subnet of either family (the key holding it goes)", errUsage)
+		}
+		sn := sns.V4
+		if !sn.IsValid() {
+			sn = sns.V6
 		}
 		c, err := f.client()
 		if err != nil {

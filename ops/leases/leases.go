@@ -28,8 +28,10 @@ type Row struct {
 	Subnet     string `json:"subnet,omitempty"`
 	IPv6Subnet string `json:"ipv6Subnet,omitempty"`
 	PublicIP   string `json:"publicIP,omitempty"`
+	PublicIPv6 string `json:"publicIPv6,omitempty"`
 	Backend    string `json:"backendType,omitempty"`
 	VtepMAC    string `json:"vtepMAC,omitempty"`
+	VtepMACv6  string `json:"vtepMACv6,omitempty"`
 	// Reservation is true for a key with no etcd lease.
 	Reservation bool `json:"reservation"`
 	// EtcdLease is the etcd lease ID (hex, as etcdctl prints it).
@@ -51,6 +53,7 @@ type Report struct {
 	Config      json.RawMessage `json:"config,omitempty"`
 	ConfigError string          `json:"configError,omitempty"`
 	Network     string          `json:"network,omitempty"`
+	IPv6Network string          `json:"ipv6Network,omitempty"`
 	BackendType string          `json:"backendType,omitempty"`
 	Leases      []Row           `json:"leases"`
 }
@@ -82,7 +85,13 @@ func List(ctx context.Context, c Etcd, prefix string) (*Report, error) {
 				rep.ConfigError = err.Error()
 			} else {
 				cfg = c
-				rep.Network, rep.BackendType = c.Network.String(), c.BackendType
+				if c.EnableIPv4 {
+					rep.Network = c.Network.String()
+				}
+				if c.EnableIPv6 {
+					rep.IPv6Network = c.IPv6Network.String()
+				}
+				rep.BackendType = c.BackendType
 			}
 			continue
 		}
@@ -151,20 +160,36 @@ func parseLease(name string, value []byte, etcdLease int64) (*subnet.Lease, *Row
 	if attrs.PublicIP.IsValid() {
 		row.PublicIP = attrs.PublicIP.String()
 	}
+	if v6 := attrs.IPv6(); v6.IsValid() {
+		row.PublicIPv6 = v6.String()
+	}
 	row.Backend = attrs.BackendType
-	var bd struct {
-		VtepMAC string `json:"VtepMAC"`
-	}
-	if len(attrs.BackendData) > 0 && json.Unmarshal(attrs.BackendData, &bd) == nil {
-		row.VtepMAC = bd.VtepMAC
-	}
+	row.VtepMAC, row.VtepMACv6 = vtepMAC(attrs.BackendData), vtepMAC(attrs.BackendV6Data)
 	return l, row
 }
 
-// lessRow orders rows by subnet address, undecodable keys last.
+// vtepMAC returns the VtepMAC of vxlan backend data, or "".
+func vtepMAC(data json.RawMessage) string {
+	var bd struct {
+		VtepMAC string `json:"VtepMAC"`
+	}
+	if len(data) > 0 && json.Unmarshal(data, &bd) == nil {
+		return bd.VtepMAC
+	}
+	return ""
+}
+
+// lessRow orders rows by subnet address (IPv6-only rows by their IPv6
+// subnet, after the others), undecodable keys last.
 func lessRow(a, b Row) bool {
-	pa, ea := netip.ParsePrefix(a.Subnet)
-	pb, eb := netip.ParsePrefix(b.Subnet)
+	first := func(r Row) string {
+		if r.Subnet != "" {
+			return r.Subnet
+		}
+		return r.IPv6Subnet
+	}
+	pa, ea := netip.ParsePrefix(first(a))
+	pb, eb := netip.ParsePrefix(first(b))
 	switch {
 	case ea == nil && eb == nil:
 		if c := pa.Addr().Compare(pb.Addr()); c != 0 {
@@ -206,25 +231,31 @@ func RenderTable(w io.Writer, rep *Report) error {
 	case rep.ConfigError != "":
 		fmt.Fprintf(tw, "network config: %s\n", rep.ConfigError)
 	default:
-		fmt.Fprintf(tw, "network %s, backend %s, %d leases under %s/subnets\n", rep.Network, rep.BackendType, len(rep.Leases), rep.Prefix)
+		nets := rep.Network
+		switch {
+		case nets == "":
+			nets = rep.IPv6Network
+		case rep.IPv6Network != "":
+			nets += " and " + rep.IPv6Network
+		}
+		fmt.Fprintf(tw, "network %s, backend %s, %d leases under %s/subnets\n", nets, rep.BackendType, len(rep.Leases), rep.Prefix)
 	}
 	if len(rep.Leases) == 0 {
 		return tw.Flush()
 	}
 	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tVTEP MAC\tEXPIRES IN\tVALID")
 	for _, r := range rep.Leases {
-		subnet := r.Subnet
+		subnet := strings.TrimSpace(r.Subnet + " " + r.IPv6Subnet)
 		if subnet == "" {
 			subnet = r.Key
 		}
-		if r.IPv6Subnet != "" {
-			subnet += " " + r.IPv6Subnet
-		}
+		pub := strings.TrimSpace(r.PublicIP + " " + r.PublicIPv6)
+		mac := strings.TrimSpace(r.VtepMAC + " " + r.VtepMACv6)
 		valid := "ok"
 		if r.Invalid != "" {
 			valid = "INVALID: " + r.Invalid
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", subnet, dash(r.PublicIP), dash(r.Backend), dash(r.VtepMAC), FormatExpiry(r), valid)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", subnet, dash(pub), dash(r.Backend), dash(mac), FormatExpiry(r), valid)
 	}
 	return tw.Flush()
 }
@@ -246,21 +277,88 @@ func RenderJSON(w io.Writer, rep *Report) error {
 	return nil
 }
 
-// ParseSubnet accepts a subnet as "10.244.5.0/24" or in key form
+// ParseSubnet accepts an IPv4 subnet as "10.244.5.0/24" or in key form
 // "10.244.5.0-24".
 func ParseSubnet(s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		v4, v6, kerr := subnet.ParseSubnetKey(s)
-		if kerr != nil || v6.IsValid() || !v4.IsValid() {
-			return netip.Prefix{}, fmt.Errorf("subnet %q: want e.g. 10.244.5.0/24", s)
-		}
-		p = v4
-	}
-	if !p.Addr().Is4() || p.Masked() != p {
+	sn, err := ParseSubnets(s)
+	if err != nil || sn.V6.IsValid() || !sn.V4.IsValid() {
 		return netip.Prefix{}, fmt.Errorf("subnet %q: want an IPv4 subnet base address with its length, e.g. 10.244.5.0/24", s)
 	}
-	return p, nil
+	return sn.V4, nil
+}
+
+// Subnets names a node's subnets: one of each family it leases.
+type Subnets struct {
+	V4, V6 netip.Prefix
+}
+
+// String renders the subnets as ParseSubnets reads them.
+func (s Subnets) String() string {
+	var parts []string
+	for _, p := range []netip.Prefix{s.V4, s.V6} {
+		if p.IsValid() {
+			parts = append(parts, p.String())
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// ParseSubnets accepts a node's subnets: "10.244.5.0/24", "fd00:10:244:5::/64"
+// (IPv6-only), "10.244.5.0/24,fd00:10:244:5::/64" (dual-stack), or a lease
+// key ("10.244.5.0-24&fd00:10:244:5::-64", "0.0.0.0-0&fd00:10:244:5::-64").
+func ParseSubnets(s string) (Subnets, error) {
+	var out Subnets
+	if v4, v6, err := subnet.ParseSubnetKey(s); err == nil {
+		return Subnets{v4, v6}, nil
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return out, fmt.Errorf("subnets %q: want at most one IPv4 and one IPv6 subnet, e.g. 10.244.5.0/24,fd00:10:244:5::/64", s)
+	}
+	for _, part := range parts {
+		p, err := netip.ParsePrefix(strings.TrimSpace(part))
+		if err != nil {
+			if v4, v6, kerr := subnet.ParseSubnetKey(part); kerr == nil && !v6.IsValid() {
+				p, err = v4, nil
+			}
+		}
+		if err != nil || p.Masked() != p || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+			return out, fmt.Errorf("subnet %q: want a subnet base address with its length, e.g. 10.244.5.0/24 or fd00:10:244:5::/64", part)
+		}
+		dst := &out.V6
+		if p.Addr().Is4() {
+			dst = &out.V4
+		}
+		if dst.IsValid() {
+			return out, fmt.Errorf("subnets %q: two subnets of one family", s)
+		}
+		*dst = p
+	}
+	return out, nil
+}
+
+// ParseAddrs accepts a node's public addresses: "192.0.2.5", "2001:db8::5"
+// or "192.0.2.5,2001:db8::5".
+func ParseAddrs(s string) (v4, v6 netip.Addr, err error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return v4, v6, fmt.Errorf("public IP %q: want at most one IPv4 and one IPv6 address", s)
+	}
+	for _, part := range parts {
+		a, perr := netip.ParseAddr(strings.TrimSpace(part))
+		if perr != nil {
+			return netip.Addr{}, netip.Addr{}, fmt.Errorf("public IP %q: %v", part, perr)
+		}
+		dst := &v6
+		if a.Is4() {
+			dst = &v4
+		}
+		if dst.IsValid() {
+			return netip.Addr{}, netip.Addr{}, fmt.Errorf("public IP %q: two addresses of one family", s)
+		}
+		*dst = a
+	}
+	return v4, v6, nil
 }
 
 // ErrHeld is returned by Reserve when another node holds the subnet.
@@ -269,16 +367,22 @@ var ErrHeld = errors.New("subnet is held by another node")
 // ErrNotFound is returned by Release when the subnet has no key.
 var ErrNotFound = errors.New("no lease or reservation")
 
-// Reserve writes a reservation of sn for publicIP under prefix: a lease key
-// with no etcd lease, which agents never expire and which the node with that
-// PublicIP takes. sn must be a subnet of the configured network. A subnet
-// leased by the same PublicIP becomes a reservation keeping its attributes
-// (so its peers keep their routes); one held by another address is refused.
+// Reserve writes a reservation of the IPv4 subnet sn for publicIP; see
+// ReserveSubnets.
 func Reserve(ctx context.Context, c clientv3.KV, prefix string, sn netip.Prefix, publicIP netip.Addr) (string, error) {
+	return ReserveSubnets(ctx, c, prefix, Subnets{V4: sn}, publicIP, netip.Addr{})
+}
+
+// ReserveSubnets writes a reservation of sn for the node with the given
+// public addresses under prefix: a lease key with no etcd lease, which
+// agents never expire and which that node takes (in etcd a node is its
+// PublicIP, or its PublicIPv6 in an IPv6-only network). sn must hold a
+// subnet of each family the config has on, and the node an address of each.
+// A subnet leased by the same node becomes a reservation keeping its
+// attributes (so its peers keep their routes); a subnet of either family
+// held by another key is refused.
+func ReserveSubnets(ctx context.Context, c clientv3.KV, prefix string, sn Subnets, ip4, ip6 netip.Addr) (string, error) {
 	prefix = strings.TrimSuffix(prefix, "/")
-	if !publicIP.Is4() || !subnet.IsUsableUnicast(publicIP) {
-		return "", fmt.Errorf("public IP %s: want a unicast IPv4 address", publicIP)
-	}
 	resp, err := c.Get(ctx, prefix+"/config")
 	if err != nil {
 		return "", fmt.Errorf("reading %s/config: %w", prefix, err)
@@ -290,34 +394,58 @@ func Reserve(ctx context.Context, c clientv3.KV, prefix string, sn netip.Prefix,
 	if err != nil {
 		return "", fmt.Errorf("network config at %s/config: %w", prefix, err)
 	}
-	if !cfg.Contains(sn) {
-		return "", fmt.Errorf("subnet %s is not a /%d inside network %s", sn, cfg.SubnetLen, cfg.Network)
+	if cfg.EnableIPv4 {
+		if !ip4.Is4() || !subnet.IsUsableUnicast(ip4) {
+			return "", fmt.Errorf("public IP %s: want a unicast IPv4 address", ip4)
+		}
+		if !cfg.Contains(sn.V4) {
+			return "", fmt.Errorf("subnet %s is not a /%d inside network %s", sn.V4, cfg.SubnetLen, cfg.Network)
+		}
+	} else if sn.V4.IsValid() || ip4.IsValid() {
+		return "", fmt.Errorf("the network is IPv6-only: give an IPv6 subnet and address only")
 	}
-	key := prefix + "/subnets/" + subnet.SubnetKey(sn, netip.Prefix{})
-	attrs := subnet.LeaseAttrs{PublicIP: publicIP, BackendType: cfg.BackendType}
-	cur, err := c.Get(ctx, key)
+	if cfg.EnableIPv6 {
+		if !subnet.IsUsableUnicast6(ip6) {
+			return "", fmt.Errorf("public IPv6 %v: IPv6 is on; give the node's global IPv6 address too (PUBLIC-IP as 192.0.2.5,2001:db8::5)", ip6)
+		}
+		if !cfg.ContainsIPv6(sn.V6) {
+			return "", fmt.Errorf("IPv6 subnet %v is not a /%d inside IPv6 network %s (IPv6 is on; give SUBNET as 10.244.5.0/24,fd00:10:244:5::/64)", sn.V6, cfg.IPv6SubnetLen, cfg.IPv6Network)
+		}
+	} else if sn.V6.IsValid() || ip6.IsValid() {
+		return "", fmt.Errorf("IPv6 is off in the network config: give an IPv4 subnet and address only")
+	}
+	key := prefix + "/subnets/" + subnet.SubnetKey(sn.V4, sn.V6)
+	attrs := subnet.LeaseAttrs{PublicIP: ip4, BackendType: cfg.BackendType}
+	if ip6.IsValid() {
+		attrs.PublicIPv6 = &ip6
+	}
+	// Any key naming one of the subnets: one Get of the prefix.
+	all, err := c.Get(ctx, prefix+"/subnets/", clientv3.WithPrefix())
 	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", key, err)
+		return "", fmt.Errorf("reading %s/subnets/: %w", prefix, err)
 	}
 	cmp := clientv3.Compare(clientv3.Version(key), "=", 0)
 	what := "reserved"
-	if len(cur.Kvs) > 0 {
-		kv := cur.Kvs[0]
+	for _, kv := range all.Kvs {
+		v4, v6, perr := subnet.ParseSubnetKey(strings.TrimPrefix(string(kv.Key), prefix+"/subnets/"))
+		if string(kv.Key) != key && (perr != nil || (!sn.V4.IsValid() || v4 != sn.V4) && (!sn.V6.IsValid() || v6 != sn.V6)) {
+			continue
+		}
 		old, err := subnet.ParseLeaseAttrs(kv.Value)
-		if err == nil && old.PublicIP == publicIP {
+		if string(kv.Key) == key && err == nil && old.NodeIP() == attrs.NodeIP() {
 			if kv.Lease == 0 {
 				return "already reserved", nil
 			}
 			attrs = old // keep the node's backend data
 			what = "turned the lease into a reservation"
-		} else {
-			holder := "an unreadable value"
-			if err == nil {
-				holder = old.PublicIP.String()
-			}
-			return "", fmt.Errorf("%w: %s is held by %s; release it first (weft leases release %s)", ErrHeld, sn, holder, sn)
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+			continue
 		}
-		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+		holder := "an unreadable value"
+		if err == nil {
+			holder = old.NodeIP().String()
+		}
+		return "", fmt.Errorf("%w: %s is held by %s (key %s); release it first (weft leases release %s)", ErrHeld, sn, holder, kv.Key, sn)
 	}
 	val, err := attrs.Marshal()
 	if err != nil {
@@ -333,16 +461,31 @@ func Reserve(ctx context.Context, c clientv3.KV, prefix string, sn netip.Prefix,
 	return what, nil
 }
 
-// Release deletes the lease or reservation of sn under prefix.
+// Release deletes the lease or reservation holding sn (a subnet of either
+// family: the whole key goes, with the node's other subnet) under prefix.
 func Release(ctx context.Context, c clientv3.KV, prefix string, sn netip.Prefix) error {
 	prefix = strings.TrimSuffix(prefix, "/")
-	key := prefix + "/subnets/" + subnet.SubnetKey(sn, netip.Prefix{})
+	all, err := c.Get(ctx, prefix+"/subnets/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return fmt.Errorf("reading %s/subnets/: %w", prefix, err)
+	}
+	var key string
+	for _, kv := range all.Kvs {
+		v4, v6, err := subnet.ParseSubnetKey(strings.TrimPrefix(string(kv.Key), prefix+"/subnets/"))
+		if err == nil && (v4 == sn || v6 == sn) {
+			key = string(kv.Key)
+			break
+		}
+	}
+	if key == "" {
+		return fmt.Errorf("%w for %s (no key under %s/subnets/ names it)", ErrNotFound, sn, prefix)
+	}
 	resp, err := c.Delete(ctx, key)
 	if err != nil {
 		return fmt.Errorf("deleting %s: %w", key, err)
 	}
 	if resp.Deleted == 0 {
-		return fmt.Errorf("%w for %s (no key %s)", ErrNotFound, sn, key)
+		return fmt.Errorf("%w for %s (%s went meanwhile)", ErrNotFound, sn, key)
 	}
 	return nil
 }
