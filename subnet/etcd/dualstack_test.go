@@ -351,3 +351,33 @@ func TestBadIPv6PeerSkipped(t *testing.T) {
 		}
 	}
 }
+
+// TestDualStackReservation: a node takes the dual-stack reservation for its
+// PublicIP as it stands; an IPv4-only reservation in a dual-stack network
+// is refused with what to do.
+func TestDualStackReservation(t *testing.T) {
+	t.Parallel()
+	srv := etcdtest.Start(t)
+	cli := srv.Client()
+	s, _ := newTestStore(t, cli)
+	ctx := testCtx(t, 30*time.Second)
+	cfg := mustConfig(t, `{"Network":"10.5.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:5::/56"}`)
+	key := testPrefix + "/subnets/10.5.9.0-24&fd00:5:0:9::-64"
+	put(t, cli, key, `{"PublicIP":"192.168.0.1","PublicIPv6":"2001:db8::1","BackendType":"vxlan"}`)
+	l, err := s.AcquireLease(ctx, cfg, dualAttrs("192.168.0.1", "2001:db8::1"), subnet.AcquireOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Key() != "10.5.9.0-24&fd00:5:0:9::-64" || !l.Reserved() {
+		t.Errorf("took %+v, want the reservation", l)
+	}
+	resp, err := cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) != 1 || resp.Kvs[0].Lease != 0 || !strings.Contains(string(resp.Kvs[0].Value), `"BackendV6Data":{"VNI":1,"VtepMAC":"06:00:00:00:00:01"}`) {
+		t.Errorf("reservation now %v, %v; want the node's attributes, still without an etcd lease", resp, err)
+	}
+	put(t, cli, subnetKey("10.5.10.0/24"), `{"PublicIP":"192.168.0.2","PublicIPv6":null,"BackendType":"vxlan"}`)
+	_, err = s.AcquireLease(ctx, cfg, dualAttrs("192.168.0.2", "2001:db8::2"), subnet.AcquireOptions{})
+	if err == nil || !strings.Contains(err.Error(), "has no IPv6 subnet of fd00:5::/56, but IPv6 is on") {
+		t.Errorf("an IPv4-only reservation in a dual-stack network: %v", err)
+	}
+}
