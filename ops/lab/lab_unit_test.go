@@ -284,11 +284,19 @@ func TestRemoveFilesLeavesOthers(t *testing.T) {
 }
 
 func TestNetworkConfig(t *testing.T) {
-	for _, tc := range []struct{ backend, want string }{
-		{"vxlan", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
-		{"host-gw", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
+	v6 := netip.MustParsePrefix("fd00:10:244::/56")
+	for _, tc := range []struct {
+		backend string
+		v6      netip.Prefix
+		noIPv4  bool
+		want    string
+	}{
+		{"vxlan", netip.Prefix{}, false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
+		{"host-gw", netip.Prefix{}, false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
+		{"vxlan", v6, false, `{"Network":"10.244.0.0/16","SubnetLen":24,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetLen":64,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
+		{"host-gw", v6, true, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetLen":64,"Backend":{"Type":"host-gw"}}`},
 	} {
-		got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.backend)
+		got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.v6, tc.noIPv4, tc.backend)
 		if got != tc.want {
 			t.Errorf("networkConfig(%s) = %s, want %s", tc.backend, got, tc.want)
 		}
