@@ -399,10 +399,10 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		a.m.LeasesKnown.Set(float64(peers.len()))
 	}
 	handleOwn := func(l subnet.Lease) {
-		if l.Primary() != own.Primary() {
-			a.log.Warn("this node's lease changed", "old", own.Subnet, "new", l.Subnet)
+		if l.Key() != own.Key() {
+			a.log.Warn("this node's lease changed", "old", own.Key(), "new", l.Key())
 		} else {
-			a.log.Info("lease re-acquired", "subnet", l.Subnet)
+			a.log.Info("lease re-acquired", "key", l.Key())
 		}
 		own = l
 		a.setOwn(l)
