@@ -343,3 +343,47 @@ func TestE2ENodeTeardownDualStack(t *testing.T) {
 		return nil
 	})
 }
+
+// TestE2ETurnIPv6On: an IPv4 cluster's config gains IPv6; a node restarted
+// under it keeps its IPv4 subnet (flanneld renumbers it), its key becomes
+// a dual-stack one in one transaction, and a 10 ms IPv4 ping from another
+// node's pod to its pod loses nothing across the restart and the re-keying.
+func TestE2ETurnIPv6On(t *testing.T) {
+	t.Parallel()
+	c := newCluster6(t, 2, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)
+	envs := startAll(t, c)
+	c.checkMesh()
+	h1, h2 := c.hosts[0], c.hosts[1]
+	if _, err := c.etcd.Client().Put(context.Background(), "/coreos.com/network/config", fmt.Sprintf(dualNetConf, "vxlan")); err != nil {
+		t.Fatal(err)
+	}
+	ping := exec.Command("ip", "netns", "exec", h2.pod.Name, "ping", "-n", "-i", "0.01", "-c", "400", "-W", "1", h1.podAddr.String())
+	out := &strings.Builder{}
+	ping.Stdout = out
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	h1.kill()
+	h1.start()
+	env := h1.waitReady()
+	if env.Subnet != envs[h1].Subnet || !env.IPv6Subnet.IsValid() {
+		t.Errorf("host1 under the dual-stack config: %s and %s, had %s", env.Subnet, env.IPv6Subnet, envs[h1].Subnet)
+	}
+	ping.Wait()
+	tx, rx := pingCounts(t, out.String())
+	t.Logf("IPv4 ping across turning IPv6 on: %d sent, %d received", tx, rx)
+	if tx < 100 || rx != tx {
+		t.Errorf("IPv4 ping lost packets: %d sent, %d received\n%s", tx, rx, tail(out.String()))
+	}
+	keys := leaseKeys(t, c)
+	want1 := subnet.SubnetKey(env.Subnet.Masked(), env.IPv6Subnet.Masked())
+	want2 := subnet.SubnetKey(envs[h2].Subnet.Masked(), netip.Prefix{})
+	if _, ok := keys[want1]; !ok || len(keys) != 2 {
+		t.Errorf("keys %v, want %s (host1, re-keyed) and %s (host2, not restarted)", keys, want1, want2)
+	}
+	if _, ok := keys[want2]; !ok {
+		t.Errorf("keys %v lack host2's %s", keys, want2)
+	}
+	c.checkMesh()
+}
