@@ -111,7 +111,7 @@ func TestStateRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "lab")
 	want := &State{
 		Version: stateVersion, Prefix: "wt1", StateDir: dir, Created: time.Unix(1700000000, 0).UTC(), Ready: true,
-		Backend: "vxlan", Network: netip.MustParsePrefix("10.244.0.0/16"), BinDir: "/bin",
+		Backend: "vxlan", NFTables: true, Network: netip.MustParsePrefix("10.244.0.0/16"), BinDir: "/bin",
 		Underlay: netip.MustParsePrefix("198.18.3.0/24"), BridgeAddr: netip.MustParseAddr("198.18.3.1"),
 		EtcdPort: 1, EtcdPeer: 2, HealthzPort: 3,
 		Rules: []Rule{forwardRule(Names{Prefix: "wt1"})},
