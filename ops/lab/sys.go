@@ -3,7 +3,6 @@ package lab
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -14,9 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/kernel/nsenter"
-	"golang.org/x/sys/unix"
 )
 
 // run runs a command and returns its combined output; the error quotes the
@@ -173,43 +171,23 @@ var underlayBase = netip.MustParsePrefix("198.18.0.0/15")
 // usedPrefixes lists the IPv4 prefixes of every route (all tables) and
 // address in the root namespace, except default routes.
 func usedPrefixes() ([]netip.Prefix, error) {
-	var used []netip.Prefix
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("listing routes: %w", err)
+	h, err := netlinkx.Open()
+	if err != nil {
+		return nil, err
 	}
-	for _, r := range routes {
-		if r.Dst == nil {
-			continue
-		}
-		if p, ok := prefixOf(r.Dst.IP, r.Dst.Mask); ok && p.Bits() > 0 {
-			used = append(used, p)
-		}
+	defer h.Close()
+	used, err := h.RouteDsts()
+	if err != nil {
+		return nil, err
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("listing addresses: %w", err)
+	addrs, err := h.AddrList(0)
+	if err != nil {
+		return nil, err
 	}
 	for _, a := range addrs {
-		if p, ok := prefixOf(a.IP, a.Mask); ok {
-			used = append(used, p.Masked())
-		}
+		used = append(used, a.Prefix.Masked())
 	}
 	return used, nil
-}
-
-func prefixOf(ip []byte, mask []byte) (netip.Prefix, bool) {
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones := 0
-	for _, b := range mask {
-		for ; b&0x80 != 0; b <<= 1 {
-			ones++
-		}
-	}
-	return netip.PrefixFrom(a.Unmap(), ones).Masked(), true
 }
 
 // pickUnderlay returns the first /24 of underlayBase, starting at the

@@ -15,11 +15,10 @@ import (
 	"os"
 	"strings"
 
-	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/kernel/iptables"
+	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
@@ -182,47 +181,42 @@ func release(ctx context.Context, cli *clientv3.Client, prefix string, own netip
 // neighbours and FDB entries go with them) and routes to other subnets of
 // the networks through a gateway (host-gw, DirectRouting).
 func removeKernelState(networks []netip.Prefix, own netip.Prefix) (links, routes []string, err error) {
+	h, err := netlinkx.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer h.Close()
 	var errs []error
-	all, lerr := netlink.LinkList()
-	if lerr != nil && !errors.Is(lerr, netlink.ErrDumpInterrupted) {
-		return nil, nil, fmt.Errorf("listing links: %w", lerr)
+	all, err := h.Links()
+	if err != nil {
+		return nil, nil, err
 	}
 	for _, l := range all {
-		name := l.Attrs().Name
-		if l.Type() != "vxlan" || !(strings.HasPrefix(name, "flannel.") || strings.HasPrefix(name, "flannel-v6.")) {
+		if l.Type != "vxlan" || !(strings.HasPrefix(l.Name, "flannel.") || strings.HasPrefix(l.Name, "flannel-v6.")) {
 			continue
 		}
-		if err := netlink.LinkDel(l); err != nil {
-			errs = append(errs, fmt.Errorf("deleting %s: %w", name, err))
+		if err := h.DeleteLink(l.Index); err != nil {
+			errs = append(errs, fmt.Errorf("deleting %s: %w", l.Name, err))
 			continue
 		}
-		links = append(links, name)
+		links = append(links, l.Name)
 	}
 	if len(networks) == 0 {
 		return links, routes, errors.Join(errs...)
 	}
-	rs, rerr := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if rerr != nil && !errors.Is(rerr, netlink.ErrDumpInterrupted) {
-		return links, routes, errors.Join(append(errs, fmt.Errorf("listing routes: %w", rerr))...)
+	rs, err := h.Routes(netlinkx.MainTable, 0)
+	if err != nil {
+		return links, routes, errors.Join(append(errs, err)...)
 	}
 	for _, rt := range rs {
-		if rt.Dst == nil || rt.Gw == nil {
+		if !rt.Gw.IsValid() || rt.Dst == own || !inAny(networks, rt.Dst) {
 			continue
 		}
-		dst, ok := netip.AddrFromSlice(rt.Dst.IP)
-		if !ok {
+		if err := h.DeleteRoute(rt); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("deleting the route to %s: %w", rt.Dst, err))
 			continue
 		}
-		ones, _ := rt.Dst.Mask.Size()
-		p := netip.PrefixFrom(dst.Unmap(), ones)
-		if p == own || !inAny(networks, p) {
-			continue
-		}
-		if err := netlink.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("deleting the route to %s: %w", p, err))
-			continue
-		}
-		routes = append(routes, p.String())
+		routes = append(routes, rt.Dst.String())
 	}
 	return links, routes, errors.Join(errs...)
 }
