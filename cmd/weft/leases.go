@@ -9,10 +9,9 @@ import (
 	"os"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/weftnet/weft/internal/etcdflags"
 	"github.com/weftnet/weft/ops/leases"
+	"github.com/weftnet/weft/subnet/etcd"
 )
 
 // leaseFlags are the flanneld-style etcd flags of the commands that talk to
@@ -71,12 +70,12 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return fmt.Errorf("%w: public IP %q: %v", errUsage, pos[2], err)
 		}
-		c, err := f.client()
+		s, err := f.store()
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		what, err := leases.Reserve(ctx, c, f.Prefix, sn, ip)
+		defer s.Close()
+		what, err := s.Reserve(ctx, sn, ip)
 		if err != nil {
 			return err
 		}
@@ -90,12 +89,12 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return fmt.Errorf("%w: %v", errUsage, err)
 		}
-		c, err := f.client()
+		s, err := f.store()
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		if err := leases.Release(ctx, c, f.Prefix, sn); err != nil {
+		defer s.Close()
+		if err := s.DeleteSubnet(ctx, sn); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s: released\n", sn)
@@ -106,12 +105,12 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 // showLeases prints the leases as a table or JSON.
 func showLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) error {
-	c, err := f.client()
+	s, err := f.store()
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	rep, err := leases.List(ctx, c, f.Prefix)
+	defer s.Close()
+	rep, err := leases.List(ctx, s)
 	if err != nil {
 		return fmt.Errorf("%w (endpoints %s)", err, f.Endpoints)
 	}
@@ -121,5 +120,5 @@ func showLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) err
 	return leases.RenderTable(w, rep)
 }
 
-// client connects to etcd as the flags say.
-func (f leaseFlags) client() (*clientv3.Client, error) { return f.Client(5 * time.Second) }
+// store connects to the lease store as the flags say.
+func (f leaseFlags) store() (*etcd.Store, error) { return leases.Open(f.StoreOptions(5 * time.Second)) }

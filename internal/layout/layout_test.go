@@ -2,16 +2,18 @@ package layout
 
 import (
 	"errors"
+	"go/ast"
 	"go/build"
+	"go/parser"
+	"go/token"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
-
-// module is the main module's path.
-const module = "github.com/weftnet/weft"
 
 // pkg is one package of the main module, as go/build reads it (non-test
 // files only).
@@ -113,6 +115,77 @@ func TestKernelSeam(t *testing.T) {
 	}
 	if seamUses == 0 {
 		t.Error("no package under kernel/ imports a kernel library: the import listing is broken")
+	}
+}
+
+// etcdOwners are the packages allowed to import the etcd libraries in
+// product code: the store, and the lab, which embeds an etcd server and
+// waits for it before it writes the network config.
+var etcdOwners = []string{"subnet/etcd", "ops/lab"}
+
+// TestLeaseKeysInOneStore: in product code (non-test files outside bench/
+// and test/), only subnet/etcd reads or writes lease keys. Two rules make it
+// checkable: only etcdOwners import go.etcd.io/etcd (so nobody else can
+// reach etcd except through the store), and no string literal outside
+// subnet/etcd holds the lease key schema ("subnets/", the folder below the
+// prefix), so that the lab, which may talk to etcd, cannot build lease keys.
+func TestLeaseKeysInOneStore(t *testing.T) {
+	storeUses := 0
+	for _, p := range packages(t) {
+		if under(p.rel, "bench", "test") {
+			continue
+		}
+		hits := importsAny(p, []string{"go.etcd.io/etcd"})
+		if p.rel == "subnet/etcd" {
+			storeUses += len(hits)
+		} else if len(hits) > 0 && !slices.Contains(etcdOwners, p.rel) {
+			t.Errorf("%s imports %s: only %s may; reach the leases through subnet/etcd's Store", p.rel, strings.Join(hits, ", "), strings.Join(etcdOwners, " and "))
+		}
+		if p.rel == "subnet/etcd" {
+			continue
+		}
+		for _, name := range p.GoFiles {
+			for _, lit := range keyLiterals(t, filepath.Join(p.Dir, name)) {
+				t.Errorf("%s/%s: string %s builds lease keys: only subnet/etcd may", p.rel, name, lit)
+			}
+		}
+	}
+	if storeUses == 0 {
+		t.Error("subnet/etcd imports no etcd package: the import listing is broken")
+	}
+}
+
+// keyLiterals returns the string literals of a Go file that hold the lease
+// key schema.
+func keyLiterals(t *testing.T, path string) []string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
+	if err != nil {
+		t.Fatalf("parsing %s: %v", path, err)
+	}
+	var hits []string
+	ast.Inspect(f, func(n ast.Node) bool {
+		lit, ok := n.(*ast.BasicLit)
+		if !ok || lit.Kind != token.STRING {
+			return true
+		}
+		if v, err := strconv.Unquote(lit.Value); err == nil && strings.Contains(v, "subnets/") {
+			hits = append(hits, lit.Value)
+		}
+		return true
+	})
+	return hits
+}
+
+func TestKeyLiterals(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.go")
+	src := "package x\n// a comment naming <prefix>/subnets/ is fine\nconst a, b = \"/coreos.com/network/subnets/\", `subnets/`\nconst c = \"%s/subnets\\n\"\n"
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := keyLiterals(t, path)
+	if want := []string{`"/coreos.com/network/subnets/"`, "`subnets/`"}; !slices.Equal(got, want) {
+		t.Errorf("keyLiterals = %q, want %q", got, want)
 	}
 }
 

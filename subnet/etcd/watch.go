@@ -226,15 +226,10 @@ func (w *leaseWatcher) resync(kvs []*mvccpb.KeyValue) []subnet.Event {
 
 // parse turns a key-value into a validated lease.
 func (w *leaseWatcher) parse(kv *mvccpb.KeyValue) (subnet.Lease, error) {
-	v4, v6, err := subnet.ParseSubnetKey(string(kv.Key[len(w.s.subnets):]))
+	l, err := decodeLease(string(kv.Key[len(w.s.subnets):]), kv)
 	if err != nil {
 		return subnet.Lease{}, err
 	}
-	attrs, err := subnet.ParseLeaseAttrs(kv.Value)
-	if err != nil {
-		return subnet.Lease{}, err
-	}
-	l := subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, EtcdLease: kv.Lease, ModRevision: kv.ModRevision}
 	if err := w.cfg.ValidateLease(&l, w.s.validator(w.cfg)); err != nil {
 		return subnet.Lease{}, err
 	}
