@@ -4,9 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -14,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/bench/report"
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/subnet"
 )
@@ -152,23 +151,13 @@ func waitRoutes(ctx context.Context, ns string, n int, timeout time.Duration) er
 // procCPU returns a process's CPU seconds (user+system) and resident
 // memory in MB.
 func procCPU(pid int) (cpu, rssMB float64, err error) {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	st, err := procstat.Read(pid)
 	if err != nil {
 		return 0, 0, fmt.Errorf("agent pid %d: %w", pid, err)
 	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	rss, err := procstat.RSS(pid)
 	if err != nil {
 		return 0, 0, fmt.Errorf("agent pid %d: %w", pid, err)
 	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.Fields(rest)[0], 64)
-			rssMB = kb / 1024
-		}
-	}
-	return (ut + st) / 100, rssMB, nil // USER_HZ is 100 on Linux
+	return st.CPU().Seconds(), float64(rss) / (1 << 20), nil
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/test/netnstest"
 )
@@ -130,23 +130,15 @@ func waitReadyFast(b *testing.B, h *host, timeout time.Duration) {
 // procStats returns a process's CPU seconds (user+system) and RSS in MB.
 func procStats(b *testing.B, pid int) (cpu float64, rssMB float64) {
 	b.Helper()
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procstat.Read(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	cpu = (ut + st) / 100 // USER_HZ is 100 on Linux
-	status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.Fields(rest)[0], 64)
-			rssMB = kb / 1024
-		}
+	rss, err := procstat.RSS(pid)
+	if err != nil {
+		b.Fatal(err)
 	}
-	return cpu, rssMB
+	return st.CPU().Seconds(), float64(rss) / (1 << 20)
 }
 
 func BenchmarkColdStart(b *testing.B) {

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/kernel/nsenter"
 )
@@ -88,23 +89,12 @@ func cmdline(pid int) []string {
 	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
 }
 
-// isZombie reports whether pid has exited but was not reaped.
-func isZombie(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && (s[i+2] == 'Z' || s[i+2] == 'X')
-}
-
 // ownsProcess reports whether pid is alive and is one of the lab's daemons:
 // its command line names the lab's state dir (every lab daemon gets a path
 // in it as an argument) and it is the lab's etcd ("weft lab etcd ...") or a
 // weftd (possibly still "ip netns exec <ns> .../weftd ...").
 func ownsProcess(pid int, stateDir string) bool {
-	if pid <= 1 || isZombie(pid) {
+	if pid <= 1 || !procstat.Alive(pid) {
 		return false
 	}
 	args := cmdline(pid)
