@@ -2,13 +2,14 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"path/filepath"
 
 	"github.com/containernetworking/cni/libcni"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/weftnet/weft/cniplugin"
 )
 
 // cniNetName is the CNI network name of the lab's pods.
@@ -26,29 +27,22 @@ type hostCNI struct {
 	cni  *libcni.CNIConfig
 }
 
-// conflist returns the flannel conflist for host h.
-func conflist(h Host) ([]byte, error) {
-	conf := map[string]any{
-		"cniVersion": cniVersion,
-		"name":       cniNetName,
-		"plugins": []any{map[string]any{
-			"type":       "flannel",
-			"subnetFile": h.SubnetFile,
-			"dataDir":    filepath.Join(h.DataDir, "flannel"),
-			"ipam":       map[string]any{"dataDir": filepath.Join(h.DataDir, "ipam")},
-			"delegate":   map[string]any{"hairpinMode": true, "isDefaultGateway": true},
-		}},
-	}
-	b, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("encoding the CNI config of %s: %w", h.Name, err)
-	}
-	return b, nil
+// ConfList returns the flannel conflist of host h (without portmap): the
+// stock one, naming the host's own subnet.env and data dirs.
+func ConfList(h Host) ([]byte, error) {
+	return cniplugin.ConfList{
+		Name:        cniNetName,
+		CNIVersion:  cniVersion,
+		SubnetFile:  h.SubnetFile,
+		DataDir:     filepath.Join(h.DataDir, "flannel"),
+		IPAMDataDir: filepath.Join(h.DataDir, "ipam"),
+		NoPortmap:   true,
+	}.Marshal()
 }
 
 // newHostCNI prepares CNI calls for host h with plugins from binDir.
 func newHostCNI(h Host, binDir string) (*hostCNI, error) {
-	b, err := conflist(h)
+	b, err := ConfList(h)
 	if err != nil {
 		return nil, err
 	}

@@ -468,7 +468,7 @@ func (u *upper) attachPods(ctx context.Context, h Host) error {
 	if err != nil {
 		return err
 	}
-	if b, err := conflist(h); err == nil && os.MkdirAll(filepath.Join(h.DataDir, "net.d"), 0o755) == nil {
+	if b, err := ConfList(h); err == nil && os.MkdirAll(filepath.Join(h.DataDir, "net.d"), 0o755) == nil {
 		_ = os.WriteFile(filepath.Join(h.DataDir, "net.d", "10-weft-lab.conflist"), b, 0o644)
 	}
 	errs := make([]error, len(h.Pods))
