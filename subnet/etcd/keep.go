@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weftnet/weft/internal/logonce"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -53,7 +54,7 @@ func (s *Store) KeepLease(ctx context.Context, cfg *subnet.Config, lease *subnet
 // first failure and each change of error.
 func (s *Store) reacquire(ctx context.Context, cfg *subnet.Config, cur *subnet.Lease, ttl time.Duration) (*subnet.Lease, error) {
 	b := s.newBackoff()
-	last := ""
+	var failed logonce.Errors
 	for {
 		l, err := s.AcquireLease(ctx, cfg, cur.Attrs, subnet.AcquireOptions{Hint: cur.Subnet, TTL: ttl})
 		if err == nil {
@@ -63,9 +64,8 @@ func (s *Store) reacquire(ctx context.Context, cfg *subnet.Config, cur *subnet.L
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if err.Error() != last {
+		if failed.Changed(err) {
 			s.log.Error("acquiring the lease again failed; retrying", "previous", cur.Subnet, "err", err)
-			last = err.Error()
 		}
 		if werr := b.wait(ctx); werr != nil {
 			return nil, werr
