@@ -47,24 +47,10 @@ const TypeName = "host-gw"
 const DefaultVerifyEvery = 10 * time.Second
 
 // Config holds what the constructor needs beyond backend.Params.
-type Config struct {
-	// Netlink is the namespace to program; nil opens the current one (and
-	// the backend closes it on Close).
-	Netlink netlinkx.Interface
-	// VerifyEvery overrides DefaultVerifyEvery; negative means always read
-	// the kernel.
-	VerifyEvery time.Duration
-}
+type Config = base.Options
 
 // Spec returns the registry entry of the host-gw backend.
-func Spec() backend.Spec {
-	return backend.Spec{
-		New: func(ctx context.Context, p backend.Params) (backend.Backend, error) {
-			return New(ctx, p, Config{})
-		},
-		ValidateData: ValidateData,
-	}
-}
+func Spec() backend.Spec { return base.Spec(New, ValidateData) }
 
 // ValidateData accepts any BackendData: host-gw leases carry none, and a
 // peer needs nothing but its PublicIP.
@@ -85,9 +71,8 @@ type Backend struct {
 // call Set.
 func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	b := &Backend{}
-	bb, err := base.New(ctx, p, base.Config{
-		Name: TypeName, Device: p.Ext.Name, Netlink: c.Netlink,
-		VerifyEvery: c.VerifyEvery, DefaultVerify: DefaultVerifyEvery, Owns: b.ownsRoute,
+	bb, err := base.New(ctx, p, c, base.Kind{
+		Name: TypeName, Device: p.Ext.Name, DefaultVerify: DefaultVerifyEvery, Owns: b.ownsRoute,
 	})
 	if err != nil {
 		return nil, err

@@ -59,24 +59,10 @@ import (
 const DefaultVerifyEvery = 5 * time.Minute
 
 // Config holds what the constructor needs beyond backend.Params.
-type Config struct {
-	// Netlink is the namespace to program; nil opens the current one (and
-	// the backend closes it on Close).
-	Netlink netlinkx.Interface
-	// VerifyEvery overrides DefaultVerifyEvery; negative means always read
-	// the kernel.
-	VerifyEvery time.Duration
-}
+type Config = base.Options
 
 // Spec returns the registry entry of the vxlan backend.
-func Spec() backend.Spec {
-	return backend.Spec{
-		New: func(ctx context.Context, p backend.Params) (backend.Backend, error) {
-			return New(ctx, p, Config{})
-		},
-		ValidateData: ValidateData,
-	}
-}
+func Spec() backend.Spec { return base.Spec(New, ValidateData) }
 
 var _ backend.Backend = (*Backend)(nil)
 
@@ -113,9 +99,8 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{opts: opts}
-	bb, err := base.New(ctx, p, base.Config{
-		Name: TypeName, Device: opts.DeviceName(), Netlink: c.Netlink,
-		VerifyEvery: c.VerifyEvery, DefaultVerify: DefaultVerifyEvery, Owns: b.ownsRoute,
+	bb, err := base.New(ctx, p, c, base.Kind{
+		Name: TypeName, Device: opts.DeviceName(), DefaultVerify: DefaultVerifyEvery, Owns: b.ownsRoute,
 	})
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/netip"
@@ -14,13 +15,19 @@ import (
 	"github.com/weftnet/weft/test/etcdtest"
 )
 
+// opsEnv starts an etcd and returns its client, a store over it and a
+// context for the test.
+func opsEnv(t *testing.T) (*clientv3.Client, *Store, context.Context) {
+	t.Helper()
+	cli := etcdtest.Start(t).Client()
+	s, _ := newTestStore(t, cli)
+	return cli, s, testCtx(t, 20*time.Second)
+}
+
 // TestReadConfig reads the config once, and says why when it cannot.
 func TestReadConfig(t *testing.T) {
 	t.Parallel()
-	srv := etcdtest.Start(t)
-	cli := srv.Client()
-	s, _ := newTestStore(t, cli)
-	ctx := testCtx(t, 20*time.Second)
+	cli, s, ctx := opsEnv(t)
 	if _, err := s.ReadConfig(ctx); err == nil || !strings.Contains(err.Error(), testPrefix+"/config does not exist") {
 		t.Errorf("missing config: %v", err)
 	}
@@ -39,10 +46,7 @@ func TestReadConfig(t *testing.T) {
 // reservation, or an undecodable value beside its error.
 func TestGetLease(t *testing.T) {
 	t.Parallel()
-	srv := etcdtest.Start(t)
-	cli := srv.Client()
-	s, _ := newTestStore(t, cli)
-	ctx := testCtx(t, 20*time.Second)
+	cli, s, ctx := opsEnv(t)
 	g, err := cli.Grant(ctx, 600)
 	if err != nil {
 		t.Fatal(err)
@@ -143,10 +147,7 @@ func TestListLeases(t *testing.T) {
 // TestReserveDeleteSubnet writes and deletes operators' reservations.
 func TestReserveDeleteSubnet(t *testing.T) {
 	t.Parallel()
-	srv := etcdtest.Start(t)
-	cli := srv.Client()
-	s, _ := newTestStore(t, cli)
-	ctx := testCtx(t, 20*time.Second)
+	cli, s, ctx := opsEnv(t)
 	ip := netip.MustParseAddr
 	sn := netip.MustParsePrefix
 
@@ -213,10 +214,7 @@ func TestReserveDeleteSubnet(t *testing.T) {
 // holds now and says so; a key already gone is not an error.
 func TestReleaseLeaseTaken(t *testing.T) {
 	t.Parallel()
-	srv := etcdtest.Start(t)
-	cli := srv.Client()
-	s, _ := newTestStore(t, cli)
-	ctx := testCtx(t, 20*time.Second)
+	cli, s, ctx := opsEnv(t)
 	cfg := mustConfig(t, cfg50)
 	put(t, cli, testPrefix+"/config", cfg50)
 	l, err := s.AcquireLease(ctx, cfg, attrsFor("192.168.0.1"), subnet.AcquireOptions{})

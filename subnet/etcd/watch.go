@@ -47,6 +47,14 @@ func (w *leaseWatcher) run(ctx context.Context) error {
 	s := w.s
 	b := s.newBackoff()
 	failing := false
+	// lost logs the first failure of an outage and reports not live.
+	lost := func(msg string, err error) {
+		if !failing {
+			s.log.Warn(msg, "prefix", s.subnets, "err", err)
+			failing = true
+			s.watchLive(false)
+		}
+	}
 	first := true
 	for {
 		start := time.Now()
@@ -56,11 +64,7 @@ func (w *leaseWatcher) run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if !failing {
-				s.log.Warn("watching leases: cannot list them; retrying with backoff", "prefix", s.subnets, "err", err)
-				failing = true
-				s.watchLive(false)
-			}
+			lost("watching leases: cannot list them; retrying with backoff", err)
 			if b.wait(ctx) != nil {
 				return ctx.Err()
 			}
@@ -86,11 +90,7 @@ func (w *leaseWatcher) run(ctx context.Context) error {
 			b.reset()
 			continue
 		}
-		if !failing {
-			s.log.Warn("watching leases: watch broken; reconnecting with backoff", "prefix", s.subnets, "err", err)
-			failing = true
-			s.watchLive(false)
-		}
+		lost("watching leases: watch broken; reconnecting with backoff", err)
 		if b.wait(ctx) != nil {
 			return ctx.Err()
 		}

@@ -8,6 +8,7 @@ package base
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,21 +22,44 @@ import (
 	"github.com/weftnet/weft/subnet"
 )
 
-// Config says what differs between the backends.
-type Config struct {
+// Options holds what a backend's constructor takes beyond backend.Params
+// (vxlan.Config and hostgw.Config are this type).
+type Options struct {
+	// Netlink is the namespace to program; nil opens the current one (and
+	// the backend closes it on Close).
+	Netlink netlinkx.Interface
+	// VerifyEvery overrides the backend's DefaultVerifyEvery: how long Set
+	// trusts its memory of the kernel state; negative means always read
+	// the kernel.
+	VerifyEvery time.Duration
+}
+
+// Kind says what differs between the backends.
+type Kind struct {
 	// Name is the backend type ("vxlan"), in logs and errors.
 	Name string
 	// Device is the link the backend programs, logged with every line.
 	Device string
-	// Netlink is the namespace to program; nil opens the current one (and
-	// Close closes it).
-	Netlink netlinkx.Interface
-	// VerifyEvery is how long the programmer trusts its memory of the
-	// kernel; 0 means DefaultVerify, negative always reads the kernel.
-	VerifyEvery, DefaultVerify time.Duration
+	// DefaultVerify is the backend's DefaultVerifyEvery.
+	DefaultVerify time.Duration
 	// Owns tells the programmer which routes are the backend's (see
 	// netlinkx.NewProgrammer).
 	Owns func(r netlinkx.Route, link int) bool
+}
+
+// Spec returns the registry entry of a backend that newB creates with
+// default Options.
+func Spec[B backend.Backend](newB func(context.Context, backend.Params, Options) (B, error), validate func(*subnet.Config, json.RawMessage) error) backend.Spec {
+	return backend.Spec{
+		New: func(ctx context.Context, p backend.Params) (backend.Backend, error) {
+			b, err := newB(ctx, p, Options{})
+			if err != nil {
+				return nil, err
+			}
+			return b, nil
+		},
+		ValidateData: validate,
+	}
 }
 
 // Base holds the shared state of a netlink backend.
@@ -54,7 +78,7 @@ type Base struct {
 
 // New checks the underlay, opens the netlink session and the programmer.
 // It does not follow netlink yet (see Follow).
-func New(ctx context.Context, p backend.Params, c Config) (*Base, error) {
+func New(ctx context.Context, p backend.Params, o Options, c Kind) (*Base, error) {
 	if !p.Ext.Addr.Is4() || p.Ext.Index <= 0 {
 		return nil, fmt.Errorf("%s backend: external interface %q (index %d) needs an IPv4 address, has %v", c.Name, p.Ext.Name, p.Ext.Index, p.Ext.Addr)
 	}
@@ -63,12 +87,12 @@ func New(ctx context.Context, p backend.Params, c Config) (*Base, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Base{Name: c.Name, Log: log.With("backend", c.Name, "device", c.Device), Cfg: p.Config, Ext: p.Ext}
-	sess, err := netlinkx.NewSession(ctx, c.Netlink, b.Log)
+	sess, err := netlinkx.NewSession(ctx, o.Netlink, b.Log)
 	if err != nil {
 		return nil, fmt.Errorf("%s backend: %w", c.Name, err)
 	}
 	b.Sess, b.NL = sess, sess.NL
-	verify := c.VerifyEvery
+	verify := o.VerifyEvery
 	if verify == 0 {
 		verify = c.DefaultVerify
 	}

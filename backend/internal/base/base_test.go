@@ -38,10 +38,10 @@ func TestBeginAndPeerSubnet(t *testing.T) {
 	eth := f.AddLink("eth0", 1500)
 	ext := backend.ExternalInterface{Name: "eth0", Index: eth.Index, MTU: 1500, Addr: netip.MustParseAddr("192.0.2.10")}
 	owns := func(netlinkx.Route, int) bool { return false }
-	if _, err := New(context.Background(), backend.Params{Config: cfg, Ext: backend.ExternalInterface{Name: "lo"}}, Config{Name: "x", Netlink: f, Owns: owns}); err == nil || !strings.Contains(err.Error(), `x backend: external interface "lo"`) {
+	if _, err := New(context.Background(), backend.Params{Config: cfg, Ext: backend.ExternalInterface{Name: "lo"}}, Options{Netlink: f}, Kind{Name: "x", Owns: owns}); err == nil || !strings.Contains(err.Error(), `x backend: external interface "lo"`) {
 		t.Errorf("New without an IPv4 underlay: %v", err)
 	}
-	b, err := New(context.Background(), backend.Params{Config: cfg, Ext: ext}, Config{Name: "x", Device: "eth0", Netlink: f, Owns: owns})
+	b, err := New(context.Background(), backend.Params{Config: cfg, Ext: ext}, Options{Netlink: f}, Kind{Name: "x", Device: "eth0", Owns: owns})
 	if err != nil {
 		t.Fatal(err)
 	}
