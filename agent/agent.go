@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/internal/logonce"
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
@@ -151,7 +153,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("network config: %w", err)
 	}
-	be, err := spec.New(ctx, backend.Params{Config: cfg, Ext: ext, Log: a.log.With("backend", cfg.BackendType)})
+	// The backend adopts or creates its device before the lease is taken,
+	// and LeaseAttrs then advertises the device as it is (its MAC). A
+	// backend that must create its device afresh may take its identity from
+	// the lease the store still holds for this node (the one AcquireLease
+	// below takes back), so that peers need change nothing after a reboot.
+	previous := func(ctx context.Context) (*subnet.Lease, error) {
+		// Bounded: a store that stops answering now costs the node its
+		// old MAC (peers follow the rewritten lease), not its start.
+		ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		defer cancel()
+		return a.o.Manager.LookupLease(ctx, cfg, ext.PublicIP)
+	}
+	be, err := spec.New(ctx, backend.Params{Config: cfg, Ext: ext, Previous: previous, Log: a.log.With("backend", cfg.BackendType)})
 	if err != nil {
 		return fmt.Errorf("starting the %s backend: %w", cfg.BackendType, err)
 	}
@@ -234,6 +248,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("stopping; the data plane and the lease stay in place")
 	return nil
 }
+
+// lookupTimeout bounds the look-up of the node's previous lease at start.
+const lookupTimeout = 10 * time.Second
 
 // acquire leases a subnet, retrying with capped backoff while etcd fails or
 // the network is exhausted (a lease may expire), logging once per kind of
@@ -400,14 +417,28 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if !snapshot || (!dirty && !force) {
 			continue
 		}
+		first := !a.ready.Load() // this Set programs every peer listed at start
+		var cpu0 time.Duration
+		var cpuErr error
+		if first {
+			cpu0, cpuErr = procstat.CPU(os.Getpid())
+		}
 		t0 := time.Now()
 		// The sorted peer set itself, own lease included: no copy or sort
 		// per event. backend.State's contract: the backend skips the own
 		// subnet's lease and keeps nothing of the slice after Set.
 		state := backend.State{Own: own, Peers: peers.all()}
 		err := a.be.Set(ctx, state)
+		took := time.Since(t0)
+		if first {
+			// Set returns once the kernel has acknowledged every entry.
+			a.m.InitialProgram.Set(took.Seconds())
+			if cpu1, err := procstat.CPU(os.Getpid()); err == nil && cpuErr == nil {
+				a.m.InitialProgramCPU.Set((cpu1 - cpu0).Seconds())
+			}
+		}
 		a.m.ReconcileRuns.Inc()
-		a.m.ReconcileTime.Observe(time.Since(t0).Seconds())
+		a.m.ReconcileTime.Observe(took.Seconds())
 		nPeers := len(state.Peers)
 		if peers.has(own.Subnet) {
 			nPeers--
@@ -438,7 +469,8 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			// Peers that fail validation never get here; peer errors from the
 			// backend (one unreachable peer) do not hold readiness back.
 			a.ready.Store(true)
-			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers)
+			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers,
+				"programmed_in", took.Round(time.Microsecond))
 			if err := sdNotify("READY=1"); err != nil {
 				a.log.Warn("sd_notify", "err", err)
 			}

@@ -193,7 +193,16 @@ func assertClean(t *testing.T, h *cnitest.Host) {
 	if ips := h.AllocatedIPs(t, "cbr0"); len(ips) != 0 {
 		t.Errorf("addresses left in host-local's store: %v", ips)
 	}
-	if veths := h.Veths(t); len(veths) != 0 {
+	// A deleted network namespace is destroyed by the kernel
+	// asynchronously (cleanup_net), taking the host end of its veth with
+	// it: on a loaded machine that can lag, so wait for it.
+	deadline := time.Now().Add(10 * time.Second)
+	veths := h.Veths(t)
+	for len(veths) != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		veths = h.Veths(t)
+	}
+	if len(veths) != 0 {
 		t.Errorf("veths left on the host: %v", veths)
 	}
 	if files := h.CacheFiles(t); len(files) != 0 {

@@ -6,9 +6,8 @@
 //
 // One device, flannel.<VNI> (VXLAN, UDP port 8472 by default, nolearning,
 // local address and underlay link = the node's external interface, MTU =
-// the underlay's minus 50, and a MAC derived from the public IP and the VNI
-// so that it survives restarts and reboots). The device carries
-// <own subnet>.0/32. For each peer, in this order:
+// the underlay's minus 50). The device carries <own subnet>.0/32. For each
+// peer, in this order:
 //
 //	neighbour <peer subnet>.0 lladdr <peer VtepMAC> permanent   (no ARP)
 //	fdb <peer VtepMAC> dst <peer PublicIP> self permanent     (where to tunnel)
@@ -29,8 +28,20 @@
 // with DirectRouting, gateway routes on the underlay); it never touches other
 // routes. A netlink subscription tells it when someone else changes any of
 // that, including deleting the device: it then fires Changes, and the next
-// Set verifies the kernel and repairs it. An existing compatible device is
-// reused at start, so that a restarted agent does not drop traffic.
+// Set verifies the kernel and repairs it.
+//
+// # The device and its MAC
+//
+// New adopts an existing flannel.<VNI> whose settings matter to the data
+// plane as configured (VXLAN, VNI, port, local address, underlay link, GBP,
+// learning off), whatever its MAC: its own device after an agent restart,
+// or flanneld's on a node switching to Weft. It keeps the device's MAC and
+// advertises it (LeaseAttrs), so that no peer has to change an entry and no
+// packet is lost. Only a device created afresh gets a MAC chosen here: the
+// VtepMAC of this node's lease if the store still holds one (a reboot: the
+// peers still hold entries for that MAC), else one derived from the public
+// address and the VNI. Once chosen, the MAC never changes for the life of
+// the backend: a device deleted under it is recreated with the same MAC.
 package vxlan
 
 import (
@@ -78,8 +89,13 @@ type Backend struct {
 	prog *netlinkx.Programmer
 
 	opts Options
-	mac  netlinkx.MAC
-	mtu  int
+	pub  netip.Addr // the public address the derived MAC is made from
+	// previous looks up this node's previous lease (backend.Params).
+	previous func(ctx context.Context) (*subnet.Lease, error)
+	// mac is the device's MAC, advertised in the lease: decided in New
+	// (adopted or chosen by create) and never changed after it returns.
+	mac netlinkx.MAC
+	mtu int
 
 	// Guarded by SetMu.
 	link       netlinkx.Link
@@ -91,14 +107,14 @@ type Backend struct {
 }
 
 // New creates the backend: it parses the options in p.Config.Backend,
-// creates or reuses the VXLAN device and starts watching netlink. It
-// programs no peers; call Set.
+// adopts or creates the VXLAN device (see the package doc) and starts
+// watching netlink. It programs no peers; call Set.
 func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	opts, err := ParseOptions(p.Config.Backend)
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{opts: opts}
+	b := &Backend{opts: opts, pub: p.Ext.PublicIP, previous: p.Previous}
 	bb, err := base.New(ctx, p, c, base.Kind{
 		Name: TypeName, Device: opts.DeviceName(), DefaultVerify: DefaultVerifyEvery, Owns: b.ownsRoute,
 	})
@@ -107,16 +123,14 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	}
 	b.Base = bb
 	b.log, b.nl, b.cfg, b.ext, b.prog = bb.Log, bb.NL, bb.Cfg, bb.Ext, bb.Prog
-	pub := p.Ext.PublicIP
-	if !pub.IsValid() {
-		pub = p.Ext.Addr
+	if !b.pub.IsValid() {
+		b.pub = p.Ext.Addr
 	}
-	b.mac = VtepMAC(pub, opts.VNI)
 	b.mtu = opts.MTU
 	if b.mtu == 0 {
 		b.mtu = p.Ext.MTU - Overhead
 	}
-	if err := b.ensureDevice(); err != nil {
+	if err := b.ensureDevice(ctx); err != nil {
 		b.Close()
 		return nil, err
 	}
@@ -168,30 +182,71 @@ func (b *Backend) observe(u netlinkx.Update) {
 	}
 }
 
-// compatible reports whether an existing link can serve as our device.
+// compatible reports whether an existing link is our device as it should
+// be: as configured and with the MAC the lease advertises.
 func (b *Backend) compatible(l netlinkx.Link) bool {
-	v := l.VXLAN
-	return l.Type == "vxlan" && v != nil && v.VNI == b.opts.VNI && v.Port == b.opts.Port &&
-		v.Local == b.ext.Addr && v.VtepDevIndex == b.ext.Index && v.GBP == b.opts.GBP &&
-		!v.Learning && l.MAC == b.mac
+	return misfit(l, b.want()) == "" && l.MAC == b.mac
 }
 
-// ensureDevice finds or creates the device and brings it to the configured
-// MTU and up. Must hold setMu or be in New.
-func (b *Backend) ensureDevice() error {
+// want returns the device's settings as configured.
+func (b *Backend) want() netlinkx.VXLAN {
+	return netlinkx.VXLAN{VNI: b.opts.VNI, Port: b.opts.Port, Local: b.ext.Addr, VtepDevIndex: b.ext.Index, GBP: b.opts.GBP}
+}
+
+// misfit says why an existing link cannot carry the data plane as want
+// describes it ("" when it can): every setting that decides how frames are
+// encapsulated and to whom. The MAC is not compared (any unicast MAC can be
+// adopted and advertised), nor the MTU, the state or the addresses, which
+// the backend sets on the device it adopts.
+func misfit(l netlinkx.Link, want netlinkx.VXLAN) string {
+	v := l.VXLAN
+	switch {
+	case l.Type != "vxlan" || v == nil:
+		return fmt.Sprintf("type %s, not vxlan", l.Type)
+	case v.VNI != want.VNI:
+		return fmt.Sprintf("VNI %d, want %d", v.VNI, want.VNI)
+	case v.Port != want.Port:
+		return fmt.Sprintf("port %d, want %d", v.Port, want.Port)
+	case v.Local != want.Local:
+		return fmt.Sprintf("local address %v, want %v", v.Local, want.Local)
+	case v.VtepDevIndex != want.VtepDevIndex:
+		return fmt.Sprintf("underlay link #%d, want #%d", v.VtepDevIndex, want.VtepDevIndex)
+	case v.GBP != want.GBP:
+		return fmt.Sprintf("GBP %t, want %t", v.GBP, want.GBP)
+	case v.Learning:
+		return "learning on, want off"
+	case !l.MAC.IsUnicast():
+		return fmt.Sprintf("MAC %s is not a unicast address", l.MAC)
+	}
+	return ""
+}
+
+// ensureDevice finds, adopts or creates the device and brings it to the
+// configured MTU and up. Must hold SetMu or be in New.
+func (b *Backend) ensureDevice(ctx context.Context) error {
 	name := b.opts.DeviceName()
 	l, err := b.nl.LinkByName(name)
+	why := ""
+	if err == nil {
+		why = misfit(l, b.want())
+		if why == "" && !b.mac.IsZero() && l.MAC != b.mac {
+			why = fmt.Sprintf("MAC %s, but the lease advertises %s", l.MAC, b.mac)
+		}
+	}
 	switch {
 	case errors.Is(err, netlinkx.ErrNotFound):
-		l, err = b.create()
+		l, err = b.create(ctx)
 	case err != nil:
 		return fmt.Errorf("vxlan backend: %w", err)
-	case !b.compatible(l):
-		b.log.Warn("existing device is incompatible; recreating it", "index", l.Index, "type", l.Type, "mac", l.MAC.String())
+	case why != "":
+		b.log.Warn("existing device is incompatible; recreating it", "index", l.Index, "reason", why)
 		if err := b.nl.DeleteLink(l.Index); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
-			return fmt.Errorf("vxlan backend: replacing incompatible %s: %w", name, err)
+			return fmt.Errorf("vxlan backend: replacing incompatible %s (%s): %w", name, why, err)
 		}
-		l, err = b.create()
+		l, err = b.create(ctx)
+	case b.mac.IsZero():
+		b.mac = l.MAC
+		b.log.Info("adopting the existing device with its MAC", "index", l.Index, "mac", l.MAC.String())
 	default:
 		b.log.Debug("reusing existing device", "index", l.Index)
 	}
@@ -222,20 +277,56 @@ func (b *Backend) ensureDevice() error {
 	return nil
 }
 
-func (b *Backend) create() (netlinkx.Link, error) {
+// create creates the device, with the MAC already decided or, in New, the
+// one chooseMAC picks.
+func (b *Backend) create(ctx context.Context) (netlinkx.Link, error) {
+	if b.mac.IsZero() {
+		b.mac = b.chooseMAC(ctx)
+	}
 	l, err := b.nl.AddVXLAN(netlinkx.NewVXLAN{
-		Name: b.opts.DeviceName(),
-		MTU:  b.mtu,
-		MAC:  b.mac,
-		VXLAN: netlinkx.VXLAN{
-			VNI: b.opts.VNI, Port: b.opts.Port, Local: b.ext.Addr, VtepDevIndex: b.ext.Index, GBP: b.opts.GBP,
-		},
+		Name:  b.opts.DeviceName(),
+		MTU:   b.mtu,
+		MAC:   b.mac,
+		VXLAN: b.want(),
 	})
 	if err != nil {
 		return l, fmt.Errorf("vxlan backend: %w", err)
 	}
 	b.log.Info("created device", "index", l.Index, "mac", b.mac.String(), "mtu", b.mtu)
 	return l, nil
+}
+
+// chooseMAC picks the MAC of a device created in New: the VtepMAC of this
+// node's previous lease when the store still holds one for this backend and
+// VNI (after a reboot the peers still hold entries for it, so they need
+// change nothing), else the one derived from the public address and the
+// VNI. A failed lookup is logged and costs only that: the derived MAC, and
+// peers update their entries when the lease is rewritten.
+func (b *Backend) chooseMAC(ctx context.Context) netlinkx.MAC {
+	derived := VtepMAC(b.pub, b.opts.VNI)
+	if b.previous == nil {
+		return derived
+	}
+	l, err := b.previous(ctx)
+	if err != nil {
+		b.log.Warn("cannot look up this node's previous lease; deriving the VTEP MAC", "err", err, "mac", derived.String())
+		return derived
+	}
+	if l == nil {
+		b.log.Info("no previous lease for this node; deriving the VTEP MAC", "mac", derived.String())
+		return derived
+	}
+	if l.Attrs.BackendType != TypeName {
+		b.log.Info("this node's previous lease is not a vxlan lease; deriving the VTEP MAC", "lease", l.Key(), "backend_type", l.Attrs.BackendType, "mac", derived.String())
+		return derived
+	}
+	mac, err := ParseBackendData(l.Attrs.BackendData, b.opts.VNI)
+	if err != nil {
+		b.log.Info("this node's previous lease has no usable VTEP MAC; deriving one", "lease", l.Key(), "reason", err, "mac", derived.String())
+		return derived
+	}
+	b.log.Info("taking the VTEP MAC of this node's previous lease", "lease", l.Key(), "mac", mac.String())
+	return mac
 }
 
 // ensureAddr gives the device <own subnet>.0/32 and removes other IPv4
@@ -284,7 +375,7 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 	}
 	own := s.Own.Subnet
 	if !b.devChecked.Load() {
-		if err := b.ensureDevice(); err != nil {
+		if err := b.ensureDevice(ctx); err != nil {
 			b.prog.Invalidate()
 			return err
 		}

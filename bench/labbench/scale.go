@@ -23,9 +23,10 @@ const scaleNetwork = "10.0.0.0/8"
 // Idle fills the etcd of a one-host lab with synthetic vxlan peers, first
 // counts[0] of them, then up to counts[1], ..., and after each step waits
 // until the host's agent has a route to every peer, lets it settle for a
-// second, and measures its CPU over window and its resident memory. The
-// peers only fill routes, neighbours and FDB entries: no packet goes to
-// their public addresses.
+// second, and measures its CPU over window (by the process's CPU clock, in
+// nanoseconds; the figure's note gives the resolution) and its resident
+// memory. The peers only fill routes, neighbours and FDB entries: no
+// packet goes to their public addresses.
 func (b *Bench) Idle(ctx context.Context, counts []int, window time.Duration) ([]report.Measurement, error) {
 	st, upCmd, _, err := b.Up(ctx, 1, 0, "vxlan", "--network", scaleNetwork)
 	if err != nil {
@@ -44,7 +45,11 @@ func (b *Bench) Idle(ctx context.Context, counts []int, window time.Duration) ([
 		return nil, fmt.Errorf("connecting to the lab's etcd: %w", err)
 	}
 	defer cli.Close()
-	cmd := upCmd + "; synthetic vxlan leases put into its etcd (bench/labbench/scale.go); CPU from /proc/PID/stat of host1's weftd"
+	res, err := procstat.Resolution(pid)
+	if err != nil {
+		return nil, err
+	}
+	cmd := upCmd + "; synthetic vxlan leases put into its etcd (bench/labbench/scale.go); CPU from the process CPU clock of host1's weftd"
 	var out []report.Measurement
 	have := 0
 	for _, n := range counts {
@@ -59,21 +64,29 @@ func (b *Bench) Idle(ctx context.Context, counts []int, window time.Duration) ([
 		prog := time.Since(t0)
 		have = n
 		time.Sleep(time.Second)
-		c0, _, err := procCPU(pid)
+		c0, err := procstat.CPU(pid)
 		if err != nil {
 			return nil, err
 		}
+		w0 := time.Now()
 		time.Sleep(window)
-		c1, rss, err := procCPU(pid)
+		c1, err := procstat.CPU(pid)
 		if err != nil {
 			return nil, err
 		}
-		idle := (c1 - c0) / window.Seconds() * 100
-		b.say("%d peers: programmed in %s, idle CPU %.2f%%, RSS %.1f MB", n, prog.Round(time.Millisecond), idle, rss)
+		took := time.Since(w0)
+		rss, err := procstat.RSS(pid)
+		if err != nil {
+			return nil, err
+		}
+		idle := float64(c1-c0) / float64(took) * 100
+		resPct := float64(res) / float64(took) * 100
+		b.say("%d peers: programmed in %s, idle CPU %.4f%% over %s, RSS %.1f MB", n, prog.Round(time.Millisecond), idle, took.Round(time.Millisecond), float64(rss)/(1<<20))
 		what := fmt.Sprintf("lab host's agent with %d peers", n)
 		out = append(out,
-			report.Measurement{What: what + ": idle CPU over " + window.String(), Unit: "% of a CPU", Stat: "median", Samples: []float64{idle}, Command: cmd},
-			report.Measurement{What: what + ": resident memory", Unit: "MB", Stat: "median", Samples: []float64{rss}, Command: cmd},
+			report.Measurement{What: what + ": idle CPU over " + window.String(), Unit: "% of a CPU", Stat: "median", Samples: []float64{idle}, Command: cmd,
+				Note: fmt.Sprintf("process CPU clock, resolution %s = %s %% of a CPU over %s", res, report.Number(resPct), took.Round(time.Millisecond))},
+			report.Measurement{What: what + ": resident memory", Unit: "MB", Stat: "median", Samples: []float64{float64(rss) / (1 << 20)}, Command: cmd},
 			report.Measurement{What: fmt.Sprintf("lab host's agent with %d peers: %d more leases put into etcd → all %d routes in its kernel", prev, n-prev, n), Unit: "ms", Stat: "median", Samples: []float64{ms(prog)}, Command: cmd},
 		)
 	}
@@ -146,18 +159,4 @@ func waitRoutes(ctx context.Context, ns string, n int, timeout time.Duration) er
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s has %d of %d peer routes after %s", ns, got, n, timeout)
-}
-
-// procCPU returns a process's CPU seconds (user+system) and resident
-// memory in MB.
-func procCPU(pid int) (cpu, rssMB float64, err error) {
-	st, err := procstat.Read(pid)
-	if err != nil {
-		return 0, 0, fmt.Errorf("agent pid %d: %w", pid, err)
-	}
-	rss, err := procstat.RSS(pid)
-	if err != nil {
-		return 0, 0, fmt.Errorf("agent pid %d: %w", pid, err)
-	}
-	return st.CPU().Seconds(), float64(rss) / (1 << 20), nil
 }

@@ -1,7 +1,15 @@
-// Package procstat reads what Weft needs of a process from /proc: its state
-// (to tell a live process from one that exited and was not reaped) and its
-// CPU time and resident memory (for the benchmarks). /proc/PID/stat is
-// parsed here and nowhere else.
+// Package procstat reads what the kernel accounts for a running process:
+// its CPU time and its resident memory (the benchmarks use it to measure an
+// agent from outside; the agent, to time its own first programming), and
+// its state, which tells a live process from one that exited and was not
+// reaped (the lab and its benchmarks stop only live processes).
+//
+// CPU time comes from the process's CPU clock (clock_gettime on the clock
+// of another process, as clock_getcpuclockid(3) names it): the sum over all
+// its threads, live and exited, in nanoseconds. /proc/PID/stat counts the
+// same time only in clock ticks (10 ms), and /proc/PID/schedstat, although
+// in nanoseconds, counts the main thread alone, which in a Go program does
+// little of the work.
 package procstat
 
 import (
@@ -10,93 +18,107 @@ import (
 	"fmt"
 	"os"
 	"strconv"
-	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-// userHZ is the kernel's USER_HZ, the unit of the CPU times in
-// /proc/PID/stat: 100 on every Linux architecture Go supports.
-const userHZ = 100
-
-// Stat is the part of /proc/PID/stat that Weft reads.
-type Stat struct {
-	// State is the one-letter state: R, S, D, Z (zombie), X (dead), ...
-	State byte
-	// UserTicks and SysTicks are utime and stime in clock ticks.
-	UserTicks, SysTicks uint64
+// cpuClock returns the clock id of pid's process CPU clock (the kernel's
+// CPUCLOCK_SCHED of the whole thread group).
+func cpuClock(pid int) int32 {
+	const cpuClockSched = 2
+	return int32(^pid)<<3 | cpuClockSched
 }
 
-// ErrMalformed is wrapped by Parse's errors.
-var ErrMalformed = errors.New("malformed /proc/PID/stat")
-
-// Parse parses the contents of /proc/PID/stat. The command name (in
-// parentheses) may hold spaces and parentheses itself, so the fields are
-// counted from the last ')'.
-func Parse(b []byte) (Stat, error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return Stat{}, fmt.Errorf("%w: no ')' after the command name in %q", ErrMalformed, b)
+// CPU returns the CPU time (user+system) process pid has used so far, all
+// its threads together.
+func CPU(pid int) (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(cpuClock(pid), &ts); err != nil {
+		return 0, fmt.Errorf("reading the CPU clock of process %d: %w", pid, err)
 	}
-	f := strings.Fields(string(b[i+1:]))
-	// state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime
-	if len(f) < 13 || len(f[0]) != 1 {
-		return Stat{}, fmt.Errorf("%w: want a state and at least 12 more fields after the command name in %q", ErrMalformed, b)
-	}
-	ut, err1 := strconv.ParseUint(f[11], 10, 64)
-	st, err2 := strconv.ParseUint(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return Stat{}, fmt.Errorf("%w: utime %q, stime %q in %q", ErrMalformed, f[11], f[12], b)
-	}
-	return Stat{State: f[0][0], UserTicks: ut, SysTicks: st}, nil
+	return time.Duration(ts.Nano()), nil
 }
 
-// Read reads and parses /proc/<pid>/stat.
-func Read(pid int) (Stat, error) {
-	path := "/proc/" + strconv.Itoa(pid) + "/stat"
-	b, err := os.ReadFile(path)
+// Resolution returns the resolution of process pid's CPU clock, as the
+// kernel states it (1 ns on Linux).
+func Resolution(pid int) (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGetres(cpuClock(pid), &ts); err != nil {
+		return 0, fmt.Errorf("reading the resolution of the CPU clock of process %d: %w", pid, err)
+	}
+	return time.Duration(ts.Nano()), nil
+}
+
+// RSS returns the resident memory of process pid in bytes (VmRSS of
+// /proc/PID/status).
+func RSS(pid int) (int64, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/status"
+	status, err := os.ReadFile(path)
 	if err != nil {
-		return Stat{}, err
+		return 0, fmt.Errorf("reading the resident memory of process %d: %w", pid, err)
 	}
-	s, err := Parse(b)
-	if err != nil {
-		return Stat{}, fmt.Errorf("%s: %w", path, err)
+	for line := range bytes.Lines(status) {
+		rest, ok := bytes.CutPrefix(line, []byte("VmRSS:"))
+		if !ok {
+			continue
+		}
+		f := bytes.Fields(rest)
+		if len(f) != 2 || string(f[1]) != "kB" {
+			return 0, fmt.Errorf("%s: unexpected VmRSS line %q", path, bytes.TrimSpace(line))
+		}
+		kb, err := strconv.ParseInt(string(f[0]), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s: VmRSS %q: %w", path, f[0], err)
+		}
+		return kb * 1024, nil
 	}
-	return s, nil
+	return 0, fmt.Errorf("%s has no VmRSS line (a kernel thread, or a zombie)", path)
 }
+
+// State is a process's one-letter state from /proc/PID/stat: R, S, D, Z
+// (exited, not reaped), X (dead), ... /proc/PID/stat is parsed here and
+// nowhere else.
+type State byte
 
 // Exited reports whether the process has exited (a zombie waiting to be
 // reaped, or dead).
-func (s Stat) Exited() bool { return s.State == 'Z' || s.State == 'X' }
+func (s State) Exited() bool { return s == 'Z' || s == 'X' }
 
-// CPU is the user and system CPU time the process has used.
-func (s Stat) CPU() time.Duration {
-	return time.Duration(s.UserTicks+s.SysTicks) * time.Second / userHZ
+// ErrMalformed is wrapped by ParseState's errors.
+var ErrMalformed = errors.New("malformed /proc/PID/stat")
+
+// ParseState returns the state field of the contents of /proc/PID/stat.
+// The command name (in parentheses) may hold spaces and parentheses itself,
+// so the state is the first field after the last ')'.
+func ParseState(stat []byte) (State, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("%w: no ')' after the command name in %q", ErrMalformed, stat)
+	}
+	f := bytes.Fields(stat[i+1:])
+	if len(f) < 2 || len(f[0]) != 1 {
+		return 0, fmt.Errorf("%w: want a one-letter state and more fields after the command name in %q", ErrMalformed, stat)
+	}
+	return State(f[0][0]), nil
 }
 
-// Alive reports whether pid exists and has not exited.
-func Alive(pid int) bool {
-	s, err := Read(pid)
-	return err == nil && !s.Exited()
-}
-
-// RSS returns the resident memory of pid in bytes (VmRSS in
-// /proc/<pid>/status).
-func RSS(pid int) (int64, error) {
-	path := "/proc/" + strconv.Itoa(pid) + "/status"
+// ReadState reads the state of process pid.
+func ReadState(pid int) (State, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) == 2 && f[1] == "kB" {
-				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-					return kb << 10, nil
-				}
-			}
-			return 0, fmt.Errorf("%s: %w: VmRSS line %q", path, ErrMalformed, line)
-		}
+	s, err := ParseState(b)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
-	return 0, fmt.Errorf("%s: no VmRSS line (a kernel thread or an exited process)", path)
+	return s, nil
+}
+
+// Alive reports whether process pid exists and has not exited.
+func Alive(pid int) bool {
+	s, err := ReadState(pid)
+	return err == nil && !s.Exited()
 }

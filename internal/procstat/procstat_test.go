@@ -1,89 +1,135 @@
 package procstat
 
 import (
-	"errors"
 	"os"
 	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
-func TestParse(t *testing.T) {
-	for _, tc := range []struct {
-		name, in string
-		want     Stat
-		bad      bool
-	}{
-		{name: "plain", in: "1234 (weftd) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 31 0 0 20 0 8 0 100 0 0\n", want: Stat{State: 'S', UserTicks: 250, SysTicks: 31}},
-		{name: "name with spaces and parens", in: "7 (a) b (c) Z 1 7 7 0 -1 0 0 0 0 0 3 4 0 0\n", want: Stat{State: 'Z', UserTicks: 3, SysTicks: 4}},
-		{name: "no paren", in: "7 weftd S 1", bad: true},
-		{name: "short", in: "7 (x) S 1 2 3", bad: true},
-		{name: "state not one letter", in: "7 (x) SS 1 7 7 0 -1 0 0 0 0 0 3 4", bad: true},
-		{name: "bad utime", in: "7 (x) S 1 7 7 0 -1 0 0 0 0 0 x 4", bad: true},
-		{name: "empty", in: "", bad: true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got, err := Parse([]byte(tc.in))
-			if tc.bad {
-				if !errors.Is(err, ErrMalformed) {
-					t.Errorf("Parse(%q) = %+v, %v; want ErrMalformed", tc.in, got, err)
-				}
-				return
-			}
-			if err != nil || got != tc.want {
-				t.Errorf("Parse(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+// burn spins on n goroutines until each has used about d of CPU time by
+// its own thread's clock.
+func burn(n int, d time.Duration) {
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			for t0 := threadCPU(); threadCPU()-t0 < d; {
 			}
 		})
 	}
-	if s := (Stat{UserTicks: 250, SysTicks: 50}); s.CPU() != 3*time.Second {
-		t.Errorf("CPU() = %v, want 3s", s.CPU())
+	wg.Wait()
+}
+
+func TestCPUCountsEveryThread(t *testing.T) {
+	pid := os.Getpid()
+	c0, err := CPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two threads other than the main one: /proc/PID/schedstat would see
+	// none of this.
+	burn(2, 100*time.Millisecond)
+	c1, err := CPU(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c1 - c0; got < 200*time.Millisecond || got > 2*time.Second {
+		t.Errorf("CPU advanced by %v while two threads burnt 100 ms each; want at least 200 ms", got)
 	}
 }
 
-func FuzzParse(f *testing.F) {
-	f.Add([]byte("1 (init) S 0 1 1 0 -1 4194560 1 2 3 4 5 6 0 0"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		s, err := Parse(b)
-		if err == nil && s.State == 0 {
-			t.Errorf("Parse(%q) gave no state and no error", b)
-		}
-	})
-}
-
-// TestProcess reads this process, and a child before and after it exits
-// (a zombie until it is reaped).
-func TestProcess(t *testing.T) {
-	self, err := Read(os.Getpid())
-	if err != nil || self.Exited() {
-		t.Fatalf("Read(self) = %+v, %v", self, err)
+func TestCPUOfAnotherProcess(t *testing.T) {
+	// A child that burns CPU, then exits: its clock is read after the
+	// burning thread's work is done and before it is reaped.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperBurn$")
+	cmd.Env = append(os.Environ(), "PROCSTAT_BURN=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
 	}
-	if rss, err := RSS(os.Getpid()); err != nil || rss < 1<<20 {
-		t.Errorf("RSS(self) = %d, %v; want at least 1 MiB", rss, err)
-	}
-	cmd := exec.Command("sleep", "30")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	pid := cmd.Process.Pid
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	if !Alive(pid) {
-		t.Fatalf("child %d not alive", pid)
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	buf := make([]byte, 5)
+	if _, err := stdout.Read(buf); err != nil || string(buf) != "done\n" {
+		t.Fatalf("helper: %q, %v", buf, err)
 	}
-	if err := cmd.Process.Kill(); err != nil {
+	got, err := CPU(cmd.Process.Pid)
+	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for Alive(pid) {
-		if time.Now().After(deadline) {
-			t.Fatalf("child %d still alive 10 s after SIGKILL", pid)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if got < 150*time.Millisecond {
+		t.Errorf("the helper's CPU is %v; it burnt 150 ms on a thread of its own", got)
 	}
-	if s, err := Read(pid); err != nil || !s.Exited() {
-		t.Errorf("unreaped child: %+v, %v; want a zombie", s, err)
+	// /proc/PID/stat agrees to within its 10 ms ticks (plus what the
+	// helper did between the two reads, which is nothing but waiting).
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/stat")
+	if err != nil {
+		t.Fatal(err)
 	}
-	_ = cmd.Wait()
-	if Alive(pid) {
-		t.Errorf("reaped child %d reported alive", pid)
+	s := string(stat)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	ticks := time.Duration(ut+st) * 10 * time.Millisecond
+	if d := got - ticks; d < -30*time.Millisecond || d > 30*time.Millisecond {
+		t.Errorf("CPU clock %v, /proc/PID/stat %v: more than 3 ticks apart", got, ticks)
 	}
+}
+
+// TestHelperBurn is the child of TestCPUOfAnotherProcess.
+func TestHelperBurn(t *testing.T) {
+	if os.Getenv("PROCSTAT_BURN") != "1" {
+		t.Skip("helper process only")
+	}
+	burn(1, 150*time.Millisecond)
+	os.Stdout.WriteString("done\n")
+	time.Sleep(time.Minute) // killed by the parent
+}
+
+func TestResolution(t *testing.T) {
+	r, err := Resolution(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r <= 0 || r > time.Microsecond {
+		t.Errorf("resolution %v, want a positive value no coarser than 1 µs", r)
+	}
+}
+
+func TestRSS(t *testing.T) {
+	rss, err := RSS(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rss < 1<<20 || rss > 1<<34 {
+		t.Errorf("RSS %d bytes: not a plausible size for this test binary", rss)
+	}
+}
+
+func TestNoSuchProcess(t *testing.T) {
+	// PIDs above pid_max (at most 2^22) never exist.
+	const pid = 1 << 23
+	if _, err := CPU(pid); err == nil || !strings.Contains(err.Error(), strconv.Itoa(pid)) {
+		t.Errorf("CPU(%d): error %v, want one naming the pid", pid, err)
+	}
+	if _, err := RSS(pid); err == nil || !strings.Contains(err.Error(), strconv.Itoa(pid)) {
+		t.Errorf("RSS(%d): error %v, want one naming the pid", pid, err)
+	}
+}
+
+// threadCPU is the calling thread's CPU time.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
+	return time.Duration(ts.Nano())
 }

@@ -153,19 +153,37 @@ func (h *Host) confList(t testing.TB, cniVersion string, portmap bool) *libcni.N
 	return h.parseBytes(t, b)
 }
 
-// BareConfList is what flannel generates, written out by hand: bridge +
-// host-local without the meta-plugin (the benchmark's baseline).
-func (h *Host) BareConfList(t testing.TB, cniVersion string, env *subnetenv.Env) *libcni.NetworkConfigList {
+// DelegateConfList returns the configuration the flannel meta-plugin
+// generates for its delegate from the net conf flannel (its first plugin,
+// with the list's name and cniVersion as libcni passes them) and the
+// host's subnet.env, as a conflist of that one delegate: bridge +
+// host-local without the meta-plugin, doing the same work (the
+// benchmark's baseline). It calls the plugin's own code, so the two cannot
+// drift apart.
+func (h *Host) DelegateConfList(t testing.TB, flannel *libcni.NetworkConfigList) *libcni.NetworkConfigList {
 	t.Helper()
-	return h.parseList(t, map[string]any{"name": "cbr0", "cniVersion": cniVersion, "plugins": []any{map[string]any{
-		"type": "bridge", "isGateway": true, "isDefaultGateway": true, "hairpinMode": true,
-		"ipMasq": !env.IPMasq, "mtu": env.MTU,
-		"ipam": map[string]any{
-			"type": "host-local", "dataDir": h.IPAMDir,
-			"ranges": []any{[]any{map[string]any{"subnet": env.Subnet.Masked().String()}}},
-			"routes": []any{map[string]any{"dst": env.Networks[0].String()}},
-		},
-	}}})
+	if len(flannel.Plugins) == 0 || flannel.Plugins[0].Network.Type != "flannel" {
+		t.Fatalf("conflist %q: the first plugin is not flannel", flannel.Name)
+	}
+	var conf map[string]any
+	if err := json.Unmarshal(flannel.Plugins[0].Bytes, &conf); err != nil {
+		t.Fatalf("conflist %q: flannel's config: %v", flannel.Name, err)
+	}
+	conf["name"], conf["cniVersion"] = flannel.Name, flannel.CNIVersion
+	stdin, err := json.Marshal(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := cniplugin.ParseNetConf(stdin)
+	if err != nil {
+		t.Fatalf("conflist %q: %v", flannel.Name, err)
+	}
+	env, err := subnetenv.Read(n.SubnetFile)
+	if err != nil {
+		t.Fatalf("conflist %q: %v", flannel.Name, err)
+	}
+	delegate := cniplugin.DelegateConf(n, env)
+	return h.parseList(t, map[string]any{"name": flannel.Name, "cniVersion": flannel.CNIVersion, "plugins": []any{delegate}})
 }
 
 func (h *Host) parseList(t testing.TB, v map[string]any) *libcni.NetworkConfigList {
