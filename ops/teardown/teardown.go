@@ -111,14 +111,15 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	if !o.KeepIPTables {
 		ipt := o.IPTables
+		var ierr error
 		if ipt == nil {
-			ipt, err = iptables.New(false)
+			ipt, ierr = iptables.New(false)
 		}
-		if err == nil {
-			err = iptables.Teardown(ctx, ipt)
+		if ierr == nil {
+			ierr = iptables.Teardown(ctx, ipt)
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("removing iptables chains: %w", err))
+		if ierr != nil {
+			errs = append(errs, fmt.Errorf("removing iptables chains: %w", ierr))
 		} else {
 			r.IPTables = true
 		}
@@ -133,8 +134,8 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 }
 
 // release releases the node's lease on own if it still advertises publicIP
-// (when given) and returns the subnet it released. A reservation is kept: it is the
-// operator's, not the agent's.
+// (when given) and returns the subnet it released. A reservation is kept:
+// it is the operator's, not the agent's.
 func release(ctx context.Context, ls Leases, own netip.Prefix, publicIP netip.Addr) (string, error) {
 	l, err := ls.GetLease(ctx, own)
 	if l == nil {
