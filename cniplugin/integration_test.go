@@ -210,6 +210,20 @@ func assertClean(t *testing.T, h *cnitest.Host) {
 	}
 }
 
+// waitVeths waits up to 5 s for the host to have n veths and returns the
+// ones it has.
+func waitVeths(t *testing.T, h *cnitest.Host, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		veths := h.Veths(t)
+		if len(veths) == n || time.Now().After(deadline) {
+			return veths
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestConcurrentAdds(t *testing.T) {
 	const n = 20
 	h := cnitest.NewHost(t, binDir, cnitest.DefaultEnv())
@@ -544,7 +558,7 @@ func pluginConf(h *cnitest.Host, v string, extra map[string]any) []byte {
 }
 
 // TestDelWithNothingKnown: DEL of a container with no cache and no
-// subnet.env (a node being torn down) has nothing to release and succeeds.
+// subnet.env (a node being torn down) succeeds.
 func TestDelWithNothingKnown(t *testing.T) {
 	dir := t.TempDir()
 	h := &cnitest.Host{SubnetFile: filepath.Join(dir, "subnet.env"), DataDir: filepath.Join(dir, "flannel"), IPAMDir: filepath.Join(dir, "ipam")}
@@ -552,6 +566,50 @@ func TestDelWithNothingKnown(t *testing.T) {
 		if _, cerr := plugin(t, nil, []string{"CNI_COMMAND=DEL", "CNI_CONTAINERID=c1", "CNI_IFNAME=eth0"}, pluginConf(h, v, nil)); cerr != nil {
 			t.Errorf("%s: DEL: %v", v, cerr)
 		}
+	}
+}
+
+// TestDelWithoutCacheOrEnvReleases: a pod is added, then both its cache
+// file and subnet.env disappear (a node being torn down, a wiped /run);
+// DEL still releases its address in the real host-local's store, removes
+// its veth (while the netns lives) and succeeds, and a second DEL succeeds
+// too. Another pod's address stays allocated.
+func TestDelWithoutCacheOrEnvReleases(t *testing.T) {
+	for _, netns := range []string{"netns alive", "netns gone"} {
+		t.Run(netns, func(t *testing.T) {
+			h := cnitest.NewHost(t, binDir, cnitest.DefaultEnv())
+			list := h.StockConfList(t, "1.0.0")
+			keep := h.AddPod(t, list)
+			p := h.NewPod(t)
+			if err := h.Add(list, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(filepath.Join(h.DataDir, p.ContainerID)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(h.SubnetFile); err != nil {
+				t.Fatal(err)
+			}
+			if netns == "netns gone" {
+				if err := p.DeleteNS(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 2 {
+				if err := h.Del(list, p); err != nil {
+					t.Fatalf("DEL %d without cache and subnet.env: %v", i+1, err)
+				}
+			}
+			if ips := h.AllocatedIPs(t, "cbr0"); !slices.Equal(ips, []string{keep.Addr.Addr().String()}) {
+				t.Errorf("host-local holds %v after the DEL, want only the other pod's %s", ips, keep.Addr.Addr())
+			}
+			if files := h.CacheFiles(t); !slices.Equal(files, []string{keep.ContainerID}) {
+				t.Errorf("cache files %v, want only the other pod's", files)
+			}
+			if veths := waitVeths(t, h, 1); len(veths) != 1 {
+				t.Errorf("veths on the host %v, want only the other pod's", veths)
+			}
+		})
 	}
 }
 

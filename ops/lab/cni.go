@@ -18,6 +18,21 @@ const cniNetName = "weft-lab"
 // cniVersion is the CNI spec version the lab's network config declares.
 const cniVersion = "1.0.0"
 
+// RuntimeConfList is the file, in <host dir>/net.d, holding the conflist
+// for a container runtime (podman, cnitool) run on a lab host.
+const RuntimeConfList = "10-weft-lab.conflist"
+
+// Plugin data directories under a host's directory: the lab's own pods'
+// cache, and the cache of a runtime using RuntimeConfList. The plugin's GC
+// deletes every attachment of the network in its data directory that the
+// calling runtime does not list, so two runtimes must not share one; both
+// share the host-local store (<host dir>/ipam), since their pods take
+// addresses from one FLANNEL_SUBNET on one bridge.
+const (
+	labPluginDir     = "flannel"
+	runtimePluginDir = "flannel-runtime"
+)
+
 // hostCNI holds what a host needs to attach its pods: a conflist naming the
 // host's own subnet.env and data dirs, so hosts share nothing under
 // /var/lib/cni, and a libcni config with the host's own cache dir.
@@ -27,14 +42,21 @@ type hostCNI struct {
 	cni  *libcni.CNIConfig
 }
 
-// ConfList returns the flannel conflist of host h (without portmap): the
-// stock one, naming the host's own subnet.env and data dirs.
-func ConfList(h Host) ([]byte, error) {
+// ConfList returns the conflist of the lab's own pods on host h (see
+// conflist), as labbench attaches them.
+func ConfList(h Host) ([]byte, error) { return conflist(h, labPluginDir) }
+
+// conflist returns the flannel conflist (the stock one without portmap) for
+// host h, naming its own subnet.env and data dirs, whose plugin cache is
+// <host dir>/<pluginDir>. Its cniVersion, 1.0.0, keeps GC (CNI 1.1) off:
+// host-local's GC would release the addresses of every pod the caller
+// does not list, the other runtime's included.
+func conflist(h Host, pluginDir string) ([]byte, error) {
 	return cniplugin.ConfList{
 		Name:        cniNetName,
 		CNIVersion:  cniVersion,
 		SubnetFile:  h.SubnetFile,
-		DataDir:     filepath.Join(h.DataDir, "flannel"),
+		DataDir:     filepath.Join(h.DataDir, pluginDir),
 		IPAMDataDir: filepath.Join(h.DataDir, "ipam"),
 		NoPortmap:   true,
 	}.Marshal()
@@ -42,7 +64,7 @@ func ConfList(h Host) ([]byte, error) {
 
 // newHostCNI prepares CNI calls for host h with plugins from binDir.
 func newHostCNI(h Host, binDir string) (*hostCNI, error) {
-	b, err := ConfList(h)
+	b, err := conflist(h, labPluginDir)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -294,6 +295,47 @@ func TestNetworkConfig(t *testing.T) {
 		}
 		if cfg, _, err := subnet.ParseConfig([]byte(got)); err != nil || cfg.BackendType != tc.backend {
 			t.Errorf("networkConfig(%s) does not parse as a %s config: %v", tc.backend, tc.backend, err)
+		}
+	}
+}
+
+// TestConflistsKeepRuntimesApart: the lab's own pods and a runtime using
+// the conflist in net.d share the network name and host-local store (one
+// FLANNEL_SUBNET, one bridge) but not the plugin's data directory, and
+// neither declares CNI 1.1 (no GC).
+func TestConflistsKeepRuntimesApart(t *testing.T) {
+	h := Host{Name: "host1", SubnetFile: "/run/weft-lab/host1/subnet.env", DataDir: "/run/weft-lab/host1"}
+	type plugin struct {
+		Type    string         `json:"type"`
+		DataDir string         `json:"dataDir"`
+		IPAM    map[string]any `json:"ipam"`
+	}
+	type list struct {
+		CNIVersion string   `json:"cniVersion"`
+		Name       string   `json:"name"`
+		Plugins    []plugin `json:"plugins"`
+	}
+	parse := func(dir string) list {
+		b, err := conflist(h, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l list
+		if err := json.Unmarshal(b, &l); err != nil || len(l.Plugins) != 1 {
+			t.Fatalf("conflist %s: %v", b, err)
+		}
+		return l
+	}
+	lab, rt := parse(labPluginDir), parse(runtimePluginDir)
+	if lab.Plugins[0].DataDir == rt.Plugins[0].DataDir {
+		t.Errorf("the lab's pods and a runtime share the plugin's dataDir %s", lab.Plugins[0].DataDir)
+	}
+	if lab.Name != rt.Name || lab.Plugins[0].IPAM["dataDir"] != rt.Plugins[0].IPAM["dataDir"] {
+		t.Errorf("the lab's pods and a runtime use different networks or host-local stores (duplicate addresses on one bridge): %+v, %+v", lab, rt)
+	}
+	for _, l := range []list{lab, rt} {
+		if l.CNIVersion != "1.0.0" {
+			t.Errorf("cniVersion %s, want 1.0.0 (no GC across runtimes)", l.CNIVersion)
 		}
 	}
 }

@@ -468,8 +468,8 @@ func (u *upper) attachPods(ctx context.Context, h Host) error {
 	if err != nil {
 		return err
 	}
-	if b, err := ConfList(h); err == nil && os.MkdirAll(filepath.Join(h.DataDir, "net.d"), 0o755) == nil {
-		_ = os.WriteFile(filepath.Join(h.DataDir, "net.d", "10-weft-lab.conflist"), b, 0o644)
+	if b, err := conflist(h, runtimePluginDir); err == nil && os.MkdirAll(filepath.Join(h.DataDir, "net.d"), 0o755) == nil {
+		_ = os.WriteFile(filepath.Join(h.DataDir, "net.d", RuntimeConfList), b, 0o644)
 	}
 	errs := make([]error, len(h.Pods))
 	var wg sync.WaitGroup
