@@ -246,3 +246,40 @@ func TestReleaseLeaseTaken(t *testing.T) {
 		t.Errorf("ReleaseLease of a deleted key: %v", err)
 	}
 }
+
+// TestPutReservations bulk-loads more leases than one transaction holds:
+// every one lands under its flannel key, with no etcd lease, and reads back
+// as the same lease.
+func TestPutReservations(t *testing.T) {
+	t.Parallel()
+	cli, s, ctx := opsEnv(t)
+	var leases []subnet.Lease
+	for i := range 250 {
+		sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 5, byte(i), 0}), 24)
+		pub := netip.AddrFrom4([4]byte{192, 168, 1, byte(i)})
+		leases = append(leases, subnet.Lease{Subnet: sn, Attrs: subnet.LeaseAttrs{PublicIP: pub, BackendType: "host-gw"}})
+	}
+	if err := s.PutReservations(ctx, leases); err != nil {
+		t.Fatal(err)
+	}
+	r, err := cli.Get(ctx, testPrefix+"/subnets/", clientv3.WithPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Kvs) != len(leases) {
+		t.Fatalf("%d keys stored, want %d", len(r.Kvs), len(leases))
+	}
+	for _, l := range []subnet.Lease{leases[0], leases[249]} {
+		kv, err := cli.Get(ctx, subnetKey(l.Subnet.String()))
+		if err != nil || len(kv.Kvs) != 1 {
+			t.Fatalf("reading %s: %v %v", l.Subnet, kv, err)
+		}
+		if kv.Kvs[0].Lease != 0 {
+			t.Errorf("%s stored under an etcd lease", l.Subnet)
+		}
+		want := `{"PublicIP":"` + l.Attrs.PublicIP.String() + `","PublicIPv6":null,"BackendType":"host-gw"}`
+		if got := string(kv.Kvs[0].Value); got != want {
+			t.Errorf("%s stored as %s, want %s", l.Subnet, got, want)
+		}
+	}
+}
