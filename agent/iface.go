@@ -9,10 +9,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
-
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/kernel/netlinkx"
 )
 
 // IfaceOptions says how to choose the external interface, as flanneld's
@@ -41,34 +39,36 @@ func chooseExternal(o IfaceOptions, v4, v6 bool) (backend.ExternalInterface, err
 	if !v4 && !v6 {
 		return backend.ExternalInterface{}, errors.New("choosing the interface: neither IPv4 nor IPv6 is on")
 	}
-	fam := unix.AF_INET
-	if !v4 {
-		fam = unix.AF_INET6
-	}
-	links, err := netlink.LinkList()
+	h, err := netlinkx.Open()
 	if err != nil {
-		return backend.ExternalInterface{}, fmt.Errorf("listing links: %w", err)
+		return backend.ExternalInterface{}, err
 	}
-	var l netlink.Link
+	defer h.Close()
+	links, err := hostLinks(h)
+	if err != nil {
+		return backend.ExternalInterface{}, err
+	}
+	six := !v4 // the family that chooses the interface
+	var l hostLink
 	var a netip.Addr
 	switch {
 	case len(o.Ifaces) > 0:
-		l, a, err = byNameOrAddr(links, o.Ifaces, fam)
+		l, a, err = byNameOrAddr(links, o.Ifaces, six)
 	case len(o.Regexes) > 0:
-		l, a, err = byRegex(links, o.Regexes, fam)
-	case !v4 && o.PublicIPv6.IsValid():
+		l, a, err = byRegex(links, o.Regexes, six)
+	case six && o.PublicIPv6.IsValid():
 		// flanneld's lookup key when no -iface is given: the interface
 		// holding -public-ipv6, else the default route's.
-		if l, a, err = byNameOrAddr(links, []string{o.PublicIPv6.String()}, fam); err != nil {
-			l, a, err = byDefaultRoute(fam)
+		if l, a, err = byNameOrAddr(links, []string{o.PublicIPv6.String()}, six); err != nil {
+			l, a, err = byDefaultRoute(h, links, six)
 		}
 	default:
-		l, a, err = byDefaultRoute(fam)
+		l, a, err = byDefaultRoute(h, links, six)
 	}
 	if err != nil {
 		return backend.ExternalInterface{}, err
 	}
-	ext := backend.ExternalInterface{Name: l.Attrs().Name, Index: l.Attrs().Index, MTU: l.Attrs().MTU}
+	ext := backend.ExternalInterface{Name: l.Name, Index: l.Index, MTU: l.MTU}
 	if v4 {
 		ext.Addr, ext.PublicIP = a, a
 		if o.PublicIP.IsValid() {
@@ -76,14 +76,14 @@ func chooseExternal(o IfaceOptions, v4, v6 bool) (backend.ExternalInterface, err
 		}
 	}
 	if v6 {
-		if !v4 {
+		if six {
 			ext.Addr6 = a
 		} else if ext.Addr6, err = v6AddrOf(l, o.PublicIPv6); err != nil {
 			return backend.ExternalInterface{}, err
 		}
 		if v4 && len(o.Ifaces) == 0 && len(o.Regexes) == 0 {
-			if r6, _, err := byDefaultRoute(unix.AF_INET6); err == nil && r6.Attrs().Index != l.Attrs().Index {
-				return backend.ExternalInterface{}, fmt.Errorf("the IPv6 default route is on %s, the IPv4 one on %s: in dual-stack both must use one interface (choose it with -iface)", r6.Attrs().Name, l.Attrs().Name)
+			if r6, _, err := byDefaultRoute(h, links, true); err == nil && r6.Index != l.Index {
+				return backend.ExternalInterface{}, fmt.Errorf("the IPv6 default route is on %s, the IPv4 one on %s: in dual-stack both must use one interface (choose it with -iface)", r6.Name, l.Name)
 			}
 		}
 		ext.PublicIPv6 = ext.Addr6
@@ -94,59 +94,123 @@ func chooseExternal(o IfaceOptions, v4, v6 bool) (backend.ExternalInterface, err
 	return ext, nil
 }
 
-// v6AddrOf returns the IPv6 address of l that the IPv6 tunnel uses: pub
-// when l has it, else the first of its global addresses.
-func v6AddrOf(l netlink.Link, pub netip.Addr) (netip.Addr, error) {
-	addrs, err := linkAddrs(l, unix.AF_INET6)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	if len(addrs) == 0 {
-		return netip.Addr{}, fmt.Errorf("interface %s has no global IPv6 address, and IPv6 is on in the network config", l.Attrs().Name)
-	}
-	if slices.Contains(addrs, pub) {
-		return pub, nil
-	}
-	return addrs[0], nil
+// hostLink is a link with its global addresses of each family, IPv4 in the
+// kernel's order, IPv6 as flanneld ranks them (v0.28.9 pkg/ip/iface.go
+// GetInterfaceIP6Addrs), but global ones only (a peer cannot reach a
+// link-local address): none deprecated or tentative, permanent before
+// dynamic, non-temporary before temporary.
+type hostLink struct {
+	netlinkx.Link
+	addrs, addrs6 []netip.Addr
 }
 
-func famName(fam int) string {
-	if fam == unix.AF_INET6 {
+// hostLinks lists the links with their global addresses (scope universe,
+// not link-local).
+func hostLinks(h *netlinkx.Handle) ([]hostLink, error) {
+	links, err := h.Links()
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := h.AddrList(0)
+	if err != nil {
+		return nil, err
+	}
+	addrs6, err := h.AddrList6(0)
+	if err != nil {
+		return nil, err
+	}
+	byLink := map[int][]netip.Addr{}
+	for _, a := range addrs {
+		if ip := a.Prefix.Addr(); a.Global && !ip.IsLinkLocalUnicast() {
+			byLink[a.LinkIndex] = append(byLink[a.LinkIndex], ip)
+		}
+	}
+	rank := func(a netlinkx.Addr) int {
+		r := 0
+		if a.Dynamic {
+			r += 2
+		}
+		if a.Temporary {
+			r++
+		}
+		return r
+	}
+	slices.SortStableFunc(addrs6, func(x, y netlinkx.Addr) int { return cmp.Compare(rank(x), rank(y)) })
+	byLink6 := map[int][]netip.Addr{}
+	for _, a := range addrs6 {
+		if ip := a.Prefix.Addr(); a.Global && !a.Unusable && ip.IsGlobalUnicast() && !ip.IsLinkLocalUnicast() {
+			byLink6[a.LinkIndex] = append(byLink6[a.LinkIndex], ip)
+		}
+	}
+	out := make([]hostLink, 0, len(links))
+	for _, l := range links {
+		out = append(out, hostLink{Link: l, addrs: byLink[l.Index], addrs6: byLink6[l.Index]})
+	}
+	return out, nil
+}
+
+func (l hostLink) family(six bool) []netip.Addr {
+	if six {
+		return l.addrs6
+	}
+	return l.addrs
+}
+
+func famName(six bool) string {
+	if six {
 		return "IPv6"
 	}
 	return "IPv4"
 }
 
-func byNameOrAddr(links []netlink.Link, wanted []string, fam int) (netlink.Link, netip.Addr, error) {
+// v6AddrOf returns the IPv6 address of l that the IPv6 tunnel uses: pub
+// when l has it, else the first of its global addresses.
+func v6AddrOf(l hostLink, pub netip.Addr) (netip.Addr, error) {
+	if len(l.addrs6) == 0 {
+		return netip.Addr{}, fmt.Errorf("interface %s has no global IPv6 address, and IPv6 is on in the network config", l.Name)
+	}
+	if slices.Contains(l.addrs6, pub) {
+		return pub, nil
+	}
+	return l.addrs6[0], nil
+}
+
+func firstAddr(l hostLink, six bool) (netip.Addr, error) {
+	as := l.family(six)
+	if len(as) == 0 {
+		return netip.Addr{}, fmt.Errorf("interface %s has no global %s address", l.Name, famName(six))
+	}
+	return as[0], nil
+}
+
+func byNameOrAddr(links []hostLink, wanted []string, six bool) (hostLink, netip.Addr, error) {
 	var tried []string
 	for _, w := range wanted {
 		if a, err := netip.ParseAddr(w); err == nil {
+			found := false
 			for _, l := range links {
-				for _, f := range []int{unix.AF_INET, unix.AF_INET6} {
-					addrs, _ := linkAddrs(l, f)
-					if !slices.Contains(addrs, a) {
-						continue
-					}
-					if f == fam {
-						return l, a, nil
-					}
+				if slices.Contains(l.family(six), a) {
+					return l, a, nil
+				}
+				if slices.Contains(l.family(!six), a) {
 					// An address of the other family names the interface.
-					first, err := firstAddr(l, fam)
+					found = true
+					first, err := firstAddr(l, six)
 					if err != nil {
-						tried = append(tried, fmt.Sprintf("%s is on %s, which has no global %s address", a, l.Attrs().Name, famName(fam)))
+						tried = append(tried, fmt.Sprintf("%s is on %s, which has no global %s address", a, l.Name, famName(six)))
 						break
 					}
 					return l, first, nil
 				}
 			}
-			if len(tried) == 0 || !strings.Contains(tried[len(tried)-1], w) {
+			if !found {
 				tried = append(tried, fmt.Sprintf("no interface has address %s", a))
 			}
 			continue
 		}
 		for _, l := range links {
-			if l.Attrs().Name == w {
-				a, err := firstAddr(l, fam)
+			if l.Name == w {
+				a, err := firstAddr(l, six)
 				if err != nil {
 					tried = append(tried, err.Error())
 					break
@@ -158,115 +222,50 @@ func byNameOrAddr(links []netlink.Link, wanted []string, fam int) (netlink.Link,
 			tried = append(tried, fmt.Sprintf("no interface named %q", w))
 		}
 	}
-	return nil, netip.Addr{}, fmt.Errorf("choosing the interface from -iface %s: %s", strings.Join(wanted, ","), strings.Join(tried, "; "))
+	return hostLink{}, netip.Addr{}, fmt.Errorf("choosing the interface from -iface %s: %s", strings.Join(wanted, ","), strings.Join(tried, "; "))
 }
 
-func byRegex(links []netlink.Link, exprs []string, fam int) (netlink.Link, netip.Addr, error) {
+func byRegex(links []hostLink, exprs []string, six bool) (hostLink, netip.Addr, error) {
 	for _, expr := range exprs {
 		re, err := regexp.Compile(expr)
 		if err != nil {
-			return nil, netip.Addr{}, fmt.Errorf("-iface-regex %q: %w", expr, err)
+			return hostLink{}, netip.Addr{}, fmt.Errorf("-iface-regex %q: %w", expr, err)
 		}
 		for _, l := range links {
-			addrs, _ := linkAddrs(l, fam)
-			for _, a := range addrs {
+			for _, a := range l.family(six) {
 				if re.MatchString(a.String()) {
 					return l, a, nil
 				}
 			}
-			if re.MatchString(l.Attrs().Name) {
-				if a, err := firstAddr(l, fam); err == nil {
+			if re.MatchString(l.Name) {
+				if a, err := firstAddr(l, six); err == nil {
 					return l, a, nil
 				}
 			}
 		}
 	}
-	return nil, netip.Addr{}, fmt.Errorf("no interface with an %s address matches -iface-regex %s", famName(fam), strings.Join(exprs, ","))
+	return hostLink{}, netip.Addr{}, fmt.Errorf("no interface with an %s address matches -iface-regex %s", famName(six), strings.Join(exprs, ","))
 }
 
-func byDefaultRoute(fam int) (netlink.Link, netip.Addr, error) {
-	routes, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, netip.Addr{}, fmt.Errorf("listing routes: %w", err)
+func byDefaultRoute(h *netlinkx.Handle, links []hostLink, six bool) (hostLink, netip.Addr, error) {
+	list := h.DefaultRoutes
+	if six {
+		list = h.DefaultRoutes6
+	}
+	routes, err := list()
+	if err != nil {
+		return hostLink{}, netip.Addr{}, err
 	}
 	for _, r := range routes {
-		if r.Dst != nil && !r.Dst.IP.IsUnspecified() {
+		i := slices.IndexFunc(links, func(l hostLink) bool { return l.Index == r.LinkIndex })
+		if i < 0 {
 			continue
 		}
-		if r.Dst != nil {
-			if ones, _ := r.Dst.Mask.Size(); ones != 0 {
-				continue
-			}
+		if r.Src.IsValid() && r.Src.Is4() != six && r.Src.IsGlobalUnicast() {
+			return links[i], r.Src, nil
 		}
-		l, err := netlink.LinkByIndex(r.LinkIndex)
-		if err != nil {
-			continue
-		}
-		if src, ok := netip.AddrFromSlice(r.Src); ok && src.Unmap().Is4() == (fam == unix.AF_INET) && src.Unmap().IsGlobalUnicast() {
-			return l, src.Unmap(), nil
-		}
-		a, err := firstAddr(l, fam)
-		return l, a, err
+		a, err := firstAddr(links[i], six)
+		return links[i], a, err
 	}
-	return nil, netip.Addr{}, fmt.Errorf("no %s default route in this network namespace: choose the interface with -iface or -iface-regex", famName(fam))
-}
-
-func firstAddr(l netlink.Link, fam int) (netip.Addr, error) {
-	addrs, err := linkAddrs(l, fam)
-	if err != nil {
-		return netip.Addr{}, err
-	}
-	if len(addrs) == 0 {
-		return netip.Addr{}, fmt.Errorf("interface %s has no global %s address", l.Attrs().Name, famName(fam))
-	}
-	return addrs[0], nil
-}
-
-// linkAddrs returns l's global addresses of the family. IPv6 addresses are
-// taken as flanneld orders them (v0.28.9 pkg/ip/iface.go
-// GetInterfaceIP6Addrs), but global ones only (a peer cannot reach a
-// link-local address): not deprecated, not tentative (DAD pending),
-// permanent before dynamic, non-temporary before temporary.
-func linkAddrs(l netlink.Link, fam int) ([]netip.Addr, error) {
-	addrs, err := netlink.AddrList(l, fam)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("listing addresses of %s: %w", l.Attrs().Name, err)
-	}
-	type cand struct {
-		a    netip.Addr
-		rank int
-	}
-	var out []cand
-	for _, a := range addrs {
-		if a.IPNet == nil || a.Scope != unix.RT_SCOPE_UNIVERSE {
-			continue
-		}
-		ip, ok := netip.AddrFromSlice(a.IP)
-		if !ok {
-			continue
-		}
-		ip = ip.Unmap()
-		if ip.Is4() != (fam == unix.AF_INET) || ip.IsLinkLocalUnicast() || !ip.IsGlobalUnicast() {
-			continue
-		}
-		rank := 0
-		if fam == unix.AF_INET6 {
-			if a.Flags&(unix.IFA_F_DEPRECATED|unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) != 0 {
-				continue
-			}
-			if a.Flags&unix.IFA_F_PERMANENT == 0 {
-				rank += 2
-			}
-			if a.Flags&unix.IFA_F_TEMPORARY != 0 {
-				rank++
-			}
-		}
-		out = append(out, cand{ip, rank})
-	}
-	slices.SortStableFunc(out, func(x, y cand) int { return cmp.Compare(x.rank, y.rank) })
-	res := make([]netip.Addr, len(out))
-	for i, c := range out {
-		res[i] = c.a
-	}
-	return res, nil
+	return hostLink{}, netip.Addr{}, fmt.Errorf("no %s default route in this network namespace: choose the interface with -iface or -iface-regex", famName(six))
 }

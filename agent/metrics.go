@@ -18,6 +18,11 @@ type Metrics struct {
 	WatchRestarts   prometheus.Counter
 	EtcdLatency     *prometheus.HistogramVec
 	LeaseChanges    prometheus.Counter
+	// InitialProgram and InitialProgramCPU describe the first programming
+	// of the data plane after start (every peer listed at start, in one
+	// backend Set): its wall time and the process's CPU time meanwhile.
+	InitialProgram    prometheus.Gauge
+	InitialProgramCPU prometheus.Gauge
 }
 
 // NewMetrics creates and registers the agent's metrics.
@@ -50,9 +55,15 @@ func NewMetrics() *Metrics {
 		LeaseChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_own_lease_changes_total", Help: "Times this node's lease was lost and acquired again.",
 		}),
+		InitialProgram: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_initial_program_seconds", Help: "Wall time of the first programming of the data plane after start (every peer listed at start, one backend Set); 0 until the agent is first ready.",
+		}),
+		InitialProgramCPU: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_initial_program_cpu_seconds", Help: "CPU time (user+system, all threads) of the agent process during its first programming of the data plane; 0 until the agent is first ready.",
+		}),
 	}
 	m.Registry.MustRegister(m.LeasesKnown, m.PeersProgrammed, m.ReconcileRuns, m.ReconcileErrors,
-		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges,
+		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges, m.InitialProgram, m.InitialProgramCPU,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

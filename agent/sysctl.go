@@ -13,14 +13,10 @@ const (
 	ipv6ForwardPath = "/proc/sys/net/ipv6/conf/all/forwarding"
 )
 
-// ensureIPForward turns on IPv4 forwarding where the agent may write it; where
-// /proc/sys is read-only (an unprivileged container) it checks the value and
-// warns when forwarding is off.
-func ensureIPForward(log *slog.Logger) { ensureSysctl(log, ipForwardPath) }
-
-// ensureIPv6Forward does the same for IPv6 forwarding.
-func ensureIPv6Forward(log *slog.Logger) { ensureSysctl(log, ipv6ForwardPath) }
-
+// ensureSysctl turns on forwarding through path (ipForwardPath for IPv4,
+// ipv6ForwardPath for IPv6) where the agent may write it; where /proc/sys
+// is read-only (an unprivileged container) it checks the value and warns
+// when forwarding is off.
 func ensureSysctl(log *slog.Logger, path string) {
 	name := "net.ipv4.ip_forward"
 	if strings.HasPrefix(path, "/proc/sys/") {

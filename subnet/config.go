@@ -120,9 +120,6 @@ func ParseConfig(data []byte) (cfg *Config, unknown []string, err error) {
 	if !cfg.EnableIPv6 {
 		cfg.IPv6Network, cfg.IPv6SubnetLen, cfg.IPv6SubnetMin, cfg.IPv6SubnetMax = netip.Prefix{}, 0, netip.Addr{}, netip.Addr{}
 	}
-	if cfg.EnableNFTables {
-		return nil, unknown, fmt.Errorf("%w: EnableNFTables is true, but this version of weft programs iptables only; set EnableNFTables to false", ErrInvalidConfig)
-	}
 	return cfg, unknown, nil
 }
 

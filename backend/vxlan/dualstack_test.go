@@ -86,7 +86,7 @@ fdb fe:1d:c6:1e:3a:69 dev flannel.1 dst 192.168.0.104
 link eth0 veth mtu 1500 mac 02:ee:00:00:00:02 up
 link flannel-v6.1 vxlan mtu 1430 mac 8a:e4:ac:36:ee:d7 up vni 1 port 8472 local 2001:db8::1 dev eth0 nolearning
 link flannel.1 vxlan mtu 1450 mac ba:15:a1:b0:12:6b up vni 1 port 8472 local 192.168.0.1 dev eth0 nolearning
-link lo loopback mtu 65536 mac 00:00:00:00:00:00 up
+link lo device mtu 65536 mac 00:00:00:00:00:00 up
 neigh 10.244.2.0 dev flannel.1 lladdr 32:68:b3:48:e0:71 permanent
 neigh 10.244.3.0 dev flannel.1 lladdr ae:09:26:b0:79:4d permanent
 neigh 10.244.4.0 dev flannel.1 lladdr fe:1d:c6:1e:3a:69 permanent
@@ -97,6 +97,7 @@ route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink
 route 10.244.4.0/24 via 10.244.4.0 dev flannel.1 onlink
 route 192.168.0.0/24 dev eth0
 route 2001:db8::/64 dev eth0
+route fd00:10:244:1::/128 dev flannel-v6.1
 route fd00:10:244:2::/64 via fd00:10:244:2:: dev flannel-v6.1 onlink
 route fd00:10:244:3::/64 via fd00:10:244:3:: dev flannel-v6.1 onlink
 `

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
@@ -65,19 +66,29 @@ func newHosts6(t *testing.T, n int, v4 bool, backendJSON string) []*host {
 func podAddr6(h *host) netip.Addr { return h.lease.IPv6Subnet.Addr().Next().Next() }
 
 // checkReach6 pings every pod from every other pod over IPv6 (and IPv4
-// when the hosts have it).
+// when the hosts have it), each pair until it answers or 5 s have passed
+// (the first packet to a new neighbour waits for neighbour discovery).
 func checkReach6(t *testing.T, hs []*host) {
 	t.Helper()
+	ping := func(a *netnstest.NS, dst netip.Addr) error {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			err := a.Ping(dst)
+			if err == nil || time.Now().After(deadline) {
+				return err
+			}
+		}
+	}
 	for _, a := range hs {
 		for _, b := range hs {
 			if a == b {
 				continue
 			}
-			if err := a.pod.Ping(podAddr6(b)); err != nil {
+			if err := ping(a.pod, podAddr6(b)); err != nil {
 				t.Errorf("pod of %s cannot reach pod %s of %s: %v", a.ns.Name, podAddr6(b), b.ns.Name, err)
 			}
 			if b.lease.Subnet.IsValid() {
-				if err := a.pod.Ping(podAddr(b)); err != nil {
+				if err := ping(a.pod, podAddr(b)); err != nil {
 					t.Errorf("pod of %s cannot reach pod %s of %s: %v", a.ns.Name, podAddr(b), b.ns.Name, err)
 				}
 			}
@@ -158,4 +169,3 @@ func TestIntegrationDirectRoutingIPv6(t *testing.T) {
 	}
 	checkReach6(t, hs)
 }
-

@@ -69,11 +69,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/base"
 	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/subnet"
 )
@@ -86,42 +86,27 @@ import (
 const DefaultVerifyEvery = 5 * time.Minute
 
 // Config holds what the constructor needs beyond backend.Params.
-type Config struct {
-	// Netlink is the namespace to program; nil opens the current one (and
-	// the backend closes it on Close).
-	Netlink netlinkx.Interface
-	// VerifyEvery overrides DefaultVerifyEvery; negative means always read
-	// the kernel.
-	VerifyEvery time.Duration
-}
+type Config = base.Options
 
 // Spec returns the registry entry of the vxlan backend.
-func Spec() backend.Spec {
-	return backend.Spec{
-		New: func(ctx context.Context, p backend.Params) (backend.Backend, error) {
-			return New(ctx, p, Config{})
-		},
-		ValidateData: ValidateData,
-	}
-}
+func Spec() backend.Spec { return base.Spec(New, ValidateData) }
 
 var _ backend.Backend = (*Backend)(nil)
 
 // Backend is the vxlan backend. Create it with New.
 type Backend struct {
+	*base.Base
+	// Short names for what Base holds (set once in New).
 	log  *slog.Logger
 	nl   netlinkx.Interface
 	cfg  *subnet.Config
-	opts Options
 	ext  backend.ExternalInterface
+	opts Options
 	// previous looks up this node's previous lease (backend.Params).
 	previous func(ctx context.Context) (*subnet.Lease, error)
-	sess     *netlinkx.Session
-	// v4 and v6 are the tunnels of the families that are on (nil when off).
+	// v4 and v6 are the tunnels of the families that are on (nil when off),
+	// each with its own programmer (Base has none).
 	v4, v6 *tunnel
-
-	// setMu serialises Set.
-	setMu sync.Mutex
 }
 
 // tunnel is one family's device and the entries it carries.
@@ -141,14 +126,13 @@ type tunnel struct {
 	mtu  int
 	prog *netlinkx.Programmer
 
-	// Guarded by the backend's setMu.
+	// Guarded by the backend's SetMu.
 	link       netlinkx.Link
 	addrFor    netip.Prefix   // the own subnet whose address the device carries
 	extPrefix  []netip.Prefix // connected prefixes of the underlay
 	devChecked atomic.Bool    // the device is known to exist as configured
 	linkIndex  atomic.Int64
-	own        atomic.Pointer[netip.Prefix]
-	d          desiredState // guarded by setMu
+	d          desiredState
 }
 
 // The per-family views of a lease.
@@ -206,51 +190,34 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 		return nil, err
 	}
 	cfg := p.Config
-	if p.Ext.Index <= 0 {
-		return nil, fmt.Errorf("vxlan backend: external interface %q has no index", p.Ext.Name)
-	}
-	if cfg.EnableIPv4 && !p.Ext.Addr.Is4() {
-		return nil, fmt.Errorf("vxlan backend: external interface %q (index %d) needs an IPv4 address, has %v", p.Ext.Name, p.Ext.Index, p.Ext.Addr)
-	}
-	if cfg.EnableIPv6 && !subnet.IsUsableUnicast6(p.Ext.Addr6) {
-		return nil, fmt.Errorf("vxlan backend: external interface %q (index %d) needs a global IPv6 address, has %v", p.Ext.Name, p.Ext.Index, p.Ext.Addr6)
-	}
 	if n := opts.DeviceNameV6(); cfg.EnableIPv6 && len(n) > 15 {
 		return nil, fmt.Errorf("%w: VNI %d: device name %s is longer than the kernel's 15 characters; with IPv6 use a VNI below 10000", ErrInvalidOptions, opts.VNI, n)
 	}
-	log := p.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	b := &Backend{opts: opts, previous: p.Previous}
+	device := opts.DeviceName()
+	if !cfg.EnableIPv4 {
+		device = opts.DeviceNameV6()
 	}
-	b := &Backend{
-		log:      log.With("backend", TypeName),
-		cfg:      cfg,
-		opts:     opts,
-		ext:      p.Ext,
-		previous: p.Previous,
-	}
-	sess, err := netlinkx.NewSession(ctx, c.Netlink, b.log)
+	// The tunnels keep a programmer each: Base makes none (Owns nil).
+	bb, err := base.New(ctx, p, c, base.Kind{Name: TypeName, Device: device, DefaultVerify: DefaultVerifyEvery})
 	if err != nil {
-		return nil, fmt.Errorf("vxlan backend: %w", err)
+		return nil, err
 	}
-	b.sess, b.nl = sess, sess.NL
-	verify := c.VerifyEvery
-	if verify == 0 {
-		verify = DefaultVerifyEvery
-	}
+	b.Base = bb
+	b.log, b.nl, b.cfg, b.ext = bb.Log, bb.NL, bb.Cfg, bb.Ext
 	if cfg.EnableIPv4 {
-		b.v4 = b.newTunnel(false, verify)
+		b.v4 = b.newTunnel(false, bb.Verify)
 	}
 	if cfg.EnableIPv6 {
-		b.v6 = b.newTunnel(true, verify)
+		b.v6 = b.newTunnel(true, bb.Verify)
 	}
 	for _, t := range b.tunnels() {
 		if err := t.ensureDevice(ctx); err != nil {
-			sess.Close()
+			b.Close()
 			return nil, err
 		}
 	}
-	sess.Follow(b.observe, b.Resync)
+	b.Follow(b.observe, b.Resync)
 	return b, nil
 }
 
@@ -271,10 +238,11 @@ func (b *Backend) newTunnel(six bool, verify time.Duration) *tunnel {
 	if b.opts.MTU != 0 {
 		t.mtu = b.opts.MTU
 	}
-	t.log = b.log.With("device", t.name)
+	t.log = b.log // Base's logger names the first device
+	if six && b.cfg.EnableIPv4 {
+		t.log = b.log.With("ipv6_device", t.name)
+	}
 	t.prog = netlinkx.NewProgrammer(b.nl, t.ownsRoute, verify)
-	var none netip.Prefix
-	t.own.Store(&none)
 	return t
 }
 
@@ -288,9 +256,6 @@ func (b *Backend) tunnels() []*tunnel {
 	}
 	return ts
 }
-
-// Type implements backend.Backend.
-func (b *Backend) Type() string { return TypeName }
 
 // MTU implements backend.Backend: the smallest MTU of the devices, so that
 // a pod's packet fits whichever tunnel carries it.
@@ -340,9 +305,6 @@ func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
 	return nil
 }
 
-// Changes implements backend.Backend.
-func (b *Backend) Changes() <-chan struct{} { return b.sess.Changes() }
-
 // Resync makes the next Set read the kernel state and check the devices
 // rather than trust what it applied before.
 func (b *Backend) Resync() {
@@ -350,13 +312,6 @@ func (b *Backend) Resync() {
 		t.devChecked.Store(false)
 		t.prog.Invalidate()
 	}
-}
-
-// Close implements backend.Backend: it stops watching netlink and leaves the
-// kernel state in place.
-func (b *Backend) Close() error {
-	b.sess.Close()
-	return nil
 }
 
 func (b *Backend) observe(u netlinkx.Update) {
@@ -380,7 +335,7 @@ func (b *Backend) observe(u netlinkx.Update) {
 		}
 	}
 	if notify {
-		b.sess.Notify()
+		b.Sess.Notify()
 	}
 }
 
@@ -424,7 +379,7 @@ func misfit(l netlinkx.Link, want netlinkx.VXLAN) string {
 }
 
 // ensureDevice finds, adopts or creates the device and brings it to the
-// configured MTU and up. Must hold setMu or be in New.
+// configured MTU and up. Must hold SetMu or be in New.
 func (t *tunnel) ensureDevice(ctx context.Context) error {
 	nl := t.b.nl
 	l, err := nl.LinkByName(t.name)
@@ -574,7 +529,7 @@ func (t *tunnel) ensureAddr(own netip.Prefix) error {
 // a route to a subnet of its family's network (not our own) on its device,
 // or with DirectRouting a gateway route on the underlay.
 func (t *tunnel) ownsRoute(r netlinkx.Route, link int) bool {
-	if r.Dst.Bits() != t.subnetLen || !t.network.Contains(r.Dst.Addr()) || r.Dst == *t.own.Load() {
+	if r.Dst.Addr().Is4() == t.six || !t.b.PeerSubnet(r.Dst) {
 		return false
 	}
 	if link != 0 && r.LinkIndex == link {
@@ -585,9 +540,9 @@ func (t *tunnel) ownsRoute(r netlinkx.Route, link int) bool {
 
 // Set implements backend.Backend: each family's tunnel is brought to s.
 func (b *Backend) Set(ctx context.Context, s backend.State) error {
-	b.setMu.Lock()
-	defer b.setMu.Unlock()
-	if err := ctx.Err(); err != nil {
+	b.SetMu.Lock()
+	defer b.SetMu.Unlock()
+	if err := b.Begin(ctx, s); err != nil {
 		return err
 	}
 	var errs []error
@@ -599,10 +554,6 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 
 func (t *tunnel) set(ctx context.Context, s backend.State) error {
 	own := t.subnetOf(&s.Own)
-	if !t.contains(own) {
-		return fmt.Errorf("vxlan backend: own %s subnet %v is not a /%d of network %s", t.family(), own, t.subnetLen, t.network)
-	}
-	t.own.Store(&own)
 	if !t.devChecked.Load() {
 		if err := t.ensureDevice(ctx); err != nil {
 			t.prog.Invalidate()
@@ -624,11 +575,7 @@ func (t *tunnel) set(ctx context.Context, s backend.State) error {
 	}
 	t.d.full = false
 	t.d.delta.Reset()
-	peerErrs := t.d.errors()
-	if st.Added+st.Deleted > 0 || err != nil || len(peerErrs) > 0 {
-		t.log.Debug("reconciled", "peers", len(s.Peers), "added", st.Added, "deleted", st.Deleted, "dumped", st.Dumped, "skipped", len(peerErrs))
-	}
-	return errors.Join(append(peerErrs, err)...)
+	return t.b.Done(len(s.Peers), st, err, t.d.errors())
 }
 
 // desired brings t.d (the desired entries and what they were derived from)
@@ -767,7 +714,7 @@ func (t *tunnel) derive(g []subnet.Lease) *peerRec {
 			break
 		}
 		rec.mac = mac
-		rec.direct = t.b.opts.DirectRouting && t.onLink(ip)
+		rec.direct = t.b.opts.DirectRouting && base.OnLink(t.extPrefix, ip)
 	}
 	return rec
 }
@@ -903,17 +850,6 @@ func (d *desiredState) errors() []error {
 		errs[i] = d.bad[k]
 	}
 	return errs
-}
-
-// onLink reports whether ip is on a directly connected subnet of the
-// underlay (and is not the underlay's own address).
-func (t *tunnel) onLink(ip netip.Addr) bool {
-	for _, p := range t.extPrefix {
-		if p.Contains(ip) && p.Addr() != ip && p.Bits() < p.Addr().BitLen() && !p.Addr().IsLinkLocalUnicast() {
-			return true
-		}
-	}
-	return false
 }
 
 func comparePrefix(x, y netip.Prefix) int {

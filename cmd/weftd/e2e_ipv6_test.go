@@ -16,6 +16,7 @@ import (
 
 	"github.com/weftnet/weft/ops/teardown"
 	"github.com/weftnet/weft/subnet"
+	etcdstore "github.com/weftnet/weft/subnet/etcd"
 	"github.com/weftnet/weft/subnet/subnetenv"
 	"github.com/weftnet/weft/test/cnitest"
 )
@@ -322,14 +323,13 @@ func TestE2ENodeTeardownDualStack(t *testing.T) {
 	sn, sn6 := envs[h1].Subnet.Masked(), envs[h1].IPv6Subnet.Masked()
 	var rep *teardown.Report
 	if err := h1.ns.Do(func() (err error) {
-		rep, err = teardown.Run(context.Background(), teardown.Options{Client: c.etcd.Client(), SubnetFile: h1.envPath, PublicIP: h1.addr, KeepIPTables: true})
+		rep, err = teardown.Run(context.Background(), teardown.Options{Leases: etcdstore.NewWithClient(c.etcd.Client(), etcdstore.Options{}), SubnetFile: h1.envPath, PublicIP: h1.addr, KeepIPTables: true})
 		return err
 	}); err != nil {
 		t.Fatal(err)
 	}
-	wantKey := "/coreos.com/network/subnets/" + subnet.SubnetKey(sn, sn6)
-	if strings.Join(rep.Released, " ") != wantKey || !slices.Contains(rep.Links, "flannel.1") || !slices.Contains(rep.Links, "flannel-v6.1") {
-		t.Errorf("teardown report %+v, want %s released and both devices deleted", rep, wantKey)
+	if want := sn.String() + " " + sn6.String(); strings.Join(rep.Released, " ") != want || !slices.Contains(rep.Links, "flannel.1") || !slices.Contains(rep.Links, "flannel-v6.1") {
+		t.Errorf("teardown report %+v, want %s and %s released and both devices deleted", rep, sn, sn6)
 	}
 	if _, ok := leaseKeys(t, c)[subnet.SubnetKey(sn, sn6)]; ok {
 		t.Errorf("the lease is still in etcd")

@@ -27,9 +27,11 @@ type State struct {
 	StateDir string    `json:"stateDir"`
 	Created  time.Time `json:"created"`
 	// Ready is set once Up has finished.
-	Ready   bool         `json:"ready"`
-	Backend string       `json:"backend"`
-	Network netip.Prefix `json:"network"`
+	Ready   bool   `json:"ready"`
+	Backend string `json:"backend"`
+	// NFTables says the hosts keep their firewall rules in nftables.
+	NFTables bool         `json:"nftables,omitempty"`
+	Network  netip.Prefix `json:"network"`
 	// IPv6Network is set in a dual-stack or IPv6-only lab; NoIPv4 in an
 	// IPv6-only one.
 	IPv6Network netip.Prefix `json:"ipv6Network,omitzero"`

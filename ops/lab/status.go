@@ -24,6 +24,10 @@ func Status(ctx context.Context, o Options, leases LeaseRenderer) error {
 	if !st.Ready {
 		state = "NOT READY (up did not finish; `weft lab down` removes it)"
 	}
+	fw := "iptables"
+	if st.NFTables {
+		fw = "nftables"
+	}
 	nets := st.Network.String()
 	switch {
 	case st.NoIPv4:
@@ -31,8 +35,8 @@ func Status(ctx context.Context, o Options, leases LeaseRenderer) error {
 	case st.IPv6Network.IsValid():
 		nets += " and " + st.IPv6Network.String()
 	}
-	fmt.Fprintf(o.Out, "lab %q: %s, made %s, backend %s, network %s, underlay %s on %s\n\n",
-		st.Prefix, state, st.Created.Format(time.DateTime), st.Backend, nets, st.Underlay, st.Prefix+"-br")
+	fmt.Fprintf(o.Out, "lab %q: %s, made %s, backend %s, firewall %s, network %s, underlay %s on %s\n\n",
+		st.Prefix, state, st.Created.Format(time.DateTime), st.Backend, fw, nets, st.Underlay, st.Prefix+"-br")
 	if err := RenderHosts(o.Out, hostRows(st)); err != nil {
 		return err
 	}

@@ -39,6 +39,9 @@ type Options struct {
 	// IPv6-only one with NoIPv4.
 	IPv6Network netip.Prefix
 	NoIPv4      bool
+	// NFTables runs the hosts' firewall rules in nftables mode
+	// (EnableNFTables in the network config) instead of iptables.
+	NFTables bool
 	// BinDir holds weftd, flannel and the delegate CNI plugins.
 	BinDir string
 	// Self is the weft executable, re-run as the lab's etcd process.
@@ -101,8 +104,9 @@ func (o *Options) checkUp() error {
 }
 
 // networkConfig returns the JSON written to <prefix>/config: IPv4 on
-// network (unless noIPv4), IPv6 on ipv6Network when it is valid.
-func networkConfig(network, ipv6Network netip.Prefix, noIPv4 bool, backend string) string {
+// network (unless noIPv4), IPv6 on ipv6Network when it is valid, the
+// firewall in nftables mode with nft.
+func networkConfig(network, ipv6Network netip.Prefix, noIPv4 bool, backend string, nft bool) string {
 	b := `{"Type":"vxlan","VNI":1,"Port":8472}`
 	if backend == "host-gw" {
 		b = `{"Type":"host-gw"}`
@@ -115,6 +119,9 @@ func networkConfig(network, ipv6Network netip.Prefix, noIPv4 bool, backend strin
 	}
 	if ipv6Network.IsValid() {
 		fam += fmt.Sprintf(`"EnableIPv6":true,"IPv6Network":%q,"IPv6SubnetLen":64,`, ipv6Network.String())
+	}
+	if nft {
+		fam += `"EnableNFTables":true,`
 	}
 	return fmt.Sprintf(`{%s"Backend":%s}`, fam, b)
 }
@@ -237,7 +244,7 @@ func (u *upper) run(ctx context.Context) error {
 	}
 	st := &State{
 		Version: stateVersion, Prefix: u.n.Prefix, StateDir: u.o.StateDir, Created: time.Now(),
-		Backend: u.o.Backend, Network: u.o.Network, BinDir: u.o.BinDir,
+		Backend: u.o.Backend, NFTables: u.o.NFTables, Network: u.o.Network, BinDir: u.o.BinDir,
 		IPv6Network: u.o.IPv6Network, NoIPv4: u.o.NoIPv4,
 		Underlay: underlay, BridgeAddr: nthAddr(underlay, 1),
 		EtcdPort: etcdPort, EtcdPeer: peerPort, HealthzPort: healthzPort,
@@ -288,7 +295,7 @@ func (u *upper) run(ctx context.Context) error {
 	if err := waitEtcd(ctx, c, etcdPID, u.exitedCh("etcd"), filepath.Join(u.o.StateDir, "etcd.log")); err != nil {
 		return err
 	}
-	cfg := networkConfig(u.o.Network, u.o.IPv6Network, u.o.NoIPv4, u.o.Backend)
+	cfg := networkConfig(u.o.Network, u.o.IPv6Network, u.o.NoIPv4, u.o.Backend, u.o.NFTables)
 	if _, err := c.Put(ctx, EtcdPrefix+"/config", cfg); err != nil {
 		return fmt.Errorf("writing the network config to the lab's etcd: %w", err)
 	}
@@ -529,8 +536,8 @@ func (u *upper) attachPods(ctx context.Context, h Host) error {
 	if err != nil {
 		return err
 	}
-	if b, err := conflist(h); err == nil && os.MkdirAll(filepath.Join(h.DataDir, "net.d"), 0o755) == nil {
-		_ = os.WriteFile(filepath.Join(h.DataDir, "net.d", "10-weft-lab.conflist"), b, 0o644)
+	if b, err := conflist(h, runtimePluginDir); err == nil && os.MkdirAll(filepath.Join(h.DataDir, "net.d"), 0o755) == nil {
+		_ = os.WriteFile(filepath.Join(h.DataDir, "net.d", RuntimeConfList), b, 0o644)
 	}
 	errs := make([]error, len(h.Pods))
 	var wg sync.WaitGroup

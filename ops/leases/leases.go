@@ -1,15 +1,16 @@
-// Package leases is `weft leases`: it reads the network config and every
-// lease under an etcd prefix in one Get, renders them for a person (a
-// table) or a script (JSON), and writes and deletes operators'
-// reservations (lease keys with no etcd lease).
+// Package leases is `weft leases`: it lists the network config and every
+// lease, invalid ones included, through the lease store (subnet/etcd, the
+// one owner of the key schema) and renders them for a person (a table) or a
+// script (JSON). Reservations are written and deleted by the store's
+// Reserve and DeleteSubnet.
 package leases
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"sort"
 	"strings"
@@ -18,7 +19,7 @@ import (
 
 	"github.com/weftnet/weft/backend/registry"
 	"github.com/weftnet/weft/subnet"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/weftnet/weft/subnet/etcd"
 )
 
 // Row is one lease or reservation as `weft leases` shows it.
@@ -58,114 +59,81 @@ type Report struct {
 	Leases      []Row           `json:"leases"`
 }
 
-// Etcd is the part of the etcd client `weft leases` uses.
-type Etcd interface {
-	clientv3.KV
-	TimeToLive(ctx context.Context, id clientv3.LeaseID, opts ...clientv3.LeaseOption) (*clientv3.LeaseTimeToLiveResponse, error)
+// Store is what `weft leases` needs of the lease store (*etcd.Store): it
+// owns the key schema.
+type Store interface {
+	// Prefix is the store's key prefix, for the report.
+	Prefix() string
+	// ListLeases reads the config and every lease, invalid ones included.
+	ListLeases(ctx context.Context) (*etcd.Listing, error)
 }
 
-// List reads the config and the leases under prefix with one Get, then asks
-// for the remaining TTL of each etcd lease.
-func List(ctx context.Context, c Etcd, prefix string) (*Report, error) {
-	prefix = strings.TrimSuffix(prefix, "/")
-	resp, err := c.Get(ctx, prefix+"/", clientv3.WithPrefix())
+// Open connects the lease store for `weft leases`: it validates leases as
+// the agents do (backend data included) and logs nothing.
+func Open(opts etcd.Options) (*etcd.Store, error) {
+	opts.ValidatorFor = registry.ValidateData
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return etcd.New(opts)
+}
+
+// List reads the config and the leases from the store and turns them into
+// rows, sorted by subnet.
+func List(ctx context.Context, s Store) (*Report, error) {
+	ls, err := s.ListLeases(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s/ from etcd: %w", prefix, err)
+		return nil, err
 	}
-	rep := &Report{Prefix: prefix, Leases: []Row{}}
-	var cfg *subnet.Config
-	var leases []*subnet.Lease
-	var rows []*Row
-	for _, kv := range resp.Kvs {
-		key := string(kv.Key)
-		if key == prefix+"/config" {
-			rep.Config = rawOrString(kv.Value)
-			c, _, err := subnet.ParseConfig(kv.Value)
-			if err != nil {
-				rep.ConfigError = err.Error()
-			} else {
-				cfg = c
-				if c.EnableIPv4 {
-					rep.Network = c.Network.String()
-				}
-				if c.EnableIPv6 {
-					rep.IPv6Network = c.IPv6Network.String()
-				}
-				rep.BackendType = c.BackendType
-			}
-			continue
-		}
-		name, ok := strings.CutPrefix(key, prefix+"/subnets/")
-		if !ok {
-			continue
-		}
-		l, row := parseLease(name, kv.Value, kv.Lease)
-		leases = append(leases, l)
-		rows = append(rows, row)
+	rep := &Report{Prefix: s.Prefix(), Leases: []Row{}}
+	if ls.RawConfig != nil {
+		rep.Config = rawOrString(ls.RawConfig)
 	}
-	if rep.Config == nil {
-		rep.ConfigError = "no network config at " + prefix + "/config"
+	if ls.ConfigErr != nil {
+		rep.ConfigError = ls.ConfigErr.Error()
+	} else {
+		if ls.Config.EnableIPv4 {
+			rep.Network = ls.Config.Network.String()
+		}
+		if ls.Config.EnableIPv6 {
+			rep.IPv6Network = ls.Config.IPv6Network.String()
+		}
+		rep.BackendType = ls.Config.BackendType
 	}
-	ttls := map[int64]int64{}
-	for i, row := range rows {
-		l := leases[i]
-		if row.Invalid == "" && cfg != nil {
-			if err := cfg.ValidateLease(l, registry.ValidateData(cfg)); err != nil {
-				row.Invalid = strings.TrimPrefix(err.Error(), subnet.ErrInvalidLease.Error()+": ")
-			}
-		}
-		if l.EtcdLease != 0 {
-			ttl, ok := ttls[l.EtcdLease]
-			if !ok {
-				ttl = -1
-				if r, err := c.TimeToLive(ctx, clientv3.LeaseID(l.EtcdLease)); err == nil {
-					ttl = r.TTL
-				}
-				ttls[l.EtcdLease] = ttl
-			}
-			row.ExpiresInSeconds = &ttl
-		}
-		rep.Leases = append(rep.Leases, *row)
+	for _, e := range ls.Entries {
+		rep.Leases = append(rep.Leases, row(e))
 	}
 	sort.SliceStable(rep.Leases, func(i, j int) bool { return lessRow(rep.Leases[i], rep.Leases[j]) })
 	return rep, nil
 }
 
-// parseLease decodes one lease key and value into a lease (for validation)
-// and a row; a row that cannot be decoded is marked invalid.
-func parseLease(name string, value []byte, etcdLease int64) (*subnet.Lease, *Row) {
-	row := &Row{Key: name, Reservation: etcdLease == 0, Value: rawOrString(value)}
-	if etcdLease != 0 {
-		row.EtcdLease = fmt.Sprintf("%x", etcdLease)
+// row renders one entry of the listing.
+func row(e etcd.Entry) Row {
+	l := e.Lease
+	r := Row{Key: e.Name, Reservation: l.Reserved(), Value: rawOrString(e.Value)}
+	if !l.Reserved() {
+		r.EtcdLease = fmt.Sprintf("%x", l.EtcdLease)
+		secs := int64(e.TTL / time.Second)
+		r.ExpiresInSeconds = &secs
 	}
-	l := &subnet.Lease{EtcdLease: etcdLease}
-	v4, v6, err := subnet.ParseSubnetKey(name)
-	if err != nil {
-		row.Invalid = strings.TrimPrefix(err.Error(), subnet.ErrInvalidLease.Error()+": ")
-		return l, row
+	if e.Invalid != nil {
+		r.Invalid = strings.TrimPrefix(e.Invalid.Error(), subnet.ErrInvalidLease.Error()+": ")
 	}
-	l.Subnet, l.IPv6Subnet = v4, v6
-	if v4.IsValid() {
-		row.Subnet = v4.String()
+	if l.Subnet.IsValid() {
+		r.Subnet = l.Subnet.String()
 	}
-	if v6.IsValid() {
-		row.IPv6Subnet = v6.String()
+	if l.IPv6Subnet.IsValid() {
+		r.IPv6Subnet = l.IPv6Subnet.String()
 	}
-	attrs, err := subnet.ParseLeaseAttrs(value)
-	if err != nil {
-		row.Invalid = strings.TrimPrefix(err.Error(), subnet.ErrInvalidLease.Error()+": ")
-		return l, row
+	if l.Attrs.PublicIP.IsValid() {
+		r.PublicIP = l.Attrs.PublicIP.String()
 	}
-	l.Attrs = attrs
-	if attrs.PublicIP.IsValid() {
-		row.PublicIP = attrs.PublicIP.String()
+	if v6 := l.Attrs.IPv6(); v6.IsValid() {
+		r.PublicIPv6 = v6.String()
 	}
-	if v6 := attrs.IPv6(); v6.IsValid() {
-		row.PublicIPv6 = v6.String()
-	}
-	row.Backend = attrs.BackendType
-	row.VtepMAC, row.VtepMACv6 = vtepMAC(attrs.BackendData), vtepMAC(attrs.BackendV6Data)
-	return l, row
+	r.Backend = l.Attrs.BackendType
+	r.VtepMAC, r.VtepMACv6 = vtepMAC(l.Attrs.BackendData), vtepMAC(l.Attrs.BackendV6Data)
+	return r
 }
 
 // vtepMAC returns the VtepMAC of vxlan backend data, or "".
@@ -359,133 +327,4 @@ func ParseAddrs(s string) (v4, v6 netip.Addr, err error) {
 		*dst = a
 	}
 	return v4, v6, nil
-}
-
-// ErrHeld is returned by Reserve when another node holds the subnet.
-var ErrHeld = errors.New("subnet is held by another node")
-
-// ErrNotFound is returned by Release when the subnet has no key.
-var ErrNotFound = errors.New("no lease or reservation")
-
-// Reserve writes a reservation of the IPv4 subnet sn for publicIP; see
-// ReserveSubnets.
-func Reserve(ctx context.Context, c clientv3.KV, prefix string, sn netip.Prefix, publicIP netip.Addr) (string, error) {
-	return ReserveSubnets(ctx, c, prefix, Subnets{V4: sn}, publicIP, netip.Addr{})
-}
-
-// ReserveSubnets writes a reservation of sn for the node with the given
-// public addresses under prefix: a lease key with no etcd lease, which
-// agents never expire and which that node takes (in etcd a node is its
-// PublicIP, or its PublicIPv6 in an IPv6-only network). sn must hold a
-// subnet of each family the config has on, and the node an address of each.
-// A subnet leased by the same node becomes a reservation keeping its
-// attributes (so its peers keep their routes); a subnet of either family
-// held by another key is refused.
-func ReserveSubnets(ctx context.Context, c clientv3.KV, prefix string, sn Subnets, ip4, ip6 netip.Addr) (string, error) {
-	prefix = strings.TrimSuffix(prefix, "/")
-	resp, err := c.Get(ctx, prefix+"/config")
-	if err != nil {
-		return "", fmt.Errorf("reading %s/config: %w", prefix, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return "", fmt.Errorf("no network config at %s/config", prefix)
-	}
-	cfg, _, err := subnet.ParseConfig(resp.Kvs[0].Value)
-	if err != nil {
-		return "", fmt.Errorf("network config at %s/config: %w", prefix, err)
-	}
-	if cfg.EnableIPv4 {
-		if !ip4.Is4() || !subnet.IsUsableUnicast(ip4) {
-			return "", fmt.Errorf("public IP %s: want a unicast IPv4 address", ip4)
-		}
-		if !cfg.Contains(sn.V4) {
-			return "", fmt.Errorf("subnet %s is not a /%d inside network %s", sn.V4, cfg.SubnetLen, cfg.Network)
-		}
-	} else if sn.V4.IsValid() || ip4.IsValid() {
-		return "", fmt.Errorf("the network is IPv6-only: give an IPv6 subnet and address only")
-	}
-	if cfg.EnableIPv6 {
-		if !subnet.IsUsableUnicast6(ip6) {
-			return "", fmt.Errorf("public IPv6 %v: IPv6 is on; give the node's global IPv6 address too (PUBLIC-IP as 192.0.2.5,2001:db8::5)", ip6)
-		}
-		if !cfg.ContainsIPv6(sn.V6) {
-			return "", fmt.Errorf("IPv6 subnet %v is not a /%d inside IPv6 network %s (IPv6 is on; give SUBNET as 10.244.5.0/24,fd00:10:244:5::/64)", sn.V6, cfg.IPv6SubnetLen, cfg.IPv6Network)
-		}
-	} else if sn.V6.IsValid() || ip6.IsValid() {
-		return "", fmt.Errorf("IPv6 is off in the network config: give an IPv4 subnet and address only")
-	}
-	key := prefix + "/subnets/" + subnet.SubnetKey(sn.V4, sn.V6)
-	attrs := subnet.LeaseAttrs{PublicIP: ip4, BackendType: cfg.BackendType}
-	if ip6.IsValid() {
-		attrs.PublicIPv6 = &ip6
-	}
-	// Any key naming one of the subnets: one Get of the prefix.
-	all, err := c.Get(ctx, prefix+"/subnets/", clientv3.WithPrefix())
-	if err != nil {
-		return "", fmt.Errorf("reading %s/subnets/: %w", prefix, err)
-	}
-	cmp := clientv3.Compare(clientv3.Version(key), "=", 0)
-	what := "reserved"
-	for _, kv := range all.Kvs {
-		v4, v6, perr := subnet.ParseSubnetKey(strings.TrimPrefix(string(kv.Key), prefix+"/subnets/"))
-		if string(kv.Key) != key && (perr != nil || (!sn.V4.IsValid() || v4 != sn.V4) && (!sn.V6.IsValid() || v6 != sn.V6)) {
-			continue
-		}
-		old, err := subnet.ParseLeaseAttrs(kv.Value)
-		if string(kv.Key) == key && err == nil && old.NodeIP() == attrs.NodeIP() {
-			if kv.Lease == 0 {
-				return "already reserved", nil
-			}
-			attrs = old // keep the node's backend data
-			what = "turned the lease into a reservation"
-			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
-			continue
-		}
-		holder := "an unreadable value"
-		if err == nil {
-			holder = old.NodeIP().String()
-		}
-		return "", fmt.Errorf("%w: %s is held by %s (key %s); release it first (weft leases release %s)", ErrHeld, sn, holder, kv.Key, sn)
-	}
-	val, err := attrs.Marshal()
-	if err != nil {
-		return "", err
-	}
-	tx, err := c.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(val))).Commit()
-	if err != nil {
-		return "", fmt.Errorf("writing %s: %w", key, err)
-	}
-	if !tx.Succeeded {
-		return "", fmt.Errorf("%s changed while reserving it; try again", key)
-	}
-	return what, nil
-}
-
-// Release deletes the lease or reservation holding sn (a subnet of either
-// family: the whole key goes, with the node's other subnet) under prefix.
-func Release(ctx context.Context, c clientv3.KV, prefix string, sn netip.Prefix) error {
-	prefix = strings.TrimSuffix(prefix, "/")
-	all, err := c.Get(ctx, prefix+"/subnets/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return fmt.Errorf("reading %s/subnets/: %w", prefix, err)
-	}
-	var key string
-	for _, kv := range all.Kvs {
-		v4, v6, err := subnet.ParseSubnetKey(strings.TrimPrefix(string(kv.Key), prefix+"/subnets/"))
-		if err == nil && (v4 == sn || v6 == sn) {
-			key = string(kv.Key)
-			break
-		}
-	}
-	if key == "" {
-		return fmt.Errorf("%w for %s (no key under %s/subnets/ names it)", ErrNotFound, sn, prefix)
-	}
-	resp, err := c.Delete(ctx, key)
-	if err != nil {
-		return fmt.Errorf("deleting %s: %w", key, err)
-	}
-	if resp.Deleted == 0 {
-		return fmt.Errorf("%w for %s (%s went meanwhile)", ErrNotFound, sn, key)
-	}
-	return nil
 }
