@@ -112,14 +112,17 @@ func TestStateRoundTrip(t *testing.T) {
 	want := &State{
 		Version: stateVersion, Prefix: "wt1", StateDir: dir, Created: time.Unix(1700000000, 0).UTC(), Ready: true,
 		Backend: "vxlan", NFTables: true, Network: netip.MustParsePrefix("10.244.0.0/16"), BinDir: "/bin",
+		IPv6Network: netip.MustParsePrefix("fd00:10:244::/56"), NoIPv4: true,
 		Underlay: netip.MustParsePrefix("198.18.3.0/24"), BridgeAddr: netip.MustParseAddr("198.18.3.1"),
 		EtcdPort: 1, EtcdPeer: 2, HealthzPort: 3,
 		Rules: []Rule{forwardRule(Names{Prefix: "wt1"})},
 		Procs: []Proc{{Name: "etcd", PID: 42, Exe: "/bin/weft", Log: dir + "/etcd.log"},
 			{Name: "host1", PID: 43, Exe: "/bin/weftd", Log: dir + "/host1/weftd.log"}},
 		Hosts: []Host{{Name: "host1", NS: "wt1-host1", Veth: "wt1-h1", Addr: netip.MustParseAddr("198.18.3.2"),
+			Addr6:      netip.MustParseAddr("fd00:1ab::2"),
 			SubnetFile: dir + "/host1/subnet.env", DataDir: dir + "/host1",
-			Pods: []Pod{{Name: "host1-pod1", NS: "wt1-host1-pod1", Attached: true, Addr: netip.MustParsePrefix("10.244.7.2/24")}}}},
+			Pods: []Pod{{Name: "host1-pod1", NS: "wt1-host1-pod1", Attached: true, Addr: netip.MustParsePrefix("10.244.7.2/24"),
+				Addr6: netip.MustParsePrefix("fd00:10:244:7::2/64")}}}},
 	}
 	rec := &recorder{st: want}
 	if err := rec.addNS("wt1-host1"); err != nil {
