@@ -74,7 +74,14 @@ func startCNIPods(t *testing.T, c *cluster, v4 bool, mtu int) ([]cniPod, map[*ho
 			t.Errorf("%s: subnet.env:\n%s\nwant to match %s", h.name, raw, want)
 		}
 		ch := cnitest.Attach(t, h.ns, bin, h.envPath)
-		p := ch.AddPod(t, ch.StockConfList(t, "1.0.0"))
+		list := ch.StockConfList(t, "1.0.0")
+		p := ch.AddPod(t, list)
+		if err := ch.Check(list, p); err != nil {
+			t.Errorf("%s: CHECK of a pod with an address of each family: %v", h.name, err)
+		}
+		if out, _ := p.Exec("cat", "/sys/class/net/eth0/mtu"); strings.TrimSpace(out) != fmt.Sprint(mtu) {
+			t.Errorf("%s: pod MTU %s, want FLANNEL_MTU %d", h.name, strings.TrimSpace(out), mtu)
+		}
 		cp := cniPod{h: h, pod: p}
 		for _, ipc := range p.Result.IPs {
 			a, _ := netip.AddrFromSlice(ipc.Address.IP)
