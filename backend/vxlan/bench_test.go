@@ -222,3 +222,61 @@ func BenchmarkOneChange5000(b *testing.B) {
 	clk.stop()
 	b.ReportMetric(clk.self.Seconds()/float64(b.N), "cpu-s/op")
 }
+
+// BenchmarkOneChangeDualStack5000 is BenchmarkOneChange5000 in a dual-stack
+// network: 5,000 peers with an IPv4 and an IPv6 subnet each, the IPv6
+// subnets in another order than the IPv4 ones (as independent random
+// allocation leaves them), one peer added or removed per Set.
+func BenchmarkOneChangeDualStack5000(b *testing.B) {
+	netnstest.SkipUnlessRoot(b)
+	cfg, _, err := subnet.ParseConfig([]byte(`{"Network":"10.0.0.0/8","SubnetLen":24,"EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"vxlan"}}`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns := benchHost(b)
+	ns.AddAddr(b, "eth0", netip.MustParsePrefix("2001:db8::1/64"))
+	nl := ns.Netlink(b)
+	eth0, err := nl.LinkByName("eth0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr, addr6 := netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("2001:db8::1")
+	ext := backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: addr, PublicIP: addr, Addr6: addr6, PublicIPv6: addr6}
+	be, err := New(context.Background(), backend.Params{Config: cfg, Ext: ext}, Config{Netlink: nl, VerifyEvery: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Close()
+	with := benchPeers(5001)
+	for i := range with {
+		j := (i + 1) * 7919 % 65536
+		ip6 := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(j >> 8), 15: byte(j)})
+		data, _ := json.Marshal(BackendData{VNI: 1, VtepMAC: VtepMAC(ip6, 1).String()})
+		with[i].IPv6Subnet = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0, 0, 0, byte(j >> 8), byte(j)}), 64)
+		with[i].Attrs.PublicIPv6 = &ip6
+		with[i].Attrs.BackendV6Data = data
+	}
+	without := with[:5000]
+	own := subnet.Lease{Subnet: benchOwn, IPv6Subnet: netip.MustParsePrefix("fd00:0:0:ffff::/64")}
+	if err := be.Set(context.Background(), backend.State{Own: own, Peers: without}); err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := be.Set(context.Background(), backend.State{Own: own, Peers: without}); err != nil {
+		b.Fatal(err)
+	}
+	var clk cpuClock
+	b.ResetTimer()
+	clk.start()
+	for i := range b.N {
+		ps := without
+		if i%2 == 0 {
+			ps = with
+		}
+		if err := be.Set(context.Background(), backend.State{Own: own, Peers: ps}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	clk.stop()
+	b.ReportMetric(clk.self.Seconds()/float64(b.N), "cpu-s/op")
+}

@@ -133,6 +133,7 @@ type tunnel struct {
 	devChecked atomic.Bool    // the device is known to exist as configured
 	linkIndex  atomic.Int64
 	d          desiredState
+	order      []subnetIndex // desired's buffer, kept between Sets
 }
 
 // The per-family views of a lease.
@@ -592,23 +593,49 @@ func (t *tunnel) desired(s backend.State) {
 		d.reset(basis, t.b.ext.Index)
 	}
 	peers := s.Peers
-	cmp := func(x, y subnet.Lease) int { return comparePrefix(t.subnetOf(&x), t.subnetOf(&y)) }
-	if !slices.IsSortedFunc(peers, cmp) {
-		// Conflicts (two peers claiming one VtepMAC or one subnet) resolve
-		// the same way whatever the order of s.Peers.
-		peers = slices.Clone(peers)
-		slices.SortFunc(peers, cmp)
+	// The peers in order of the tunnel's subnets: as given when they are
+	// (the agent's set is sorted by IPv4 subnet), else through a sorted
+	// index (the IPv6 subnets of a dual-stack set come in another order):
+	// sorting small keys costs a fraction of sorting the leases.
+	order := t.order[:0]
+	if !slices.IsSortedFunc(peers, func(x, y subnet.Lease) int { return comparePrefix(t.subnetOf(&x), t.subnetOf(&y)) }) {
+		for i := range peers {
+			order = append(order, subnetIndex{sn: t.subnetOf(&peers[i]), i: int32(i)})
+		}
+		slices.SortFunc(order, func(x, y subnetIndex) int { return comparePrefix(x.sn, y.sn) })
+		t.order = order
+	}
+	at := func(k int) *subnet.Lease {
+		if len(order) > 0 {
+			return &peers[order[k].i]
+		}
+		return &peers[k]
 	}
 	d.gen++
 	seen := 0
 	for i := 0; i < len(peers); {
-		p := &peers[i]
+		p := at(i)
 		sn := t.subnetOf(p)
 		j := i + 1
-		for j < len(peers) && t.subnetOf(&peers[j]) == sn {
+		for j < len(peers) && t.subnetOf(at(j)) == sn {
 			j++
 		}
-		group := peers[i:j]
+		var group []subnet.Lease
+		switch {
+		case len(order) == 0:
+			group = peers[i:j]
+		case j == i+1:
+			group = peers[order[i].i : order[i].i+1]
+		default:
+			// Two leases claim one subnet (rare): in an order of their own,
+			// so that the outcome does not depend on the order given.
+			for k := i; k < j; k++ {
+				group = append(group, *at(k))
+			}
+			slices.SortFunc(group, func(x, y subnet.Lease) int {
+				return strings.Compare(x.Key()+" "+t.publicIP(&x).String(), y.Key()+" "+t.publicIP(&y).String())
+			})
+		}
 		i = j
 		if sn == own || !sn.IsValid() {
 			continue
@@ -636,6 +663,13 @@ func (t *tunnel) desired(s backend.State) {
 		}
 	}
 	d.resolve()
+}
+
+// subnetIndex is a peer's subnet in the tunnel's family and its position
+// in the peer set.
+type subnetIndex struct {
+	sn netip.Prefix
+	i  int32
 }
 
 // basis is what every desired entry depends on beyond its own peer: when

@@ -450,16 +450,43 @@ func TestVtepMAC(t *testing.T) {
 // the backend's own CPU cost of one peer change with 5,000 present, without
 // the kernel.
 func BenchmarkFakeOneChange5000(b *testing.B) {
-	r := newRig(b, nil, `{"Type":"vxlan"}`)
-	cfg, _, err := subnet.ParseConfig([]byte(benchNetwork))
+	benchFakeOneChange(b, benchNetwork, benchPeers(5001), subnet.Lease{Subnet: benchOwn})
+}
+
+// BenchmarkFakeOneChangeDualStack5000 is BenchmarkFakeOneChange5000 in a
+// dual-stack network, the IPv6 subnets in another order than the IPv4 ones.
+func BenchmarkFakeOneChangeDualStack5000(b *testing.B) {
+	with := benchPeers(5001)
+	for i := range with {
+		j := (i + 1) * 7919 % 65536
+		ip6 := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(j >> 8), 15: byte(j)})
+		data, _ := json.Marshal(BackendData{VNI: 1, VtepMAC: VtepMAC(ip6, 1).String()})
+		with[i].IPv6Subnet = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0, 0, 0, byte(j >> 8), byte(j)}), 64)
+		with[i].Attrs.PublicIPv6 = &ip6
+		with[i].Attrs.BackendV6Data = data
+	}
+	benchFakeOneChange(b, `{"Network":"10.0.0.0/8","SubnetLen":24,"EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"vxlan"}}`,
+		with, subnet.Lease{Subnet: benchOwn, IPv6Subnet: netip.MustParsePrefix("fd00:0:0:ffff::/64")})
+}
+
+// benchFakeOneChange adds or removes the last of peers on the Fake, one Set
+// per operation.
+func benchFakeOneChange(b *testing.B, config string, with []subnet.Lease, own subnet.Lease) {
+	cfg, _, err := subnet.ParseConfig([]byte(config))
 	if err != nil {
 		b.Fatal(err)
 	}
-	r.b.cfg = cfg
-	r.own = subnet.Lease{Subnet: benchOwn}
-	with := benchPeers(5001)
-	without := with[:5000]
-	if err := r.set(b, without); err != nil {
+	fake := netlinkx.NewFake()
+	eth0 := fake.AddLink("eth0", 1500, netip.MustParsePrefix("192.168.0.1/24"), netip.MustParsePrefix("2001:db8::1/64"))
+	addr, addr6 := netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("2001:db8::1")
+	ext := backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: addr, PublicIP: addr, Addr6: addr6, PublicIPv6: addr6}
+	be, err := New(context.Background(), backend.Params{Config: cfg, Ext: ext}, Config{Netlink: fake, VerifyEvery: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Close()
+	without := with[:len(with)-1]
+	if err := be.Set(context.Background(), backend.State{Own: own, Peers: without}); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
@@ -468,7 +495,7 @@ func BenchmarkFakeOneChange5000(b *testing.B) {
 		if i%2 == 0 {
 			ps = with
 		}
-		if err := r.set(b, ps); err != nil {
+		if err := be.Set(context.Background(), backend.State{Own: own, Peers: ps}); err != nil {
 			b.Fatal(err)
 		}
 	}
