@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -255,5 +257,58 @@ func TestAdoptIPv6Device(t *testing.T) {
 	l, _ = fake2.LinkByName("flannel-v6.1")
 	if l.VXLAN.Local != netip.MustParseAddr("2001:db8::1") || l.MAC == mac || r2.b.VtepMACv6() != l.MAC {
 		t.Errorf("incompatible device not recreated: %+v %+v", l, l.VXLAN)
+	}
+}
+
+// TestIncrementalMatchesScratchDualStack is TestIncrementalMatchesScratch
+// in a dual-stack network, with the IPv6 parts varied on their own (IPv4-
+// only peers, bad PublicIPv6, shared or bad IPv6 MACs, two leases claiming
+// one IPv6 subnet with different IPv4 ones), the peers in random order:
+// an incremental Set and a Set from scratch, given the set in another
+// order, reach the same kernel state and the same errors.
+func TestIncrementalMatchesScratchDualStack(t *testing.T) {
+	variant := func(rng *rand.Rand, i int) subnet.Lease {
+		p := peer6(i, false)
+		switch rng.IntN(9) {
+		case 0:
+			p = peer6(i, true)
+		case 1: // another node's IPv6 MAC
+			p.Attrs.BackendV6Data = peer6(2+rng.IntN(6), false).Attrs.BackendV6Data
+		case 2:
+			ll := netip.MustParseAddr("fe80::1")
+			p.Attrs.PublicIPv6 = &ll
+		case 3:
+			p.Attrs.BackendV6Data = json.RawMessage(`{"VNI":1,"VtepMAC":"nope"}`)
+		case 4: // claims another peer's IPv6 subnet
+			p.IPv6Subnet = peer6(2+rng.IntN(8), false).IPv6Subnet
+		}
+		return p
+	}
+	for _, opts := range []string{`{"Type":"vxlan"}`, `{"Type":"vxlan","DirectRouting":true}`} {
+		for seed := range uint64(10) {
+			rng := rand.New(rand.NewPCG(seed, 11))
+			r := newRig6(t, nil, dualConfig, opts)
+			for step := range 12 {
+				var ps []subnet.Lease
+				for i := 2; i < 10; i++ {
+					if rng.IntN(3) > 0 {
+						ps = append(ps, variant(rng, i))
+					}
+				}
+				rng.Shuffle(len(ps), func(i, j int) { ps[i], ps[j] = ps[j], ps[i] })
+				errInc := r.set(t, ps)
+				other := slices.Clone(ps)
+				rng.Shuffle(len(other), func(i, j int) { other[i], other[j] = other[j], other[i] })
+				fresh := newRig6(t, nil, dualConfig, opts)
+				errScratch := fresh.set(t, other)
+				if fmt.Sprint(errInc) != fmt.Sprint(errScratch) {
+					t.Fatalf("%s seed %d step %d: error\n%v\nfrom scratch:\n%v", opts, seed, step, errInc, errScratch)
+				}
+				if got, want := r.fake.Dump(), fresh.fake.Dump(); got != want {
+					t.Fatalf("%s seed %d step %d: state\n%s\nfrom scratch:\n%s", opts, seed, step, got, want)
+				}
+				fresh.b.Close()
+			}
+		}
 	}
 }

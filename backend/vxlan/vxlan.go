@@ -622,7 +622,7 @@ func (t *tunnel) desired(s backend.State) {
 		}
 		var group []subnet.Lease
 		switch {
-		case len(order) == 0:
+		case len(order) == 0 && j == i+1:
 			group = peers[i:j]
 		case j == i+1:
 			group = peers[order[i].i : order[i].i+1]
