@@ -306,8 +306,7 @@ func BenchmarkOneChangeDualStack5000(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer be.Close()
-	with := benchPeers(5001)
-	with = benchDualPeers(5001)
+	with := benchDualPeers(5001)
 	without := with[:5000]
 	own := subnet.Lease{Subnet: benchOwn, IPv6Subnet: benchOwn6}
 	if err := be.Set(context.Background(), backend.State{Own: own, Peers: without}); err != nil {

@@ -456,17 +456,7 @@ func BenchmarkFakeOneChange5000(b *testing.B) {
 // BenchmarkFakeOneChangeDualStack5000 is BenchmarkFakeOneChange5000 in a
 // dual-stack network, the IPv6 subnets in another order than the IPv4 ones.
 func BenchmarkFakeOneChangeDualStack5000(b *testing.B) {
-	with := benchPeers(5001)
-	for i := range with {
-		j := (i + 1) * 7919 % 65536
-		ip6 := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: byte(j >> 8), 15: byte(j)})
-		data, _ := json.Marshal(BackendData{VNI: 1, VtepMAC: VtepMAC(ip6, 1).String()})
-		with[i].IPv6Subnet = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0, 0, 0, byte(j >> 8), byte(j)}), 64)
-		with[i].Attrs.PublicIPv6 = &ip6
-		with[i].Attrs.BackendV6Data = data
-	}
-	benchFakeOneChange(b, `{"Network":"10.0.0.0/8","SubnetLen":24,"EnableIPv6":true,"IPv6Network":"fd00::/48","Backend":{"Type":"vxlan"}}`,
-		with, subnet.Lease{Subnet: benchOwn, IPv6Subnet: netip.MustParsePrefix("fd00:0:0:ffff::/64")})
+	benchFakeOneChange(b, benchDualNetwork, benchDualPeers(5001), subnet.Lease{Subnet: benchOwn, IPv6Subnet: benchOwn6})
 }
 
 // benchFakeOneChange adds or removes the last of peers on the Fake, one Set
