@@ -65,6 +65,9 @@ func Spec() backend.Spec {
 			return New(ctx, p, Config{})
 		},
 		ValidateData: ValidateData,
+		Plan: func(ctx context.Context, p backend.Params, s backend.State) (backend.Plan, error) {
+			return Plan(ctx, p, Config{}, s)
+		},
 	}
 }
 

@@ -73,4 +73,3 @@ func TestPlan(t *testing.T) {
 		t.Errorf("Plan after repair = %v, %v", ch, err)
 	}
 }
-
