@@ -37,7 +37,7 @@ func lookupBackend(name string) (backend.Spec, error) { return registry.Lookup(n
 // when they ask for no rules. When iptables cannot be found the agent runs
 // without rules and says so.
 func newFirewall(o *options, log *slog.Logger) agent.Firewall {
-	if !o.ipMasq && !o.forwardRules {
+	if !o.node.IPMasq && !o.node.ForwardRules {
 		return nil
 	}
 	ipt, err := iptables.New(false)
@@ -45,7 +45,7 @@ func newFirewall(o *options, log *slog.Logger) agent.Firewall {
 		log.Error("iptables unavailable: masquerade and forward rules will not be kept", "err", err)
 		return nil
 	}
-	return &lazyFirewall{ipt: ipt, masq: o.ipMasq, fwd: o.forwardRules, log: log.With("component", "iptables")}
+	return &lazyFirewall{ipt: ipt, masq: o.node.IPMasq, fwd: o.node.ForwardRules, log: log.With("component", "iptables")}
 }
 
 // lazyFirewall creates the iptables manager on the first Ensure, when the
