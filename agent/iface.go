@@ -158,3 +158,8 @@ func linkAddrs(l netlink.Link) ([]netip.Addr, error) {
 	}
 	return out, nil
 }
+
+// ChooseExternal finds the external interface in the current network
+// namespace as the agent does at start (for `weft doctor`, which must look
+// where the agent works).
+func ChooseExternal(o IfaceOptions) (backend.ExternalInterface, error) { return chooseExternal(o) }
