@@ -101,3 +101,12 @@ func (f *Flags) HealthzURL() string {
 	}
 	return "http://" + netip.AddrPortFrom(a, uint16(f.HealthzPort)).String()
 }
+
+// IsNodeFlag reports whether name is one of the flags Register defines.
+func IsNodeFlag(name string) bool {
+	switch name {
+	case "iface", "iface-regex", "public-ip", "subnet-file", "ip-masq", "iptables-forward-rules", "healthz-ip", "healthz-port":
+		return true
+	}
+	return false
+}

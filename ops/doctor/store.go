@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/weftnet/weft/backend/vxlan"
 	"github.com/weftnet/weft/subnet"
@@ -15,7 +16,11 @@ import (
 // the one subnet.env names).
 func (n *node) checkStore(ctx context.Context, extErr error) []Result {
 	res := Result{Check: "store"}
-	cfg, err := n.o.Store.GetNetworkConfig(ctx)
+	// GetNetworkConfig waits for a config that is missing or unreadable;
+	// the doctor does not.
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	cfg, err := n.o.Store.GetNetworkConfig(cctx)
 	if err != nil {
 		res.Status, res.Verdict = Unknown, "cannot read the network config"
 		res.Cause = err.Error()
