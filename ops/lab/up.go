@@ -233,6 +233,11 @@ func (u *upper) run(ctx context.Context) error {
 		return err
 	}
 
+	if err := sizeNeigh(u.o.Hosts, u.o.Pods, u.p.say, func(old, set NeighThresh) error {
+		return u.rec.update(func(s *State) { s.NeighSaved, s.NeighSet = &old, &set })
+	}); err != nil {
+		return err
+	}
 	u.p.say("creating the underlay bridge %s (%s) in the root namespace", u.n.Bridge(), underlay)
 	if err := u.bridge(ctx, st); err != nil {
 		return err
