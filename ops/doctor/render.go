@@ -75,5 +75,6 @@ func RenderJSON(w io.Writer, r *Report) error {
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
 	return enc.Encode(jsonReport{Node: r.Node, Healthy: r.ExitCode() == 0, ExitCode: r.ExitCode(), Checks: res})
 }
