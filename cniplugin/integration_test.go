@@ -400,7 +400,9 @@ func plugin(t *testing.T, h *cnitest.Host, env []string, stdin []byte) (string, 
 	var err error
 	run := func() error { err = cmd.Run(); return nil }
 	if h != nil {
-		h.Do(run)
+		if nsErr := h.Do(run); nsErr != nil {
+			t.Fatalf("running flannel in %s: %v", h.NS.Name, nsErr)
+		}
 	} else {
 		run()
 	}

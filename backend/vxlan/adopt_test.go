@@ -253,7 +253,7 @@ func TestFlanneldEntriesKept(t *testing.T) {
 		must(err)
 		gw := p.Subnet.Addr()
 		must(f.SetNeigh(netlinkx.Neigh{LinkIndex: dev.Index, IP: gw, MAC: mac, Permanent: true}))
-		must(f.AppendFDB(netlinkx.FDB{LinkIndex: dev.Index, MAC: mac, Dst: p.Attrs.PublicIP}))
+		must(f.SetFDB(netlinkx.FDB{LinkIndex: dev.Index, MAC: mac, Dst: p.Attrs.PublicIP}))
 		must(f.ReplaceRoute(netlinkx.Route{Dst: p.Subnet, Gw: gw, LinkIndex: dev.Index, OnLink: true}))
 	}
 	want := strings.NewReplacer(

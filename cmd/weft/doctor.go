@@ -12,6 +12,7 @@ import (
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend/registry"
+	"github.com/weftnet/weft/firewall"
 	"github.com/weftnet/weft/internal/etcdflags"
 	"github.com/weftnet/weft/internal/nodeflags"
 	"github.com/weftnet/weft/kernel/iptables"
@@ -64,7 +65,7 @@ func (d *doctorFlags) options() doctor.Options {
 		Peers:        d.peers,
 		ProbeTimeout: d.probeTimeout,
 	}
-	if ipt, err := iptables.New(false); err == nil {
+	if ipt, err := iptables.New(firewall.IPv4); err == nil {
 		o.Firewall = doctor.IPTablesChecker{IPT: ipt, Masq: d.node.IPMasq, Forward: d.node.ForwardRules}
 	}
 	return o

@@ -69,14 +69,15 @@ func prepareFlanneld(t *testing.T, h *host, sn netip.Prefix, peer *host, peerSub
 			"local", h.addr.String(), "dev", "eth0", "nolearning"},
 		{"ip", "addr", "add", gw + "/32", "dev", "flannel.1"},
 		{"ip", "link", "set", "flannel.1", "up"},
-		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
 		{"ip", "neigh", "replace", peerGw, "dev", "flannel.1", "lladdr", peerMAC, "nud", "permanent"},
 		{"bridge", "fdb", "replace", peerMAC, "dev", "flannel.1", "dst", peer.addr.String(), "self", "permanent"},
 		{"ip", "route", "replace", peerSubnet.String(), "via", peerGw, "dev", "flannel.1", "onlink"},
 	} {
 		h.ns.MustExec(t, cmd...)
 	}
-	// flanneld's chains (COMPAT.md), each rule counting from
+	h.ns.EnableForwarding(t)
+	// flanneld's chains (flannel v0.28.9, pkg/trafficmngr/iptables/iptables.go:
+	// masqRules and forwardRules), each rule counting from
 	// flanneldCounters.
 	network := "10.244.0.0/16"
 	ipt := func(table string, args ...string) {

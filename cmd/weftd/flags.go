@@ -37,7 +37,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	o.node.Register(fs)
 	fs.IntVar(&o.renewMargin, "subnet-lease-renew-margin", 60, "subnet lease renewal margin, in minutes; the lease is refreshed when less than this is left")
 	fs.DurationVar(&o.leaseTTL, "subnet-lease-ttl", 24*time.Hour, "TTL of the subnet lease in etcd (weft; flanneld always uses 24h)")
-	fs.IntVar(&o.iptablesResync, "iptables-resync", 5, "resync period of the iptables rules, in seconds")
+	fs.IntVar(&o.iptablesResync, "iptables-resync", 5, "resync period of the firewall rules (iptables, or nftables with EnableNFTables), in seconds")
 	fs.DurationVar(&o.resync, "resync-interval", 10*time.Second, "how often the data plane is compared with the leases even without events (weft)")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity: 0 info, 1 or more debug (as flanneld's -v)")
 	fs.StringVar(&o.logLevel, "log-level", "", "log level: debug, info, warn or error (overrides -v)")

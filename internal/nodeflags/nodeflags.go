@@ -50,7 +50,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.PublicIP, "public-ip", "", "IP accessible by other nodes for inter-host communication (default: the interface's address)")
 	fs.StringVar(&f.SubnetFile, "subnet-file", DefaultSubnetFile, "filename where the env variables (subnet, MTU, ...) will be written to")
 	fs.BoolVar(&f.IPMasq, "ip-masq", false, "set up IP masquerade rules for traffic leaving the overlay network")
-	fs.BoolVar(&f.ForwardRules, "iptables-forward-rules", true, "add FORWARD rules accepting traffic to and from the network")
+	fs.BoolVar(&f.ForwardRules, "iptables-forward-rules", true, "add forward rules accepting traffic to and from the network (iptables FLANNEL-FWD, or the nftables forward chain)")
 	fs.StringVar(&f.HealthzIP, "healthz-ip", "0.0.0.0", "the IP address for the healthz server to listen on")
 	fs.IntVar(&f.HealthzPort, "healthz-port", 0, "the port for the healthz server to listen on (0 to disable)")
 }

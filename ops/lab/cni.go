@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 // cniNetName is the CNI network name of the lab's pods.
@@ -77,7 +80,12 @@ func newHostCNI(h Host, binDir string) (*hostCNI, error) {
 	return &hostCNI{
 		host: h,
 		list: list,
-		cni:  libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(h.DataDir, "cache"), nil),
+		// The exec is given, not left nil: libcni sets a nil one up lazily
+		// in every call, a data race between the pods attached at once.
+		cni: libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(h.DataDir, "cache"), &invoke.DefaultExec{
+			RawExec:       &invoke.RawExec{Stderr: os.Stderr},
+			PluginDecoder: version.PluginDecoder{},
+		}),
 	}, nil
 }
 

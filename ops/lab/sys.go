@@ -166,9 +166,13 @@ func stopProcess(pid int, stateDir string, grace time.Duration) {
 	}
 }
 
-// underlayBase is where lab underlays are chosen: the benchmarking range
-// 198.18.0.0/15 (RFC 2544), which is never routed on the Internet.
-var underlayBase = netip.MustParsePrefix("198.18.0.0/15")
+// underlayBase is where lab underlays are chosen: the lower half of the
+// benchmarking range 198.18.0.0/15 (RFC 2544), which is never routed on the
+// Internet. The upper half, 198.19.0.0/16, belongs to the end-to-end tests'
+// clusters (cmd/weftd), so that a lab and those tests running at the same
+// time can never pick the same /24, even between one's check of the routes
+// and its adding the bridge address.
+var underlayBase = netip.MustParsePrefix("198.18.0.0/16")
 
 // usedPrefixes lists the IPv4 prefixes of every route (all tables) and
 // address in the root namespace, except default routes.

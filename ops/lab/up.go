@@ -35,6 +35,9 @@ type Options struct {
 	Pods    int
 	Backend string       // "vxlan" or "host-gw"
 	Network netip.Prefix // the cluster network
+	// NFTables runs the hosts' firewall rules in nftables mode
+	// (EnableNFTables in the network config) instead of iptables.
+	NFTables bool
 	// BinDir holds weftd, flannel and the delegate CNI plugins.
 	BinDir string
 	// Self is the weft executable, re-run as the lab's etcd process.
@@ -91,10 +94,13 @@ func (o *Options) checkUp() error {
 }
 
 // networkConfig returns the JSON written to <prefix>/config.
-func networkConfig(network netip.Prefix, backend string) string {
+func networkConfig(network netip.Prefix, backend string, nft bool) string {
 	b := `{"Type":"vxlan","VNI":1,"Port":8472}`
 	if backend == "host-gw" {
 		b = `{"Type":"host-gw"}`
+	}
+	if nft {
+		return fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"EnableNFTables":true,"Backend":%s}`, network.String(), b)
 	}
 	return fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"Backend":%s}`, network.String(), b)
 }
@@ -213,7 +219,7 @@ func (u *upper) run(ctx context.Context) error {
 	}
 	st := &State{
 		Version: stateVersion, Prefix: u.n.Prefix, StateDir: u.o.StateDir, Created: time.Now(),
-		Backend: u.o.Backend, Network: u.o.Network, BinDir: u.o.BinDir,
+		Backend: u.o.Backend, NFTables: u.o.NFTables, Network: u.o.Network, BinDir: u.o.BinDir,
 		Underlay: underlay, BridgeAddr: nthAddr(underlay, 1),
 		EtcdPort: etcdPort, EtcdPeer: peerPort, HealthzPort: healthzPort,
 	}
@@ -265,7 +271,7 @@ func (u *upper) run(ctx context.Context) error {
 	if err := waitEtcd(ctx, c, etcdPID, u.exitedCh("etcd"), filepath.Join(u.o.StateDir, "etcd.log")); err != nil {
 		return err
 	}
-	cfg := networkConfig(u.o.Network, u.o.Backend)
+	cfg := networkConfig(u.o.Network, u.o.Backend, u.o.NFTables)
 	if _, err := c.Put(ctx, EtcdPrefix+"/config", cfg); err != nil {
 		return fmt.Errorf("writing the network config to the lab's etcd: %w", err)
 	}

@@ -1,7 +1,8 @@
 // Package teardown removes what weftd set up on a node, for decommissioning
 // it: the node's lease in etcd, the VXLAN device (with its routes,
-// neighbours and FDB entries) or the host-gw routes, the iptables chains,
-// and subnet.env. It works in the network namespace of the calling thread.
+// neighbours and FDB entries) or the host-gw routes, the firewall rules (the
+// iptables chains and the nftables tables, whichever mode left them), and
+// subnet.env. It works in the network namespace of the calling thread.
 // A plain agent stop never does any of this: only an explicit teardown does.
 package teardown
 
@@ -19,7 +20,9 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/firewall"
 	"github.com/weftnet/weft/kernel/iptables"
+	"github.com/weftnet/weft/kernel/nftables"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
@@ -36,11 +39,14 @@ type Options struct {
 	// PublicIP, when set, guards the release: a lease advertising another
 	// address belongs to another node and is kept.
 	PublicIP netip.Addr
-	// KeepIPTables leaves the iptables chains in place.
+	// KeepIPTables leaves the firewall rules in place: the iptables chains
+	// and the nftables tables.
 	KeepIPTables bool
-	// IPTables runs the iptables commands; nil finds iptables on the host.
-	IPTables iptables.IPTables
-	Log      *slog.Logger
+	// Firewalls are removed unless KeepIPTables; nil means both modes of
+	// this host (iptables and nftables; a mode whose command is missing
+	// has nothing to remove).
+	Firewalls map[firewall.Mode]firewall.Firewall
+	Log       *slog.Logger
 }
 
 // Report says what was removed.
@@ -48,7 +54,8 @@ type Report struct {
 	Released []string // lease keys deleted
 	Links    []string // links deleted
 	Routes   []string // routes deleted
-	IPTables bool     // chains removed
+	IPTables bool     // iptables chains removed (or iptables not installed)
+	NFTables bool     // nftables tables removed (or nft not installed)
 	EnvFile  bool     // subnet.env removed
 }
 
@@ -105,17 +112,23 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	if !o.KeepIPTables {
-		ipt := o.IPTables
-		if ipt == nil {
-			ipt, err = iptables.New(false)
+		fws := o.Firewalls
+		if fws == nil {
+			fws = hostFirewalls(log)
 		}
-		if err == nil {
-			err = iptables.Teardown(ctx, ipt)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("removing iptables chains: %w", err))
-		} else {
-			r.IPTables = true
+		for _, mode := range []firewall.Mode{firewall.IPTables, firewall.NFTables} {
+			fw, ok := fws[mode]
+			if ok && fw != nil {
+				if err := fw.Remove(ctx); err != nil {
+					errs = append(errs, fmt.Errorf("removing the %s rules: %w", mode, err))
+					continue
+				}
+			}
+			if mode == firewall.IPTables {
+				r.IPTables = ok
+			} else {
+				r.NFTables = ok
+			}
 		}
 	}
 
@@ -125,6 +138,23 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		errs = append(errs, fmt.Errorf("removing %s: %w", o.SubnetFile, err))
 	}
 	return r, errors.Join(errs...)
+}
+
+// hostFirewalls opens both firewall modes of this host. A mode whose
+// command is missing maps to nil: nothing of it can be there.
+func hostFirewalls(log *slog.Logger) map[firewall.Mode]firewall.Firewall {
+	fws := map[firewall.Mode]firewall.Firewall{firewall.IPTables: nil, firewall.NFTables: nil}
+	if fw, err := iptables.NewFirewall(log); err == nil {
+		fws[firewall.IPTables] = fw
+	} else {
+		log.Info("iptables rules not removed", "err", err)
+	}
+	if fw, err := nftables.New(log); err == nil {
+		fws[firewall.NFTables] = fw
+	} else {
+		log.Info("nftables tables not removed", "err", err)
+	}
+	return fws
 }
 
 func readConfig(ctx context.Context, cli *clientv3.Client, prefix string) (*subnet.Config, error) {

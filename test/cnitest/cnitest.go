@@ -12,10 +12,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,6 +28,7 @@ import (
 
 	"github.com/weftnet/weft/cniplugin"
 	"github.com/weftnet/weft/subnet/subnetenv"
+	"github.com/weftnet/weft/test/bintest"
 	"github.com/weftnet/weft/test/netnstest"
 )
 
@@ -39,20 +41,12 @@ var Plugins = map[string]string{
 	"loopback":   "github.com/containernetworking/plugins/plugins/main/loopback",
 }
 
-// BuildPlugins builds the flannel plugin and the pinned reference plugins
-// (the versions in go.mod) into dir with one `go build`. It is meant for
-// TestMain, so it takes no testing.T.
+// BuildPlugins builds the flannel plugin (with -race when the tests run
+// with it) and the pinned reference plugins (the versions in go.mod) into
+// dir (see bintest.Build). It is meant for TestMain, so it takes no
+// testing.T.
 func BuildPlugins(dir string) error {
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	for _, pkg := range Plugins {
-		args = append(args, pkg)
-	}
-	cmd := exec.Command("go", args...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
+	return bintest.Build(dir, slices.Collect(maps.Values(Plugins))...)
 }
 
 // NewCNIConfig returns a libcni runner for the plugins in binDir, safe for
