@@ -34,6 +34,18 @@ const (
 	Problem Status = "problem"
 )
 
+// CheckNames are the checks a report holds, in its order (peers
+// reachable only with Options.Peers); Documentation/troubleshooting.md has
+// a section for each.
+var CheckNames = []string{
+	"store", "external interface",
+	"sysctl ip_forward", "sysctl rp_filter", "sysctl bridge-nf-call-iptables",
+	"firewall forward", "firewall chains", "firewall backends",
+	"subnet.env", "bridge address", "overlay device", "routes, neighbours, fdb",
+	"peer leases", "host-local reservations", "neighbour table",
+	"agent ready", "agent errors", "peers reachable",
+}
+
 // Result is one check's verdict.
 type Result struct {
 	// Check names the check, e.g. "sysctl ip_forward".

@@ -135,3 +135,52 @@ func TestNeighbourTable(t *testing.T) {
 		t.Errorf("a small table: %+v", res)
 	}
 }
+
+// TestTroubleshootingFollowsTheChecks checks that the troubleshooting
+// guide has a section for every check, in the report's order.
+func TestTroubleshootingFollowsTheChecks(t *testing.T) {
+	b, err := os.ReadFile("../../Documentation/troubleshooting.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var headings []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if h, ok := strings.CutPrefix(line, "## "); ok {
+			headings = append(headings, h)
+		}
+	}
+	// A heading covers the checks it names: "sysctl ip_forward, rp_filter"
+	// covers "sysctl ip_forward" and "sysctl rp_filter".
+	covers := func(h string) []string {
+		out := []string{h}
+		parts := strings.Split(h, ", ")
+		group, _, ok := strings.Cut(parts[0], " ")
+		out = append(out, parts[0])
+		for _, p := range parts[1:] {
+			if ok && !strings.HasPrefix(p, group+" ") {
+				p = group + " " + p
+			}
+			out = append(out, p)
+		}
+		return out
+	}
+	at := 0
+	for _, name := range CheckNames {
+		if name == "external interface" {
+			continue // under "store"
+		}
+		found := -1
+		for i := at; i < len(headings) && found < 0; i++ {
+			for _, c := range covers(headings[i]) {
+				if c == name {
+					found = i
+				}
+			}
+		}
+		if found < 0 {
+			t.Errorf("troubleshooting.md has no section for the check %q at or after %q (headings: %q)", name, headings[at], headings)
+			continue
+		}
+		at = found
+	}
+}

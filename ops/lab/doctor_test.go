@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -235,6 +236,11 @@ func TestLabDoctor(t *testing.T) {
 			for _, c := range r.Checks {
 				if c.Status == doctor.Problem || c.Status == doctor.Unknown {
 					t.Errorf("%s: %s is %s: %s", h, c.Check, c.Status, c.Verdict)
+				}
+			}
+			for _, c := range r.Checks {
+				if !slices.Contains(doctor.CheckNames, c.Check) {
+					t.Errorf("check %q is not in doctor.CheckNames (and so not checked against troubleshooting.md)", c.Check)
 				}
 			}
 			if c := r.get(t, "peers reachable"); c.Status != doctor.OK || !strings.Contains(c.Verdict, "all 2 peers") {
