@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -45,7 +46,9 @@ func Doctor(ctx context.Context, o Options, host string, extra []string) (int, e
 	}
 	worst := 0
 	for _, h := range hosts {
-		if len(hosts) > 1 {
+		if len(hosts) > 1 && !slices.Contains(extra, "--json") {
+			// (with --json the reports follow each other as a stream of
+			// JSON documents, each naming its node)
 			fmt.Fprintf(o.Out, "== %s ==\n", h.Name)
 		}
 		argv := DoctorArgs(o.Self, h, st, extra...)
