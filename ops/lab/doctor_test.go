@@ -261,6 +261,13 @@ func TestLabDoctor(t *testing.T) {
 	})
 	l.waitHealthy(t, "host1")
 
+	t.Run("strict rp_filter on the overlay device", func(t *testing.T) {
+		l.inHost(t, "host1", "sysctl", "-qw", "net.ipv4.conf.flannel/1.rp_filter=1")
+		defer l.inHost(t, "host1", "sysctl", "-qw", "net.ipv4.conf.flannel/1.rp_filter=0")
+		l.expect(t, "host1", nil, 1, "sysctl rp_filter", doctor.Problem, "strict reverse-path filtering on flannel.1", "sysctl -w net.ipv4.conf.flannel/1.rp_filter=2")
+	})
+	l.waitHealthy(t, "host1")
+
 	t.Run("FORWARD DROP without the accept rule", func(t *testing.T) {
 		l.pauseAgent(t, "host1") // it would put its jump back within 5 s
 		l.inHost(t, "host1", "iptables", "-P", "FORWARD", "DROP")
