@@ -21,6 +21,7 @@ import (
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/firewall"
+	"github.com/weftnet/weft/internal/logonce"
 	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
@@ -275,7 +276,7 @@ const lookupTimeout = 10 * time.Second
 func (a *Agent) acquire(ctx context.Context, attrs subnet.LeaseAttrs) (*subnet.Lease, error) {
 	opts := subnet.AcquireOptions{Hint: a.previousSubnet(), TTL: a.o.LeaseTTL}
 	wait := 100 * time.Millisecond
-	last := ""
+	var failed logonce.Errors
 	for {
 		lease, err := a.o.Manager.AcquireLease(ctx, a.cfg, attrs, opts)
 		if err == nil {
@@ -284,10 +285,9 @@ func (a *Agent) acquire(ctx context.Context, attrs subnet.LeaseAttrs) (*subnet.L
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		if msg := err.Error(); msg != last {
+		if failed.Changed(err) {
 			a.log.Error("cannot acquire a subnet lease yet; retrying", "err", err)
-			last = msg
-			a.notReady("acquiring a subnet lease: " + msg)
+			a.notReady("acquiring a subnet lease: " + err.Error())
 		}
 		select {
 		case <-ctx.Done():
@@ -354,7 +354,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 	snapshot := false // the watch's first batch has arrived
 	dirty := true     // the desired state changed since the last Set
 	bulk := 0         // leases changed since the last Set
-	lastErr := ""
+	var failed logonce.Errors
 
 	handleEvents := func(evs []subnet.Event) {
 		first := !snapshot
@@ -471,13 +471,11 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		bulk = 0
 		if err != nil {
 			a.m.ReconcileErrors.Inc()
-			if msg := err.Error(); msg != lastErr {
+			if failed.Changed(err) {
 				a.log.Error("programming the data plane", "err", err)
-				lastErr = msg
 			}
-		} else if lastErr != "" {
+		} else if failed.Cleared() {
 			a.log.Info("data plane programmed again without errors")
-			lastErr = ""
 		}
 		if ctx.Err() != nil {
 			return

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/base"
 	"github.com/weftnet/weft/kernel/netlinkx"
 )
 
@@ -26,9 +27,13 @@ func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (bac
 		defer h.Close()
 		nl = h
 	}
-	b := &Backend{log: slog.New(slog.DiscardHandler), nl: nl, cfg: p.Config, ext: p.Ext}
-	own := s.Own.Subnet
-	b.own.Store(&own)
+	// A Base without a session or programmer: Plan follows nothing and
+	// writes nothing; Begin records the own subnet as Set's does.
+	bb := &base.Base{Name: TypeName, Log: slog.New(slog.DiscardHandler), Cfg: p.Config, Ext: p.Ext, NL: nl}
+	if err := bb.Begin(ctx, s); err != nil {
+		return pl, err
+	}
+	b := &Backend{Base: bb}
 	ps, err := nl.Addrs(p.Ext.Index)
 	if err != nil {
 		return pl, fmt.Errorf("host-gw backend: addresses of %s: %w", p.Ext.Name, err)

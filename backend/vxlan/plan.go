@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/base"
 	"github.com/weftnet/weft/kernel/netlinkx"
 )
 
@@ -36,13 +37,18 @@ func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (bac
 		defer h.Close()
 		nl = h
 	}
-	b := &Backend{log: slog.New(slog.DiscardHandler), nl: nl, cfg: p.Config, opts: opts, ext: p.Ext}
+	// A Base without a session or programmer: Plan follows nothing and
+	// writes nothing; Begin records the own subnet as Set's does.
+	bb := &base.Base{Name: TypeName, Log: slog.New(slog.DiscardHandler), Cfg: p.Config, Ext: p.Ext, NL: nl}
+	if err := bb.Begin(ctx, s); err != nil {
+		return pl, err
+	}
+	b := &Backend{Base: bb, log: bb.Log, nl: nl, cfg: p.Config, opts: opts, ext: p.Ext}
 	b.mtu = opts.MTU
 	if b.mtu == 0 {
 		b.mtu = p.Ext.MTU - Overhead
 	}
 	own := s.Own.Subnet
-	b.own.Store(&own)
 
 	name := opts.DeviceName()
 	l, err := nl.LinkByName(name)

@@ -53,11 +53,11 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/base"
 	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/subnet"
 )
@@ -70,56 +70,46 @@ import (
 const DefaultVerifyEvery = 5 * time.Minute
 
 // Config holds what the constructor needs beyond backend.Params.
-type Config struct {
-	// Netlink is the namespace to program; nil opens the current one (and
-	// the backend closes it on Close).
-	Netlink netlinkx.Interface
-	// VerifyEvery overrides DefaultVerifyEvery; negative means always read
-	// the kernel.
-	VerifyEvery time.Duration
-}
+type Config = base.Options
 
 // Spec returns the registry entry of the vxlan backend.
 func Spec() backend.Spec {
-	return backend.Spec{
-		New: func(ctx context.Context, p backend.Params) (backend.Backend, error) {
-			return New(ctx, p, Config{})
-		},
-		ValidateData: ValidateData,
-		Plan: func(ctx context.Context, p backend.Params, s backend.State) (backend.Plan, error) {
-			return Plan(ctx, p, Config{}, s)
-		},
+	s := base.Spec(New, ValidateData)
+	s.Plan = func(ctx context.Context, p backend.Params, st backend.State) (backend.Plan, error) {
+		return Plan(ctx, p, Config{}, st)
 	}
+	return s
 }
 
 var _ backend.Backend = (*Backend)(nil)
 
 // Backend is the vxlan backend. Create it with New.
 type Backend struct {
+	*base.Base
+	// Short names for what Base holds (set once in New), kept so that the
+	// device code reads as before.
 	log  *slog.Logger
 	nl   netlinkx.Interface
 	cfg  *subnet.Config
-	opts Options
 	ext  backend.ExternalInterface
+	prog *netlinkx.Programmer
+
+	opts Options
 	pub  netip.Addr // the public address the derived MAC is made from
 	// previous looks up this node's previous lease (backend.Params).
 	previous func(ctx context.Context) (*subnet.Lease, error)
 	// mac is the device's MAC, advertised in the lease: decided in New
 	// (adopted or chosen by create) and never changed after it returns.
-	mac  netlinkx.MAC
-	mtu  int
-	prog *netlinkx.Programmer
-	sess *netlinkx.Session
+	mac netlinkx.MAC
+	mtu int
 
-	// setMu serialises Set.
-	setMu      sync.Mutex
+	// Guarded by SetMu.
 	link       netlinkx.Link
 	addrFor    netip.Prefix   // the own subnet whose address the device carries
 	extPrefix  []netip.Prefix // connected prefixes of the underlay
 	devChecked atomic.Bool    // the device is known to exist as configured
 	linkIndex  atomic.Int64
-	own        atomic.Pointer[netip.Prefix]
-	d          desiredState // guarded by setMu
+	d          desiredState
 }
 
 // New creates the backend: it parses the options in p.Config.Backend,
@@ -130,21 +120,15 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !p.Ext.Addr.Is4() || p.Ext.Index <= 0 {
-		return nil, fmt.Errorf("vxlan backend: external interface %q (index %d) needs an IPv4 address, has %v", p.Ext.Name, p.Ext.Index, p.Ext.Addr)
+	b := &Backend{opts: opts, pub: p.Ext.PublicIP, previous: p.Previous}
+	bb, err := base.New(ctx, p, c, base.Kind{
+		Name: TypeName, Device: opts.DeviceName(), DefaultVerify: DefaultVerifyEvery, Owns: b.ownsRoute,
+	})
+	if err != nil {
+		return nil, err
 	}
-	log := p.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	b := &Backend{
-		log:      log.With("backend", TypeName, "device", opts.DeviceName()),
-		cfg:      p.Config,
-		opts:     opts,
-		ext:      p.Ext,
-		pub:      p.Ext.PublicIP,
-		previous: p.Previous,
-	}
+	b.Base = bb
+	b.log, b.nl, b.cfg, b.ext, b.prog = bb.Log, bb.NL, bb.Cfg, bb.Ext, bb.Prog
 	if !b.pub.IsValid() {
 		b.pub = p.Ext.Addr
 	}
@@ -152,28 +136,13 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	if b.mtu == 0 {
 		b.mtu = p.Ext.MTU - Overhead
 	}
-	sess, err := netlinkx.NewSession(ctx, c.Netlink, b.log)
-	if err != nil {
-		return nil, fmt.Errorf("vxlan backend: %w", err)
-	}
-	b.sess, b.nl = sess, sess.NL
-	verify := c.VerifyEvery
-	if verify == 0 {
-		verify = DefaultVerifyEvery
-	}
-	b.prog = netlinkx.NewProgrammer(b.nl, b.ownsRoute, verify)
-	var none netip.Prefix
-	b.own.Store(&none)
 	if err := b.ensureDevice(ctx); err != nil {
-		sess.Close()
+		b.Close()
 		return nil, err
 	}
-	sess.Follow(b.observe, b.Resync)
+	b.Follow(b.observe, b.Resync)
 	return b, nil
 }
-
-// Type implements backend.Backend.
-func (b *Backend) Type() string { return TypeName }
 
 // MTU implements backend.Backend.
 func (b *Backend) MTU() int { return b.mtu }
@@ -193,21 +162,11 @@ func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
 	return nil
 }
 
-// Changes implements backend.Backend.
-func (b *Backend) Changes() <-chan struct{} { return b.sess.Changes() }
-
 // Resync makes the next Set read the kernel state and check the device
 // rather than trust what it applied before.
 func (b *Backend) Resync() {
 	b.devChecked.Store(false)
 	b.prog.Invalidate()
-}
-
-// Close implements backend.Backend: it stops watching netlink and leaves the
-// kernel state in place.
-func (b *Backend) Close() error {
-	b.sess.Close()
-	return nil
 }
 
 func (b *Backend) observe(u netlinkx.Update) {
@@ -217,7 +176,7 @@ func (b *Backend) observe(u netlinkx.Update) {
 		if ours && (u.Deleted || !b.compatible(l) || !l.Up || l.MTU != b.mtu) {
 			b.devChecked.Store(false)
 			b.prog.Invalidate()
-			b.sess.Notify()
+			b.Sess.Notify()
 		}
 		return
 	}
@@ -225,7 +184,7 @@ func (b *Backend) observe(u netlinkx.Update) {
 		b.log.Warn("netlink updates lost; the next Set reads the kernel state", "err", u.Err)
 	}
 	if b.prog.Observe(u) {
-		b.sess.Notify()
+		b.Sess.Notify()
 	}
 }
 
@@ -269,7 +228,7 @@ func misfit(l netlinkx.Link, want netlinkx.VXLAN) string {
 }
 
 // ensureDevice finds, adopts or creates the device and brings it to the
-// configured MTU and up. Must hold setMu or be in New.
+// configured MTU and up. Must hold SetMu or be in New.
 func (b *Backend) ensureDevice(ctx context.Context) error {
 	name := b.opts.DeviceName()
 	l, err := b.nl.LinkByName(name)
@@ -404,7 +363,7 @@ func (b *Backend) ensureAddr(own netip.Prefix) error {
 // a route to a subnet of the network (not our own) on our device, or with
 // DirectRouting a gateway route on the underlay.
 func (b *Backend) ownsRoute(r netlinkx.Route, link int) bool {
-	if r.Dst.Bits() != b.cfg.SubnetLen || !b.cfg.Network.Contains(r.Dst.Addr()) || r.Dst == *b.own.Load() {
+	if !b.PeerSubnet(r.Dst) {
 		return false
 	}
 	if link != 0 && r.LinkIndex == link {
@@ -415,16 +374,12 @@ func (b *Backend) ownsRoute(r netlinkx.Route, link int) bool {
 
 // Set implements backend.Backend.
 func (b *Backend) Set(ctx context.Context, s backend.State) error {
-	b.setMu.Lock()
-	defer b.setMu.Unlock()
-	if err := ctx.Err(); err != nil {
+	b.SetMu.Lock()
+	defer b.SetMu.Unlock()
+	if err := b.Begin(ctx, s); err != nil {
 		return err
 	}
-	if !s.Own.Subnet.IsValid() || !b.cfg.Contains(s.Own.Subnet) {
-		return fmt.Errorf("vxlan backend: own subnet %v is not a /%d of network %s", s.Own.Subnet, b.cfg.SubnetLen, b.cfg.Network)
-	}
 	own := s.Own.Subnet
-	b.own.Store(&own)
 	if !b.devChecked.Load() {
 		if err := b.ensureDevice(ctx); err != nil {
 			b.prog.Invalidate()
@@ -446,11 +401,7 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 	}
 	b.d.full = false
 	b.d.delta.Reset()
-	peerErrs := b.d.errors()
-	if st.Added+st.Deleted > 0 || err != nil || len(peerErrs) > 0 {
-		b.log.Debug("reconciled", "peers", len(s.Peers), "added", st.Added, "deleted", st.Deleted, "dumped", st.Dumped, "skipped", len(peerErrs))
-	}
-	return errors.Join(append(peerErrs, err)...)
+	return b.Done(len(s.Peers), st, err, b.d.errors())
 }
 
 // desired brings b.d (the desired entries and what they were derived from)
@@ -551,9 +502,7 @@ func (rec *peerRec) same(g []subnet.Lease) bool {
 func (b *Backend) derive(g []subnet.Lease) *peerRec {
 	p := &g[0]
 	rec := &peerRec{ip: p.Attrs.PublicIP, typ: p.Attrs.BackendType, data: string(p.Attrs.BackendData), dup: len(g)}
-	fail := func(p *subnet.Lease, format string, args ...any) error {
-		return fmt.Errorf("vxlan backend: skipping peer %s (PublicIP %v): %s", p.Key(), p.Attrs.PublicIP, fmt.Sprintf(format, args...))
-	}
+	fail := b.Skip
 	ip := p.Attrs.PublicIP
 	switch {
 	case !b.cfg.Contains(p.Subnet):
@@ -577,7 +526,7 @@ func (b *Backend) derive(g []subnet.Lease) *peerRec {
 			break
 		}
 		rec.mac = mac
-		rec.direct = b.opts.DirectRouting && b.onLink(ip)
+		rec.direct = b.opts.DirectRouting && base.OnLink(b.extPrefix, ip)
 	}
 	return rec
 }
@@ -681,8 +630,7 @@ func (d *desiredState) resolve() {
 			if rec.owns {
 				d.drop(sn, rec)
 			}
-			d.bad[sn] = fmt.Errorf("vxlan backend: skipping peer %s (PublicIP %v): VtepMAC %s is already used by peer %s",
-				subnet.SubnetKey(sn, netip.Prefix{}), rec.ip, mac, owner)
+			d.bad[sn] = base.SkipError(TypeName, subnet.SubnetKey(sn, netip.Prefix{}), rec.ip, "VtepMAC %s is already used by peer %s", mac, owner)
 		}
 		rec := d.recs[owner]
 		delete(d.bad, owner)
@@ -713,17 +661,6 @@ func (d *desiredState) errors() []error {
 		errs[i] = d.bad[k]
 	}
 	return errs
-}
-
-// onLink reports whether ip is on a directly connected subnet of the
-// underlay (and is not the underlay's own address).
-func (b *Backend) onLink(ip netip.Addr) bool {
-	for _, p := range b.extPrefix {
-		if p.Contains(ip) && p.Addr() != ip && p.Bits() < 32 {
-			return true
-		}
-	}
-	return false
 }
 
 func comparePrefix(x, y netip.Prefix) int {

@@ -100,14 +100,11 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if d.probeTimeout <= 0 {
 		return fmt.Errorf("%w: --probe-timeout %s must be positive", errUsage, d.probeTimeout)
 	}
-	store, err := etcdstore.New(etcdstore.Options{
-		Endpoints: d.etcd.EndpointList(), Prefix: d.etcd.Prefix,
-		CAFile: d.etcd.CAFile, CertFile: d.etcd.CertFile, KeyFile: d.etcd.KeyFile,
-		Username: d.etcd.Username, Password: d.etcd.Password,
-		DialTimeout: 3 * time.Second, BackoffMax: time.Second,
-		ValidatorFor: registry.ValidateData,
-		Logger:       slog.New(slog.DiscardHandler),
-	})
+	so := d.etcd.StoreOptions(3 * time.Second)
+	so.BackoffMax = time.Second
+	so.ValidatorFor = registry.ValidateData
+	so.Logger = slog.New(slog.DiscardHandler)
+	store, err := etcdstore.New(so)
 	if err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}

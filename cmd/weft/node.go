@@ -40,7 +40,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := f.fromEnv(fs); err != nil {
 		return err
 	}
-	o := teardown.Options{Prefix: f.Prefix, SubnetFile: *subnetFile, KeepIPTables: *keepIPT}
+	o := teardown.Options{SubnetFile: *subnetFile, KeepIPTables: *keepIPT}
 	if *publicIP != "" {
 		a, err := netip.ParseAddr(*publicIP)
 		if err != nil {
@@ -51,12 +51,12 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if !*keepLease {
-		c, err := f.client()
+		s, err := f.store()
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		o.Client = c
+		defer s.Close()
+		o.Leases = s
 	}
 	rep, err := teardown.Run(ctx, o)
 	if rep != nil {

@@ -87,7 +87,15 @@ func (r *Report) ExitCode() int {
 // Store is what the doctor reads from the lease store.
 type Store interface {
 	GetNetworkConfig(ctx context.Context) (*subnet.Config, error)
-	ListLeases(ctx context.Context, cfg *subnet.Config) ([]subnet.Lease, []etcdstore.InvalidLease, error)
+	// ListLeases reads every lease, invalid ones with the reason agents
+	// skip them.
+	ListLeases(ctx context.Context) (*etcdstore.Listing, error)
+}
+
+// invalidLease is a lease agents skip, with the reason.
+type invalidLease struct {
+	Key string
+	Err error
 }
 
 var _ Store = (*etcdstore.Store)(nil)
@@ -125,7 +133,7 @@ type node struct {
 	ext     backend.ExternalInterface
 	cfg     *subnet.Config
 	leases  []subnet.Lease
-	invalid []etcdstore.InvalidLease
+	invalid []invalidLease
 	own     *subnet.Lease
 	plan    *backend.Plan
 	device  string // the overlay device, "" for none

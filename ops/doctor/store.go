@@ -33,11 +33,18 @@ func (n *node) checkStore(ctx context.Context, extErr error) []Result {
 			n.device = opts.DeviceName()
 		}
 	}
-	n.leases, n.invalid, err = n.o.Store.ListLeases(ctx, cfg)
+	ls, err := n.o.Store.ListLeases(ctx)
 	if err != nil {
 		res.Status, res.Verdict = Unknown, "cannot list the leases"
 		res.Cause = err.Error()
 		return []Result{res}
+	}
+	for _, e := range ls.Entries {
+		if e.Invalid != nil {
+			n.invalid = append(n.invalid, invalidLease{Key: e.Name, Err: e.Invalid})
+		} else {
+			n.leases = append(n.leases, e.Lease)
+		}
 	}
 	res.Status = OK
 	res.Verdict = fmt.Sprintf("network %s, backend %s, %d valid leases, %d invalid", cfg.Network, cfg.BackendType, len(n.leases), len(n.invalid))

@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/weftnet/weft/cniplugin"
 )
 
 // cniNetName is the CNI network name of the lab's pods.
@@ -44,27 +45,24 @@ type hostCNI struct {
 	cni  *libcni.CNIConfig
 }
 
-// conflist returns the flannel conflist for host h whose plugin cache is
+// ConfList returns the conflist of the lab's own pods on host h (see
+// conflist), as labbench attaches them.
+func ConfList(h Host) ([]byte, error) { return conflist(h, labPluginDir) }
+
+// conflist returns the flannel conflist (the stock one without portmap) for
+// host h, naming its own subnet.env and data dirs, whose plugin cache is
 // <host dir>/<pluginDir>. Its cniVersion, 1.0.0, keeps GC (CNI 1.1) off:
 // host-local's GC would release the addresses of every pod the caller
 // does not list, the other runtime's included.
 func conflist(h Host, pluginDir string) ([]byte, error) {
-	conf := map[string]any{
-		"cniVersion": cniVersion,
-		"name":       cniNetName,
-		"plugins": []any{map[string]any{
-			"type":       "flannel",
-			"subnetFile": h.SubnetFile,
-			"dataDir":    filepath.Join(h.DataDir, pluginDir),
-			"ipam":       map[string]any{"dataDir": filepath.Join(h.DataDir, "ipam")},
-			"delegate":   map[string]any{"hairpinMode": true, "isDefaultGateway": true},
-		}},
-	}
-	b, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("encoding the CNI config of %s: %w", h.Name, err)
-	}
-	return b, nil
+	return cniplugin.ConfList{
+		Name:        cniNetName,
+		CNIVersion:  cniVersion,
+		SubnetFile:  h.SubnetFile,
+		DataDir:     filepath.Join(h.DataDir, pluginDir),
+		IPAMDataDir: filepath.Join(h.DataDir, "ipam"),
+		NoPortmap:   true,
+	}.Marshal()
 }
 
 // newHostCNI prepares CNI calls for host h with plugins from binDir.

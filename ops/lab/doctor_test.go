@@ -182,13 +182,13 @@ func (l *doctorLab) store(t *testing.T) (*etcdstore.Store, *subnet.Config) {
 // leaseOf returns the lease advertising host's address.
 func (l *doctorLab) leaseOf(t *testing.T, s *etcdstore.Store, cfg *subnet.Config, host string) subnet.Lease {
 	t.Helper()
-	leases, _, err := s.ListLeases(context.Background(), cfg)
+	ls, err := s.ListLeases(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, le := range leases {
-		if le.Attrs.PublicIP == l.host(host).Addr {
-			return le
+	for _, e := range ls.Entries {
+		if e.Invalid == nil && e.Lease.Attrs.PublicIP == l.host(host).Addr {
+			return e.Lease
 		}
 	}
 	t.Fatalf("no lease for %s", host)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/test/bintest"
 	"github.com/weftnet/weft/test/netnstest"
@@ -107,7 +108,7 @@ func (l *testLab) assertGone() {
 		}
 		b, err := os.ReadFile("/proc/" + p.Name() + "/cmdline")
 		if err == nil && bytes.Contains(b, []byte(l.stateDir)) && pid != os.Getpid() {
-			if st, err := os.ReadFile("/proc/" + p.Name() + "/stat"); err == nil && bytes.Contains(st, []byte(") Z")) {
+			if !procstat.Alive(pid) {
 				continue // exited, waiting for its parent to reap it
 			}
 			left = append(left, fmt.Sprintf("process %d %s", pid, bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
