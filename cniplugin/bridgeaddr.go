@@ -30,7 +30,7 @@ func explainStaleBridge(err error, conf map[string]any, subnet string) error {
 	}
 	fix := fmt.Sprintf("no pod is attached to %s: run `ip link delete %s` and retry (the next pod recreates it with %s)", bridge, bridge, subnet)
 	if ents, derr := os.ReadDir(filepath.Join("/sys/class/net", bridge, "brif")); derr == nil && len(ents) > 0 {
-		fix = fmt.Sprintf("%d pods are still attached to %s with addresses of the old subnet: drain the node, then run `ip link delete %s`", len(ents), bridge, bridge)
+		fix = fmt.Sprintf("pods are still attached to %s (%d) with addresses of the old subnet: drain the node, then run `ip link delete %s`", bridge, len(ents), bridge)
 	}
 	msg := fmt.Sprintf("%s (this node's subnet changed, FLANNEL_SUBNET is now %s, while %s kept the old gateway address; %s; `weft doctor` shows the details)", te.Msg, subnet, bridge, fix)
 	return types.NewError(te.Code, msg, te.Details)

@@ -18,7 +18,7 @@ func BridgeFix(bridge string, old []string, ports int) []string {
 	if ports == 0 {
 		return []string{fmt.Sprintf("ip link delete %s   # no pod is attached; the next pod recreates it with FLANNEL_SUBNET's address", bridge)}
 	}
-	fix := []string{fmt.Sprintf("%d pods are still attached to %s with addresses of the old subnet: drain the node (kubectl drain), then ip link delete %s", ports, bridge, bridge)}
+	fix := []string{fmt.Sprintf("%s still attached to %s with addresses of the old subnet: drain the node (kubectl drain), then ip link delete %s", count(ports, "pod"), bridge, bridge)}
 	for _, a := range old {
 		fix = append(fix, fmt.Sprintf("or, keeping the bridge (its pods lose their traffic until restarted): ip addr del %s dev %s", a, bridge))
 	}

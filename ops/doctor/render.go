@@ -78,3 +78,11 @@ func RenderJSON(w io.Writer, r *Report) error {
 	enc.SetEscapeHTML(false)
 	return enc.Encode(jsonReport{Node: r.Node, Healthy: r.ExitCode() == 0, ExitCode: r.ExitCode(), Checks: res})
 }
+
+// count renders n with the noun in singular or plural ("1 pod", "2 pods").
+func count(n int, noun string) string {
+	if n == 1 {
+		return fmt.Sprintf("1 %s", noun)
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}

@@ -85,7 +85,7 @@ func (n *node) checkReservations() Result {
 		return res
 	}
 	if len(leaked) == 0 {
-		res.Status, res.Verdict = OK, fmt.Sprintf("%d reservations in %s, each with its container's namespace present", total, sn)
+		res.Status, res.Verdict = OK, fmt.Sprintf("%s in %s, each with its container's namespace present", count(total, "reservation"), sn)
 		return res
 	}
 	free := sn.Bits()

@@ -47,7 +47,7 @@ func (n *node) checkStore(ctx context.Context, extErr error) []Result {
 		}
 	}
 	res.Status = OK
-	res.Verdict = fmt.Sprintf("network %s, backend %s, %d valid leases, %d invalid", cfg.Network, cfg.BackendType, len(n.leases), len(n.invalid))
+	res.Verdict = fmt.Sprintf("network %s, backend %s, %s, %d invalid", cfg.Network, cfg.BackendType, count(len(n.leases), "valid lease"), len(n.invalid))
 	out := []Result{res}
 	if extErr != nil {
 		out = append(out, Result{Check: "external interface", Status: Unknown,

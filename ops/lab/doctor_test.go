@@ -288,7 +288,7 @@ func TestLabDoctor(t *testing.T) {
 		defer l.inHost(t, "host1", "ip", "addr", "del", "10.245.7.1/24", "dev", "cni0")
 		l.expect(t, "host1", nil, 1, "bridge address", doctor.Problem,
 			"cni0 has 10.245.7.1/24, but FLANNEL_SUBNET is", "already has an IP address different from",
-			"1 pods are still attached", "ip addr del 10.245.7.1/24 dev cni0")
+			"1 pod still attached", "ip addr del 10.245.7.1/24 dev cni0")
 	})
 	l.waitHealthy(t, "host1")
 
