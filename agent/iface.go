@@ -269,3 +269,17 @@ func byDefaultRoute(h *netlinkx.Handle, links []hostLink, six bool) (hostLink, n
 	}
 	return hostLink{}, netip.Addr{}, fmt.Errorf("no %s default route in this network namespace: choose the interface with -iface or -iface-regex", famName(six))
 }
+
+// ChooseExternal finds the external interface in the current network
+// namespace as the agent does at start in an IPv4 network (for `weft
+// doctor`, which must look where the agent works; see ChooseExternalFor).
+func ChooseExternal(o IfaceOptions) (backend.ExternalInterface, error) {
+	return chooseExternal(o, true, false)
+}
+
+// ChooseExternalFor is ChooseExternal for a network with the given families
+// on (the network config's EnableIPv4 and EnableIPv6): the interface and
+// its address of each family, as the agent chooses them.
+func ChooseExternalFor(o IfaceOptions, v4, v6 bool) (backend.ExternalInterface, error) {
+	return chooseExternal(o, v4, v6)
+}

@@ -89,7 +89,13 @@ const DefaultVerifyEvery = 5 * time.Minute
 type Config = base.Options
 
 // Spec returns the registry entry of the vxlan backend.
-func Spec() backend.Spec { return base.Spec(New, ValidateData) }
+func Spec() backend.Spec {
+	s := base.Spec(New, ValidateData)
+	s.Plan = func(ctx context.Context, p backend.Params, st backend.State) (backend.Plan, error) {
+		return Plan(ctx, p, Config{}, st)
+	}
+	return s
+}
 
 var _ backend.Backend = (*Backend)(nil)
 
@@ -853,7 +859,7 @@ func (d *desiredState) resolve() {
 				d.drop(sn, rec)
 			}
 			d.bad[sn] = fmt.Errorf("vxlan backend: skipping peer %s: VtepMAC %s is already used by peer %s",
-				rec.name, mac, strings.Fields(d.recs[owner].name)[0])
+				rec.name, mac, owner)
 		}
 		rec := d.recs[owner]
 		delete(d.bad, owner)

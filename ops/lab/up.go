@@ -268,6 +268,11 @@ func (u *upper) run(ctx context.Context) error {
 		return err
 	}
 
+	if err := sizeNeigh(u.o.Hosts, u.o.Pods, u.p.say, func(old, set NeighThresh) error {
+		return u.rec.update(func(s *State) { s.NeighSaved, s.NeighSet = &old, &set })
+	}); err != nil {
+		return err
+	}
 	u.p.say("creating the underlay bridge %s (%s) in the root namespace", u.n.Bridge(), underlay)
 	if err := u.bridge(ctx, st); err != nil {
 		return err
@@ -459,15 +464,14 @@ func noDAD(ns string) []string {
 
 // weftdArgs returns the command line that runs weftd inside host h.
 func weftdArgs(ip, binDir string, h Host, st *State) []string {
-	args := weftdBaseArgs(ip, binDir, h, st)
-	if h.Addr6.IsValid() {
-		args = append(args, "-public-ipv6", h.Addr6.String())
-	}
-	return args
+	args := append([]string{ip, "netns", "exec", h.NS, filepath.Join(binDir, "weftd")}, nodeArgs(h, st)...)
+	return append(args, "-log-level", "info")
 }
 
-func weftdBaseArgs(ip, binDir string, h Host, st *State) []string {
-	return []string{ip, "netns", "exec", h.NS, filepath.Join(binDir, "weftd"),
+// nodeArgs returns the flags, shared by weftd and weft doctor, that say
+// where host h's overlay is.
+func nodeArgs(h Host, st *State) []string {
+	args := []string{
 		"-etcd-endpoints", "http://" + st.BridgeAddr.String() + ":" + strconv.Itoa(st.EtcdPort),
 		"-etcd-prefix", EtcdPrefix,
 		"-iface", "eth0",
@@ -476,8 +480,11 @@ func weftdBaseArgs(ip, binDir string, h Host, st *State) []string {
 		"-ip-masq",
 		"-healthz-ip", h.Addr.String(),
 		"-healthz-port", strconv.Itoa(st.HealthzPort),
-		"-log-level", "info",
 	}
+	if h.Addr6.IsValid() {
+		args = append(args, "-public-ipv6", h.Addr6.String())
+	}
+	return args
 }
 
 // startWeftd starts host h's agent and records its PID.
