@@ -71,8 +71,13 @@ func ParseKubeConfig(data []byte) (cfg *Config, unknown, ignored []string, err e
 		}
 		cfg.IPv6Network = p
 	}
-	if err := cfg.checkSupported(); err != nil {
-		return nil, unknown, ignored, err
+	// The Kubernetes store leases IPv4 podCIDRs only for now: refuse
+	// rather than ignore what it cannot do yet.
+	if cfg.EnableIPv6 {
+		return nil, unknown, ignored, fmt.Errorf("%w: EnableIPv6 is true, but this version of weft supports IPv4 only in Kubernetes mode; set EnableIPv6 to false", ErrInvalidConfig)
+	}
+	if !cfg.EnableIPv4 {
+		return nil, unknown, ignored, fmt.Errorf("%w: EnableIPv4 is false, but this version of weft supports IPv4 only in Kubernetes mode", ErrInvalidConfig)
 	}
 	return cfg, unknown, ignored, nil
 }

@@ -9,12 +9,12 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/bench/report"
 	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcd"
 )
 
 // scaleNetwork has room for 65,535 /24 leases.
@@ -40,11 +40,11 @@ func (b *Bench) Idle(ctx context.Context, counts []int, window time.Duration) ([
 			pid = p.PID
 		}
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)}, DialTimeout: 5 * time.Second})
+	store, err := etcd.New(etcd.Options{Endpoints: []string{"http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)}, Prefix: lab.EtcdPrefix, DialTimeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the lab's etcd: %w", err)
 	}
-	defer cli.Close()
+	defer store.Close()
 	res, err := procstat.Resolution(pid)
 	if err != nil {
 		return nil, err
@@ -55,7 +55,7 @@ func (b *Bench) Idle(ctx context.Context, counts []int, window time.Duration) ([
 	for _, n := range counts {
 		prev := have
 		t0 := time.Now()
-		if err := putPeers(ctx, cli, prev, n); err != nil {
+		if err := putPeers(ctx, store, prev, n); err != nil {
 			return nil, err
 		}
 		if err := waitRoutes(ctx, h.NS, n, time.Minute); err != nil {
@@ -93,32 +93,24 @@ func (b *Bench) Idle(ctx context.Context, counts []int, window time.Duration) ([
 	return out, nil
 }
 
-// peerLease returns the key and value of the i-th synthetic peer: subnet
-// 10.x.y.0/24 from i+1, public IP in 172.31.0.0/16.
-func peerLease(i int) (string, string, error) {
+// peerLease returns the i-th synthetic peer: subnet 10.x.y.0/24 from i+1,
+// public IP in 172.31.0.0/16.
+func peerLease(i int) subnet.Lease {
 	n := i + 1
 	sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), 0}), 24)
 	pub := netip.AddrFrom4([4]byte{172, 31, byte(n >> 8), byte(n)})
 	mac := fmt.Sprintf("0a:58:%02x:%02x:%02x:01", byte(n>>16), byte(n>>8), byte(n))
-	attrs := subnet.LeaseAttrs{PublicIP: pub, BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"` + mac + `"}`)}
-	v, err := attrs.Marshal()
-	return lab.EtcdPrefix + "/subnets/" + subnet.SubnetKey(sn, netip.Prefix{}), string(v), err
+	return subnet.Lease{Subnet: sn, Attrs: subnet.LeaseAttrs{PublicIP: pub, BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"` + mac + `"}`)}}
 }
 
-// putPeers writes peers [from, to) in transactions of 100.
-func putPeers(ctx context.Context, cli *clientv3.Client, from, to int) error {
-	for i := from; i < to; i += 100 {
-		var ops []clientv3.Op
-		for j := i; j < min(i+100, to); j++ {
-			k, v, err := peerLease(j)
-			if err != nil {
-				return err
-			}
-			ops = append(ops, clientv3.OpPut(k, v))
-		}
-		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-			return fmt.Errorf("writing synthetic leases: %w", err)
-		}
+// putPeers writes peers [from, to) through the store.
+func putPeers(ctx context.Context, st *etcd.Store, from, to int) error {
+	leases := make([]subnet.Lease, 0, to-from)
+	for i := from; i < to; i++ {
+		leases = append(leases, peerLease(i))
+	}
+	if err := st.PutReservations(ctx, leases); err != nil {
+		return fmt.Errorf("writing synthetic leases: %w", err)
 	}
 	return nil
 }

@@ -1,21 +1,20 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/internal/etcdflags"
 	"github.com/weftnet/weft/internal/version"
 	"github.com/weftnet/weft/ops/leases"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcd"
 	"github.com/weftnet/weft/subnet/kube"
 )
 
@@ -45,12 +44,6 @@ func isKubeFlag(name string) bool {
 	return false
 }
 
-// register defines the etcd flags and -timeout on fs.
-func (f *leaseFlags) register(fs *flag.FlagSet) {
-	f.Register(fs)
-	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up on etcd after this long")
-}
-
 // registerKube defines the Kubernetes-mode flags on fs.
 func (f *leaseFlags) registerKube(fs *flag.FlagSet) {
 	fs.BoolVar(&f.kube.enabled, "kube-subnet-mgr", false, "read the leases from Kubernetes Nodes (as weftd -kube-subnet-mgr) instead of etcd")
@@ -58,6 +51,12 @@ func (f *leaseFlags) registerKube(fs *flag.FlagSet) {
 	fs.StringVar(&f.kube.kubeconfig, "kubeconfig-file", "", "kubeconfig file (default: $KUBECONFIG, then the in-cluster config)")
 	fs.StringVar(&f.kube.annotationPrefix, "kube-annotation-prefix", kube.DefaultAnnotationPrefix, "prefix of the flannel node annotations")
 	fs.StringVar(&f.kube.netConfPath, "net-config-path", kube.DefaultNetConfPath, "the cluster's net-conf.json, to check the leases against (skipped when missing)")
+}
+
+// register defines the etcd flags and -timeout on fs.
+func (f *leaseFlags) register(fs *flag.FlagSet) {
+	f.Register(fs)
+	fs.DurationVar(&f.timeout, "timeout", 10*time.Second, "give up on etcd after this long")
 }
 
 // fromEnv takes the etcd flags not given on the command line from
@@ -79,7 +78,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	f.register(fs)
 	f.registerKube(fs)
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts instead of a table")
-	setUsage(fs, "weft leases [flags] | weft leases reserve SUBNET PUBLIC-IP | weft leases release SUBNET")
+	setUsage(fs, "weft leases [flags] | weft leases reserve SUBNET[,IPV6-SUBNET] PUBLIC-IP[,PUBLIC-IPV6] | weft leases release SUBNET")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -87,82 +86,99 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := f.fromEnv(fs); err != nil {
 		return err
 	}
+	if f.kube.enabled {
+		if len(pos) > 0 {
+			return fmt.Errorf("%w: weft leases %s: in Kubernetes mode a node's subnet is its podCIDR, assigned by kube-controller-manager; there is nothing to reserve or release", errUsage, pos[0])
+		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		return showKubeLeases(ctx, stdout, f, asJSON)
+	}
+	op, err := leasesOp(pos, stdout, f, asJSON)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	if len(pos) == 0 {
-		if f.kube.enabled {
-			return showKubeLeases(ctx, stdout, f, asJSON)
-		}
-		return showLeases(ctx, stdout, f, asJSON)
-	}
-	if f.kube.enabled {
-		return fmt.Errorf("%w: weft leases %s: in Kubernetes mode a node's subnet is its podCIDR, assigned by kube-controller-manager; there is nothing to reserve or release", errUsage, pos[0])
-	}
-	switch pos[0] {
-	case "reserve":
-		if len(pos) != 3 {
-			return fmt.Errorf("%w: weft leases reserve SUBNET PUBLIC-IP", errUsage)
-		}
-		sn, err := leases.ParseSubnet(pos[1])
-		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		ip, err := netip.ParseAddr(pos[2])
-		if err != nil {
-			return fmt.Errorf("%w: public IP %q: %v", errUsage, pos[2], err)
-		}
-		c, err := f.client()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		what, err := leases.Reserve(ctx, c, f.Prefix, sn, ip)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s: %s for %s\n", sn, what, ip)
-		return nil
-	case "release":
-		if len(pos) != 2 {
-			return fmt.Errorf("%w: weft leases release SUBNET", errUsage)
-		}
-		sn, err := leases.ParseSubnet(pos[1])
-		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		c, err := f.client()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := leases.Release(ctx, c, f.Prefix, sn); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s: released\n", sn)
-		return nil
-	}
-	return fmt.Errorf("%w: unknown leases command %q (want reserve or release)", errUsage, pos[0])
+	return f.withStore(ctx, op)
 }
 
 // showLeases prints the leases as a table or JSON.
 func showLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) error {
-	c, err := f.client()
+	op, err := leasesOp(nil, w, f, asJSON)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
-	rep, err := leases.List(ctx, c, f.Prefix)
-	if err != nil {
-		return fmt.Errorf("%w (endpoints %s)", err, f.Endpoints)
-	}
-	if asJSON {
-		return leases.RenderJSON(w, rep)
-	}
-	return leases.RenderTable(w, rep)
+	return f.withStore(ctx, op)
 }
 
-// client connects to etcd as the flags say.
-func (f leaseFlags) client() (*clientv3.Client, error) { return f.Client(5 * time.Second) }
+// withStore runs op on the lease store the flags name.
+func (f leaseFlags) withStore(ctx context.Context, op func(context.Context, *etcd.Store) error) error {
+	s, err := f.store()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return op(ctx, s)
+}
+
+// leasesOp checks the positional arguments of `weft leases` and returns
+// what to do with the store.
+func leasesOp(pos []string, stdout io.Writer, f leaseFlags, asJSON bool) (func(context.Context, *etcd.Store) error, error) {
+	if len(pos) == 0 {
+		return func(ctx context.Context, s *etcd.Store) error {
+			rep, err := leases.List(ctx, s)
+			if err != nil {
+				return fmt.Errorf("%w (endpoints %s)", err, f.Endpoints)
+			}
+			if asJSON {
+				return leases.RenderJSON(stdout, rep)
+			}
+			return leases.RenderTable(stdout, rep)
+		}, nil
+	}
+	want := map[string]int{"reserve": 3, "release": 2}[pos[0]]
+	switch {
+	case want == 0:
+		return nil, fmt.Errorf("%w: unknown leases command %q (want reserve or release)", errUsage, pos[0])
+	case len(pos) != want && pos[0] == "reserve":
+		return nil, fmt.Errorf("%w: weft leases reserve SUBNET PUBLIC-IP", errUsage)
+	case len(pos) != want:
+		return nil, fmt.Errorf("%w: weft leases release SUBNET", errUsage)
+	}
+	sns, err := leases.ParseSubnets(pos[1])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if pos[0] == "release" {
+		if sns.V4.IsValid() && sns.V6.IsValid() {
+			return nil, fmt.Errorf("%w: weft leases release SUBNET takes one subnet of either family (the key holding it goes)", errUsage)
+		}
+		sn := cmp.Or(sns.V4, sns.V6)
+		return func(ctx context.Context, s *etcd.Store) error {
+			if err := s.DeleteSubnet(ctx, sn); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: released\n", sn)
+			return nil
+		}, nil
+	}
+	ip, ip6, err := leases.ParseAddrs(pos[2])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return func(ctx context.Context, s *etcd.Store) error {
+		what, err := s.ReserveSubnets(ctx, sns.V4, sns.V6, ip, ip6)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s: %s for %s\n", sns, what, pos[2])
+		return nil
+	}, nil
+}
+
+// store connects to the lease store as the flags say.
+func (f leaseFlags) store() (*etcd.Store, error) { return leases.Open(f.StoreOptions(5 * time.Second)) }
 
 // showKubeLeases prints the leases of a Kubernetes-mode cluster.
 func showKubeLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) error {

@@ -60,8 +60,8 @@ func podPing(a *cnitest.Pod, b netip.Addr) error {
 	return nil
 }
 
-// pingMatrix checks that every pod reaches every other.
-func pingMatrix(t *testing.T, pods map[*host]*cnitest.Pod) {
+// podPingMatrix checks that every pod reaches every other.
+func podPingMatrix(t *testing.T, pods map[*host]*cnitest.Pod) {
 	t.Helper()
 	for ha, a := range pods {
 		for hb, b := range pods {
@@ -159,7 +159,7 @@ func TestE2EKube(t *testing.T) {
 		}
 		pods[h] = h.cniPod(bin)
 	}
-	pingMatrix(t, pods)
+	podPingMatrix(t, pods)
 
 	// The Nodes carry flanneld's annotations and condition.
 	for _, h := range first {
@@ -211,7 +211,7 @@ func TestE2EKube(t *testing.T) {
 			return nil
 		})
 	}
-	pingMatrix(t, pods)
+	podPingMatrix(t, pods)
 	for _, h := range first {
 		if out := h.ns.MustExec(t, "ip", "route", "show"); strings.Contains(out, "198.51.100.7") {
 			t.Errorf("%s programmed the bogus node:\n%s", h.name, out)
@@ -302,5 +302,5 @@ func TestE2EKube(t *testing.T) {
 		t.Errorf("host4: FLANNEL_SUBNET %s, podCIDR %v", env4.Subnet, cidr)
 	}
 	pods[h4] = h4.cniPod(bin)
-	pingMatrix(t, pods)
+	podPingMatrix(t, pods)
 }

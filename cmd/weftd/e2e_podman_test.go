@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/cniplugin"
 	"github.com/weftnet/weft/subnet/subnetenv"
 	"github.com/weftnet/weft/test/cnitest"
 	"github.com/weftnet/weft/test/netnstest"
@@ -45,20 +45,10 @@ func newPodmanNet(t *testing.T, pm *podmantest.Podman, h *host, bin, cniVersion 
 		name:  "weft-podman-" + netnstest.Suffix(6),
 		files: cnitest.Attach(t, h.ns, bin, h.envPath),
 	}
-	b, err := json.Marshal(map[string]any{
-		"cniVersion": cniVersion,
-		"name":       n.name,
-		"plugins": []any{
-			map[string]any{
-				"type":       "flannel",
-				"subnetFile": h.envPath,
-				"dataDir":    n.files.DataDir,
-				"ipam":       map[string]any{"dataDir": n.files.IPAMDir},
-				"delegate":   map[string]any{"hairpinMode": true, "isDefaultGateway": true},
-			},
-			map[string]any{"type": "portmap", "capabilities": map[string]any{"portMappings": true}},
-		},
-	})
+	b, err := cniplugin.ConfList{
+		Name: n.name, CNIVersion: cniVersion,
+		SubnetFile: h.envPath, DataDir: n.files.DataDir, IPAMDataDir: n.files.IPAMDir,
+	}.Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/ops/teardown"
+	etcdstore "github.com/weftnet/weft/subnet/etcd"
 	"github.com/weftnet/weft/subnet/subnetenv"
 	"github.com/weftnet/weft/test/bintest"
 	"github.com/weftnet/weft/test/etcdtest"
@@ -563,7 +564,7 @@ func TestE2ENodeTeardown(t *testing.T) {
 		t.Fatalf("weft node teardown: %v", err)
 	}
 	t.Logf("weft node teardown:\n%s", out)
-	for _, want := range []string{"released leases: /coreos.com/network/subnets/" + strings.ReplaceAll(sn1.String(), "/", "-"),
+	for _, want := range []string{"released leases: " + sn1.String(),
 		"deleted links:   flannel.1", "iptables chains removed: true", "nftables tables removed: true", "subnet.env removed: true"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("teardown output lacks %q", want)
@@ -595,7 +596,7 @@ func TestE2ENodeTeardown(t *testing.T) {
 	})
 	// A second teardown has nothing left to do and does not fail.
 	if err := h1.ns.Do(func() error {
-		_, err := teardown.Run(context.Background(), teardown.Options{Client: c.etcd.Client(), SubnetFile: h1.envPath, PublicIP: h1.addr})
+		_, err := teardown.Run(context.Background(), teardown.Options{Leases: etcdstore.NewWithClient(c.etcd.Client(), etcdstore.Options{}), SubnetFile: h1.envPath, PublicIP: h1.addr})
 		return err
 	}); err != nil {
 		t.Errorf("second teardown: %v", err)

@@ -59,21 +59,14 @@ func newKubeStore(ctx context.Context, o *options, log *slog.Logger, live func(b
 
 // newStore connects to etcd as the flags say.
 func newStore(o *options, log *slog.Logger, m *agent.Metrics, live func(bool)) (*etcdstore.Store, error) {
-	return etcdstore.New(etcdstore.Options{
-		Endpoints:      o.endpoints(),
-		Prefix:         o.etcd.Prefix,
-		CAFile:         o.etcd.CAFile,
-		CertFile:       o.etcd.CertFile,
-		KeyFile:        o.etcd.KeyFile,
-		Username:       o.etcd.Username,
-		Password:       o.etcd.Password,
-		TTL:            o.leaseTTL,
-		Logger:         log.With("component", "etcd"),
-		ValidatorFor:   registry.ValidateData,
-		ObserveRequest: m.ObserveEtcd,
-		OnWatchRestart: func(string) { m.WatchRestarts.Inc() },
-		OnWatchLive:    live,
-	})
+	opts := o.etcd.StoreOptions(0)
+	opts.TTL = o.leaseTTL
+	opts.Logger = log.With("component", "etcd")
+	opts.ValidatorFor = registry.ValidateData
+	opts.ObserveRequest = m.ObserveEtcd
+	opts.OnWatchRestart = func(string) { m.WatchRestarts.Inc() }
+	opts.OnWatchLive = live
+	return etcdstore.New(opts)
 }
 
 func lookupBackend(name string) (backend.Spec, error) { return registry.Lookup(name) }

@@ -1,6 +1,8 @@
 // Package procstat reads what the kernel accounts for a running process:
-// its CPU time and its resident memory. The benchmarks use it to measure
-// an agent from outside; the agent, to time its own first programming.
+// its CPU time and its resident memory (the benchmarks use it to measure an
+// agent from outside; the agent, to time its own first programming), and
+// its state, which tells a live process from one that exited and was not
+// reaped (the lab and its benchmarks stop only live processes).
 //
 // CPU time comes from the process's CPU clock (clock_gettime on the clock
 // of another process, as clock_getcpuclockid(3) names it): the sum over all
@@ -12,6 +14,7 @@ package procstat
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -71,4 +74,51 @@ func RSS(pid int) (int64, error) {
 		return kb * 1024, nil
 	}
 	return 0, fmt.Errorf("%s has no VmRSS line (a kernel thread, or a zombie)", path)
+}
+
+// State is a process's one-letter state from /proc/PID/stat: R, S, D, Z
+// (exited, not reaped), X (dead), ... /proc/PID/stat is parsed here and
+// nowhere else.
+type State byte
+
+// Exited reports whether the process has exited (a zombie waiting to be
+// reaped, or dead).
+func (s State) Exited() bool { return s == 'Z' || s == 'X' }
+
+// ErrMalformed is wrapped by ParseState's errors.
+var ErrMalformed = errors.New("malformed /proc/PID/stat")
+
+// ParseState returns the state field of the contents of /proc/PID/stat.
+// The command name (in parentheses) may hold spaces and parentheses itself,
+// so the state is the first field after the last ')'.
+func ParseState(stat []byte) (State, error) {
+	i := bytes.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("%w: no ')' after the command name in %q", ErrMalformed, stat)
+	}
+	f := bytes.Fields(stat[i+1:])
+	if len(f) < 2 || len(f[0]) != 1 {
+		return 0, fmt.Errorf("%w: want a one-letter state and more fields after the command name in %q", ErrMalformed, stat)
+	}
+	return State(f[0][0]), nil
+}
+
+// ReadState reads the state of process pid.
+func ReadState(pid int) (State, error) {
+	path := "/proc/" + strconv.Itoa(pid) + "/stat"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	s, err := ParseState(b)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return s, nil
+}
+
+// Alive reports whether process pid exists and has not exited.
+func Alive(pid int) bool {
+	s, err := ReadState(pid)
+	return err == nil && !s.Exited()
 }

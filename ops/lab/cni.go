@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/weftnet/weft/cniplugin"
 )
 
 // cniNetName is the CNI network name of the lab's pods.
@@ -44,27 +45,24 @@ type hostCNI struct {
 	cni  *libcni.CNIConfig
 }
 
-// conflist returns the flannel conflist for host h whose plugin cache is
+// ConfList returns the conflist of the lab's own pods on host h (see
+// conflist), as labbench attaches them.
+func ConfList(h Host) ([]byte, error) { return conflist(h, labPluginDir) }
+
+// conflist returns the flannel conflist (the stock one without portmap) for
+// host h, naming its own subnet.env and data dirs, whose plugin cache is
 // <host dir>/<pluginDir>. Its cniVersion, 1.0.0, keeps GC (CNI 1.1) off:
 // host-local's GC would release the addresses of every pod the caller
 // does not list, the other runtime's included.
 func conflist(h Host, pluginDir string) ([]byte, error) {
-	conf := map[string]any{
-		"cniVersion": cniVersion,
-		"name":       cniNetName,
-		"plugins": []any{map[string]any{
-			"type":       "flannel",
-			"subnetFile": h.SubnetFile,
-			"dataDir":    filepath.Join(h.DataDir, pluginDir),
-			"ipam":       map[string]any{"dataDir": filepath.Join(h.DataDir, "ipam")},
-			"delegate":   map[string]any{"hairpinMode": true, "isDefaultGateway": true},
-		}},
-	}
-	b, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("encoding the CNI config of %s: %w", h.Name, err)
-	}
-	return b, nil
+	return cniplugin.ConfList{
+		Name:        cniNetName,
+		CNIVersion:  cniVersion,
+		SubnetFile:  h.SubnetFile,
+		DataDir:     filepath.Join(h.DataDir, pluginDir),
+		IPAMDataDir: filepath.Join(h.DataDir, "ipam"),
+		NoPortmap:   true,
+	}.Marshal()
 }
 
 // newHostCNI prepares CNI calls for host h with plugins from binDir.
@@ -94,10 +92,11 @@ func (c *hostCNI) runtime(p Pod) *libcni.RuntimeConf {
 }
 
 // add attaches pod p, running the plugins inside the host's namespace, and
-// returns the pod's address.
-func (c *hostCNI) add(ctx context.Context, p Pod) (netip.Prefix, error) {
+// returns the pod's addresses (IPv4, IPv6; a family the lab has not is
+// zero).
+func (c *hostCNI) add(ctx context.Context, p Pod) (v4, v6 netip.Prefix, err error) {
 	var res *types100.Result
-	err := inNS(c.host.NS, func() error {
+	err = inNS(c.host.NS, func() error {
 		r, err := c.cni.AddNetworkList(ctx, c.list, c.runtime(p))
 		if err != nil {
 			return err
@@ -106,15 +105,24 @@ func (c *hostCNI) add(ctx context.Context, p Pod) (netip.Prefix, error) {
 		return err
 	})
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("CNI ADD of pod %s on %s: %w", p.Name, c.host.Name, err)
+		return v4, v6, fmt.Errorf("CNI ADD of pod %s on %s: %w", p.Name, c.host.Name, err)
 	}
 	for _, ip := range res.IPs {
-		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok && a.Unmap().Is4() {
-			ones, _ := ip.Address.Mask.Size()
-			return netip.PrefixFrom(a.Unmap(), ones), nil
+		a, ok := netip.AddrFromSlice(ip.Address.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := ip.Address.Mask.Size()
+		if a.Unmap().Is4() && !v4.IsValid() {
+			v4 = netip.PrefixFrom(a.Unmap(), ones)
+		} else if !a.Unmap().Is4() && !v6.IsValid() {
+			v6 = netip.PrefixFrom(a, ones)
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("CNI ADD of pod %s on %s returned no IPv4 address: %v", p.Name, c.host.Name, res.IPs)
+	if !v4.IsValid() && !v6.IsValid() {
+		return v4, v6, fmt.Errorf("CNI ADD of pod %s on %s returned no address: %v", p.Name, c.host.Name, res.IPs)
+	}
+	return v4, v6, nil
 }
 
 // del detaches pod p; the plugins release its address even when the pod's

@@ -1,15 +1,16 @@
-// Package leases is `weft leases`: it reads the network config and every
-// lease under an etcd prefix in one Get, renders them for a person (a
-// table) or a script (JSON), and writes and deletes operators'
-// reservations (lease keys with no etcd lease).
+// Package leases is `weft leases`: it lists the network config and every
+// lease, invalid ones included, through the lease store (subnet/etcd, the
+// one owner of the key schema) and renders them for a person (a table) or a
+// script (JSON). Reservations are written and deleted by the store's
+// Reserve and DeleteSubnet.
 package leases
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"sort"
 	"strings"
@@ -18,7 +19,7 @@ import (
 
 	"github.com/weftnet/weft/backend/registry"
 	"github.com/weftnet/weft/subnet"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/weftnet/weft/subnet/etcd"
 )
 
 // Row is one lease or reservation as `weft leases` shows it.
@@ -28,8 +29,10 @@ type Row struct {
 	Subnet     string `json:"subnet,omitempty"`
 	IPv6Subnet string `json:"ipv6Subnet,omitempty"`
 	PublicIP   string `json:"publicIP,omitempty"`
+	PublicIPv6 string `json:"publicIPv6,omitempty"`
 	Backend    string `json:"backendType,omitempty"`
 	VtepMAC    string `json:"vtepMAC,omitempty"`
+	VtepMACv6  string `json:"vtepMACv6,omitempty"`
 	// Reservation is true for a key with no etcd lease.
 	Reservation bool `json:"reservation"`
 	// EtcdLease is the etcd lease ID (hex, as etcdctl prints it).
@@ -54,6 +57,7 @@ type Report struct {
 	Config      json.RawMessage `json:"config,omitempty"`
 	ConfigError string          `json:"configError,omitempty"`
 	Network     string          `json:"network,omitempty"`
+	IPv6Network string          `json:"ipv6Network,omitempty"`
 	BackendType string          `json:"backendType,omitempty"`
 	Leases      []Row           `json:"leases"`
 	// Kube is true for the leases of a Kubernetes-mode cluster (Nodes);
@@ -62,116 +66,105 @@ type Report struct {
 	OtherNodes int  `json:"otherNodes,omitempty"`
 }
 
-// Etcd is the part of the etcd client `weft leases` uses.
-type Etcd interface {
-	clientv3.KV
-	TimeToLive(ctx context.Context, id clientv3.LeaseID, opts ...clientv3.LeaseOption) (*clientv3.LeaseTimeToLiveResponse, error)
+// Store is what `weft leases` needs of the lease store (*etcd.Store): it
+// owns the key schema.
+type Store interface {
+	// Prefix is the store's key prefix, for the report.
+	Prefix() string
+	// ListLeases reads the config and every lease, invalid ones included.
+	ListLeases(ctx context.Context) (*etcd.Listing, error)
 }
 
-// List reads the config and the leases under prefix with one Get, then asks
-// for the remaining TTL of each etcd lease.
-func List(ctx context.Context, c Etcd, prefix string) (*Report, error) {
-	prefix = strings.TrimSuffix(prefix, "/")
-	resp, err := c.Get(ctx, prefix+"/", clientv3.WithPrefix())
+// Open connects the lease store for `weft leases`: it validates leases as
+// the agents do (backend data included) and logs nothing.
+func Open(opts etcd.Options) (*etcd.Store, error) {
+	opts.ValidatorFor = registry.ValidateData
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return etcd.New(opts)
+}
+
+// List reads the config and the leases from the store and turns them into
+// rows, sorted by subnet.
+func List(ctx context.Context, s Store) (*Report, error) {
+	ls, err := s.ListLeases(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s/ from etcd: %w", prefix, err)
+		return nil, err
 	}
-	rep := &Report{Prefix: prefix, Leases: []Row{}}
-	var cfg *subnet.Config
-	var leases []*subnet.Lease
-	var rows []*Row
-	for _, kv := range resp.Kvs {
-		key := string(kv.Key)
-		if key == prefix+"/config" {
-			rep.Config = rawOrString(kv.Value)
-			c, _, err := subnet.ParseConfig(kv.Value)
-			if err != nil {
-				rep.ConfigError = err.Error()
-			} else {
-				cfg = c
-				rep.Network, rep.BackendType = c.Network.String(), c.BackendType
-			}
-			continue
-		}
-		name, ok := strings.CutPrefix(key, prefix+"/subnets/")
-		if !ok {
-			continue
-		}
-		l, row := parseLease(name, kv.Value, kv.Lease)
-		leases = append(leases, l)
-		rows = append(rows, row)
+	rep := &Report{Prefix: s.Prefix(), Leases: []Row{}}
+	if ls.RawConfig != nil {
+		rep.Config = rawOrString(ls.RawConfig)
 	}
-	if rep.Config == nil {
-		rep.ConfigError = "no network config at " + prefix + "/config"
+	if ls.ConfigErr != nil {
+		rep.ConfigError = ls.ConfigErr.Error()
+	} else {
+		if ls.Config.EnableIPv4 {
+			rep.Network = ls.Config.Network.String()
+		}
+		if ls.Config.EnableIPv6 {
+			rep.IPv6Network = ls.Config.IPv6Network.String()
+		}
+		rep.BackendType = ls.Config.BackendType
 	}
-	ttls := map[int64]int64{}
-	for i, row := range rows {
-		l := leases[i]
-		if row.Invalid == "" && cfg != nil {
-			if err := cfg.ValidateLease(l, registry.ValidateData(cfg)); err != nil {
-				row.Invalid = strings.TrimPrefix(err.Error(), subnet.ErrInvalidLease.Error()+": ")
-			}
-		}
-		if l.EtcdLease != 0 {
-			ttl, ok := ttls[l.EtcdLease]
-			if !ok {
-				ttl = -1
-				if r, err := c.TimeToLive(ctx, clientv3.LeaseID(l.EtcdLease)); err == nil {
-					ttl = r.TTL
-				}
-				ttls[l.EtcdLease] = ttl
-			}
-			row.ExpiresInSeconds = &ttl
-		}
-		rep.Leases = append(rep.Leases, *row)
+	for _, e := range ls.Entries {
+		rep.Leases = append(rep.Leases, row(e))
 	}
 	sort.SliceStable(rep.Leases, func(i, j int) bool { return lessRow(rep.Leases[i], rep.Leases[j]) })
 	return rep, nil
 }
 
-// parseLease decodes one lease key and value into a lease (for validation)
-// and a row; a row that cannot be decoded is marked invalid.
-func parseLease(name string, value []byte, etcdLease int64) (*subnet.Lease, *Row) {
-	row := &Row{Key: name, Reservation: etcdLease == 0, Value: rawOrString(value)}
-	if etcdLease != 0 {
-		row.EtcdLease = fmt.Sprintf("%x", etcdLease)
+// row renders one entry of the listing.
+func row(e etcd.Entry) Row {
+	l := e.Lease
+	r := Row{Key: e.Name, Reservation: l.Reserved(), Value: rawOrString(e.Value)}
+	if !l.Reserved() {
+		r.EtcdLease = fmt.Sprintf("%x", l.EtcdLease)
+		secs := int64(e.TTL / time.Second)
+		r.ExpiresInSeconds = &secs
 	}
-	l := &subnet.Lease{EtcdLease: etcdLease}
-	v4, v6, err := subnet.ParseSubnetKey(name)
-	if err != nil {
-		row.Invalid = strings.TrimPrefix(err.Error(), subnet.ErrInvalidLease.Error()+": ")
-		return l, row
+	if e.Invalid != nil {
+		r.Invalid = strings.TrimPrefix(e.Invalid.Error(), subnet.ErrInvalidLease.Error()+": ")
 	}
-	l.Subnet, l.IPv6Subnet = v4, v6
-	if v4.IsValid() {
-		row.Subnet = v4.String()
+	if l.Subnet.IsValid() {
+		r.Subnet = l.Subnet.String()
 	}
-	if v6.IsValid() {
-		row.IPv6Subnet = v6.String()
+	if l.IPv6Subnet.IsValid() {
+		r.IPv6Subnet = l.IPv6Subnet.String()
 	}
-	attrs, err := subnet.ParseLeaseAttrs(value)
-	if err != nil {
-		row.Invalid = strings.TrimPrefix(err.Error(), subnet.ErrInvalidLease.Error()+": ")
-		return l, row
+	if l.Attrs.PublicIP.IsValid() {
+		r.PublicIP = l.Attrs.PublicIP.String()
 	}
-	l.Attrs = attrs
-	if attrs.PublicIP.IsValid() {
-		row.PublicIP = attrs.PublicIP.String()
+	if v6 := l.Attrs.IPv6(); v6.IsValid() {
+		r.PublicIPv6 = v6.String()
 	}
-	row.Backend = attrs.BackendType
+	r.Backend = l.Attrs.BackendType
+	r.VtepMAC, r.VtepMACv6 = vtepMAC(l.Attrs.BackendData), vtepMAC(l.Attrs.BackendV6Data)
+	return r
+}
+
+// vtepMAC returns the VtepMAC of vxlan backend data, or "".
+func vtepMAC(data json.RawMessage) string {
 	var bd struct {
 		VtepMAC string `json:"VtepMAC"`
 	}
-	if len(attrs.BackendData) > 0 && json.Unmarshal(attrs.BackendData, &bd) == nil {
-		row.VtepMAC = bd.VtepMAC
+	if len(data) > 0 && json.Unmarshal(data, &bd) == nil {
+		return bd.VtepMAC
 	}
-	return l, row
+	return ""
 }
 
-// lessRow orders rows by subnet address, undecodable keys last.
+// lessRow orders rows by subnet address (IPv6-only rows by their IPv6
+// subnet, after the others), undecodable keys last.
 func lessRow(a, b Row) bool {
-	pa, ea := netip.ParsePrefix(a.Subnet)
-	pb, eb := netip.ParsePrefix(b.Subnet)
+	first := func(r Row) string {
+		if r.Subnet != "" {
+			return r.Subnet
+		}
+		return r.IPv6Subnet
+	}
+	pa, ea := netip.ParsePrefix(first(a))
+	pb, eb := netip.ParsePrefix(first(b))
 	switch {
 	case ea == nil && eb == nil:
 		if c := pa.Addr().Compare(pb.Addr()); c != 0 {
@@ -220,7 +213,14 @@ func RenderTable(w io.Writer, rep *Report) error {
 	case rep.ConfigError != "":
 		fmt.Fprintf(tw, "network config: %s\n", rep.ConfigError)
 	default:
-		fmt.Fprintf(tw, "network %s, backend %s, %d leases under %s/subnets\n", rep.Network, rep.BackendType, len(rep.Leases), rep.Prefix)
+		nets := rep.Network
+		switch {
+		case nets == "":
+			nets = rep.IPv6Network
+		case rep.IPv6Network != "":
+			nets += " and " + rep.IPv6Network
+		}
+		fmt.Fprintf(tw, "network %s, backend %s, %d leases under %s/subnets\n", nets, rep.BackendType, len(rep.Leases), rep.Prefix)
 	}
 	if len(rep.Leases) == 0 {
 		return tw.Flush()
@@ -234,14 +234,13 @@ func RenderTable(w io.Writer, rep *Report) error {
 		if rep.Kube {
 			fmt.Fprintf(tw, "%s\t", r.Node)
 		}
-		subnet := r.Subnet
+		subnet := strings.TrimSpace(r.Subnet + " " + r.IPv6Subnet)
 		if subnet == "" && !rep.Kube {
 			subnet = r.Key
 		}
 		subnet = dash(subnet)
-		if r.IPv6Subnet != "" {
-			subnet += " " + r.IPv6Subnet
-		}
+		pub := strings.TrimSpace(r.PublicIP + " " + r.PublicIPv6)
+		mac := strings.TrimSpace(r.VtepMAC + " " + r.VtepMACv6)
 		valid := "ok"
 		if rep.Kube && rep.ConfigError != "" {
 			valid = "?"
@@ -249,7 +248,7 @@ func RenderTable(w io.Writer, rep *Report) error {
 		if r.Invalid != "" {
 			valid = "INVALID: " + r.Invalid
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", subnet, dash(r.PublicIP), dash(r.Backend), dash(r.VtepMAC), FormatExpiry(r), valid)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", subnet, dash(pub), dash(r.Backend), dash(mac), FormatExpiry(r), valid)
 	}
 	return tw.Flush()
 }
@@ -271,103 +270,86 @@ func RenderJSON(w io.Writer, rep *Report) error {
 	return nil
 }
 
-// ParseSubnet accepts a subnet as "10.244.5.0/24" or in key form
+// ParseSubnet accepts an IPv4 subnet as "10.244.5.0/24" or in key form
 // "10.244.5.0-24".
 func ParseSubnet(s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		v4, v6, kerr := subnet.ParseSubnetKey(s)
-		if kerr != nil || v6.IsValid() || !v4.IsValid() {
-			return netip.Prefix{}, fmt.Errorf("subnet %q: want e.g. 10.244.5.0/24", s)
-		}
-		p = v4
-	}
-	if !p.Addr().Is4() || p.Masked() != p {
+	sn, err := ParseSubnets(s)
+	if err != nil || sn.V6.IsValid() || !sn.V4.IsValid() {
 		return netip.Prefix{}, fmt.Errorf("subnet %q: want an IPv4 subnet base address with its length, e.g. 10.244.5.0/24", s)
 	}
-	return p, nil
+	return sn.V4, nil
 }
 
-// ErrHeld is returned by Reserve when another node holds the subnet.
-var ErrHeld = errors.New("subnet is held by another node")
+// Subnets names a node's subnets: one of each family it leases.
+type Subnets struct {
+	V4, V6 netip.Prefix
+}
 
-// ErrNotFound is returned by Release when the subnet has no key.
-var ErrNotFound = errors.New("no lease or reservation")
-
-// Reserve writes a reservation of sn for publicIP under prefix: a lease key
-// with no etcd lease, which agents never expire and which the node with that
-// PublicIP takes. sn must be a subnet of the configured network. A subnet
-// leased by the same PublicIP becomes a reservation keeping its attributes
-// (so its peers keep their routes); one held by another address is refused.
-func Reserve(ctx context.Context, c clientv3.KV, prefix string, sn netip.Prefix, publicIP netip.Addr) (string, error) {
-	prefix = strings.TrimSuffix(prefix, "/")
-	if !publicIP.Is4() || !subnet.IsUsableUnicast(publicIP) {
-		return "", fmt.Errorf("public IP %s: want a unicast IPv4 address", publicIP)
-	}
-	resp, err := c.Get(ctx, prefix+"/config")
-	if err != nil {
-		return "", fmt.Errorf("reading %s/config: %w", prefix, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return "", fmt.Errorf("no network config at %s/config", prefix)
-	}
-	cfg, _, err := subnet.ParseConfig(resp.Kvs[0].Value)
-	if err != nil {
-		return "", fmt.Errorf("network config at %s/config: %w", prefix, err)
-	}
-	if !cfg.Contains(sn) {
-		return "", fmt.Errorf("subnet %s is not a /%d inside network %s", sn, cfg.SubnetLen, cfg.Network)
-	}
-	key := prefix + "/subnets/" + subnet.SubnetKey(sn, netip.Prefix{})
-	attrs := subnet.LeaseAttrs{PublicIP: publicIP, BackendType: cfg.BackendType}
-	cur, err := c.Get(ctx, key)
-	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", key, err)
-	}
-	cmp := clientv3.Compare(clientv3.Version(key), "=", 0)
-	what := "reserved"
-	if len(cur.Kvs) > 0 {
-		kv := cur.Kvs[0]
-		old, err := subnet.ParseLeaseAttrs(kv.Value)
-		if err == nil && old.PublicIP == publicIP {
-			if kv.Lease == 0 {
-				return "already reserved", nil
-			}
-			attrs = old // keep the node's backend data
-			what = "turned the lease into a reservation"
-		} else {
-			holder := "an unreadable value"
-			if err == nil {
-				holder = old.PublicIP.String()
-			}
-			return "", fmt.Errorf("%w: %s is held by %s; release it first (weft leases release %s)", ErrHeld, sn, holder, sn)
+// String renders the subnets as ParseSubnets reads them.
+func (s Subnets) String() string {
+	var parts []string
+	for _, p := range []netip.Prefix{s.V4, s.V6} {
+		if p.IsValid() {
+			parts = append(parts, p.String())
 		}
-		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
 	}
-	val, err := attrs.Marshal()
-	if err != nil {
-		return "", err
-	}
-	tx, err := c.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(val))).Commit()
-	if err != nil {
-		return "", fmt.Errorf("writing %s: %w", key, err)
-	}
-	if !tx.Succeeded {
-		return "", fmt.Errorf("%s changed while reserving it; try again", key)
-	}
-	return what, nil
+	return strings.Join(parts, ",")
 }
 
-// Release deletes the lease or reservation of sn under prefix.
-func Release(ctx context.Context, c clientv3.KV, prefix string, sn netip.Prefix) error {
-	prefix = strings.TrimSuffix(prefix, "/")
-	key := prefix + "/subnets/" + subnet.SubnetKey(sn, netip.Prefix{})
-	resp, err := c.Delete(ctx, key)
-	if err != nil {
-		return fmt.Errorf("deleting %s: %w", key, err)
+// ParseSubnets accepts a node's subnets: "10.244.5.0/24", "fd00:10:244:5::/64"
+// (IPv6-only), "10.244.5.0/24,fd00:10:244:5::/64" (dual-stack), or a lease
+// key ("10.244.5.0-24&fd00:10:244:5::-64", "0.0.0.0-0&fd00:10:244:5::-64").
+func ParseSubnets(s string) (Subnets, error) {
+	var out Subnets
+	if v4, v6, err := subnet.ParseSubnetKey(s); err == nil {
+		return Subnets{v4, v6}, nil
 	}
-	if resp.Deleted == 0 {
-		return fmt.Errorf("%w for %s (no key %s)", ErrNotFound, sn, key)
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return out, fmt.Errorf("subnets %q: want at most one IPv4 and one IPv6 subnet, e.g. 10.244.5.0/24,fd00:10:244:5::/64", s)
 	}
-	return nil
+	for _, part := range parts {
+		p, err := netip.ParsePrefix(strings.TrimSpace(part))
+		if err != nil {
+			if v4, v6, kerr := subnet.ParseSubnetKey(part); kerr == nil && !v6.IsValid() {
+				p, err = v4, nil
+			}
+		}
+		if err != nil || p.Masked() != p || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+			return out, fmt.Errorf("subnet %q: want a subnet base address with its length, e.g. 10.244.5.0/24 or fd00:10:244:5::/64", part)
+		}
+		dst := &out.V6
+		if p.Addr().Is4() {
+			dst = &out.V4
+		}
+		if dst.IsValid() {
+			return out, fmt.Errorf("subnets %q: two subnets of one family", s)
+		}
+		*dst = p
+	}
+	return out, nil
+}
+
+// ParseAddrs accepts a node's public addresses: "192.0.2.5", "2001:db8::5"
+// or "192.0.2.5,2001:db8::5".
+func ParseAddrs(s string) (v4, v6 netip.Addr, err error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return v4, v6, fmt.Errorf("public IP %q: want at most one IPv4 and one IPv6 address", s)
+	}
+	for _, part := range parts {
+		a, perr := netip.ParseAddr(strings.TrimSpace(part))
+		if perr != nil {
+			return netip.Addr{}, netip.Addr{}, fmt.Errorf("public IP %q: %v", part, perr)
+		}
+		dst := &v6
+		if a.Is4() {
+			dst = &v4
+		}
+		if dst.IsValid() {
+			return netip.Addr{}, netip.Addr{}, fmt.Errorf("public IP %q: two addresses of one family", s)
+		}
+		*dst = a
+	}
+	return v4, v6, nil
 }

@@ -7,6 +7,7 @@
 package teardown
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,28 +17,39 @@ import (
 	"os"
 	"strings"
 
-	"github.com/vishvananda/netlink"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"golang.org/x/sys/unix"
-
 	"github.com/weftnet/weft/firewall"
 	"github.com/weftnet/weft/kernel/iptables"
+	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/kernel/nftables"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
+// Leases is what teardown needs of the lease store (*etcd.Store, which owns
+// the key schema).
+type Leases interface {
+	// ReadConfig reads the network config once.
+	ReadConfig(ctx context.Context) (*subnet.Config, error)
+	// GetLease returns the lease or reservation holding a subnet (of either
+	// family), or nil.
+	GetLease(ctx context.Context, sn netip.Prefix) (*subnet.Lease, error)
+	// ReleaseLease deletes the lease if it is still bound to its etcd
+	// lease, and revokes that etcd lease.
+	ReleaseLease(ctx context.Context, l *subnet.Lease) error
+}
+
 // Options says what to tear down.
 type Options struct {
-	// Client and Prefix reach the leases; a nil Client leaves etcd alone.
-	Client *clientv3.Client
-	Prefix string
+	// Leases reaches the node's lease; nil leaves the leases alone.
+	Leases Leases
 	// SubnetFile is the agent's subnet.env, which names the node's subnet.
 	SubnetFile string
-	// Subnet is the node's subnet when subnet.env is gone (optional).
-	Subnet netip.Prefix
+	// Subnet and IPv6Subnet are the node's subnets when subnet.env is gone
+	// (optional).
+	Subnet, IPv6Subnet netip.Prefix
 	// PublicIP, when set, guards the release: a lease advertising another
-	// address belongs to another node and is kept.
+	// address (PublicIP, or PublicIPv6 for an IPv6-only node) belongs to
+	// another node and is kept.
 	PublicIP netip.Addr
 	// KeepIPTables leaves the firewall rules in place: the iptables chains
 	// and the nftables tables.
@@ -51,7 +63,7 @@ type Options struct {
 
 // Report says what was removed.
 type Report struct {
-	Released []string // lease keys deleted
+	Released []string // subnets whose lease was released
 	Links    []string // links deleted
 	Routes   []string // routes deleted
 	IPTables bool     // iptables chains removed (or iptables not installed)
@@ -66,46 +78,47 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	if o.Prefix == "" {
-		o.Prefix = "/coreos.com/network"
-	}
 	if o.SubnetFile == "" {
 		o.SubnetFile = subnetenv.DefaultPath
 	}
 	r := &Report{}
 	var errs []error
 
-	own := o.Subnet
+	own, own6 := o.Subnet, o.IPv6Subnet
 	var networks []netip.Prefix
 	env, err := subnetenv.Read(o.SubnetFile)
 	switch {
 	case err == nil:
-		own = env.Subnet.Masked()
-		networks = env.Networks
+		own, own6 = env.Subnet.Masked(), env.IPv6Subnet.Masked()
+		networks = append(append(networks, env.Networks...), env.IPv6Networks...)
 	case errors.Is(err, fs.ErrNotExist):
 		log.Info("no subnet.env", "path", o.SubnetFile)
 	default:
 		errs = append(errs, err)
 	}
-	if o.Client != nil {
-		cfg, err := readConfig(ctx, o.Client, o.Prefix)
+	if o.Leases != nil {
+		cfg, err := o.Leases.ReadConfig(ctx)
 		if err != nil {
 			errs = append(errs, err)
 		} else if len(networks) == 0 {
-			networks = []netip.Prefix{cfg.Network}
+			for _, n := range []netip.Prefix{cfg.Network, cfg.IPv6Network} {
+				if n.IsValid() {
+					networks = append(networks, n)
+				}
+			}
 		}
-		if own.IsValid() {
-			key, err := release(ctx, o.Client, o.Prefix, own, o.PublicIP)
+		if first := cmp.Or(own, own6); first.IsValid() {
+			released, err := release(ctx, o.Leases, first, o.PublicIP)
 			if err != nil {
 				errs = append(errs, err)
-			} else if key != "" {
-				r.Released = append(r.Released, key)
-				log.Info("released the lease", "key", key)
+			} else if released != "" {
+				r.Released = append(r.Released, released)
+				log.Info("released the lease", "subnet", released)
 			}
 		}
 	}
 
-	links, routes, err := removeKernelState(networks, own)
+	links, routes, err := removeKernelState(networks, own, own6)
 	r.Links, r.Routes = links, routes
 	if err != nil {
 		errs = append(errs, err)
@@ -157,102 +170,75 @@ func hostFirewalls(log *slog.Logger) map[firewall.Mode]firewall.Firewall {
 	return fws
 }
 
-func readConfig(ctx context.Context, cli *clientv3.Client, prefix string) (*subnet.Config, error) {
-	resp, err := cli.Get(ctx, prefix+"/config")
-	if err != nil {
-		return nil, fmt.Errorf("reading %s/config: %w", prefix, err)
+// release releases the node's lease holding own (a subnet of either
+// family) if it still advertises publicIP (when given: its PublicIP, or
+// PublicIPv6) and returns the subnets it released. A reservation is kept:
+// it is the operator's, not the agent's.
+func release(ctx context.Context, ls Leases, own netip.Prefix, publicIP netip.Addr) (string, error) {
+	l, err := ls.GetLease(ctx, own)
+	if l == nil {
+		return "", err // nothing to release, or the store failed
 	}
-	if len(resp.Kvs) == 0 {
-		return nil, fmt.Errorf("no network config at %s/config", prefix)
+	if l.Reserved() {
+		return "", fmt.Errorf("%s is a reservation (no etcd lease); remove it with 'weft leases release %s' if you mean to", own, own)
 	}
-	cfg, _, err := subnet.ParseConfig(resp.Kvs[0].Value)
-	if err != nil {
-		return nil, fmt.Errorf("%s/config: %w", prefix, err)
+	// An undecodable value names no owner: it is released like any other.
+	if publicIP.IsValid() && err == nil && l.Attrs.PublicIP != publicIP && l.Attrs.IPv6() != publicIP {
+		return "", fmt.Errorf("the lease of %s now belongs to %s, not %s: kept", own, l.Attrs.NodeIP(), publicIP)
 	}
-	return cfg, nil
-}
-
-// release deletes the node's lease key if it still advertises publicIP (when
-// given), and revokes its etcd lease. A reservation is kept: it is the
-// operator's, not the agent's.
-func release(ctx context.Context, cli *clientv3.Client, prefix string, own netip.Prefix, publicIP netip.Addr) (string, error) {
-	key := prefix + "/subnets/" + subnet.SubnetKey(own, netip.Prefix{})
-	resp, err := cli.Get(ctx, key)
-	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", key, err)
+	if err := ls.ReleaseLease(ctx, l); err != nil {
+		return "", err
 	}
-	if len(resp.Kvs) == 0 {
-		return "", nil
-	}
-	kv := resp.Kvs[0]
-	if kv.Lease == 0 {
-		return "", fmt.Errorf("%s is a reservation (no etcd lease); remove it with 'weft leases release %s' if you mean to", key, own)
-	}
-	if publicIP.IsValid() {
-		attrs, err := subnet.ParseLeaseAttrs(kv.Value)
-		if err == nil && attrs.PublicIP != publicIP {
-			return "", fmt.Errorf("%s now belongs to %s, not %s: kept", key, attrs.PublicIP, publicIP)
+	var sns []string
+	for _, p := range []netip.Prefix{l.Subnet, l.IPv6Subnet} {
+		if p.IsValid() {
+			sns = append(sns, p.String())
 		}
 	}
-	txn, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
-		Then(clientv3.OpDelete(key)).Commit()
-	if err != nil {
-		return "", fmt.Errorf("deleting %s: %w", key, err)
-	}
-	if !txn.Succeeded {
-		return "", fmt.Errorf("%s changed while it was being released; run the teardown again", key)
-	}
-	if _, err := cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !strings.Contains(err.Error(), "not found") {
-		return key, fmt.Errorf("revoking the etcd lease of %s: %w", key, err)
-	}
-	return key, nil
+	return strings.Join(sns, " "), nil
 }
 
-// removeKernelState deletes flannel.* VXLAN devices (their routes,
-// neighbours and FDB entries go with them) and routes to other subnets of
-// the networks through a gateway (host-gw, DirectRouting).
-func removeKernelState(networks []netip.Prefix, own netip.Prefix) (links, routes []string, err error) {
+// removeKernelState deletes flannel.* and flannel-v6.* VXLAN devices
+// (their routes, neighbours and FDB entries go with them) and routes of
+// either family to other subnets of the networks through a gateway
+// (host-gw, DirectRouting).
+func removeKernelState(networks []netip.Prefix, own, own6 netip.Prefix) (links, routes []string, err error) {
+	h, err := netlinkx.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer h.Close()
 	var errs []error
-	all, lerr := netlink.LinkList()
-	if lerr != nil && !errors.Is(lerr, netlink.ErrDumpInterrupted) {
-		return nil, nil, fmt.Errorf("listing links: %w", lerr)
+	all, err := h.Links()
+	if err != nil {
+		return nil, nil, err
 	}
 	for _, l := range all {
-		name := l.Attrs().Name
-		if l.Type() != "vxlan" || !(strings.HasPrefix(name, "flannel.") || strings.HasPrefix(name, "flannel-v6.")) {
+		if l.Type != "vxlan" || !(strings.HasPrefix(l.Name, "flannel.") || strings.HasPrefix(l.Name, "flannel-v6.")) {
 			continue
 		}
-		if err := netlink.LinkDel(l); err != nil {
-			errs = append(errs, fmt.Errorf("deleting %s: %w", name, err))
+		if err := h.DeleteLink(l.Index); err != nil {
+			errs = append(errs, fmt.Errorf("deleting %s: %w", l.Name, err))
 			continue
 		}
-		links = append(links, name)
+		links = append(links, l.Name)
 	}
 	if len(networks) == 0 {
 		return links, routes, errors.Join(errs...)
 	}
-	rs, rerr := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if rerr != nil && !errors.Is(rerr, netlink.ErrDumpInterrupted) {
-		return links, routes, errors.Join(append(errs, fmt.Errorf("listing routes: %w", rerr))...)
+	rs, err := h.Routes(netlinkx.MainTable, 0)
+	if err != nil {
+		return links, routes, errors.Join(append(errs, err)...)
 	}
 	for _, rt := range rs {
-		if rt.Dst == nil || rt.Gw == nil {
+		if !rt.Gw.IsValid() || rt.Dst == own || rt.Dst == own6 || !inAny(networks, rt.Dst) {
 			continue
 		}
-		dst, ok := netip.AddrFromSlice(rt.Dst.IP)
-		if !ok {
+		if err := h.DeleteRoute(rt); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("deleting the route to %s: %w", rt.Dst, err))
 			continue
 		}
-		ones, _ := rt.Dst.Mask.Size()
-		p := netip.PrefixFrom(dst.Unmap(), ones)
-		if p == own || !inAny(networks, p) {
-			continue
-		}
-		if err := netlink.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("deleting the route to %s: %w", p, err))
-			continue
-		}
-		routes = append(routes, p.String())
+		routes = append(routes, rt.Dst.String())
 	}
 	return links, routes, errors.Join(errs...)
 }

@@ -135,17 +135,16 @@ func (h *Host) FlannelConfList(t testing.TB, cniVersion string) *libcni.NetworkC
 }
 
 func (h *Host) confList(t testing.TB, cniVersion string, portmap bool) *libcni.NetworkConfigList {
-	plugins := []any{map[string]any{
-		"type":       "flannel",
-		"subnetFile": h.SubnetFile,
-		"dataDir":    h.DataDir,
-		"ipam":       map[string]any{"dataDir": h.IPAMDir},
-		"delegate":   map[string]any{"hairpinMode": true, "isDefaultGateway": true},
-	}}
-	if portmap {
-		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]any{"portMappings": true}})
+	t.Helper()
+	b, err := cniplugin.ConfList{
+		Name: "cbr0", CNIVersion: cniVersion,
+		SubnetFile: h.SubnetFile, DataDir: h.DataDir, IPAMDataDir: h.IPAMDir,
+		NoPortmap: !portmap,
+	}.Marshal()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return h.parseList(t, map[string]any{"name": "cbr0", "cniVersion": cniVersion, "plugins": plugins})
+	return h.parseBytes(t, b)
 }
 
 // DelegateConfList returns the configuration the flannel meta-plugin
@@ -187,6 +186,11 @@ func (h *Host) parseList(t testing.TB, v map[string]any) *libcni.NetworkConfigLi
 	if err != nil {
 		t.Fatal(err)
 	}
+	return h.parseBytes(t, b)
+}
+
+func (h *Host) parseBytes(t testing.TB, b []byte) *libcni.NetworkConfigList {
+	t.Helper()
 	l, err := libcni.ConfListFromBytes(b)
 	if err != nil {
 		t.Fatalf("parsing conflist %s: %v", b, err)
