@@ -402,3 +402,71 @@ func TestNetConfErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnNodeRegisteredAgain deletes this node's Node under a running
+// KeepLease and registers it again with another podCIDR, as a kubelet
+// would after the Node was deleted: the store reports the new lease and
+// writes the annotations and the condition again.
+func TestOwnNodeRegisteredAgain(t *testing.T) {
+	c := kubetest.Start(t, kubetest.Options{NoControllerManager: true})
+	netConf := filepath.Join(t.TempDir(), "net-conf.json")
+	if err := os.WriteFile(netConf, []byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.CreateNode(t, "self", kubetest.NodeOptions{PodCIDR: "10.244.1.0/24"})
+	api, err := NewAPI(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &logBuffer{}
+	s, err := New(Options{Client: api, NodeName: "self", NetConfPath: netConf, SetNodeNetworkUnavailable: true,
+		Logger: slog.New(slog.NewTextHandler(logs, nil)), ValidatorFor: registry.ValidateData})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cfg, err := s.GetNetworkConfig(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	attrs := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), BackendType: "host-gw"}
+	lease, err := s.AcquireLease(ctx, cfg, attrs, subnet.AcquireOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := make(chan subnet.Lease, 4)
+	go func() { _ = s.KeepLease(ctx, cfg, lease, time.Hour, func(l *subnet.Lease) { changed <- *l }) }()
+	eventually(t, "condition set", func() error {
+		for _, cnd := range getNode(t, c, "self").Status.Conditions {
+			if cnd.Type == corev1.NodeNetworkUnavailable && cnd.Status == corev1.ConditionFalse {
+				return nil
+			}
+		}
+		return fmt.Errorf("not yet")
+	})
+
+	c.DeleteNode(t, "self")
+	c.CreateNode(t, "self", kubetest.NodeOptions{PodCIDR: "10.244.9.0/24"})
+	select {
+	case l := <-changed:
+		if l.Subnet.String() != "10.244.9.0/24" || !l.Attrs.Equal(attrs) {
+			t.Errorf("new lease %+v", l)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("no new lease after the Node came back with another podCIDR; log:\n%s", logs)
+	}
+	eventually(t, "annotations and condition written again", func() error {
+		n := getNode(t, c, "self")
+		if n.Annotations[pfx+"kube-subnet-manager"] != "true" || n.Annotations[pfx+"public-ip"] != "192.0.2.1" || n.Annotations[pfx+"backend-type"] != "host-gw" {
+			return fmt.Errorf("annotations %v", n.Annotations)
+		}
+		for _, cnd := range n.Status.Conditions {
+			if cnd.Type == corev1.NodeNetworkUnavailable && cnd.Status == corev1.ConditionFalse {
+				return nil
+			}
+		}
+		return fmt.Errorf("conditions %+v", n.Status.Conditions)
+	})
+}
