@@ -354,12 +354,18 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 	snapshot := false // the watch's first batch has arrived
 	dirty := true     // the desired state changed since the last Set
 	bulk := 0         // leases changed since the last Set
+	// The subnets changed since the last Set, handed to the backend so that
+	// it looks at those alone (backend.State.Incremental); incremental is
+	// false when the backend must compare every peer (the first Set, a new
+	// own lease).
+	var changed []netip.Prefix
+	incremental := false
 	var failed logonce.Errors
 
 	handleEvents := func(evs []subnet.Event) {
 		first := !snapshot
 		snapshot = true
-		added, changed, removed := peers.apply(evs)
+		added, changedL, removed := peers.apply(evs)
 		if first {
 			a.log.Info("leases listed", "leases", peers.len())
 			for _, l := range added {
@@ -371,7 +377,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 					a.log.Info("peer added", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
 				}
 			}
-			for _, l := range changed {
+			for _, l := range changedL {
 				if l.Subnet != own.Subnet {
 					a.log.Info("peer changed", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
 				}
@@ -382,9 +388,14 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 				}
 			}
 		}
-		if n := len(added) + len(changed) + len(removed); n > 0 {
+		if n := len(added) + len(changedL) + len(removed); n > 0 {
 			dirty = true
 			bulk += n
+			for _, ls := range [][]subnet.Lease{added, changedL, removed} {
+				for i := range ls {
+					changed = append(changed, ls[i].Subnet)
+				}
+			}
 		}
 		a.m.LeasesKnown.Set(float64(peers.len()))
 	}
@@ -401,6 +412,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		}
 		a.setFirewallPolicy(l)
 		dirty = true
+		incremental = false
 	}
 
 	for {
@@ -443,7 +455,17 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		// per event. backend.State's contract: the backend skips the own
 		// subnet's lease and keeps nothing of the slice after Set.
 		state := backend.State{Own: own, Peers: peers.all()}
+		if incremental && !force {
+			// A resync or a foreign change compares every peer: a
+			// backstop should not rest on the bookkeeping it backs up.
+			state.Incremental, state.Changed = true, changed
+		}
 		err := a.be.Set(ctx, state)
+		changed = changed[:0]
+		if cap(changed) > bulkRelease {
+			changed = nil // a burst's list: let it go
+		}
+		incremental = true
 		took := time.Since(t0)
 		if first {
 			// Set returns once the kernel has acknowledged every entry.

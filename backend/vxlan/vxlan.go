@@ -370,6 +370,10 @@ func (b *Backend) ownsRoute(r netlinkx.Route, link int) bool {
 func (b *Backend) Set(ctx context.Context, s backend.State) error {
 	b.SetMu.Lock()
 	defer b.SetMu.Unlock()
+	// Until desired takes s, the changes s names are not in b.d: after a
+	// Set that returned early, the next one walks every peer.
+	incremental := s.Incremental && !b.d.missed
+	b.d.missed = true
 	if err := b.Begin(ctx, s); err != nil {
 		return err
 	}
@@ -385,7 +389,8 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 			return err
 		}
 	}
-	b.desired(s)
+	b.desired(s, incremental)
+	b.d.missed = false
 	var st netlinkx.Stats
 	var err error
 	if b.d.full {
@@ -402,12 +407,23 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 // to the peer set s, and records in b.d.delta the keys it changed. When the
 // own subnet, the device or the underlay's prefixes changed since the last
 // Set it starts from nothing; otherwise it derives entries only for the
-// peers whose lease changed.
-func (b *Backend) desired(s backend.State) {
+// peers whose lease changed: with incremental, only for those s.Changed
+// names.
+func (b *Backend) desired(s backend.State, incremental bool) {
 	d := &b.d
 	basis := basis{own: s.Own.Subnet, link: b.link.Index, ext: fmt.Sprint(b.extPrefix)}
 	if d.recs == nil || d.basis != basis {
 		d.reset(basis, b.ext.Index)
+	}
+	if incremental && !d.full {
+		// Only the named peers; every other one is as the last Set left it.
+		for _, sn := range s.Changed {
+			if sn != s.Own.Subnet {
+				b.derivePeer(sn, leaseGroup(s.Peers, sn))
+			}
+		}
+		d.resolve()
+		return
 	}
 	peers := s.Peers
 	if !slices.IsSortedFunc(peers, compareLease) {
@@ -430,18 +446,7 @@ func (b *Backend) desired(s backend.State) {
 			continue
 		}
 		seen++
-		rec := d.recs[p.Subnet]
-		if rec != nil {
-			rec.seen = d.gen
-			if rec.same(group) {
-				continue
-			}
-		}
-		d.retract(p.Subnet, rec)
-		rec = b.derive(group)
-		rec.seen = d.gen
-		d.recs[p.Subnet] = rec
-		d.contribute(p.Subnet, rec)
+		b.derivePeer(p.Subnet, group)
 	}
 	if seen < len(d.recs) {
 		for sn, rec := range d.recs {
@@ -452,6 +457,41 @@ func (b *Backend) desired(s backend.State) {
 		}
 	}
 	d.resolve()
+}
+
+// derivePeer brings the desired state for subnet sn to group, the leases
+// of Peers that claim it (none: the peer is gone), and marks it seen.
+func (b *Backend) derivePeer(sn netip.Prefix, group []subnet.Lease) {
+	d := &b.d
+	rec := d.recs[sn]
+	if len(group) == 0 {
+		if rec != nil {
+			d.retract(sn, rec)
+			delete(d.recs, sn)
+		}
+		return
+	}
+	if rec != nil {
+		rec.seen = d.gen
+		if rec.same(group) {
+			return
+		}
+	}
+	d.retract(sn, rec)
+	rec = b.derive(group)
+	rec.seen = d.gen
+	d.recs[sn] = rec
+	d.contribute(sn, rec)
+}
+
+// leaseGroup returns the leases of peers (sorted by subnet) for sn.
+func leaseGroup(peers []subnet.Lease, sn netip.Prefix) []subnet.Lease {
+	i, _ := slices.BinarySearchFunc(peers, sn, func(l subnet.Lease, p netip.Prefix) int { return comparePrefix(l.Subnet, p) })
+	j := i
+	for j < len(peers) && peers[j].Subnet == sn {
+		j++
+	}
+	return peers[i:j]
 }
 
 // compareLease orders leases by subnet.
@@ -539,6 +579,7 @@ type desiredState struct {
 	want    netlinkx.Entries
 	delta   netlinkx.Delta
 	full    bool // the next Sync compares everything (want was rebuilt)
+	missed  bool // a Set returned before taking its peers (see Set)
 	touched map[netlinkx.MAC]bool
 	extIdx  int // the underlay's index, for DirectRouting routes
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -524,6 +525,85 @@ func TestIncrementalMatchesScratch(t *testing.T) {
 					t.Fatalf("%s seed %d step %d: state\n%s\nfrom scratch:\n%s", opts, seed, step, got, want)
 				}
 				fresh.b.Close()
+			}
+		}
+	}
+}
+
+// TestChangedMatchesScratch is TestIncrementalMatchesScratch for a caller
+// that names the changed subnets (backend.State.Incremental): after each
+// step the kernel matches a backend that derived the same set from nothing,
+// and a Set that failed before it took its state (a cancelled context) does
+// not lose the changes it named.
+func TestChangedMatchesScratch(t *testing.T) {
+	variant := func(rng *rand.Rand, i int) subnet.Lease {
+		p := peer(i, rng.IntN(3) == 0)
+		switch rng.IntN(8) {
+		case 0: // another node's MAC
+			p.Attrs.BackendData = peer(2+rng.IntN(6), false).Attrs.BackendData
+		case 1:
+			p.Attrs.PublicIP = netip.MustParseAddr("127.0.0.1")
+		}
+		return p
+	}
+	groups := func(ps []subnet.Lease) map[netip.Prefix]string {
+		m := map[netip.Prefix]string{}
+		for _, p := range ps {
+			m[p.Subnet] += fmt.Sprintf("%s %s;", p.Attrs.PublicIP, p.Attrs.BackendData)
+		}
+		return m
+	}
+	for _, opts := range []string{`{"Type":"vxlan"}`, `{"Type":"vxlan","DirectRouting":true}`} {
+		for seed := range uint64(10) {
+			rng := rand.New(rand.NewPCG(seed, 11))
+			r := newRig(t, nil, opts)
+			var prev []subnet.Lease
+			for step := range 16 {
+				ps := slices.Clone(prev)
+				for range 1 + rng.IntN(3) { // a few changes: add, replace or remove one subnet
+					i := 2 + rng.IntN(8)
+					sn := peer(i, false).Subnet
+					ps = slices.DeleteFunc(ps, func(l subnet.Lease) bool { return l.Subnet == sn })
+					if rng.IntN(4) > 0 {
+						ps = append(ps, variant(rng, i))
+						if rng.IntN(8) == 0 { // a second holder of the subnet
+							ps = append(ps, variant(rng, i))
+						}
+					}
+				}
+				slices.SortStableFunc(ps, compareLease)
+				was, now := groups(prev), groups(ps)
+				var changed []netip.Prefix
+				for sn, g := range now {
+					if was[sn] != g {
+						changed = append(changed, sn)
+					}
+				}
+				for sn := range was {
+					if _, ok := now[sn]; !ok {
+						changed = append(changed, sn)
+					}
+				}
+				st := backend.State{Own: r.own, Peers: ps, Incremental: step > 0, Changed: changed}
+				if rng.IntN(6) == 0 {
+					ctx, cancel := context.WithCancel(context.Background())
+					cancel()
+					if err := r.b.Set(ctx, st); err == nil {
+						t.Fatal("Set with a cancelled context succeeded")
+					}
+					st.Changed = nil // the next Set names nothing, yet must catch up
+				}
+				errInc := r.b.Set(context.Background(), st)
+				fresh := newRig(t, nil, opts)
+				errScratch := fresh.set(t, ps)
+				if fmt.Sprint(errInc) != fmt.Sprint(errScratch) {
+					t.Fatalf("%s seed %d step %d: error\n%v\nfrom scratch:\n%v", opts, seed, step, errInc, errScratch)
+				}
+				if got, want := r.fake.Dump(), fresh.fake.Dump(); got != want {
+					t.Fatalf("%s seed %d step %d: state\n%s\nfrom scratch:\n%s", opts, seed, step, got, want)
+				}
+				fresh.b.Close()
+				prev = ps
 			}
 		}
 	}
