@@ -33,6 +33,9 @@ import (
 //	                            bridge -batch
 //	BenchmarkBurst4000          4,000 leases arriving at once at an agent with 1,000
 //	BenchmarkOneChange5000      one lease added and removed with 5,000 present
+//	BenchmarkStream4000         the burst's 4,000 leases written one by one by
+//	                            a writer process (stream_bench_test.go)
+//	BenchmarkStreamPerLease     CPU per lease streamed onto 1,000, 5,000, 20,000
 //
 // Run: go test -run '^$' -bench . -benchtime 3x ./cmd/weftd/
 //
