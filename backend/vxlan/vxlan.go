@@ -709,6 +709,9 @@ type peerRec struct {
 	owns   bool  // its tunnel entries are in the desired state
 	seen   uint64
 	name   string // the lease's key and public address, for messages
+	// other is the lease's subnet of the other family: with this one, it
+	// makes the key that name holds.
+	other netip.Prefix
 }
 
 // derivePeer brings the desired state for subnet sn to group, the leases
@@ -770,7 +773,15 @@ func (t *tunnel) same(rec *peerRec, g []subnet.Lease) bool {
 		return false // rare: derive the errors again
 	}
 	p := &g[0]
-	return t.publicIP(p) == rec.ip && p.Attrs.BackendType == rec.typ && string(t.data(p)) == rec.data
+	return t.publicIP(p) == rec.ip && p.Attrs.BackendType == rec.typ && string(t.data(p)) == rec.data && t.otherSubnetOf(p) == rec.other
+}
+
+// otherSubnetOf returns the lease's subnet of the other family.
+func (t *tunnel) otherSubnetOf(l *subnet.Lease) netip.Prefix {
+	if t.six {
+		return l.Subnet
+	}
+	return l.IPv6Subnet
 }
 
 // derive validates a peer (a group of leases for one subnet, normally one)
@@ -779,7 +790,7 @@ func (t *tunnel) derive(g []subnet.Lease) *peerRec {
 	p := &g[0]
 	ip := t.publicIP(p)
 	sn := t.subnetOf(p)
-	rec := &peerRec{ip: ip, typ: p.Attrs.BackendType, data: string(t.data(p)), dup: len(g)}
+	rec := &peerRec{ip: ip, typ: p.Attrs.BackendType, data: string(t.data(p)), dup: len(g), other: t.otherSubnetOf(p)}
 	what := "PublicIP"
 	if t.six {
 		what = "PublicIPv6"
