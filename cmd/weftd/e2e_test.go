@@ -52,6 +52,11 @@ func buildWeftd(t testing.TB) string {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(streamWriterEnv) != "" {
+		// Not a test run: the lease writer process of the streamed
+		// benchmarks (bench_test.go), re-executed from this binary.
+		os.Exit(runStreamWriter())
+	}
 	code := m.Run()
 	if weftdBin != "" {
 		os.RemoveAll(filepath.Dir(weftdBin))
