@@ -18,6 +18,7 @@ type Metrics struct {
 	WatchRestarts   prometheus.Counter
 	EtcdLatency     *prometheus.HistogramVec
 	LeaseChanges    prometheus.Counter
+	BackendInfo     *prometheus.GaugeVec
 }
 
 // NewMetrics creates and registers the agent's metrics.
@@ -50,9 +51,12 @@ func NewMetrics() *Metrics {
 		LeaseChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_own_lease_changes_total", Help: "Times this node's lease was lost and acquired again.",
 		}),
+		BackendInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "weft_backend_info", Help: "Always 1, labelled with the backend type and its engine (kernel, or userspace for wireguard-go).",
+		}, []string{"backend", "engine"}),
 	}
 	m.Registry.MustRegister(m.LeasesKnown, m.PeersProgrammed, m.ReconcileRuns, m.ReconcileErrors,
-		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges,
+		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges, m.BackendInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

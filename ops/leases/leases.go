@@ -30,6 +30,12 @@ type Row struct {
 	PublicIP   string `json:"publicIP,omitempty"`
 	Backend    string `json:"backendType,omitempty"`
 	VtepMAC    string `json:"vtepMAC,omitempty"`
+	// PublicKey is a wireguard lease's public key.
+	PublicKey string `json:"publicKey,omitempty"`
+	// Engine is what carries the node's traffic: "userspace" for a Weft
+	// wireguard node on wireguard-go, otherwise "kernel" (flanneld's
+	// wireguard, vxlan, host-gw).
+	Engine string `json:"engine,omitempty"`
 	// Reservation is true for a key with no etcd lease.
 	Reservation bool `json:"reservation"`
 	// EtcdLease is the etcd lease ID (hex, as etcdctl prints it).
@@ -153,10 +159,19 @@ func parseLease(name string, value []byte, etcdLease int64) (*subnet.Lease, *Row
 	}
 	row.Backend = attrs.BackendType
 	var bd struct {
-		VtepMAC string `json:"VtepMAC"`
+		VtepMAC   string `json:"VtepMAC"`
+		PublicKey string `json:"PublicKey"`
+		Engine    string `json:"Engine"`
 	}
-	if len(attrs.BackendData) > 0 && json.Unmarshal(attrs.BackendData, &bd) == nil {
-		row.VtepMAC = bd.VtepMAC
+	data := attrs.BackendData
+	if len(data) == 0 {
+		data = attrs.BackendV6Data
+	}
+	if len(data) > 0 && json.Unmarshal(data, &bd) == nil {
+		row.VtepMAC, row.PublicKey, row.Engine = bd.VtepMAC, bd.PublicKey, bd.Engine
+	}
+	if row.Engine == "" && row.Backend != "" {
+		row.Engine = "kernel"
 	}
 	return l, row
 }
@@ -211,7 +226,7 @@ func RenderTable(w io.Writer, rep *Report) error {
 	if len(rep.Leases) == 0 {
 		return tw.Flush()
 	}
-	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tVTEP MAC\tEXPIRES IN\tVALID")
+	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tENGINE\tVTEP MAC / PUBLIC KEY\tEXPIRES IN\tVALID")
 	for _, r := range rep.Leases {
 		subnet := r.Subnet
 		if subnet == "" {
@@ -224,7 +239,11 @@ func RenderTable(w io.Writer, rep *Report) error {
 		if r.Invalid != "" {
 			valid = "INVALID: " + r.Invalid
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", subnet, dash(r.PublicIP), dash(r.Backend), dash(r.VtepMAC), FormatExpiry(r), valid)
+		id := r.VtepMAC
+		if id == "" {
+			id = r.PublicKey
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", subnet, dash(r.PublicIP), dash(r.Backend), dash(r.Engine), dash(id), FormatExpiry(r), valid)
 	}
 	return tw.Flush()
 }
