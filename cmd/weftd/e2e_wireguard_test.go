@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/ops/teardown"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 	"github.com/weftnet/weft/test/cnitest"
@@ -345,5 +346,22 @@ func TestE2EWireGuard(t *testing.T) {
 	}
 	if _, err := pods[h1].Exec("ping", "-n", "-c1", "-W1", pods[h2].Addr.Addr().String()); err != nil {
 		t.Errorf("host1's pod no longer reaches host2's pod after host3 left: %v", err)
+	}
+
+	// Decommissioning host3 removes its persistent TUN (and the route
+	// with it).
+	var rep *teardown.Report
+	if err := h3.ns.Do(func() error {
+		var err error
+		rep, err = teardown.Run(context.Background(), teardown.Options{SubnetFile: h3.envPath})
+		return err
+	}); err != nil {
+		t.Errorf("teardown of host3: %v", err)
+	}
+	if rep == nil || !slices.Contains(rep.Links, "flannel-wg") {
+		t.Errorf("teardown report %+v lacks flannel-wg", rep)
+	}
+	if out, err := h3.ns.Exec("ip", "link", "show", "flannel-wg"); err == nil {
+		t.Errorf("flannel-wg still there after teardown: %s", out)
 	}
 }

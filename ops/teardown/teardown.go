@@ -1,6 +1,6 @@
 // Package teardown removes what weftd set up on a node, for decommissioning
 // it: the node's lease in etcd, the VXLAN device (with its routes,
-// neighbours and FDB entries) or the host-gw routes, the iptables chains,
+// neighbours and FDB entries), the WireGuard device or the host-gw routes, the iptables chains,
 // and subnet.env. It works in the network namespace of the calling thread.
 // A plain agent stop never does any of this: only an explicit teardown does.
 package teardown
@@ -179,7 +179,8 @@ func release(ctx context.Context, cli *clientv3.Client, prefix string, own netip
 }
 
 // removeKernelState deletes flannel.* VXLAN devices (their routes,
-// neighbours and FDB entries go with them) and routes to other subnets of
+// neighbours and FDB entries go with them), the WireGuard devices
+// flannel-wg and flannel-wg-v6 (with their route), and routes to other subnets of
 // the networks through a gateway (host-gw, DirectRouting).
 func removeKernelState(networks []netip.Prefix, own netip.Prefix) (links, routes []string, err error) {
 	var errs []error
@@ -189,7 +190,11 @@ func removeKernelState(networks []netip.Prefix, own netip.Prefix) (links, routes
 	}
 	for _, l := range all {
 		name := l.Attrs().Name
-		if l.Type() != "vxlan" || !(strings.HasPrefix(name, "flannel.") || strings.HasPrefix(name, "flannel-v6.")) {
+		vxlan := l.Type() == "vxlan" && (strings.HasPrefix(name, "flannel.") || strings.HasPrefix(name, "flannel-v6."))
+		// The wireguard backend's device: a kernel WireGuard link, or the
+		// userspace engine's persistent TUN.
+		wireguard := (name == "flannel-wg" || name == "flannel-wg-v6") && (l.Type() == "wireguard" || l.Type() == "tuntap" || l.Type() == "tun")
+		if !vxlan && !wireguard {
 			continue
 		}
 		if err := netlink.LinkDel(l); err != nil {
