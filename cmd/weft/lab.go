@@ -35,11 +35,11 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "up":
 		fs.IntVar(&o.Hosts, "hosts", 3, "number of hosts")
 		fs.IntVar(&o.Pods, "pods", 2, "pods per host")
-		fs.StringVar(&o.Backend, "backend", "vxlan", "backend: vxlan or host-gw")
+		fs.StringVar(&o.Backend, "backend", "vxlan", "backend: vxlan, host-gw or wireguard")
 		fs.StringVar(&network, "network", "10.244.0.0/16", "the cluster network")
 		fs.StringVar(&o.BinDir, "bin-dir", "", "directory holding weftd, flannel, bridge and host-local (default: weft's own directory)")
 		fs.DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
-		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw] [--network 10.244.0.0/16] [--bin-dir DIR]", "state-dir", "prefix")
+		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw|wireguard] [--network 10.244.0.0/16] [--bin-dir DIR]", "state-dir", "prefix")
 	case "status", "check", "down":
 		setUsage(fs, "weft lab "+verb, "state-dir", "prefix")
 	default:

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -287,6 +288,7 @@ func TestNetworkConfig(t *testing.T) {
 	for _, tc := range []struct{ backend, want string }{
 		{"vxlan", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
 		{"host-gw", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
+		{"wireguard", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"wireguard"}}`},
 	} {
 		got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.backend)
 		if got != tc.want {
@@ -295,5 +297,20 @@ func TestNetworkConfig(t *testing.T) {
 		if cfg, _, err := subnet.ParseConfig([]byte(got)); err != nil || cfg.BackendType != tc.backend {
 			t.Errorf("networkConfig(%s) does not parse as a %s config: %v", tc.backend, tc.backend, err)
 		}
+	}
+}
+
+// TestWeftdEnvPerHost: each host of a lab gets its own WireGuard key file
+// and UAPI socket directory (they share /run).
+func TestWeftdEnvPerHost(t *testing.T) {
+	base := []string{"PATH=/usr/bin"}
+	a := weftdEnv(base, Host{DataDir: "/lab/h1"})
+	b := weftdEnv(base, Host{DataDir: "/lab/h2"})
+	want := []string{"PATH=/usr/bin", "WIREGUARD_KEY_FILE=/lab/h1/wgkey", "WEFT_WIREGUARD_SOCKET_DIR=/lab/h1/wireguard"}
+	if !slices.Equal(a, want) {
+		t.Errorf("weftdEnv = %q, want %q", a, want)
+	}
+	if slices.Equal(a, b) {
+		t.Errorf("two hosts share one environment: %q", a)
 	}
 }
