@@ -65,7 +65,7 @@ func run(ctx context.Context, section, bin, out, stateDir, prefix string) error 
 		ms, err = b.LabUp(ctx, 3)
 	case "dataplane":
 		title = report.SecDataPlane
-		ms, err = each([]string{"vxlan", "host-gw"}, func(backend string) ([]report.Measurement, error) {
+		ms, err = each([]string{"vxlan", "host-gw", "wireguard"}, func(backend string) ([]report.Measurement, error) {
 			return b.DataPlane(ctx, backend, 5, 3)
 		})
 	case "convergence":
@@ -79,9 +79,14 @@ func run(ctx context.Context, section, bin, out, stateDir, prefix string) error 
 	case "idle":
 		title = report.SecScale
 		ms, err = b.Idle(ctx, []int{1000, 5000}, 5*time.Second)
+		if err == nil {
+			var wg []report.Measurement
+			wg, err = b.IdleWireGuard(ctx, 100, 5*time.Second)
+			ms = append(ms, wg...)
+		}
 	case "restart":
 		title = report.SecRestart
-		ms, err = each([]string{"vxlan", "host-gw"}, func(backend string) ([]report.Measurement, error) {
+		ms, err = each([]string{"vxlan", "host-gw", "wireguard"}, func(backend string) ([]report.Measurement, error) {
 			return b.Restart(ctx, backend)
 		})
 	default:

@@ -1,0 +1,134 @@
+package labbench
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/weftnet/weft/bench/report"
+	"github.com/weftnet/weft/ops/lab"
+	"github.com/weftnet/weft/subnet"
+)
+
+// IdleWireGuard fills the etcd of a one-host wireguard lab with n synthetic
+// wireguard peers (fresh keys, public addresses in 172.31.0.0/16, which no
+// route of the lab host reaches: the handshakes the engine starts to each
+// new peer fail locally and never leave it), waits until the host's device
+// has them all, lets it settle, and measures its agent's CPU over window and
+// its resident memory.
+func (b *Bench) IdleWireGuard(ctx context.Context, n int, window time.Duration) ([]report.Measurement, error) {
+	st, upCmd, _, err := b.Up(ctx, 1, 0, "wireguard", "--network", scaleNetwork)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Down()
+	h := st.Hosts[0]
+	pid := 0
+	for _, p := range st.Procs {
+		if p.Name == h.Name {
+			pid = p.PID
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the lab's etcd: %w", err)
+	}
+	defer cli.Close()
+	var ops []clientv3.Op
+	for i := range n {
+		k, v, err := wireguardLease(i)
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, clientv3.OpPut(k, v))
+	}
+	t0 := time.Now()
+	if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return nil, fmt.Errorf("writing synthetic leases: %w", err)
+	}
+	sock := filepath.Join(h.DataDir, "wireguard", "flannel-wg.sock")
+	got := 0
+	for deadline := time.Now().Add(time.Minute); ; {
+		if got, err = countPeers(sock); err == nil && got >= n {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("%s's device has %d of %d peers after a minute (%v)", h.Name, got, n, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	prog := time.Since(t0)
+	time.Sleep(2 * time.Second)
+	c0, _, err := procCPU(pid)
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(window)
+	c1, rss, err := procCPU(pid)
+	if err != nil {
+		return nil, err
+	}
+	idle := (c1 - c0) / window.Seconds() * 100
+	b.say("wireguard, %d peers: programmed in %s, idle CPU %.2f%%, RSS %.1f MB", n, prog.Round(time.Millisecond), idle, rss)
+	cmd := upCmd + "; synthetic wireguard leases put into its etcd (bench/labbench/wireguard.go); CPU from /proc/PID/stat of host1's weftd"
+	what := fmt.Sprintf("wireguard (userspace engine), lab host's agent with %d peers", n)
+	return []report.Measurement{
+		{What: what + ": idle CPU over " + window.String(), Unit: "% of a CPU", Stat: "median", Samples: []float64{idle}, Command: cmd,
+			Note: "includes wireguard-go's handshake retries to the unreachable synthetic peers"},
+		{What: what + ": resident memory", Unit: "MB", Stat: "median", Samples: []float64{rss}, Command: cmd},
+		{What: fmt.Sprintf("%s: leases put into etcd → all on its device", what), Unit: "ms", Stat: "median", Samples: []float64{ms(prog)}, Command: cmd},
+	}, nil
+}
+
+// wireguardLease returns the key and value of the i-th synthetic wireguard
+// peer: subnet 10.x.y.0/24 from i+1, public IP in 172.31.0.0/16, a fresh
+// key.
+func wireguardLease(i int) (string, string, error) {
+	n := i + 1
+	sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), 0}), 24)
+	pub := netip.AddrFrom4([4]byte{172, 31, byte(n >> 8), byte(n)})
+	k, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		return "", "", err
+	}
+	attrs := subnet.LeaseAttrs{PublicIP: pub, BackendType: "wireguard",
+		BackendData: []byte(`{"PublicKey":"` + k.PublicKey().String() + `","Port":51820}`)}
+	v, err := attrs.Marshal()
+	return lab.EtcdPrefix + "/subnets/" + subnet.SubnetKey(sn, netip.Prefix{}), string(v), err
+}
+
+// countPeers asks a userspace engine's UAPI socket how many peers its
+// device has.
+func countPeers(sock string) (int, error) {
+	c, err := net.DialTimeout("unix", sock, time.Second)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "get=1\n\n"); err != nil {
+		return 0, err
+	}
+	n := 0
+	sc := bufio.NewScanner(c)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "public_key=") {
+			n++
+		}
+		if strings.HasPrefix(line, "errno=") {
+			return n, nil
+		}
+	}
+	return n, fmt.Errorf("UAPI answer from %s ended early: %v", sock, sc.Err())
+}
