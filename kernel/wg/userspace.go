@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
@@ -39,13 +40,25 @@ func newUserspace(name string, tdev tun.Device, bind conn.Bind, d Device, socket
 		log = slog.New(slog.DiscardHandler)
 	}
 	wlog := log.With("wireguard-go", name)
+	errs := &onceEvery{every: time.Minute, last: map[string]time.Time{}}
 	logger := &device.Logger{
 		Verbosef: func(format string, args ...any) {
 			if wlog.Enabled(context.Background(), slog.LevelDebug) {
 				wlog.Debug(fmt.Sprintf(format, args...))
 			}
 		},
-		Errorf: func(format string, args ...any) { wlog.Warn(fmt.Sprintf(format, args...)) },
+		// wireguard-go reports per-packet failures as errors (a handshake
+		// to an unreachable peer, every 5 s per peer): each kind once a
+		// minute at warning level, the rest at debug level.
+		Errorf: func(format string, args ...any) {
+			level := slog.LevelDebug
+			if errs.due(format) {
+				level = slog.LevelWarn
+			}
+			if wlog.Enabled(context.Background(), level) {
+				wlog.Log(context.Background(), level, fmt.Sprintf(format, args...))
+			}
+		},
 	}
 	u := &userspace{name: name, dev: device.NewDevice(tdev, bind, logger), log: log, done: make(chan struct{})}
 	if err := u.dev.IpcSet(deviceSet(d)); err != nil {
@@ -163,4 +176,23 @@ func (u *userspace) Close() error {
 		u.dev.Close()
 	})
 	return nil
+}
+
+// onceEvery tells whether a kind of message is due again: at most once
+// every period per kind.
+type onceEvery struct {
+	mu    sync.Mutex
+	every time.Duration
+	last  map[string]time.Time
+}
+
+func (o *onceEvery) due(kind string) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := time.Now()
+	if t, ok := o.last[kind]; ok && now.Sub(t) < o.every {
+		return false
+	}
+	o.last[kind] = now
+	return true
 }

@@ -356,3 +356,14 @@ func TestKernelEngineCalls(t *testing.T) {
 		t.Error("Close did not close the client")
 	}
 }
+
+func TestOnceEvery(t *testing.T) {
+	o := &onceEvery{every: time.Hour, last: map[string]time.Time{}}
+	if !o.due("a %v") || o.due("a %v") || !o.due("b %v") {
+		t.Error("each kind is due once per period")
+	}
+	o.last["a %v"] = time.Now().Add(-2 * time.Hour)
+	if !o.due("a %v") {
+		t.Error("a kind is due again after the period")
+	}
+}
