@@ -81,7 +81,7 @@ func run(ctx context.Context, section, bin, out, stateDir, prefix string) error 
 		ms, err = b.Idle(ctx, []int{1000, 5000}, 5*time.Second)
 		if err == nil {
 			var wg []report.Measurement
-			wg, err = b.IdleWireGuard(ctx, 100, 5*time.Second)
+			wg, err = b.IdleWireGuard(ctx, 100, 10*time.Second)
 			ms = append(ms, wg...)
 		}
 	case "restart":
