@@ -202,6 +202,44 @@ func TestE2EWireGuard(t *testing.T) {
 	}
 	pingMatrix()
 
+	// A peer lease with a malformed key, and one with a malformed port:
+	// each logged once by every agent and skipped; the devices keep their
+	// two good peers.
+	for k, v := range map[string]string{
+		"10.244.250.0-24": `{"PublicIP":"` + h1.addr.Next().Next().Next().String() + `","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"not-a-key","Port":51820}}`,
+		"10.244.251.0-24": `{"PublicIP":"` + h1.addr.Next().Next().Next().String() + `","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"CdgE0xWbN2Npyy6Xmvd0xTutE7sM63Mb1Z1fM+PEdTc=","Port":"51820"}}`,
+	} {
+		if _, err := c.etcd.Client().Put(context.Background(), "/coreos.com/network/subnets/"+k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range c.hosts {
+		eventually(t, 10*time.Second, h.name+" logs the bad leases", func() error {
+			log, _ := os.ReadFile(h.logPath)
+			for _, k := range []string{"10.244.250.0-24", "10.244.251.0-24"} {
+				if skipLines(string(log), k) == 0 {
+					return fmt.Errorf("no log line for %s", k)
+				}
+			}
+			return nil
+		})
+	}
+	// Two resyncs (-resync-interval 2s) later, still once each.
+	time.Sleep(4500 * time.Millisecond)
+	for _, h := range c.hosts {
+		log, _ := os.ReadFile(h.logPath)
+		for _, k := range []string{"10.244.250.0-24", "10.244.251.0-24"} {
+			if n := skipLines(string(log), k); n != 1 || linesWith(string(log), k) != 1 {
+				t.Errorf("%s logged the bad lease %s %d times, want once", h.name, k, n)
+			}
+		}
+		peers, err := wgPeers(sockDirs[h])
+		if err != nil || len(peers) != 2 {
+			t.Errorf("%s: peers with bad leases around: %v, %v", h.name, peers, err)
+		}
+	}
+	pingMatrix()
+
 	// The capture. First a control: a marker sent in clear over the
 	// underlay is seen, so that its absence later means something.
 	marker := []byte("WEFT-SECRET-7f3a") // 16 bytes: ping -p's largest pattern
@@ -364,4 +402,26 @@ func TestE2EWireGuard(t *testing.T) {
 	if out, err := h3.ns.Exec("ip", "link", "show", "flannel-wg"); err == nil {
 		t.Errorf("flannel-wg still there after teardown: %s", out)
 	}
+}
+
+// skipLines counts the log lines that skip the lease with the given key.
+func skipLines(log, key string) int {
+	n := 0
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `msg="skipping invalid lease"`) && strings.Contains(line, "key=/coreos.com/network/subnets/"+key+" ") {
+			n++
+		}
+	}
+	return n
+}
+
+// linesWith counts the log lines that mention s.
+func linesWith(log, s string) int {
+	n := 0
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
 }
