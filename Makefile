@@ -7,6 +7,11 @@
 #                              directives), never downloaded prebuilt.
 # `make install` copies weftd and weft to $(BINDIR), flannel and the delegate
 # plugins to $(CNI_BIN_DIR), both under $(DESTDIR).
+#
+# Our programs carry VERSION (`weftd -version`): `git describe --always
+# --dirty` of the checkout by default. Outside a git checkout (a source
+# tarball) give it on the command line, `make VERSION=v0.2.0`; without one
+# the programs report "devel", which is what an unstamped build is.
 
 GO          ?= go
 BIN         ?= bin
@@ -14,7 +19,12 @@ PREFIX      ?= /usr/local
 BINDIR      ?= $(PREFIX)/bin
 CNI_BIN_DIR ?= /opt/cni/bin
 DESTDIR     ?=
-GOFLAGS_BUILD ?= -trimpath -ldflags=-s
+GOFLAGS_BUILD ?= -trimpath
+# Linker flags of every build; our own programs add the version stamp.
+LDFLAGS       ?= -s
+VERSION       ?= $(shell git describe --always --dirty 2>/dev/null)
+VERSION_VAR   := github.com/weftnet/weft/internal/version.Version
+OWN_LDFLAGS   := $(strip $(LDFLAGS) $(if $(VERSION),-X $(VERSION_VAR)=$(VERSION)))
 export CGO_ENABLED ?= 0
 
 # Our programs, built when their directory exists.
@@ -41,10 +51,10 @@ tools: $(addprefix $(BIN)/,$(TOOLS))
 
 # Go decides what is stale; make just always asks it.
 $(addprefix $(BIN)/,$(OWN_CMDS)): $(BIN)/%: FORCE
-	$(GO) build $(GOFLAGS_BUILD) -o $@ ./cmd/$*
+	$(GO) build $(GOFLAGS_BUILD) -ldflags='$(OWN_LDFLAGS)' -o $@ ./cmd/$*
 
 $(addprefix $(BIN)/,$(TOOLS)): $(BIN)/%: FORCE
-	$(GO) build $(GOFLAGS_BUILD) -o $@ $(CNI_PKG_$*)
+	$(GO) build $(GOFLAGS_BUILD) -ldflags='$(LDFLAGS)' -o $@ $(CNI_PKG_$*)
 
 install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(CNI_BIN_DIR)

@@ -1,6 +1,6 @@
 // Package agent is the node agent's lifecycle: choose the external interface,
 // read the network config, lease a subnet and keep it, start the backend,
-// write subnet.env, keep the iptables rules, fold lease events into peer sets
+// write subnet.env, keep the firewall rules (iptables or nftables), fold lease events into peer sets
 // for the backend, and serve health and metrics. It owns every goroutine it
 // starts; when its context ends it stops them and leaves the data plane in
 // place, so that a restarted agent picks it up without dropping traffic.
@@ -13,21 +13,19 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/netip"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/firewall"
+	"github.com/weftnet/weft/internal/logonce"
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
-
-// Firewall keeps the node's iptables rules. Ensure is idempotent and cheap
-// when the rules are already in place.
-type Firewall interface {
-	Ensure(ctx context.Context, network, own netip.Prefix) error
-}
 
 // Options configure the agent. Manager and Backends are required.
 type Options struct {
@@ -37,6 +35,12 @@ type Options struct {
 	Backends func(name string) (backend.Spec, error)
 	// Iface chooses the external interface.
 	Iface IfaceOptions
+	// External, if set, is the external interface to use, and Iface is not
+	// consulted (tests give the interface of a fake netlink).
+	External *backend.ExternalInterface
+	// IPForwardFile is the sysctl file through which the agent turns IPv4
+	// forwarding on (default /proc/sys/net/ipv4/ip_forward).
+	IPForwardFile string
 	// SubnetFile is where subnet.env is written.
 	SubnetFile string
 	// RenewMargin: the lease is refreshed when less than this is left.
@@ -45,8 +49,15 @@ type Options struct {
 	LeaseTTL time.Duration
 	// IPMasq says whether the masquerade rules are wanted (FLANNEL_IPMASQ).
 	IPMasq bool
-	// Firewall keeps the iptables rules; nil keeps none.
-	Firewall Firewall
+	// ForwardRules says whether the forward rules are wanted
+	// (-iptables-forward-rules).
+	ForwardRules bool
+	// Firewall opens the firewall of a mode; the network config's
+	// EnableNFTables chooses the mode, and the other mode's rules are
+	// removed once the chosen one's are in place. A mode whose command is
+	// missing returns an error wrapping firewall.ErrNotInstalled. nil keeps
+	// no rules.
+	Firewall func(firewall.Mode) (firewall.Firewall, error)
 	// FirewallResync is how often the rules are checked and restored.
 	FirewallResync time.Duration
 	// Resync is how often the backend compares the kernel with the desired
@@ -69,6 +80,7 @@ type Agent struct {
 	cfg *subnet.Config
 	ext backend.ExternalInterface
 	be  backend.Backend
+	fw  *firewall.Keeper // nil without a firewall
 
 	mu  sync.Mutex
 	own subnet.Lease
@@ -110,6 +122,9 @@ func New(o Options) (*Agent, error) {
 	if o.SubnetFile == "" {
 		o.SubnetFile = subnetenv.DefaultPath
 	}
+	if o.IPForwardFile == "" {
+		o.IPForwardFile = ipForwardPath
+	}
 	if o.Resync <= 0 {
 		o.Resync = 10 * time.Second
 	}
@@ -130,9 +145,14 @@ func New(o Options) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	start := time.Now()
 	a.notReady("choosing the external interface")
-	ext, err := chooseExternal(a.o.Iface)
-	if err != nil {
-		return err
+	var ext backend.ExternalInterface
+	if a.o.External != nil {
+		ext = *a.o.External
+	} else {
+		var err error
+		if ext, err = chooseExternal(a.o.Iface); err != nil {
+			return err
+		}
 	}
 	a.ext = ext
 	a.log.Info("using interface", "iface", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP, "mtu", ext.MTU)
@@ -150,7 +170,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("network config: %w", err)
 	}
-	be, err := spec.New(ctx, backend.Params{Config: cfg, Ext: ext, Log: a.log.With("backend", cfg.BackendType)})
+	// The backend adopts or creates its device before the lease is taken,
+	// and LeaseAttrs then advertises the device as it is (its MAC). A
+	// backend that must create its device afresh may take its identity from
+	// the lease the store still holds for this node (the one AcquireLease
+	// below takes back), so that peers need change nothing after a reboot.
+	previous := func(ctx context.Context) (*subnet.Lease, error) {
+		// Bounded: a store that stops answering now costs the node its
+		// old MAC (peers follow the rewritten lease), not its start.
+		ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		defer cancel()
+		return a.o.Manager.LookupLease(ctx, cfg, ext.PublicIP)
+	}
+	be, err := spec.New(ctx, backend.Params{Config: cfg, Ext: ext, Previous: previous, Log: a.log.With("backend", cfg.BackendType)})
 	if err != nil {
 		return fmt.Errorf("starting the %s backend: %w", cfg.BackendType, err)
 	}
@@ -180,17 +212,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.writeSubnetEnv(*lease); err != nil {
 		return err
 	}
-	ensureIPForward(a.log)
+	ensureSysctl(a.log, a.o.IPForwardFile)
+	a.notReady("listing the leases")
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
+	a.startFirewall(ctx, *lease)
+
 	ownCh := make(chan subnet.Lease, 1)
 	evCh := make(chan []subnet.Event, 16)
-	fwCh := make(chan struct{}, 1)
-	fwCh <- struct{}{}
 
 	wg.Go(func() {
 		err := a.o.Manager.KeepLease(ctx, cfg, lease, a.o.RenewMargin, func(l *subnet.Lease) {
@@ -229,14 +262,17 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Warn("watching the network config stopped", "err", err)
 		}
 	})
-	if a.o.Firewall != nil {
-		wg.Go(func() { a.keepFirewall(ctx, fwCh) })
+	if a.fw != nil {
+		wg.Go(func() { _ = a.fw.Run(ctx) })
 	}
 
-	a.reconcileLoop(ctx, start, ownCh, evCh, fwCh)
+	a.reconcileLoop(ctx, start, ownCh, evCh)
 	a.log.Info("stopping; the data plane and the lease stay in place")
 	return nil
 }
+
+// lookupTimeout bounds the look-up of the node's previous lease at start.
+const lookupTimeout = 10 * time.Second
 
 // acquire leases a subnet, retrying with capped backoff while etcd fails or
 // the network is exhausted (a lease may expire), logging once per kind of
@@ -244,7 +280,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) acquire(ctx context.Context, attrs subnet.LeaseAttrs) (*subnet.Lease, error) {
 	opts := subnet.AcquireOptions{Hint: a.previousSubnet(), TTL: a.o.LeaseTTL}
 	wait := 100 * time.Millisecond
-	last := ""
+	var failed logonce.Errors
 	for {
 		lease, err := a.o.Manager.AcquireLease(ctx, a.cfg, attrs, opts)
 		if err == nil {
@@ -253,10 +289,9 @@ func (a *Agent) acquire(ctx context.Context, attrs subnet.LeaseAttrs) (*subnet.L
 		if ctx.Err() != nil {
 			return nil, err
 		}
-		if msg := err.Error(); msg != last {
+		if failed.Changed(err) {
 			a.log.Error("cannot acquire a subnet lease yet; retrying", "err", err)
-			last = msg
-			a.notReady("acquiring a subnet lease: " + msg)
+			a.notReady("acquiring a subnet lease: " + err.Error())
 		}
 		select {
 		case <-ctx.Done():
@@ -314,7 +349,7 @@ func (a *Agent) writeSubnetEnv(l subnet.Lease) error {
 
 // reconcileLoop owns the peer set. It batches whatever arrived while the
 // previous Set ran, so that a burst of events costs one reconcile.
-func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan subnet.Lease, evCh <-chan []subnet.Event, fwCh chan<- struct{}) {
+func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan subnet.Lease, evCh <-chan []subnet.Event) {
 	peers := newPeerSet()
 	own := a.Own()
 	resync := time.NewTicker(a.o.Resync)
@@ -323,7 +358,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 	snapshot := false // the watch's first batch has arrived
 	dirty := true     // the desired state changed since the last Set
 	bulk := 0         // leases changed since the last Set
-	lastErr := ""
+	var failed logonce.Errors
 
 	handleEvents := func(evs []subnet.Event) {
 		first := !snapshot
@@ -368,10 +403,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if err := a.writeSubnetEnv(l); err != nil {
 			a.log.Error("rewriting subnet.env", "err", err)
 		}
-		select {
-		case fwCh <- struct{}{}:
-		default:
-		}
+		a.setFirewallPolicy(l)
 		dirty = true
 	}
 
@@ -404,14 +436,28 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if !snapshot || (!dirty && !force) {
 			continue
 		}
+		first := !a.ready.Load() // this Set programs every peer listed at start
+		var cpu0 time.Duration
+		var cpuErr error
+		if first {
+			cpu0, cpuErr = procstat.CPU(os.Getpid())
+		}
 		t0 := time.Now()
 		// The sorted peer set itself, own lease included: no copy or sort
 		// per event. backend.State's contract: the backend skips the own
 		// subnet's lease and keeps nothing of the slice after Set.
 		state := backend.State{Own: own, Peers: peers.all()}
 		err := a.be.Set(ctx, state)
+		took := time.Since(t0)
+		if first {
+			// Set returns once the kernel has acknowledged every entry.
+			a.m.InitialProgram.Set(took.Seconds())
+			if cpu1, err := procstat.CPU(os.Getpid()); err == nil && cpuErr == nil {
+				a.m.InitialProgramCPU.Set((cpu1 - cpu0).Seconds())
+			}
+		}
 		a.m.ReconcileRuns.Inc()
-		a.m.ReconcileTime.Observe(time.Since(t0).Seconds())
+		a.m.ReconcileTime.Observe(took.Seconds())
 		nPeers := len(state.Peers)
 		if peers.has(own.Subnet) {
 			nPeers--
@@ -429,13 +475,11 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		bulk = 0
 		if err != nil {
 			a.m.ReconcileErrors.Inc()
-			if msg := err.Error(); msg != lastErr {
+			if failed.Changed(err) {
 				a.log.Error("programming the data plane", "err", err)
-				lastErr = msg
 			}
-		} else if lastErr != "" {
+		} else if failed.Cleared() {
 			a.log.Info("data plane programmed again without errors")
-			lastErr = ""
 		}
 		if ctx.Err() != nil {
 			return
@@ -444,7 +488,8 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			// Peers that fail validation never get here; peer errors from the
 			// backend (one unreachable peer) do not hold readiness back.
 			a.ready.Store(true)
-			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers)
+			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers,
+				"programmed_in", took.Round(time.Microsecond))
 			if err := sdNotify("READY=1"); err != nil {
 				a.log.Warn("sd_notify", "err", err)
 			}
@@ -459,27 +504,58 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 // agent returns freed memory to the OS right after it.
 const bulkRelease = 1000
 
-// keepFirewall ensures the iptables rules now, whenever the own lease
-// changes, and every FirewallResync.
-func (a *Agent) keepFirewall(ctx context.Context, kick <-chan struct{}) {
-	t := time.NewTicker(a.o.FirewallResync)
-	defer t.Stop()
-	lastErr := ""
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-kick:
-		case <-t.C:
-		}
-		err := a.o.Firewall.Ensure(ctx, a.cfg.Network, a.Own().Subnet)
-		switch {
-		case err != nil && err.Error() != lastErr && ctx.Err() == nil:
-			a.log.Error("programming iptables rules", "err", err)
-			lastErr = err.Error()
-		case err == nil && lastErr != "":
-			a.log.Info("iptables rules in place again")
-			lastErr = ""
-		}
+// startFirewall opens the firewall of the mode the network config chooses
+// and applies the policy for the own lease once, so that the rules are in
+// place before the agent reports ready; the other mode's firewall, when it
+// can be opened, is retired by the keeper once the chosen rules are in
+// place. Without a usable firewall the agent runs without rules and says so.
+func (a *Agent) startFirewall(ctx context.Context, own subnet.Lease) {
+	if a.o.Firewall == nil {
+		return
 	}
+	mode := firewall.ModeFor(a.cfg.EnableNFTables)
+	log := a.log.With("component", "firewall", "mode", string(mode))
+	fw, err := a.o.Firewall(mode)
+	if err != nil {
+		log.Error("firewall unavailable: masquerade and forward rules will not be kept, and the other mode's rules stay", "err", err)
+		return
+	}
+	o := firewall.KeeperOptions{Period: a.o.FirewallResync, Log: log}
+	switch other, err := a.o.Firewall(mode.Other()); {
+	case err == nil:
+		o.Retire = other
+	case errors.Is(err, firewall.ErrNotInstalled):
+		log.Debug("the other firewall mode is not installed: nothing of it to remove", "other", string(mode.Other()))
+	default:
+		log.Warn("cannot open the other firewall mode to remove its rules", "other", string(mode.Other()), "err", err)
+	}
+	a.fw = firewall.NewKeeper(fw, o)
+	log.Info("firewall mode", "masq", a.o.IPMasq, "forward", a.o.ForwardRules, "resync", a.o.FirewallResync)
+	a.setFirewallPolicy(own)
+	if err := a.fw.Ensure(ctx); err != nil {
+		log.Error("programming the firewall rules; retrying every resync", "err", err)
+	}
+}
+
+// setFirewallPolicy hands the keeper the policy for the own lease.
+func (a *Agent) setFirewallPolicy(own subnet.Lease) {
+	if a.fw == nil {
+		return
+	}
+	if err := a.fw.Set(a.firewallPolicy(own)); err != nil {
+		a.log.Error("firewall policy", "err", err)
+	}
+}
+
+// firewallPolicy is the masquerade and forward policy for the own lease:
+// one part per family that the network config enables and the lease holds.
+func (a *Agent) firewallPolicy(own subnet.Lease) firewall.Policy {
+	p := firewall.Policy{Masq: a.o.IPMasq, Forward: a.o.ForwardRules}
+	if a.cfg.EnableIPv4 && own.Subnet.IsValid() {
+		p.IPv4 = firewall.Net{Network: a.cfg.Network, Subnet: own.Subnet}
+	}
+	if a.cfg.EnableIPv6 && own.IPv6Subnet.IsValid() {
+		p.IPv6 = firewall.Net{Network: a.cfg.IPv6Network, Subnet: own.IPv6Subnet}
+	}
+	return p
 }

@@ -5,12 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
-
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/kernel/netlinkx"
 )
 
 // IfaceOptions says how to choose the external interface, as flanneld's
@@ -27,9 +26,14 @@ type IfaceOptions struct {
 // chooseExternal finds the external interface in the current network
 // namespace.
 func chooseExternal(o IfaceOptions) (backend.ExternalInterface, error) {
-	links, err := netlink.LinkList()
+	h, err := netlinkx.Open()
 	if err != nil {
-		return backend.ExternalInterface{}, fmt.Errorf("listing links: %w", err)
+		return backend.ExternalInterface{}, err
+	}
+	defer h.Close()
+	links, err := hostLinks(h)
+	if err != nil {
+		return backend.ExternalInterface{}, err
 	}
 	var ext backend.ExternalInterface
 	switch {
@@ -38,7 +42,7 @@ func chooseExternal(o IfaceOptions) (backend.ExternalInterface, error) {
 	case len(o.Regexes) > 0:
 		ext, err = byRegex(links, o.Regexes)
 	default:
-		ext, err = byDefaultRoute()
+		ext, err = byDefaultRoute(h, links)
 	}
 	if err != nil {
 		return ext, err
@@ -50,23 +54,50 @@ func chooseExternal(o IfaceOptions) (backend.ExternalInterface, error) {
 	return ext, nil
 }
 
-func byNameOrAddr(links []netlink.Link, wanted []string) (backend.ExternalInterface, error) {
+// hostLink is a link with its global IPv4 addresses, in the kernel's order.
+type hostLink struct {
+	netlinkx.Link
+	addrs []netip.Addr
+}
+
+// hostLinks lists the links with their global IPv4 addresses (scope
+// universe, not link-local).
+func hostLinks(h *netlinkx.Handle) ([]hostLink, error) {
+	links, err := h.Links()
+	if err != nil {
+		return nil, err
+	}
+	addrs, err := h.AddrList(0)
+	if err != nil {
+		return nil, err
+	}
+	byLink := map[int][]netip.Addr{}
+	for _, a := range addrs {
+		if ip := a.Prefix.Addr(); a.Global && !ip.IsLinkLocalUnicast() {
+			byLink[a.LinkIndex] = append(byLink[a.LinkIndex], ip)
+		}
+	}
+	out := make([]hostLink, 0, len(links))
+	for _, l := range links {
+		out = append(out, hostLink{Link: l, addrs: byLink[l.Index]})
+	}
+	return out, nil
+}
+
+func byNameOrAddr(links []hostLink, wanted []string) (backend.ExternalInterface, error) {
 	var tried []string
 	for _, w := range wanted {
 		if a, err := netip.ParseAddr(w); err == nil {
 			for _, l := range links {
-				addrs, _ := linkAddrs(l)
-				for _, la := range addrs {
-					if la == a {
-						return external(l, a), nil
-					}
+				if slices.Contains(l.addrs, a) {
+					return external(l, a), nil
 				}
 			}
 			tried = append(tried, fmt.Sprintf("no interface has address %s", a))
 			continue
 		}
 		for _, l := range links {
-			if l.Attrs().Name == w {
+			if l.Name == w {
 				e, err := externalFirstAddr(l)
 				if err != nil {
 					tried = append(tried, err.Error())
@@ -82,20 +113,19 @@ func byNameOrAddr(links []netlink.Link, wanted []string) (backend.ExternalInterf
 	return backend.ExternalInterface{}, fmt.Errorf("choosing the interface from -iface %s: %s", strings.Join(wanted, ","), strings.Join(tried, "; "))
 }
 
-func byRegex(links []netlink.Link, exprs []string) (backend.ExternalInterface, error) {
+func byRegex(links []hostLink, exprs []string) (backend.ExternalInterface, error) {
 	for _, expr := range exprs {
 		re, err := regexp.Compile(expr)
 		if err != nil {
 			return backend.ExternalInterface{}, fmt.Errorf("-iface-regex %q: %w", expr, err)
 		}
 		for _, l := range links {
-			addrs, _ := linkAddrs(l)
-			for _, a := range addrs {
+			for _, a := range l.addrs {
 				if re.MatchString(a.String()) {
 					return external(l, a), nil
 				}
 			}
-			if re.MatchString(l.Attrs().Name) {
+			if re.MatchString(l.Name) {
 				if e, err := externalFirstAddr(l); err == nil {
 					return e, nil
 				}
@@ -105,56 +135,31 @@ func byRegex(links []netlink.Link, exprs []string) (backend.ExternalInterface, e
 	return backend.ExternalInterface{}, fmt.Errorf("no interface with an IPv4 address matches -iface-regex %s", strings.Join(exprs, ","))
 }
 
-func byDefaultRoute() (backend.ExternalInterface, error) {
-	routes, err := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return backend.ExternalInterface{}, fmt.Errorf("listing routes: %w", err)
+func byDefaultRoute(h *netlinkx.Handle, links []hostLink) (backend.ExternalInterface, error) {
+	routes, err := h.DefaultRoutes()
+	if err != nil {
+		return backend.ExternalInterface{}, err
 	}
 	for _, r := range routes {
-		if r.Dst != nil && r.Dst.String() != "0.0.0.0/0" {
+		i := slices.IndexFunc(links, func(l hostLink) bool { return l.Index == r.LinkIndex })
+		if i < 0 {
 			continue
 		}
-		l, err := netlink.LinkByIndex(r.LinkIndex)
-		if err != nil {
-			continue
+		if r.Src.Is4() {
+			return external(links[i], r.Src), nil
 		}
-		if src, ok := netip.AddrFromSlice(r.Src); ok && src.Unmap().Is4() {
-			return external(l, src.Unmap()), nil
-		}
-		return externalFirstAddr(l)
+		return externalFirstAddr(links[i])
 	}
 	return backend.ExternalInterface{}, errors.New("no default route in this network namespace: choose the interface with -iface or -iface-regex")
 }
 
-func externalFirstAddr(l netlink.Link) (backend.ExternalInterface, error) {
-	addrs, err := linkAddrs(l)
-	if err != nil {
-		return backend.ExternalInterface{}, err
+func externalFirstAddr(l hostLink) (backend.ExternalInterface, error) {
+	if len(l.addrs) == 0 {
+		return backend.ExternalInterface{}, fmt.Errorf("interface %s has no global IPv4 address", l.Name)
 	}
-	if len(addrs) == 0 {
-		return backend.ExternalInterface{}, fmt.Errorf("interface %s has no global IPv4 address", l.Attrs().Name)
-	}
-	return external(l, addrs[0]), nil
+	return external(l, l.addrs[0]), nil
 }
 
-func external(l netlink.Link, a netip.Addr) backend.ExternalInterface {
-	return backend.ExternalInterface{Name: l.Attrs().Name, Index: l.Attrs().Index, MTU: l.Attrs().MTU, Addr: a}
-}
-
-// linkAddrs returns l's global IPv4 addresses.
-func linkAddrs(l netlink.Link) ([]netip.Addr, error) {
-	addrs, err := netlink.AddrList(l, unix.AF_INET)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("listing addresses of %s: %w", l.Attrs().Name, err)
-	}
-	var out []netip.Addr
-	for _, a := range addrs {
-		if a.IPNet == nil || a.Scope != unix.RT_SCOPE_UNIVERSE {
-			continue
-		}
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap().Is4() && !ip.IsLinkLocalUnicast() {
-			out = append(out, ip.Unmap())
-		}
-	}
-	return out, nil
+func external(l hostLink, a netip.Addr) backend.ExternalInterface {
+	return backend.ExternalInterface{Name: l.Name, Index: l.Index, MTU: l.MTU, Addr: a}
 }

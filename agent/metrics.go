@@ -18,7 +18,12 @@ type Metrics struct {
 	WatchRestarts   prometheus.Counter
 	EtcdLatency     *prometheus.HistogramVec
 	LeaseChanges    prometheus.Counter
-	BackendInfo     *prometheus.GaugeVec
+	// InitialProgram and InitialProgramCPU describe the first programming
+	// of the data plane after start (every peer listed at start, in one
+	// backend Set): its wall time and the process's CPU time meanwhile.
+	InitialProgram    prometheus.Gauge
+	InitialProgramCPU prometheus.Gauge
+	BackendInfo       *prometheus.GaugeVec
 }
 
 // NewMetrics creates and registers the agent's metrics.
@@ -51,12 +56,19 @@ func NewMetrics() *Metrics {
 		LeaseChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "weft_own_lease_changes_total", Help: "Times this node's lease was lost and acquired again.",
 		}),
+		InitialProgram: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_initial_program_seconds", Help: "Wall time of the first programming of the data plane after start (every peer listed at start, one backend Set); 0 until the agent is first ready.",
+		}),
+		InitialProgramCPU: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_initial_program_cpu_seconds", Help: "CPU time (user+system, all threads) of the agent process during its first programming of the data plane; 0 until the agent is first ready.",
+		}),
 		BackendInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "weft_backend_info", Help: "Always 1, labelled with the backend type and its engine (kernel, or userspace for wireguard-go).",
 		}, []string{"backend", "engine"}),
 	}
 	m.Registry.MustRegister(m.LeasesKnown, m.PeersProgrammed, m.ReconcileRuns, m.ReconcileErrors,
-		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges, m.BackendInfo,
+		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges, m.InitialProgram, m.InitialProgramCPU,
+		m.BackendInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

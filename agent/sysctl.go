@@ -9,11 +9,9 @@ import (
 
 const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
 
-// ensureIPForward turns on IPv4 forwarding where the agent may write it; where
-// /proc/sys is read-only (an unprivileged container) it checks the value and
-// warns when forwarding is off.
-func ensureIPForward(log *slog.Logger) { ensureSysctl(log, ipForwardPath) }
-
+// ensureSysctl turns on IPv4 forwarding through path (ipForwardPath) where
+// the agent may write it; where /proc/sys is read-only (an unprivileged
+// container) it checks the value and warns when forwarding is off.
 func ensureSysctl(log *slog.Logger, path string) {
 	cur, err := os.ReadFile(path)
 	if err != nil {

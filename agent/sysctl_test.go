@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 // ensureSysctl turns forwarding on where it may, and only warns where it
@@ -46,7 +48,7 @@ func TestEnsureSysctl(t *testing.T) {
 					errc <- readOnlyDo(path, func() { ensureSysctl(log, path) })
 				}()
 				if err := <-errc; err != nil {
-					t.Skipf("cannot make a read-only mount (needs root): %v", err)
+					netnstest.Unavailable(t, "cannot make a read-only mount (needs root): %v", err)
 				}
 			} else {
 				ensureSysctl(log, path)

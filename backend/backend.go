@@ -45,6 +45,8 @@ type Backend interface {
 	// Type returns the backend type as written in leases ("vxlan").
 	Type() string
 	// LeaseAttrs fills in BackendType and BackendData for this node's lease.
+	// It describes the device as New left it (vxlan: the MAC the device
+	// really has), so the agent calls it after New and before AcquireLease.
 	LeaseAttrs(attrs *subnet.LeaseAttrs) error
 	// MTU returns the MTU that pods should use (FLANNEL_MTU).
 	MTU() int
@@ -85,7 +87,16 @@ type Params struct {
 	Config *subnet.Config
 	// Ext is the node's underlay interface.
 	Ext ExternalInterface
-	Log *slog.Logger
+	// Previous, if not nil, returns this node's own lease as the store still
+	// holds it from an earlier run (subnet.Manager.LookupLease), or nil when
+	// there is none. A backend calls it at most once, in New, and only when
+	// it must create its device afresh (after a reboot): it may then take
+	// back the identity peers still hold entries for (vxlan: the VtepMAC in
+	// BackendData), so that they need change nothing. A device that
+	// survived (an agent restart, or flanneld's device on a node switching
+	// to Weft) carries its identity itself.
+	Previous func(ctx context.Context) (*subnet.Lease, error)
+	Log      *slog.Logger
 }
 
 // Spec describes one backend for the registry.

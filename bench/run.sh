@@ -5,6 +5,15 @@
 #   bash bench/run.sh convergence     # only the named sections
 #
 # Sections: labup dataplane convergence cni restart scale components.
+#
+# For a smoke run that must not replace the committed figures:
+#
+#   BENCHTIME=1x BENCH_OUT=/tmp/bench BENCH_RESULTS=/tmp/bench/RESULTS.md \
+#     bash bench/run.sh scale components cni
+#
+# BENCHTIME replaces the -benchtime of every `go test -bench` (the lab
+# sections keep their repetitions); BENCH_OUT and BENCH_RESULTS move the raw
+# outputs and the table.
 # It builds everything (make), installs iperf3 from Debian if missing, writes
 # each section's raw output to bench/out/ (go-*.txt from `go test -bench`,
 # lab-*.json from bench/cmd/weftbench), then regenerates bench/RESULTS.md
@@ -14,7 +23,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-OUT=bench/out
+OUT=${BENCH_OUT:-bench/out}
+RESULTS=${BENCH_RESULTS:-bench/RESULTS.md}
+BENCHTIME=${BENCHTIME:-}
 STATE_DIR=/run/weft-bench
 PREFIX=wbench
 ALL=(labup dataplane convergence cni restart scale components)
@@ -46,10 +57,18 @@ cleanup # a lab left by an earlier, killed run
 set +e
 
 # gobench NAME ARGS...: runs `go test ARGS` into $OUT/go-NAME.txt, the first
-# line naming the command.
+# line naming the command. With BENCHTIME set, it replaces ARGS' -benchtime.
 gobench() {
-	local name=$1 shown="go test" a
+	local name=$1 shown="go test" a skip=
 	shift
+	if [ -n "$BENCHTIME" ]; then
+		local args=(-benchtime "$BENCHTIME")
+		for a in "$@"; do
+			if [ -n "$skip" ]; then skip=; continue; fi
+			case $a in -benchtime) skip=1 ;; -benchtime=*) ;; *) args+=("$a") ;; esac
+		done
+		set -- "${args[@]}"
+	fi
 	for a in "$@"; do
 		case $a in *[!A-Za-z0-9_./=-]*) shown+=" '$a'" ;; *) shown+=" $a" ;; esac
 	done
@@ -77,8 +96,8 @@ for s in "${sections[@]}"; do
 	esac || failed+=("$s")
 done
 
-go run ./bench/cmd/benchreport -in "$OUT" -out bench/RESULTS.md || failed+=(report)
-echo "wrote bench/RESULTS.md"
+go run ./bench/cmd/benchreport -in "$OUT" -out "$RESULTS" || failed+=(report)
+echo "wrote $RESULTS"
 if [ ${#failed[@]} -gt 0 ]; then
 	echo "bench/run.sh: failed sections: ${failed[*]} (their raw output is in $OUT/)" >&2
 	exit 1

@@ -193,11 +193,34 @@ func assertClean(t *testing.T, h *cnitest.Host) {
 	if ips := h.AllocatedIPs(t, "cbr0"); len(ips) != 0 {
 		t.Errorf("addresses left in host-local's store: %v", ips)
 	}
-	if veths := h.Veths(t); len(veths) != 0 {
+	// A deleted network namespace is destroyed by the kernel
+	// asynchronously (cleanup_net), taking the host end of its veth with
+	// it: on a loaded machine that can lag, so wait for it.
+	deadline := time.Now().Add(10 * time.Second)
+	veths := h.Veths(t)
+	for len(veths) != 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+		veths = h.Veths(t)
+	}
+	if len(veths) != 0 {
 		t.Errorf("veths left on the host: %v", veths)
 	}
 	if files := h.CacheFiles(t); len(files) != 0 {
 		t.Errorf("cache files left: %v", files)
+	}
+}
+
+// waitVeths waits up to 5 s for the host to have n veths and returns the
+// ones it has.
+func waitVeths(t *testing.T, h *cnitest.Host, n int) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		veths := h.Veths(t)
+		if len(veths) == n || time.Now().After(deadline) {
+			return veths
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -377,7 +400,9 @@ func plugin(t *testing.T, h *cnitest.Host, env []string, stdin []byte) (string, 
 	var err error
 	run := func() error { err = cmd.Run(); return nil }
 	if h != nil {
-		h.Do(run)
+		if nsErr := h.Do(run); nsErr != nil {
+			t.Fatalf("running flannel in %s: %v", h.NS.Name, nsErr)
+		}
 	} else {
 		run()
 	}
@@ -535,7 +560,7 @@ func pluginConf(h *cnitest.Host, v string, extra map[string]any) []byte {
 }
 
 // TestDelWithNothingKnown: DEL of a container with no cache and no
-// subnet.env (a node being torn down) has nothing to release and succeeds.
+// subnet.env (a node being torn down) succeeds.
 func TestDelWithNothingKnown(t *testing.T) {
 	dir := t.TempDir()
 	h := &cnitest.Host{SubnetFile: filepath.Join(dir, "subnet.env"), DataDir: filepath.Join(dir, "flannel"), IPAMDir: filepath.Join(dir, "ipam")}
@@ -543,6 +568,50 @@ func TestDelWithNothingKnown(t *testing.T) {
 		if _, cerr := plugin(t, nil, []string{"CNI_COMMAND=DEL", "CNI_CONTAINERID=c1", "CNI_IFNAME=eth0"}, pluginConf(h, v, nil)); cerr != nil {
 			t.Errorf("%s: DEL: %v", v, cerr)
 		}
+	}
+}
+
+// TestDelWithoutCacheOrEnvReleases: a pod is added, then both its cache
+// file and subnet.env disappear (a node being torn down, a wiped /run);
+// DEL still releases its address in the real host-local's store, removes
+// its veth (while the netns lives) and succeeds, and a second DEL succeeds
+// too. Another pod's address stays allocated.
+func TestDelWithoutCacheOrEnvReleases(t *testing.T) {
+	for _, netns := range []string{"netns alive", "netns gone"} {
+		t.Run(netns, func(t *testing.T) {
+			h := cnitest.NewHost(t, binDir, cnitest.DefaultEnv())
+			list := h.StockConfList(t, "1.0.0")
+			keep := h.AddPod(t, list)
+			p := h.NewPod(t)
+			if err := h.Add(list, p); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(filepath.Join(h.DataDir, p.ContainerID)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(h.SubnetFile); err != nil {
+				t.Fatal(err)
+			}
+			if netns == "netns gone" {
+				if err := p.DeleteNS(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 2 {
+				if err := h.Del(list, p); err != nil {
+					t.Fatalf("DEL %d without cache and subnet.env: %v", i+1, err)
+				}
+			}
+			if ips := h.AllocatedIPs(t, "cbr0"); !slices.Equal(ips, []string{keep.Addr.Addr().String()}) {
+				t.Errorf("host-local holds %v after the DEL, want only the other pod's %s", ips, keep.Addr.Addr())
+			}
+			if files := h.CacheFiles(t); !slices.Equal(files, []string{keep.ContainerID}) {
+				t.Errorf("cache files %v, want only the other pod's", files)
+			}
+			if veths := waitVeths(t, h, 1); len(veths) != 1 {
+				t.Errorf("veths on the host %v, want only the other pod's", veths)
+			}
+		})
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -14,6 +15,8 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
 // Versions are the CNI spec versions the plugin speaks.
@@ -85,9 +88,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 
 // Del delegates DEL with the cached config, or, when the cache is missing
 // or corrupt, with one rebuilt from subnet.env so that the address is still
-// released; then it removes the cache. DEL of an unknown or already deleted
-// container succeeds; so does DEL after the netns is gone (the delegate
-// then only releases the address).
+// released; then it removes the cache. When subnet.env is unusable too, it
+// delegates DEL with a placeholder range (see placeholderEnv): the
+// delegates release by container ID and interface name, not by address.
+// DEL of an unknown or already deleted container succeeds; so does DEL
+// after the netns is gone (the delegate then only releases the address).
 func (p *Plugin) Del(args *skel.CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
@@ -95,10 +100,11 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	}
 	conf, err := p.delegateConfFor(n, args.ContainerID)
 	if err != nil {
-		// Neither a cache nor a subnet.env: nothing is known that could be
-		// released. Succeed, as DEL must when resources are gone.
-		p.warnf("DEL of %s: %v; nothing to release", args.ContainerID, err)
-		return removeCacheErr(n.DataDir, args.ContainerID)
+		// Neither a cache nor a usable subnet.env. A runtime drops what
+		// the plugin writes to stderr and never retries a successful DEL,
+		// so succeeding here would leak the address for good.
+		p.warnf("DEL of %s: %s; releasing through the delegate with a placeholder range", args.ContainerID, errMsg(err))
+		conf = DelegateConf(n, placeholderEnv())
 	}
 	data, err := marshalConf(conf)
 	if err != nil {
@@ -256,12 +262,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	}
 	env, err := readEnv(n.SubnetFile)
 	if err != nil {
-		msg := err.Error()
-		var te *types.Error
-		if errors.As(err, &te) {
-			msg = te.Msg
-		}
-		return types.NewError(types.ErrPluginNotAvailable, "cannot add pods yet: "+msg, "")
+		return types.NewError(types.ErrPluginNotAvailable, "cannot add pods yet: "+errMsg(err), "")
 	}
 	data, err := marshalConf(DelegateConf(n, env))
 	if err != nil {
@@ -279,6 +280,27 @@ func (n *NetConf) delegateType() string {
 		return t
 	}
 	return DefaultDelegate
+}
+
+// placeholderEnv is the subnet.env DEL uses when neither the cache nor the
+// node's subnet.env is there: the delegates need a well-formed range to
+// parse their config, but the reference bridge deletes the container's
+// interface by name and host-local releases every address it holds for
+// the container ID and interface name, whatever the range. The range is
+// TEST-NET-1 (RFC 5737), which no pod holds. FLANNEL_IPMASQ is false, so
+// that the bridge also removes the masquerade rules it would have added
+// (it tolerates their absence).
+func placeholderEnv() *subnetenv.Env {
+	return &subnetenv.Env{Subnet: netip.MustParsePrefix("192.0.2.1/24")}
+}
+
+// errMsg is the message of a CNI error, or the error's text.
+func errMsg(err error) string {
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te.Msg
+	}
+	return err.Error()
 }
 
 // delegateConfFor returns the cached delegate config of a container, or,

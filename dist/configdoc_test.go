@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"os"
 	"reflect"
-	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/test/doctest"
 )
 
 const configDoc = "../Documentation/configuration.md"
@@ -21,28 +21,7 @@ func docTable(t *testing.T, header string) [][]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rows [][]string
-	in := false
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, header) {
-			in = true
-			continue
-		}
-		if !in {
-			continue
-		}
-		if !strings.HasPrefix(line, "|") {
-			break
-		}
-		cells := strings.Split(strings.Trim(line, "|"), "|")
-		for i := range cells {
-			cells[i] = strings.TrimSpace(cells[i])
-		}
-		if strings.HasPrefix(cells[0], "---") {
-			continue
-		}
-		rows = append(rows, cells)
-	}
+	rows := doctest.Table(string(data), header)
 	if len(rows) == 0 {
 		t.Fatalf("%s has no table with header %q", configDoc, header)
 	}
@@ -50,12 +29,7 @@ func docTable(t *testing.T, header string) [][]string {
 }
 
 // literal returns the content of a cell that is one `code span`.
-func literal(cell string) (string, bool) {
-	if len(cell) < 2 || cell[0] != '`' || cell[len(cell)-1] != '`' || strings.Count(cell, "`") != 2 {
-		return "", false
-	}
-	return cell[1 : len(cell)-1], true
-}
+func literal(cell string) (string, bool) { return doctest.Code(cell) }
 
 // TestConfigDocFields checks the network config table: every field of
 // subnet.Config is documented, every documented field is one ParseConfig

@@ -508,6 +508,11 @@ func TestManifestConfigMap(t *testing.T) {
 		if len(list.Plugins) == 0 || list.Plugins[0].Network.Type != "flannel" {
 			t.Fatalf("cni-conf.json: the first plugin must be flannel, got %+v", list.Plugins)
 		}
+		// Runtimes on a libcni before v1.2.0 (podman 4's CNI backend)
+		// roll back every ADD of a 1.1.0 network (Documentation/cni.md).
+		if list.CNIVersion != "1.0.0" {
+			t.Errorf("cni-conf.json: cniVersion %q, want 1.0.0, which every runtime accepts", list.CNIVersion)
+		}
 		if !jsonEqual(t, []byte(data["cni-conf.json"]), shipped) {
 			t.Error("cni-conf.json in the ConfigMap differs from cni/10-flannel.conflist")
 		}

@@ -110,15 +110,12 @@ func ParseConfig(data []byte) (cfg *Config, unknown []string, err error) {
 	if err := cfg.parseIPv6(&raw); err != nil {
 		return nil, unknown, err
 	}
-	// Until the IPv6 data plane and nftables land, refuse rather than ignore.
+	// Until the IPv6 data plane lands, refuse rather than ignore.
 	if cfg.EnableIPv6 {
 		return nil, unknown, fmt.Errorf("%w: EnableIPv6 is true, but this version of weft supports IPv4 only; set EnableIPv6 to false", ErrInvalidConfig)
 	}
 	if !cfg.EnableIPv4 {
 		return nil, unknown, fmt.Errorf("%w: EnableIPv4 is false, but this version of weft supports IPv4 only", ErrInvalidConfig)
-	}
-	if cfg.EnableNFTables {
-		return nil, unknown, fmt.Errorf("%w: EnableNFTables is true, but this version of weft programs iptables only; set EnableNFTables to false", ErrInvalidConfig)
 	}
 	return cfg, unknown, nil
 }

@@ -102,7 +102,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"Backend type empty", `{"Network":"10.244.0.0/16","Backend":{"Type":""}}`, []string{"Backend.Type is empty"}},
 		{"EnableIPv6 refused", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56"}`, []string{"EnableIPv6 is true", "IPv4 only"}},
 		{"EnableIPv6 without network", `{"Network":"10.244.0.0/16","EnableIPv6":true}`, []string{"IPv6Network is missing"}},
-		{"EnableNFTables refused", `{"Network":"10.244.0.0/16","EnableNFTables":true}`, []string{"EnableNFTables is true", "iptables"}},
+		{"EnableNFTables wrong type", `{"Network":"10.244.0.0/16","EnableNFTables":"true"}`, []string{"EnableNFTables", `"true"`, "boolean"}},
 		{"both families off", `{"Network":"10.244.0.0/16","EnableIPv4":false}`, []string{"EnableIPv4 and EnableIPv6 are both false"}},
 		{"IPv6Network invalid", `{"Network":"10.244.0.0/16","IPv6Network":"10.0.0.0/8"}`, []string{`"10.0.0.0/8"`, "IPv6 CIDR"}},
 		{"IPv6SubnetLen out of range", `{"Network":"10.244.0.0/16","IPv6Network":"fd00::/56","IPv6SubnetLen":48}`, []string{"IPv6SubnetLen 48"}},
@@ -217,4 +217,27 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("re-parsed config differs:\n%+v\n%+v", cfg, again)
 		}
 	})
+}
+
+func TestParseConfigEnableNFTables(t *testing.T) {
+	for _, tt := range []struct {
+		json string
+		want bool
+	}{
+		{`{"Network":"10.244.0.0/16"}`, false},
+		{`{"Network":"10.244.0.0/16","EnableNFTables":false}`, false},
+		{`{"Network":"10.244.0.0/16","EnableNFTables":true}`, true},
+		{`{"Network":"10.244.0.0/16","EnableNFTables":null}`, false},
+	} {
+		cfg, unknown, err := ParseConfig([]byte(tt.json))
+		if err != nil {
+			t.Fatalf("%s: %v", tt.json, err)
+		}
+		if len(unknown) != 0 {
+			t.Errorf("%s: unknown fields %v", tt.json, unknown)
+		}
+		if cfg.EnableNFTables != tt.want {
+			t.Errorf("%s: EnableNFTables = %v, want %v", tt.json, cfg.EnableNFTables, tt.want)
+		}
+	}
 }

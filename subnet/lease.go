@@ -16,7 +16,8 @@ import (
 var ErrInvalidLease = errors.New("invalid lease")
 
 // LeaseAttrs is the JSON value of a lease key, field for field and byte for
-// byte as flanneld writes it:
+// byte as flannel v0.28.9 writes it (json.Marshal of lease.LeaseAttrs,
+// pkg/lease/lease.go, in pkg/subnet/etcd/registry.go: createSubnet):
 //
 //	{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}
 type LeaseAttrs struct {

@@ -8,7 +8,10 @@ import (
 	"testing"
 )
 
-// flannelLease is the value flanneld writes for a VXLAN lease (COMPAT.md).
+// flannelLease is the value flannel v0.28.9 writes for a VXLAN lease: the
+// etcd registry's createSubnet (pkg/subnet/etcd/registry.go) stores
+// json.Marshal of lease.LeaseAttrs (pkg/lease/lease.go), whose BackendData
+// is the vxlan backend's vxlanLeaseAttrs (pkg/backend/vxlan/vxlan.go).
 const flannelLease = `{"PublicIP":"192.168.64.3","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`
 
 func TestLeaseAttrsGolden(t *testing.T) {

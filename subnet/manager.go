@@ -30,6 +30,19 @@ type Manager interface {
 	// opts.Hint (e.g. from the previous subnet.env) when free.
 	AcquireLease(ctx context.Context, cfg *Config, attrs LeaseAttrs, opts AcquireOptions) (*Lease, error)
 
+	// LookupLease returns the lease the store still holds for this node from
+	// an earlier run, as AcquireLease would take it back, without taking or
+	// changing it; nil (and no error) when there is none. In etcd the node is
+	// its PublicIP: the leased key holding publicIP, else a reservation for
+	// it. A store that knows the node otherwise (Kubernetes: by its Node
+	// name, the lease being the Node's podCIDR and annotations, whose
+	// backend-data is flanneld's and Weft's BackendData) may ignore
+	// publicIP. The agent offers it to the backend before the first
+	// AcquireLease, so that a backend that must create its device afresh
+	// (after a reboot) can advertise what the node advertised before (the
+	// vxlan VtepMAC) and peers need change nothing.
+	LookupLease(ctx context.Context, cfg *Config, publicIP netip.Addr) (*Lease, error)
+
 	// KeepLease keeps lease alive until ctx ends: it refreshes its etcd lease
 	// when less than renewMargin of the TTL is left, and when the lease is
 	// lost (revoked, expired, key deleted) it acquires again, preferring the

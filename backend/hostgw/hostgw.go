@@ -27,16 +27,14 @@ package hostgw
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/base"
 	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/subnet"
 )
@@ -49,24 +47,10 @@ const TypeName = "host-gw"
 const DefaultVerifyEvery = 10 * time.Second
 
 // Config holds what the constructor needs beyond backend.Params.
-type Config struct {
-	// Netlink is the namespace to program; nil opens the current one (and
-	// the backend closes it on Close).
-	Netlink netlinkx.Interface
-	// VerifyEvery overrides DefaultVerifyEvery; negative means always read
-	// the kernel.
-	VerifyEvery time.Duration
-}
+type Config = base.Options
 
 // Spec returns the registry entry of the host-gw backend.
-func Spec() backend.Spec {
-	return backend.Spec{
-		New: func(ctx context.Context, p backend.Params) (backend.Backend, error) {
-			return New(ctx, p, Config{})
-		},
-		ValidateData: ValidateData,
-	}
-}
+func Spec() backend.Spec { return base.Spec(New, ValidateData) }
 
 // ValidateData accepts any BackendData: host-gw leases carry none, and a
 // peer needs nothing but its PublicIP.
@@ -76,55 +60,30 @@ var _ backend.Backend = (*Backend)(nil)
 
 // Backend is the host-gw backend. Create it with New.
 type Backend struct {
-	log  *slog.Logger
-	nl   netlinkx.Interface
-	cfg  *subnet.Config
-	ext  backend.ExternalInterface
-	prog *netlinkx.Programmer
-	sess *netlinkx.Session
+	*base.Base
 
-	setMu     sync.Mutex
+	// Guarded by SetMu.
 	extPrefix []netip.Prefix
 	extKnown  atomic.Bool
-	own       atomic.Pointer[netip.Prefix]
 }
 
 // New creates the backend and starts watching netlink. It programs nothing;
 // call Set.
 func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
-	if !p.Ext.Addr.Is4() || p.Ext.Index <= 0 {
-		return nil, fmt.Errorf("host-gw backend: external interface %q (index %d) needs an IPv4 address, has %v", p.Ext.Name, p.Ext.Index, p.Ext.Addr)
-	}
-	log := p.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	b := &Backend{
-		log: log.With("backend", TypeName, "device", p.Ext.Name),
-		cfg: p.Config,
-		ext: p.Ext,
-	}
-	sess, err := netlinkx.NewSession(ctx, c.Netlink, b.log)
+	b := &Backend{}
+	bb, err := base.New(ctx, p, c, base.Kind{
+		Name: TypeName, Device: p.Ext.Name, DefaultVerify: DefaultVerifyEvery, Owns: b.ownsRoute,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("host-gw backend: %w", err)
+		return nil, err
 	}
-	b.sess, b.nl = sess, sess.NL
-	verify := c.VerifyEvery
-	if verify == 0 {
-		verify = DefaultVerifyEvery
-	}
-	b.prog = netlinkx.NewProgrammer(b.nl, b.ownsRoute, verify)
-	var none netip.Prefix
-	b.own.Store(&none)
-	sess.Follow(b.observe, b.Resync)
+	b.Base = bb
+	b.Follow(b.observe, b.Resync)
 	return b, nil
 }
 
-// Type implements backend.Backend.
-func (b *Backend) Type() string { return TypeName }
-
 // MTU implements backend.Backend: the external interface's MTU.
-func (b *Backend) MTU() int { return b.ext.MTU }
+func (b *Backend) MTU() int { return b.Ext.MTU }
 
 // LeaseAttrs implements backend.Backend: BackendType "host-gw", no
 // BackendData.
@@ -134,67 +93,48 @@ func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
 	return nil
 }
 
-// Changes implements backend.Backend.
-func (b *Backend) Changes() <-chan struct{} { return b.sess.Changes() }
-
 // Resync makes the next Set read the kernel state.
 func (b *Backend) Resync() {
 	b.extKnown.Store(false)
-	b.prog.Invalidate()
-}
-
-// Close implements backend.Backend: it stops watching netlink and leaves
-// the routes in place.
-func (b *Backend) Close() error {
-	b.sess.Close()
-	return nil
+	b.Prog.Invalidate()
 }
 
 func (b *Backend) observe(u netlinkx.Update) {
-	if u.Kind == netlinkx.LinkUpdate && u.Link.Index == b.ext.Index {
+	if u.Kind == netlinkx.LinkUpdate && u.Link.Index == b.Ext.Index {
 		// Addresses or state of the underlay may have changed.
 		b.Resync()
-		b.sess.Notify()
+		b.Sess.Notify()
 		return
 	}
-	if b.prog.Observe(u) {
-		b.sess.Notify()
+	if b.Prog.Observe(u) {
+		b.Sess.Notify()
 	}
 }
 
 // ownsRoute: gateway routes on the external interface to subnets of the
 // network other than our own.
 func (b *Backend) ownsRoute(r netlinkx.Route, _ int) bool {
-	return r.LinkIndex == b.ext.Index && r.Gw.IsValid() && r.Dst.Bits() == b.cfg.SubnetLen &&
-		b.cfg.Network.Contains(r.Dst.Addr()) && r.Dst != *b.own.Load()
+	return r.LinkIndex == b.Ext.Index && r.Gw.IsValid() && b.PeerSubnet(r.Dst)
 }
 
 // Set implements backend.Backend.
 func (b *Backend) Set(ctx context.Context, s backend.State) error {
-	b.setMu.Lock()
-	defer b.setMu.Unlock()
-	if err := ctx.Err(); err != nil {
+	b.SetMu.Lock()
+	defer b.SetMu.Unlock()
+	if err := b.Begin(ctx, s); err != nil {
 		return err
 	}
-	if !s.Own.Subnet.IsValid() || !b.cfg.Contains(s.Own.Subnet) {
-		return fmt.Errorf("host-gw backend: own subnet %v is not a /%d of network %s", s.Own.Subnet, b.cfg.SubnetLen, b.cfg.Network)
-	}
-	own := s.Own.Subnet
-	b.own.Store(&own)
 	if !b.extKnown.Load() {
-		ps, err := b.nl.Addrs(b.ext.Index)
+		ps, err := b.NL.Addrs(b.Ext.Index)
 		if err != nil {
-			return fmt.Errorf("host-gw backend: addresses of %s: %w", b.ext.Name, err)
+			return fmt.Errorf("host-gw backend: addresses of %s: %w", b.Ext.Name, err)
 		}
 		b.extPrefix = ps
 		b.extKnown.Store(true)
 	}
 	want, peerErrs := b.desired(s)
-	st, err := b.prog.Sync(0, want)
-	if st.Added+st.Deleted > 0 || err != nil || len(peerErrs) > 0 {
-		b.log.Debug("reconciled", "peers", len(s.Peers), "added", st.Added, "deleted", st.Deleted, "dumped", st.Dumped, "skipped", len(peerErrs))
-	}
-	return errors.Join(append(peerErrs, err)...)
+	st, err := b.Prog.Sync(0, want)
+	return b.Done(len(s.Peers), st, err, peerErrs)
 }
 
 func (b *Backend) desired(s backend.State) (netlinkx.Entries, []error) {
@@ -212,11 +152,9 @@ func (b *Backend) desired(s backend.State) (netlinkx.Entries, []error) {
 		if p.Subnet == s.Own.Subnet {
 			continue
 		}
-		fail := func(format string, args ...any) {
-			errs = append(errs, fmt.Errorf("host-gw backend: skipping peer %s (PublicIP %v): %s", p.Key(), p.Attrs.PublicIP, fmt.Sprintf(format, args...)))
-		}
-		if !b.cfg.Contains(p.Subnet) {
-			fail("subnet %v is not a /%d of network %s", p.Subnet, b.cfg.SubnetLen, b.cfg.Network)
+		fail := func(format string, args ...any) { errs = append(errs, b.Skip(p, format, args...)) }
+		if !b.Cfg.Contains(p.Subnet) {
+			fail("subnet %v is not a /%d of network %s", p.Subnet, b.Cfg.SubnetLen, b.Cfg.Network)
 			continue
 		}
 		if (i > 0 && peers[i-1].Subnet == p.Subnet) || (i+1 < len(peers) && peers[i+1].Subnet == p.Subnet) {
@@ -232,20 +170,11 @@ func (b *Backend) desired(s backend.State) (netlinkx.Entries, []error) {
 			fail("BackendType %q, want %q", p.Attrs.BackendType, TypeName)
 			continue
 		}
-		if !b.onLink(ip) {
-			fail("PublicIP is not on a directly connected subnet of %s (%v); host-gw needs every node on one L2 segment", b.ext.Name, b.extPrefix)
+		if !base.OnLink(b.extPrefix, ip) {
+			fail("PublicIP is not on a directly connected subnet of %s (%v); host-gw needs every node on one L2 segment", b.Ext.Name, b.extPrefix)
 			continue
 		}
-		want.Routes[p.Subnet] = netlinkx.Route{Dst: p.Subnet, Gw: ip, LinkIndex: b.ext.Index}
+		want.Routes[p.Subnet] = netlinkx.Route{Dst: p.Subnet, Gw: ip, LinkIndex: b.Ext.Index}
 	}
 	return want, errs
-}
-
-func (b *Backend) onLink(ip netip.Addr) bool {
-	for _, p := range b.extPrefix {
-		if p.Contains(ip) && p.Addr() != ip && p.Bits() < 32 {
-			return true
-		}
-	}
-	return false
 }

@@ -58,7 +58,7 @@ func (r *rig) set(peers []subnet.Lease) error {
 const golden = `addr eth0 192.168.0.1/24
 addr lo 127.0.0.1/8
 link eth0 veth mtu 1500 mac 02:ee:00:00:00:02 up
-link lo loopback mtu 65536 mac 00:00:00:00:00:00 up
+link lo device mtu 65536 mac 00:00:00:00:00:00 up
 route 10.244.2.0/24 via 192.168.0.102 dev eth0
 route 10.244.3.0/24 via 192.168.0.103 dev eth0
 route 10.244.5.0/24 via 192.168.0.105 dev eth0

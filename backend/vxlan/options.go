@@ -128,7 +128,9 @@ func VtepMAC(publicIP netip.Addr, vni int) netlinkx.MAC {
 	return m
 }
 
-// BackendData is the BackendData of a vxlan lease, as flanneld writes it:
+// BackendData is the BackendData of a vxlan lease, as flannel v0.28.9 writes
+// it (vxlanLeaseAttrs in pkg/backend/vxlan/vxlan.go, no JSON tags; the MAC
+// marshalled by its hardwareAddr type as a quoted string):
 // {"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}.
 type BackendData struct {
 	VNI     int    `json:"VNI"`

@@ -6,9 +6,8 @@
 //
 // One device, flannel.<VNI> (VXLAN, UDP port 8472 by default, nolearning,
 // local address and underlay link = the node's external interface, MTU =
-// the underlay's minus 50, and a MAC derived from the public IP and the VNI
-// so that it survives restarts and reboots). The device carries
-// <own subnet>.0/32. For each peer, in this order:
+// the underlay's minus 50). The device carries <own subnet>.0/32. For each
+// peer, in this order:
 //
 //	neighbour <peer subnet>.0 lladdr <peer VtepMAC> permanent   (no ARP)
 //	fdb <peer VtepMAC> dst <peer PublicIP> self permanent     (where to tunnel)
@@ -29,8 +28,20 @@
 // with DirectRouting, gateway routes on the underlay); it never touches other
 // routes. A netlink subscription tells it when someone else changes any of
 // that, including deleting the device: it then fires Changes, and the next
-// Set verifies the kernel and repairs it. An existing compatible device is
-// reused at start, so that a restarted agent does not drop traffic.
+// Set verifies the kernel and repairs it.
+//
+// # The device and its MAC
+//
+// New adopts an existing flannel.<VNI> whose settings matter to the data
+// plane as configured (VXLAN, VNI, port, local address, underlay link, GBP,
+// learning off), whatever its MAC: its own device after an agent restart,
+// or flanneld's on a node switching to Weft. It keeps the device's MAC and
+// advertises it (LeaseAttrs), so that no peer has to change an entry and no
+// packet is lost. Only a device created afresh gets a MAC chosen here: the
+// VtepMAC of this node's lease if the store still holds one (a reboot: the
+// peers still hold entries for that MAC), else one derived from the public
+// address and the VNI. Once chosen, the MAC never changes for the life of
+// the backend: a device deleted under it is recreated with the same MAC.
 package vxlan
 
 import (
@@ -42,11 +53,11 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/base"
 	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/subnet"
 )
@@ -59,102 +70,73 @@ import (
 const DefaultVerifyEvery = 5 * time.Minute
 
 // Config holds what the constructor needs beyond backend.Params.
-type Config struct {
-	// Netlink is the namespace to program; nil opens the current one (and
-	// the backend closes it on Close).
-	Netlink netlinkx.Interface
-	// VerifyEvery overrides DefaultVerifyEvery; negative means always read
-	// the kernel.
-	VerifyEvery time.Duration
-}
+type Config = base.Options
 
 // Spec returns the registry entry of the vxlan backend.
-func Spec() backend.Spec {
-	return backend.Spec{
-		New: func(ctx context.Context, p backend.Params) (backend.Backend, error) {
-			return New(ctx, p, Config{})
-		},
-		ValidateData: ValidateData,
-	}
-}
+func Spec() backend.Spec { return base.Spec(New, ValidateData) }
 
 var _ backend.Backend = (*Backend)(nil)
 
 // Backend is the vxlan backend. Create it with New.
 type Backend struct {
+	*base.Base
+	// Short names for what Base holds (set once in New), kept so that the
+	// device code reads as before.
 	log  *slog.Logger
 	nl   netlinkx.Interface
 	cfg  *subnet.Config
-	opts Options
 	ext  backend.ExternalInterface
-	mac  netlinkx.MAC
-	mtu  int
 	prog *netlinkx.Programmer
-	sess *netlinkx.Session
 
-	// setMu serialises Set.
-	setMu      sync.Mutex
+	opts Options
+	pub  netip.Addr // the public address the derived MAC is made from
+	// previous looks up this node's previous lease (backend.Params).
+	previous func(ctx context.Context) (*subnet.Lease, error)
+	// mac is the device's MAC, advertised in the lease: decided in New
+	// (adopted or chosen by create) and never changed after it returns.
+	mac netlinkx.MAC
+	mtu int
+
+	// Guarded by SetMu.
 	link       netlinkx.Link
 	addrFor    netip.Prefix   // the own subnet whose address the device carries
 	extPrefix  []netip.Prefix // connected prefixes of the underlay
 	devChecked atomic.Bool    // the device is known to exist as configured
 	linkIndex  atomic.Int64
-	own        atomic.Pointer[netip.Prefix]
-	d          desiredState // guarded by setMu
+	d          desiredState
 }
 
 // New creates the backend: it parses the options in p.Config.Backend,
-// creates or reuses the VXLAN device and starts watching netlink. It
-// programs no peers; call Set.
+// adopts or creates the VXLAN device (see the package doc) and starts
+// watching netlink. It programs no peers; call Set.
 func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	opts, err := ParseOptions(p.Config.Backend)
 	if err != nil {
 		return nil, err
 	}
-	if !p.Ext.Addr.Is4() || p.Ext.Index <= 0 {
-		return nil, fmt.Errorf("vxlan backend: external interface %q (index %d) needs an IPv4 address, has %v", p.Ext.Name, p.Ext.Index, p.Ext.Addr)
+	b := &Backend{opts: opts, pub: p.Ext.PublicIP, previous: p.Previous}
+	bb, err := base.New(ctx, p, c, base.Kind{
+		Name: TypeName, Device: opts.DeviceName(), DefaultVerify: DefaultVerifyEvery, Owns: b.ownsRoute,
+	})
+	if err != nil {
+		return nil, err
 	}
-	log := p.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+	b.Base = bb
+	b.log, b.nl, b.cfg, b.ext, b.prog = bb.Log, bb.NL, bb.Cfg, bb.Ext, bb.Prog
+	if !b.pub.IsValid() {
+		b.pub = p.Ext.Addr
 	}
-	b := &Backend{
-		log:  log.With("backend", TypeName, "device", opts.DeviceName()),
-		cfg:  p.Config,
-		opts: opts,
-		ext:  p.Ext,
-	}
-	pub := p.Ext.PublicIP
-	if !pub.IsValid() {
-		pub = p.Ext.Addr
-	}
-	b.mac = VtepMAC(pub, opts.VNI)
 	b.mtu = opts.MTU
 	if b.mtu == 0 {
 		b.mtu = p.Ext.MTU - Overhead
 	}
-	sess, err := netlinkx.NewSession(ctx, c.Netlink, b.log)
-	if err != nil {
-		return nil, fmt.Errorf("vxlan backend: %w", err)
-	}
-	b.sess, b.nl = sess, sess.NL
-	verify := c.VerifyEvery
-	if verify == 0 {
-		verify = DefaultVerifyEvery
-	}
-	b.prog = netlinkx.NewProgrammer(b.nl, b.ownsRoute, verify)
-	var none netip.Prefix
-	b.own.Store(&none)
-	if err := b.ensureDevice(); err != nil {
-		sess.Close()
+	if err := b.ensureDevice(ctx); err != nil {
+		b.Close()
 		return nil, err
 	}
-	sess.Follow(b.observe, b.Resync)
+	b.Follow(b.observe, b.Resync)
 	return b, nil
 }
-
-// Type implements backend.Backend.
-func (b *Backend) Type() string { return TypeName }
 
 // MTU implements backend.Backend.
 func (b *Backend) MTU() int { return b.mtu }
@@ -174,21 +156,11 @@ func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
 	return nil
 }
 
-// Changes implements backend.Backend.
-func (b *Backend) Changes() <-chan struct{} { return b.sess.Changes() }
-
 // Resync makes the next Set read the kernel state and check the device
 // rather than trust what it applied before.
 func (b *Backend) Resync() {
 	b.devChecked.Store(false)
 	b.prog.Invalidate()
-}
-
-// Close implements backend.Backend: it stops watching netlink and leaves the
-// kernel state in place.
-func (b *Backend) Close() error {
-	b.sess.Close()
-	return nil
 }
 
 func (b *Backend) observe(u netlinkx.Update) {
@@ -198,7 +170,7 @@ func (b *Backend) observe(u netlinkx.Update) {
 		if ours && (u.Deleted || !b.compatible(l) || !l.Up || l.MTU != b.mtu) {
 			b.devChecked.Store(false)
 			b.prog.Invalidate()
-			b.sess.Notify()
+			b.Sess.Notify()
 		}
 		return
 	}
@@ -206,34 +178,75 @@ func (b *Backend) observe(u netlinkx.Update) {
 		b.log.Warn("netlink updates lost; the next Set reads the kernel state", "err", u.Err)
 	}
 	if b.prog.Observe(u) {
-		b.sess.Notify()
+		b.Sess.Notify()
 	}
 }
 
-// compatible reports whether an existing link can serve as our device.
+// compatible reports whether an existing link is our device as it should
+// be: as configured and with the MAC the lease advertises.
 func (b *Backend) compatible(l netlinkx.Link) bool {
-	v := l.VXLAN
-	return l.Type == "vxlan" && v != nil && v.VNI == b.opts.VNI && v.Port == b.opts.Port &&
-		v.Local == b.ext.Addr && v.VtepDevIndex == b.ext.Index && v.GBP == b.opts.GBP &&
-		!v.Learning && l.MAC == b.mac
+	return misfit(l, b.want()) == "" && l.MAC == b.mac
 }
 
-// ensureDevice finds or creates the device and brings it to the configured
-// MTU and up. Must hold setMu or be in New.
-func (b *Backend) ensureDevice() error {
+// want returns the device's settings as configured.
+func (b *Backend) want() netlinkx.VXLAN {
+	return netlinkx.VXLAN{VNI: b.opts.VNI, Port: b.opts.Port, Local: b.ext.Addr, VtepDevIndex: b.ext.Index, GBP: b.opts.GBP}
+}
+
+// misfit says why an existing link cannot carry the data plane as want
+// describes it ("" when it can): every setting that decides how frames are
+// encapsulated and to whom. The MAC is not compared (any unicast MAC can be
+// adopted and advertised), nor the MTU, the state or the addresses, which
+// the backend sets on the device it adopts.
+func misfit(l netlinkx.Link, want netlinkx.VXLAN) string {
+	v := l.VXLAN
+	switch {
+	case l.Type != "vxlan" || v == nil:
+		return fmt.Sprintf("type %s, not vxlan", l.Type)
+	case v.VNI != want.VNI:
+		return fmt.Sprintf("VNI %d, want %d", v.VNI, want.VNI)
+	case v.Port != want.Port:
+		return fmt.Sprintf("port %d, want %d", v.Port, want.Port)
+	case v.Local != want.Local:
+		return fmt.Sprintf("local address %v, want %v", v.Local, want.Local)
+	case v.VtepDevIndex != want.VtepDevIndex:
+		return fmt.Sprintf("underlay link #%d, want #%d", v.VtepDevIndex, want.VtepDevIndex)
+	case v.GBP != want.GBP:
+		return fmt.Sprintf("GBP %t, want %t", v.GBP, want.GBP)
+	case v.Learning:
+		return "learning on, want off"
+	case !l.MAC.IsUnicast():
+		return fmt.Sprintf("MAC %s is not a unicast address", l.MAC)
+	}
+	return ""
+}
+
+// ensureDevice finds, adopts or creates the device and brings it to the
+// configured MTU and up. Must hold SetMu or be in New.
+func (b *Backend) ensureDevice(ctx context.Context) error {
 	name := b.opts.DeviceName()
 	l, err := b.nl.LinkByName(name)
+	why := ""
+	if err == nil {
+		why = misfit(l, b.want())
+		if why == "" && !b.mac.IsZero() && l.MAC != b.mac {
+			why = fmt.Sprintf("MAC %s, but the lease advertises %s", l.MAC, b.mac)
+		}
+	}
 	switch {
 	case errors.Is(err, netlinkx.ErrNotFound):
-		l, err = b.create()
+		l, err = b.create(ctx)
 	case err != nil:
 		return fmt.Errorf("vxlan backend: %w", err)
-	case !b.compatible(l):
-		b.log.Warn("existing device is incompatible; recreating it", "index", l.Index, "type", l.Type, "mac", l.MAC.String())
+	case why != "":
+		b.log.Warn("existing device is incompatible; recreating it", "index", l.Index, "reason", why)
 		if err := b.nl.DeleteLink(l.Index); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
-			return fmt.Errorf("vxlan backend: replacing incompatible %s: %w", name, err)
+			return fmt.Errorf("vxlan backend: replacing incompatible %s (%s): %w", name, why, err)
 		}
-		l, err = b.create()
+		l, err = b.create(ctx)
+	case b.mac.IsZero():
+		b.mac = l.MAC
+		b.log.Info("adopting the existing device with its MAC", "index", l.Index, "mac", l.MAC.String())
 	default:
 		b.log.Debug("reusing existing device", "index", l.Index)
 	}
@@ -264,20 +277,56 @@ func (b *Backend) ensureDevice() error {
 	return nil
 }
 
-func (b *Backend) create() (netlinkx.Link, error) {
+// create creates the device, with the MAC already decided or, in New, the
+// one chooseMAC picks.
+func (b *Backend) create(ctx context.Context) (netlinkx.Link, error) {
+	if b.mac.IsZero() {
+		b.mac = b.chooseMAC(ctx)
+	}
 	l, err := b.nl.AddVXLAN(netlinkx.NewVXLAN{
-		Name: b.opts.DeviceName(),
-		MTU:  b.mtu,
-		MAC:  b.mac,
-		VXLAN: netlinkx.VXLAN{
-			VNI: b.opts.VNI, Port: b.opts.Port, Local: b.ext.Addr, VtepDevIndex: b.ext.Index, GBP: b.opts.GBP,
-		},
+		Name:  b.opts.DeviceName(),
+		MTU:   b.mtu,
+		MAC:   b.mac,
+		VXLAN: b.want(),
 	})
 	if err != nil {
 		return l, fmt.Errorf("vxlan backend: %w", err)
 	}
 	b.log.Info("created device", "index", l.Index, "mac", b.mac.String(), "mtu", b.mtu)
 	return l, nil
+}
+
+// chooseMAC picks the MAC of a device created in New: the VtepMAC of this
+// node's previous lease when the store still holds one for this backend and
+// VNI (after a reboot the peers still hold entries for it, so they need
+// change nothing), else the one derived from the public address and the
+// VNI. A failed lookup is logged and costs only that: the derived MAC, and
+// peers update their entries when the lease is rewritten.
+func (b *Backend) chooseMAC(ctx context.Context) netlinkx.MAC {
+	derived := VtepMAC(b.pub, b.opts.VNI)
+	if b.previous == nil {
+		return derived
+	}
+	l, err := b.previous(ctx)
+	if err != nil {
+		b.log.Warn("cannot look up this node's previous lease; deriving the VTEP MAC", "err", err, "mac", derived.String())
+		return derived
+	}
+	if l == nil {
+		b.log.Info("no previous lease for this node; deriving the VTEP MAC", "mac", derived.String())
+		return derived
+	}
+	if l.Attrs.BackendType != TypeName {
+		b.log.Info("this node's previous lease is not a vxlan lease; deriving the VTEP MAC", "lease", l.Key(), "backend_type", l.Attrs.BackendType, "mac", derived.String())
+		return derived
+	}
+	mac, err := ParseBackendData(l.Attrs.BackendData, b.opts.VNI)
+	if err != nil {
+		b.log.Info("this node's previous lease has no usable VTEP MAC; deriving one", "lease", l.Key(), "reason", err, "mac", derived.String())
+		return derived
+	}
+	b.log.Info("taking the VTEP MAC of this node's previous lease", "lease", l.Key(), "mac", mac.String())
+	return mac
 }
 
 // ensureAddr gives the device <own subnet>.0/32 and removes other IPv4
@@ -308,7 +357,7 @@ func (b *Backend) ensureAddr(own netip.Prefix) error {
 // a route to a subnet of the network (not our own) on our device, or with
 // DirectRouting a gateway route on the underlay.
 func (b *Backend) ownsRoute(r netlinkx.Route, link int) bool {
-	if r.Dst.Bits() != b.cfg.SubnetLen || !b.cfg.Network.Contains(r.Dst.Addr()) || r.Dst == *b.own.Load() {
+	if !b.PeerSubnet(r.Dst) {
 		return false
 	}
 	if link != 0 && r.LinkIndex == link {
@@ -319,18 +368,14 @@ func (b *Backend) ownsRoute(r netlinkx.Route, link int) bool {
 
 // Set implements backend.Backend.
 func (b *Backend) Set(ctx context.Context, s backend.State) error {
-	b.setMu.Lock()
-	defer b.setMu.Unlock()
-	if err := ctx.Err(); err != nil {
+	b.SetMu.Lock()
+	defer b.SetMu.Unlock()
+	if err := b.Begin(ctx, s); err != nil {
 		return err
 	}
-	if !s.Own.Subnet.IsValid() || !b.cfg.Contains(s.Own.Subnet) {
-		return fmt.Errorf("vxlan backend: own subnet %v is not a /%d of network %s", s.Own.Subnet, b.cfg.SubnetLen, b.cfg.Network)
-	}
 	own := s.Own.Subnet
-	b.own.Store(&own)
 	if !b.devChecked.Load() {
-		if err := b.ensureDevice(); err != nil {
+		if err := b.ensureDevice(ctx); err != nil {
 			b.prog.Invalidate()
 			return err
 		}
@@ -350,11 +395,7 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 	}
 	b.d.full = false
 	b.d.delta.Reset()
-	peerErrs := b.d.errors()
-	if st.Added+st.Deleted > 0 || err != nil || len(peerErrs) > 0 {
-		b.log.Debug("reconciled", "peers", len(s.Peers), "added", st.Added, "deleted", st.Deleted, "dumped", st.Dumped, "skipped", len(peerErrs))
-	}
-	return errors.Join(append(peerErrs, err)...)
+	return b.Done(len(s.Peers), st, err, b.d.errors())
 }
 
 // desired brings b.d (the desired entries and what they were derived from)
@@ -455,9 +496,7 @@ func (rec *peerRec) same(g []subnet.Lease) bool {
 func (b *Backend) derive(g []subnet.Lease) *peerRec {
 	p := &g[0]
 	rec := &peerRec{ip: p.Attrs.PublicIP, typ: p.Attrs.BackendType, data: string(p.Attrs.BackendData), dup: len(g)}
-	fail := func(p *subnet.Lease, format string, args ...any) error {
-		return fmt.Errorf("vxlan backend: skipping peer %s (PublicIP %v): %s", p.Key(), p.Attrs.PublicIP, fmt.Sprintf(format, args...))
-	}
+	fail := b.Skip
 	ip := p.Attrs.PublicIP
 	switch {
 	case !b.cfg.Contains(p.Subnet):
@@ -481,7 +520,7 @@ func (b *Backend) derive(g []subnet.Lease) *peerRec {
 			break
 		}
 		rec.mac = mac
-		rec.direct = b.opts.DirectRouting && b.onLink(ip)
+		rec.direct = b.opts.DirectRouting && base.OnLink(b.extPrefix, ip)
 	}
 	return rec
 }
@@ -585,8 +624,7 @@ func (d *desiredState) resolve() {
 			if rec.owns {
 				d.drop(sn, rec)
 			}
-			d.bad[sn] = fmt.Errorf("vxlan backend: skipping peer %s (PublicIP %v): VtepMAC %s is already used by peer %s",
-				subnet.SubnetKey(sn, netip.Prefix{}), rec.ip, mac, owner)
+			d.bad[sn] = base.SkipError(TypeName, subnet.SubnetKey(sn, netip.Prefix{}), rec.ip, "VtepMAC %s is already used by peer %s", mac, owner)
 		}
 		rec := d.recs[owner]
 		delete(d.bad, owner)
@@ -617,17 +655,6 @@ func (d *desiredState) errors() []error {
 		errs[i] = d.bad[k]
 	}
 	return errs
-}
-
-// onLink reports whether ip is on a directly connected subnet of the
-// underlay (and is not the underlay's own address).
-func (b *Backend) onLink(ip netip.Addr) bool {
-	for _, p := range b.extPrefix {
-		if p.Contains(ip) && p.Addr() != ip && p.Bits() < 32 {
-			return true
-		}
-	}
-	return false
 }
 
 func comparePrefix(x, y netip.Prefix) int {

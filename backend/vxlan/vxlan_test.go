@@ -83,7 +83,7 @@ fdb 6e:a9:74:e4:0d:f5 dev flannel.1 dst 192.168.0.105
 fdb ae:09:26:b0:79:4d dev flannel.1 dst 192.168.0.103
 link eth0 veth mtu 1500 mac 02:ee:00:00:00:02 up
 link flannel.1 vxlan mtu 1450 mac ba:15:a1:b0:12:6b up vni 1 port 8472 local 192.168.0.1 dev eth0 nolearning
-link lo loopback mtu 65536 mac 00:00:00:00:00:00 up
+link lo device mtu 65536 mac 00:00:00:00:00:00 up
 neigh 10.244.2.0 dev flannel.1 lladdr 32:68:b3:48:e0:71 permanent
 neigh 10.244.3.0 dev flannel.1 lladdr ae:09:26:b0:79:4d permanent
 neigh 10.244.5.0 dev flannel.1 lladdr 6e:a9:74:e4:0d:f5 permanent

@@ -2,7 +2,6 @@ package labbench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -29,19 +28,9 @@ type hostCNI struct {
 }
 
 func newHostCNI(h lab.Host, binDir string) (*hostCNI, error) {
-	b, err := json.Marshal(map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       "weft-lab",
-		"plugins": []any{map[string]any{
-			"type":       "flannel",
-			"subnetFile": h.SubnetFile,
-			"dataDir":    filepath.Join(h.DataDir, "flannel"),
-			"ipam":       map[string]any{"dataDir": filepath.Join(h.DataDir, "ipam")},
-			"delegate":   map[string]any{"hairpinMode": true, "isDefaultGateway": true},
-		}},
-	})
+	b, err := lab.ConfList(h)
 	if err != nil {
-		return nil, fmt.Errorf("encoding the CNI config of %s: %w", h.Name, err)
+		return nil, err
 	}
 	list, err := libcni.ConfListFromBytes(b)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/bench/report"
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/ops/lab"
 )
 
@@ -88,7 +89,7 @@ func (b *Bench) killAndRestart(ctx context.Context, st *lab.State, h lab.Host) (
 	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
 		return 0, nil, fmt.Errorf("killing %s's agent: %w", h.Name, err)
 	}
-	for i := 0; i < 200 && processAlive(p.PID); i++ {
+	for i := 0; i < 200 && procstat.Alive(p.PID); i++ {
 		time.Sleep(5 * time.Millisecond)
 	}
 	logf, err := os.OpenFile(p.Log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
@@ -109,17 +110,6 @@ func (b *Bench) killAndRestart(ctx context.Context, st *lab.State, h lab.Host) (
 		return 0, agent, err
 	}
 	return time.Since(t0), agent, nil
-}
-
-// processAlive reports whether pid exists and is not a zombie.
-func processAlive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || (s[i+2] != 'Z' && s[i+2] != 'X')
 }
 
 var pingSummary = regexp.MustCompile(`(\d+) packets transmitted, (\d+) (?:packets )?received`)

@@ -4,18 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/weftnet/weft/bench/report"
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcd"
 )
 
 // scaleNetwork has room for 65,535 /24 leases.
@@ -24,9 +23,10 @@ const scaleNetwork = "10.0.0.0/8"
 // Idle fills the etcd of a one-host lab with synthetic vxlan peers, first
 // counts[0] of them, then up to counts[1], ..., and after each step waits
 // until the host's agent has a route to every peer, lets it settle for a
-// second, and measures its CPU over window and its resident memory. The
-// peers only fill routes, neighbours and FDB entries: no packet goes to
-// their public addresses.
+// second, and measures its CPU over window (by the process's CPU clock, in
+// nanoseconds; the figure's note gives the resolution) and its resident
+// memory. The peers only fill routes, neighbours and FDB entries: no
+// packet goes to their public addresses.
 func (b *Bench) Idle(ctx context.Context, counts []int, window time.Duration) ([]report.Measurement, error) {
 	st, upCmd, _, err := b.Up(ctx, 1, 0, "vxlan", "--network", scaleNetwork)
 	if err != nil {
@@ -40,18 +40,22 @@ func (b *Bench) Idle(ctx context.Context, counts []int, window time.Duration) ([
 			pid = p.PID
 		}
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)}, DialTimeout: 5 * time.Second})
+	store, err := etcd.New(etcd.Options{Endpoints: []string{"http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)}, Prefix: lab.EtcdPrefix, DialTimeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the lab's etcd: %w", err)
 	}
-	defer cli.Close()
-	cmd := upCmd + "; synthetic vxlan leases put into its etcd (bench/labbench/scale.go); CPU from /proc/PID/stat of host1's weftd"
+	defer store.Close()
+	res, err := procstat.Resolution(pid)
+	if err != nil {
+		return nil, err
+	}
+	cmd := upCmd + "; synthetic vxlan leases put into its etcd (bench/labbench/scale.go); CPU from the process CPU clock of host1's weftd"
 	var out []report.Measurement
 	have := 0
 	for _, n := range counts {
 		prev := have
 		t0 := time.Now()
-		if err := putPeers(ctx, cli, prev, n); err != nil {
+		if err := putPeers(ctx, store, prev, n); err != nil {
 			return nil, err
 		}
 		if err := waitRoutes(ctx, h.NS, n, time.Minute); err != nil {
@@ -60,53 +64,53 @@ func (b *Bench) Idle(ctx context.Context, counts []int, window time.Duration) ([
 		prog := time.Since(t0)
 		have = n
 		time.Sleep(time.Second)
-		c0, _, err := procCPU(pid)
+		c0, err := procstat.CPU(pid)
 		if err != nil {
 			return nil, err
 		}
+		w0 := time.Now()
 		time.Sleep(window)
-		c1, rss, err := procCPU(pid)
+		c1, err := procstat.CPU(pid)
 		if err != nil {
 			return nil, err
 		}
-		idle := (c1 - c0) / window.Seconds() * 100
-		b.say("%d peers: programmed in %s, idle CPU %.2f%%, RSS %.1f MB", n, prog.Round(time.Millisecond), idle, rss)
+		took := time.Since(w0)
+		rss, err := procstat.RSS(pid)
+		if err != nil {
+			return nil, err
+		}
+		idle := float64(c1-c0) / float64(took) * 100
+		resPct := float64(res) / float64(took) * 100
+		b.say("%d peers: programmed in %s, idle CPU %.4f%% over %s, RSS %.1f MB", n, prog.Round(time.Millisecond), idle, took.Round(time.Millisecond), float64(rss)/(1<<20))
 		what := fmt.Sprintf("lab host's agent with %d peers", n)
 		out = append(out,
-			report.Measurement{What: what + ": idle CPU over " + window.String(), Unit: "% of a CPU", Stat: "median", Samples: []float64{idle}, Command: cmd},
-			report.Measurement{What: what + ": resident memory", Unit: "MB", Stat: "median", Samples: []float64{rss}, Command: cmd},
+			report.Measurement{What: what + ": idle CPU over " + window.String(), Unit: "% of a CPU", Stat: "median", Samples: []float64{idle}, Command: cmd,
+				Note: fmt.Sprintf("process CPU clock, resolution %s = %s %% of a CPU over %s", res, report.Number(resPct), took.Round(time.Millisecond))},
+			report.Measurement{What: what + ": resident memory", Unit: "MB", Stat: "median", Samples: []float64{float64(rss) / (1 << 20)}, Command: cmd},
 			report.Measurement{What: fmt.Sprintf("lab host's agent with %d peers: %d more leases put into etcd → all %d routes in its kernel", prev, n-prev, n), Unit: "ms", Stat: "median", Samples: []float64{ms(prog)}, Command: cmd},
 		)
 	}
 	return out, nil
 }
 
-// peerLease returns the key and value of the i-th synthetic peer: subnet
-// 10.x.y.0/24 from i+1, public IP in 172.31.0.0/16.
-func peerLease(i int) (string, string, error) {
+// peerLease returns the i-th synthetic peer: subnet 10.x.y.0/24 from i+1,
+// public IP in 172.31.0.0/16.
+func peerLease(i int) subnet.Lease {
 	n := i + 1
 	sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), 0}), 24)
 	pub := netip.AddrFrom4([4]byte{172, 31, byte(n >> 8), byte(n)})
 	mac := fmt.Sprintf("0a:58:%02x:%02x:%02x:01", byte(n>>16), byte(n>>8), byte(n))
-	attrs := subnet.LeaseAttrs{PublicIP: pub, BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"` + mac + `"}`)}
-	v, err := attrs.Marshal()
-	return lab.EtcdPrefix + "/subnets/" + subnet.SubnetKey(sn, netip.Prefix{}), string(v), err
+	return subnet.Lease{Subnet: sn, Attrs: subnet.LeaseAttrs{PublicIP: pub, BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"` + mac + `"}`)}}
 }
 
-// putPeers writes peers [from, to) in transactions of 100.
-func putPeers(ctx context.Context, cli *clientv3.Client, from, to int) error {
-	for i := from; i < to; i += 100 {
-		var ops []clientv3.Op
-		for j := i; j < min(i+100, to); j++ {
-			k, v, err := peerLease(j)
-			if err != nil {
-				return err
-			}
-			ops = append(ops, clientv3.OpPut(k, v))
-		}
-		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-			return fmt.Errorf("writing synthetic leases: %w", err)
-		}
+// putPeers writes peers [from, to) through the store.
+func putPeers(ctx context.Context, st *etcd.Store, from, to int) error {
+	leases := make([]subnet.Lease, 0, to-from)
+	for i := from; i < to; i++ {
+		leases = append(leases, peerLease(i))
+	}
+	if err := st.PutReservations(ctx, leases); err != nil {
+		return fmt.Errorf("writing synthetic leases: %w", err)
 	}
 	return nil
 }
@@ -147,28 +151,4 @@ func waitRoutes(ctx context.Context, ns string, n int, timeout time.Duration) er
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s has %d of %d peer routes after %s", ns, got, n, timeout)
-}
-
-// procCPU returns a process's CPU seconds (user+system) and resident
-// memory in MB.
-func procCPU(pid int) (cpu, rssMB float64, err error) {
-	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, fmt.Errorf("agent pid %d: %w", pid, err)
-	}
-	s := string(stat)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, 0, fmt.Errorf("agent pid %d: %w", pid, err)
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.ParseFloat(strings.Fields(rest)[0], 64)
-			rssMB = kb / 1024
-		}
-	}
-	return (ut + st) / 100, rssMB, nil // USER_HZ is 100 on Linux
 }

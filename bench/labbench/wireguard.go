@@ -12,12 +12,13 @@ import (
 	"strings"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weftnet/weft/bench/report"
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcd"
 )
 
 // IdleWireGuard fills the etcd of a one-host wireguard lab with n synthetic
@@ -39,21 +40,21 @@ func (b *Bench) IdleWireGuard(ctx context.Context, n int, window time.Duration) 
 			pid = p.PID
 		}
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)}, DialTimeout: 5 * time.Second})
+	store, err := etcd.New(etcd.Options{Endpoints: []string{"http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)}, Prefix: lab.EtcdPrefix, DialTimeout: 5 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("connecting to the lab's etcd: %w", err)
 	}
-	defer cli.Close()
-	var ops []clientv3.Op
+	defer store.Close()
+	leases := make([]subnet.Lease, 0, n)
 	for i := range n {
-		k, v, err := wireguardLease(i)
+		l, err := wireguardLease(i)
 		if err != nil {
 			return nil, err
 		}
-		ops = append(ops, clientv3.OpPut(k, v))
+		leases = append(leases, l)
 	}
 	t0 := time.Now()
-	if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+	if err := store.PutReservations(ctx, leases); err != nil {
 		return nil, fmt.Errorf("writing synthetic leases: %w", err)
 	}
 	sock := filepath.Join(h.DataDir, "wireguard", "flannel-wg.sock")
@@ -68,7 +69,7 @@ func (b *Bench) IdleWireGuard(ctx context.Context, n int, window time.Duration) 
 		time.Sleep(50 * time.Millisecond)
 	}
 	prog := time.Since(t0)
-	cmd := upCmd + "; synthetic wireguard leases put into its etcd (bench/labbench/wireguard.go); CPU from /proc/PID/stat of host1's weftd"
+	cmd := upCmd + "; synthetic wireguard leases put into its etcd (bench/labbench/wireguard.go); CPU from the process CPU clock of host1's weftd"
 	what := fmt.Sprintf("wireguard (userspace engine), lab host's agent with %d peers", n)
 	out := []report.Measurement{{What: fmt.Sprintf("%s: leases put into etcd → all on its device", what), Unit: "ms", Stat: "median", Samples: []float64{ms(prog)}, Command: cmd}}
 	// Twice: while wireguard-go still retries the handshakes it started to
@@ -82,16 +83,23 @@ func (b *Bench) IdleWireGuard(ctx context.Context, n int, window time.Duration) 
 		{95 * time.Second, "after wireguard-go gave up the handshakes (90 s): the agent's own idle cost"},
 	} {
 		time.Sleep(time.Until(t0.Add(prog + m.after)))
-		c0, _, err := procCPU(pid)
+		c0, err := procstat.CPU(pid)
 		if err != nil {
 			return nil, err
 		}
+		w0 := time.Now()
 		time.Sleep(window)
-		c1, rss, err := procCPU(pid)
+		c1, err := procstat.CPU(pid)
 		if err != nil {
 			return nil, err
 		}
-		idle := (c1 - c0) / window.Seconds() * 100
+		took := time.Since(w0)
+		rssB, err := procstat.RSS(pid)
+		if err != nil {
+			return nil, err
+		}
+		rss := float64(rssB) / (1 << 20)
+		idle := float64(c1-c0) / float64(took) * 100
 		b.say("wireguard, %d peers, %s after programming: idle CPU %.2f%%, RSS %.1f MB", n, m.after, idle, rss)
 		out = append(out,
 			report.Measurement{What: fmt.Sprintf("%s: idle CPU over %s, %s after", what, window, m.after), Unit: "% of a CPU", Stat: "median", Samples: []float64{idle}, Command: cmd, Note: m.note},
@@ -101,21 +109,18 @@ func (b *Bench) IdleWireGuard(ctx context.Context, n int, window time.Duration) 
 	return out, nil
 }
 
-// wireguardLease returns the key and value of the i-th synthetic wireguard
-// peer: subnet 10.x.y.0/24 from i+1, public IP in 172.31.0.0/16, a fresh
-// key.
-func wireguardLease(i int) (string, string, error) {
+// wireguardLease returns the i-th synthetic wireguard peer: subnet
+// 10.x.y.0/24 from i+1, public IP in 172.31.0.0/16, a fresh key.
+func wireguardLease(i int) (subnet.Lease, error) {
 	n := i + 1
 	sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), 0}), 24)
 	pub := netip.AddrFrom4([4]byte{172, 31, byte(n >> 8), byte(n)})
 	k, err := wgtypes.GeneratePrivateKey()
 	if err != nil {
-		return "", "", err
+		return subnet.Lease{}, err
 	}
-	attrs := subnet.LeaseAttrs{PublicIP: pub, BackendType: "wireguard",
-		BackendData: []byte(`{"PublicKey":"` + k.PublicKey().String() + `","Port":51820}`)}
-	v, err := attrs.Marshal()
-	return lab.EtcdPrefix + "/subnets/" + subnet.SubnetKey(sn, netip.Prefix{}), string(v), err
+	return subnet.Lease{Subnet: sn, Attrs: subnet.LeaseAttrs{PublicIP: pub, BackendType: "wireguard",
+		BackendData: []byte(`{"PublicKey":"` + k.PublicKey().String() + `","Port":51820}`)}}, nil
 }
 
 // countPeers asks a userspace engine's UAPI socket how many peers its

@@ -47,6 +47,19 @@ type BenchRow struct {
 	Show  string // unit shown in the table
 	// BaseScale multiplies the baseline; 0 means Scale.
 	BaseScale float64
+	// BaseLabel names the baseline in the table; empty shows BaseName
+	// without "Benchmark" (or BaseUnit, for another metric of Name).
+	BaseLabel string
+	// Notes are more metrics of the benchmark Name, shown in brackets
+	// after the figure: how it was measured (a window, a resolution).
+	Notes []Note
+}
+
+// Note shows one metric beside a row's figure.
+type Note struct {
+	Unit string // metric unit in the output
+	// Format has one %s, which receives the value formatted by Number.
+	Format string
 }
 
 // Build turns the parsed files into sections in the order of titles: the
@@ -104,6 +117,18 @@ func benchRow(s BenchRow, f *BenchFile) Row {
 	}
 	v *= scale
 	r.Figure = Number(v) + " " + s.Show
+	if len(s.Notes) > 0 {
+		var notes []string
+		for _, n := range s.Notes {
+			nv, _, ok := Find([]*BenchFile{f}, s.Name, n.Unit)
+			if !ok {
+				notes = append(notes, n.Unit+" missing")
+				continue
+			}
+			notes = append(notes, fmt.Sprintf(n.Format, Number(nv)))
+		}
+		r.Figure += " (" + strings.Join(notes, "; ") + ")"
+	}
 	if s.BaseName == "" {
 		return r
 	}
@@ -117,7 +142,10 @@ func benchRow(s BenchRow, f *BenchFile) Row {
 	}
 	bv *= scale
 	label := strings.TrimPrefix(s.BaseName, "Benchmark")
-	if s.BaseName == s.Name {
+	switch {
+	case s.BaseLabel != "":
+		label = s.BaseLabel
+	case s.BaseName == s.Name:
 		label = s.BaseUnit // another metric of the same benchmark
 	}
 	r.Baseline = fmt.Sprintf("%s %s (%s)", Number(bv), s.Show, label)
@@ -160,7 +188,9 @@ func statName(s string) string {
 	return s
 }
 
-// Number formats v with about three significant digits.
+// Number formats v with three significant digits (no fewer for small
+// values: an idle CPU of 0.0886 % stays 0.0886, not 0.09); integers from
+// 100 up keep all their digits.
 func Number(v float64) string {
 	a := math.Abs(v)
 	switch {
@@ -168,10 +198,9 @@ func Number(v float64) string {
 		return "0"
 	case a >= 100:
 		return strconv.FormatFloat(v, 'f', 0, 64)
-	case a >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
-	case a >= 0.01:
-		return strconv.FormatFloat(v, 'f', 2, 64)
+	case a >= 0.001:
+		decimals := 2 - int(math.Floor(math.Log10(a)))
+		return strconv.FormatFloat(v, 'f', decimals, 64)
 	}
 	return strconv.FormatFloat(v, 'g', 3, 64)
 }

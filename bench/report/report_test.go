@@ -12,7 +12,7 @@ pkg: github.com/weftnet/weft/cmd/weftd
 BenchmarkColdStart/peers=1000-2         	       3	 771456152 ns/op	         0.3150 cpu-s	       771.5 ms-to-ready	        28.99 rss-MB
 BenchmarkIPBatch/peers=1000-2           	       3	 421620970 ns/op	         0.1656 cpu-s
 BenchmarkOneChange5000-2                	{"level":"error","msg":"failed to update storage version"}
-       3	  61891722 ns/op	         3.000 idle-cpu-%	        45.07 rss-MB
+       3	  61891722 ns/op	         3.000 idle-cpu-%	        20.01 idle-window-s	         1.000 cpu-clock-res-ns	        45.07 rss-MB
 BenchmarkBurst-2    	--- FAIL: BenchmarkBurst-2
     bench_test.go:307: only saw 537 of 4000 route updates
 BenchmarkSplit
@@ -120,11 +120,13 @@ func TestBuildAndRender(t *testing.T) {
 		t.Fatal(err)
 	}
 	specs := []BenchRow{
-		{SecScale, "start, 1,000 peers", "weftd", "BenchmarkColdStart/peers=1000", "ms-to-ready", "BenchmarkIPBatch/peers=1000", "ns/op", 0, "ms", 1e-6},
-		{SecScale, "idle | CPU", "weftd", "BenchmarkOneChange5000", "idle-cpu-%", "", "", 0, "%", 0},
-		{SecScale, "gone", "weftd", "BenchmarkGone", "ns/op", "", "", 0, "ns", 0},
-		{SecScale, "burst", "weftd", "BenchmarkBurst", "ms-to-kernel", "", "", 0, "ms", 0},
-		{SecComponents, "not run", "vxlan", "BenchmarkProgram1000", "ns/op", "", "", 0, "ns", 0},
+		{Section: SecScale, What: "start, 1,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "ms-to-ready", BaseName: "BenchmarkIPBatch/peers=1000", BaseUnit: "ns/op", Show: "ms", BaseScale: 1e-6},
+		{Section: SecScale, What: "cpu", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "cpu-s", BaseName: "BenchmarkIPBatch/peers=1000", BaseUnit: "cpu-s", Scale: 1000, Show: "CPU-ms", BaseLabel: "ip -batch"},
+		{Section: SecScale, What: "idle | CPU", File: "weftd", Name: "BenchmarkOneChange5000", Unit: "idle-cpu-%", Show: "%",
+			Notes: []Note{{Unit: "idle-window-s", Format: "over %s s"}, {Unit: "cpu-clock-res-ns", Format: "resolution %s ns"}, {Unit: "gone", Format: "%s"}}},
+		{Section: SecScale, What: "gone", File: "weftd", Name: "BenchmarkGone", Unit: "ns/op", Show: "ns"},
+		{Section: SecScale, What: "burst", File: "weftd", Name: "BenchmarkBurst", Unit: "ms-to-kernel", Show: "ms"},
+		{Section: SecComponents, What: "not run", File: "vxlan", Name: "BenchmarkProgram1000", Unit: "ns/op", Show: "ns"},
 	}
 	labs := []*LabFile{{Section: SecLabUp, Measurements: []Measurement{
 		{What: "lab up", Unit: "ms", Samples: []float64{4000, 6000, 5000}, Target: 5000, Command: "weft lab up"},
@@ -144,7 +146,8 @@ func TestBuildAndRender(t *testing.T) {
 		"## Lab up\n",
 		"| lab up | 5000 ms (median of 3) | target 5000 ms | 1.00× | `weft lab up` |\n",
 		"| start, 1,000 peers | 772 ms | 422 ms (IPBatch/peers=1000) | 1.83× | `go test -run '^$' -bench . -benchtime 3x ./cmd/weftd/` |\n",
-		`| idle \| CPU | 3.00 % | — | — |`,
+		`| idle \| CPU | 3.00 % (over 20.0 s; resolution 1.00 ns; gone missing) | — | — |`,
+		"| cpu | 315 CPU-ms | 166 CPU-ms (ip -batch) | 1.90× |",
 		"| lost | 0 packets | — | — | `` ping `x` `` |\n",
 		"| gone | not measured (missing from the output) |",
 		"| burst | FAILED (its output is in bench/out/go-weftd.txt) |",
@@ -169,7 +172,8 @@ func TestBuildUnknownSection(t *testing.T) {
 }
 
 func TestNumber(t *testing.T) {
-	for v, want := range map[float64]string{0: "0", 1234.5: "1234", 12.34: "12.3", 1.234: "1.23", 0.001234: "0.00123"} {
+	for v, want := range map[float64]string{0: "0", 1234.5: "1234", 99.94: "99.9", 12.34: "12.3", 1.234: "1.23", 0.5: "0.500",
+		0.0886: "0.0886", 0.001234: "0.00123", 0.0001234: "0.000123", 5e-9: "5e-09", -0.0886: "-0.0886"} {
 		if got := Number(v); got != want {
 			t.Errorf("Number(%v) = %q, want %q", v, got, want)
 		}

@@ -37,9 +37,10 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.IntVar(&o.Pods, "pods", 2, "pods per host")
 		fs.StringVar(&o.Backend, "backend", "vxlan", "backend: vxlan, host-gw or wireguard")
 		fs.StringVar(&network, "network", "10.244.0.0/16", "the cluster network")
+		fs.BoolVar(&o.NFTables, "nftables", false, "keep the hosts' firewall rules in nftables (EnableNFTables) instead of iptables")
 		fs.StringVar(&o.BinDir, "bin-dir", "", "directory holding weftd, flannel, bridge and host-local (default: weft's own directory)")
 		fs.DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
-		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw|wireguard] [--network 10.244.0.0/16] [--bin-dir DIR]", "state-dir", "prefix")
+		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw|wireguard] [--network 10.244.0.0/16] [--nftables] [--bin-dir DIR]", "state-dir", "prefix")
 	case "status", "check", "down":
 		setUsage(fs, "weft lab "+verb, "state-dir", "prefix")
 	default:

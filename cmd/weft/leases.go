@@ -9,10 +9,9 @@ import (
 	"os"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
-
 	"github.com/weftnet/weft/internal/etcdflags"
 	"github.com/weftnet/weft/ops/leases"
+	"github.com/weftnet/weft/subnet/etcd"
 )
 
 // leaseFlags are the flanneld-style etcd flags of the commands that talk to
@@ -53,73 +52,84 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := f.fromEnv(fs); err != nil {
 		return err
 	}
+	op, err := leasesOp(pos, stdout, f, asJSON)
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	if len(pos) == 0 {
-		return showLeases(ctx, stdout, f, asJSON)
+	return f.withStore(ctx, op)
+}
+
+// showLeases prints the leases as a table or JSON.
+func showLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) error {
+	op, err := leasesOp(nil, w, f, asJSON)
+	if err != nil {
+		return err
 	}
-	switch pos[0] {
-	case "reserve":
-		if len(pos) != 3 {
-			return fmt.Errorf("%w: weft leases reserve SUBNET PUBLIC-IP", errUsage)
-		}
-		sn, err := leases.ParseSubnet(pos[1])
-		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		ip, err := netip.ParseAddr(pos[2])
-		if err != nil {
-			return fmt.Errorf("%w: public IP %q: %v", errUsage, pos[2], err)
-		}
-		c, err := f.client()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		what, err := leases.Reserve(ctx, c, f.Prefix, sn, ip)
+	return f.withStore(ctx, op)
+}
+
+// withStore runs op on the lease store the flags name.
+func (f leaseFlags) withStore(ctx context.Context, op func(context.Context, *etcd.Store) error) error {
+	s, err := f.store()
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return op(ctx, s)
+}
+
+// leasesOp checks the positional arguments of `weft leases` and returns
+// what to do with the store.
+func leasesOp(pos []string, stdout io.Writer, f leaseFlags, asJSON bool) (func(context.Context, *etcd.Store) error, error) {
+	if len(pos) == 0 {
+		return func(ctx context.Context, s *etcd.Store) error {
+			rep, err := leases.List(ctx, s)
+			if err != nil {
+				return fmt.Errorf("%w (endpoints %s)", err, f.Endpoints)
+			}
+			if asJSON {
+				return leases.RenderJSON(stdout, rep)
+			}
+			return leases.RenderTable(stdout, rep)
+		}, nil
+	}
+	want := map[string]int{"reserve": 3, "release": 2}[pos[0]]
+	switch {
+	case want == 0:
+		return nil, fmt.Errorf("%w: unknown leases command %q (want reserve or release)", errUsage, pos[0])
+	case len(pos) != want && pos[0] == "reserve":
+		return nil, fmt.Errorf("%w: weft leases reserve SUBNET PUBLIC-IP", errUsage)
+	case len(pos) != want:
+		return nil, fmt.Errorf("%w: weft leases release SUBNET", errUsage)
+	}
+	sn, err := leases.ParseSubnet(pos[1])
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if pos[0] == "release" {
+		return func(ctx context.Context, s *etcd.Store) error {
+			if err := s.DeleteSubnet(ctx, sn); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s: released\n", sn)
+			return nil
+		}, nil
+	}
+	ip, err := netip.ParseAddr(pos[2])
+	if err != nil {
+		return nil, fmt.Errorf("%w: public IP %q: %v", errUsage, pos[2], err)
+	}
+	return func(ctx context.Context, s *etcd.Store) error {
+		what, err := s.Reserve(ctx, sn, ip)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "%s: %s for %s\n", sn, what, ip)
 		return nil
-	case "release":
-		if len(pos) != 2 {
-			return fmt.Errorf("%w: weft leases release SUBNET", errUsage)
-		}
-		sn, err := leases.ParseSubnet(pos[1])
-		if err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		c, err := f.client()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		if err := leases.Release(ctx, c, f.Prefix, sn); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "%s: released\n", sn)
-		return nil
-	}
-	return fmt.Errorf("%w: unknown leases command %q (want reserve or release)", errUsage, pos[0])
+	}, nil
 }
 
-// showLeases prints the leases as a table or JSON.
-func showLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) error {
-	c, err := f.client()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	rep, err := leases.List(ctx, c, f.Prefix)
-	if err != nil {
-		return fmt.Errorf("%w (endpoints %s)", err, f.Endpoints)
-	}
-	if asJSON {
-		return leases.RenderJSON(w, rep)
-	}
-	return leases.RenderTable(w, rep)
-}
-
-// client connects to etcd as the flags say.
-func (f leaseFlags) client() (*clientv3.Client, error) { return f.Client(5 * time.Second) }
+// store connects to the lease store as the flags say.
+func (f leaseFlags) store() (*etcd.Store, error) { return leases.Open(f.StoreOptions(5 * time.Second)) }

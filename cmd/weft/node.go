@@ -28,8 +28,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	subnetFile := fs.String("subnet-file", subnetenv.DefaultPath, "weftd's subnet.env, which names this node's subnet")
 	publicIP := fs.String("public-ip", "", "release the lease only if it still advertises this address (default: the address in the lease is not checked)")
 	keepLease := fs.Bool("keep-lease", false, "leave the lease in etcd (remove only what is on this machine)")
-	keepIPT := fs.Bool("keep-iptables", false, "leave the FLANNEL-POSTRTG and FLANNEL-FWD chains in place")
-	setUsage(fs, "weft node teardown [flags]\n\nRemoves what weftd programmed on this node (the flannel.<VNI> device with its\nroutes, neighbours and FDB entries, host-gw routes, iptables chains, subnet.env)\nand releases its lease. Stop weftd first, or it puts everything back.")
+	keepIPT := fs.Bool("keep-iptables", false, "leave the firewall rules in place (the FLANNEL-POSTRTG and FLANNEL-FWD chains, the flannel-ipv4 and flannel-ipv6 nftables tables)")
+	setUsage(fs, "weft node teardown [flags]\n\nRemoves what weftd programmed on this node (the flannel.<VNI> device with its\nroutes, neighbours and FDB entries, host-gw routes, iptables chains, nftables tables, subnet.env)\nand releases its lease. Stop weftd first, or it puts everything back.")
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return err
@@ -40,7 +40,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := f.fromEnv(fs); err != nil {
 		return err
 	}
-	o := teardown.Options{Prefix: f.Prefix, SubnetFile: *subnetFile, KeepIPTables: *keepIPT}
+	o := teardown.Options{SubnetFile: *subnetFile, KeepIPTables: *keepIPT}
 	if *publicIP != "" {
 		a, err := netip.ParseAddr(*publicIP)
 		if err != nil {
@@ -51,19 +51,19 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
 	if !*keepLease {
-		c, err := f.client()
+		s, err := f.store()
 		if err != nil {
 			return err
 		}
-		defer c.Close()
-		o.Client = c
+		defer s.Close()
+		o.Leases = s
 	}
 	rep, err := teardown.Run(ctx, o)
 	if rep != nil {
 		fmt.Fprintf(stdout, "released leases: %s\n", orNone(rep.Released))
 		fmt.Fprintf(stdout, "deleted links:   %s\n", orNone(rep.Links))
 		fmt.Fprintf(stdout, "deleted routes:  %s\n", orNone(rep.Routes))
-		fmt.Fprintf(stdout, "iptables chains removed: %t\nsubnet.env removed: %t\n", rep.IPTables, rep.EnvFile)
+		fmt.Fprintf(stdout, "iptables chains removed: %t\nnftables tables removed: %t\nsubnet.env removed: %t\n", rep.IPTables, rep.NFTables, rep.EnvFile)
 	}
 	return err
 }

@@ -13,6 +13,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
+
+	"github.com/weftnet/weft/test/doctest"
 )
 
 // The files that document or set weftd's flags, relative to this package.
@@ -41,30 +43,15 @@ func flagTable(t *testing.T) map[string]docRow {
 		t.Fatal(err)
 	}
 	rows := map[string]docRow{}
-	in := false
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "| Flag |") {
-			in = true
-			continue
-		}
-		if !in {
-			continue
-		}
-		if !strings.HasPrefix(line, "|") {
-			break
-		}
-		cells := strings.Split(strings.Trim(line, "|"), "|")
-		if strings.HasPrefix(strings.TrimSpace(cells[0]), "---") {
-			continue
-		}
+	for _, cells := range doctest.Table(string(data), "| Flag |") {
 		if len(cells) < 4 {
-			t.Fatalf("flag table row %q has %d cells, want 4", line, len(cells))
+			t.Fatalf("flag table row %q has %d cells, want 4", cells, len(cells))
 		}
 		name := strings.TrimPrefix(code(t, cells[0]), "-")
 		if _, dup := rows[name]; dup {
 			t.Errorf("flag -%s documented twice", name)
 		}
-		rows[name] = docRow{env: code(t, cells[1]), def: strings.TrimSpace(cells[2])}
+		rows[name] = docRow{env: code(t, cells[1]), def: cells[2]}
 	}
 	if len(rows) == 0 {
 		t.Fatalf("%s has no flag table (a header starting with \"| Flag |\")", configDoc)
@@ -75,11 +62,11 @@ func flagTable(t *testing.T) map[string]docRow {
 // code returns the text of a table cell that is one `code span`.
 func code(t *testing.T, cell string) string {
 	t.Helper()
-	c := strings.TrimSpace(cell)
-	if len(c) < 2 || c[0] != '`' || c[len(c)-1] != '`' || strings.Count(c, "`") != 2 {
+	c, ok := doctest.Code(cell)
+	if !ok {
 		t.Fatalf("table cell %q is not a single `code` span", cell)
 	}
-	return c[1 : len(c)-1]
+	return c
 }
 
 // TestConfigDocFlags walks weftd's flag set and checks that every flag is in

@@ -19,7 +19,9 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/ops/teardown"
+	etcdstore "github.com/weftnet/weft/subnet/etcd"
 	"github.com/weftnet/weft/subnet/subnetenv"
+	"github.com/weftnet/weft/test/bintest"
 	"github.com/weftnet/weft/test/etcdtest"
 	"github.com/weftnet/weft/test/netnstest"
 )
@@ -40,10 +42,7 @@ func buildWeftd(t testing.TB) string {
 			return
 		}
 		weftdBin = filepath.Join(dir, "weftd")
-		out, err := exec.Command("go", "build", "-o", weftdBin, ".").CombinedOutput()
-		if err != nil {
-			weftdErr = fmt.Errorf("go build weftd: %v: %s", err, out)
-		}
+		weftdErr = bintest.Build(dir, bintest.Module+"/cmd/weftd")
 	})
 	if weftdErr != nil {
 		t.Fatal(weftdErr)
@@ -70,7 +69,7 @@ type cluster struct {
 	dir      string
 	etcd     *etcdtest.Server
 	endpoint string
-	underlay netip.Prefix // e.g. 198.18.77.0/24; .1 is the bridge
+	underlay netip.Prefix // e.g. 198.19.77.0/24; .1 is the bridge
 	bridge   *netnstest.Bridge
 	hosts    []*host
 	ttl      time.Duration
@@ -125,6 +124,11 @@ func newCluster(t testing.TB, n int, netConf string, ttl time.Duration) *cluster
 		for _, h := range c.hosts {
 			h.kill()
 		}
+		for _, h := range c.hosts {
+			if err := bintest.CheckLog(h.logPath); err != nil {
+				t.Error(err)
+			}
+		}
 		if t.Failed() {
 			for _, h := range c.hosts {
 				b, _ := os.ReadFile(h.logPath)
@@ -141,7 +145,7 @@ var (
 )
 
 // pickUnderlay returns a /24 of 198.19.0.0/16 (the upper half of the
-// benchmarking range; the lab starts at the bottom of 198.18.0.0/15) that no
+// benchmarking range; labs keep to the lower half, 198.18.0.0/16) that no
 // route of the root namespace touches, distinct for every test of this
 // process, so that tests can run in parallel.
 func pickUnderlay(t testing.TB) netip.Prefix {
@@ -526,18 +530,19 @@ func TestE2ENodeTeardown(t *testing.T) {
 	}
 	sn1 := envs[h1].Subnet.Masked()
 	// The operator's command, run on the node.
-	weft := filepath.Join(t.TempDir(), "weft")
-	if out, err := exec.Command("go", "build", "-o", weft, "../weft").CombinedOutput(); err != nil {
-		t.Fatalf("go build weft: %v\n%s", err, out)
+	weftDir := t.TempDir()
+	if err := bintest.Build(weftDir, bintest.Module+"/cmd/weft"); err != nil {
+		t.Fatal(err)
 	}
+	weft := filepath.Join(weftDir, "weft")
 	out, err := h1.ns.Exec(weft, "node", "teardown", "-etcd-endpoints", c.endpoint,
 		"-subnet-file", h1.envPath, "-public-ip", h1.addr.String())
 	if err != nil {
 		t.Fatalf("weft node teardown: %v", err)
 	}
 	t.Logf("weft node teardown:\n%s", out)
-	for _, want := range []string{"released leases: /coreos.com/network/subnets/" + strings.ReplaceAll(sn1.String(), "/", "-"),
-		"deleted links:   flannel.1", "iptables chains removed: true", "subnet.env removed: true"} {
+	for _, want := range []string{"released leases: " + sn1.String(),
+		"deleted links:   flannel.1", "iptables chains removed: true", "nftables tables removed: true", "subnet.env removed: true"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("teardown output lacks %q", want)
 		}
@@ -568,7 +573,7 @@ func TestE2ENodeTeardown(t *testing.T) {
 	})
 	// A second teardown has nothing left to do and does not fail.
 	if err := h1.ns.Do(func() error {
-		_, err := teardown.Run(context.Background(), teardown.Options{Client: c.etcd.Client(), SubnetFile: h1.envPath, PublicIP: h1.addr})
+		_, err := teardown.Run(context.Background(), teardown.Options{Leases: etcdstore.NewWithClient(c.etcd.Client(), etcdstore.Options{}), SubnetFile: h1.envPath, PublicIP: h1.addr})
 		return err
 	}); err != nil {
 		t.Errorf("second teardown: %v", err)

@@ -1,6 +1,6 @@
 // Command weftd is Weft's node agent: it leases a subnet for this node in
 // etcd, programs the overlay toward every peer, writes subnet.env for the CNI
-// plugin and keeps its iptables rules. Its flags are flanneld's.
+// plugin and keeps its firewall rules (iptables or nftables). Its flags are flanneld's.
 package main
 
 import (
@@ -68,7 +68,8 @@ func run(args []string) int {
 		RenewMargin:    time.Duration(o.renewMargin) * time.Minute,
 		LeaseTTL:       o.leaseTTL,
 		IPMasq:         o.ipMasq,
-		Firewall:       newFirewall(o, log),
+		ForwardRules:   o.forwardRules,
+		Firewall:       openFirewall(log),
 		FirewallResync: time.Duration(o.iptablesResync) * time.Second,
 		Resync:         o.resync,
 		Log:            log,

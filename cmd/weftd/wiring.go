@@ -1,69 +1,39 @@
 package main
 
 import (
-	"context"
 	"log/slog"
-	"net/netip"
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/registry"
+	"github.com/weftnet/weft/firewall"
 	"github.com/weftnet/weft/kernel/iptables"
+	"github.com/weftnet/weft/kernel/nftables"
 	etcdstore "github.com/weftnet/weft/subnet/etcd"
 )
 
 // newStore connects to etcd as the flags say.
 func newStore(o *options, log *slog.Logger, m *agent.Metrics, live func(bool)) (*etcdstore.Store, error) {
-	return etcdstore.New(etcdstore.Options{
-		Endpoints:      o.endpoints(),
-		Prefix:         o.etcd.Prefix,
-		CAFile:         o.etcd.CAFile,
-		CertFile:       o.etcd.CertFile,
-		KeyFile:        o.etcd.KeyFile,
-		Username:       o.etcd.Username,
-		Password:       o.etcd.Password,
-		TTL:            o.leaseTTL,
-		Logger:         log.With("component", "etcd"),
-		ValidatorFor:   registry.ValidateData,
-		ObserveRequest: m.ObserveEtcd,
-		OnWatchRestart: func(string) { m.WatchRestarts.Inc() },
-		OnWatchLive:    live,
-	})
+	opts := o.etcd.StoreOptions(0)
+	opts.TTL = o.leaseTTL
+	opts.Logger = log.With("component", "etcd")
+	opts.ValidatorFor = registry.ValidateData
+	opts.ObserveRequest = m.ObserveEtcd
+	opts.OnWatchRestart = func(string) { m.WatchRestarts.Inc() }
+	opts.OnWatchLive = live
+	return etcdstore.New(opts)
 }
 
 func lookupBackend(name string) (backend.Spec, error) { return registry.Lookup(name) }
 
-// newFirewall returns the iptables rule keeper the flags ask for, or nil
-// when they ask for no rules. When iptables cannot be found the agent runs
-// without rules and says so.
-func newFirewall(o *options, log *slog.Logger) agent.Firewall {
-	if !o.ipMasq && !o.forwardRules {
-		return nil
-	}
-	ipt, err := iptables.New(false)
-	if err != nil {
-		log.Error("iptables unavailable: masquerade and forward rules will not be kept", "err", err)
-		return nil
-	}
-	return &lazyFirewall{ipt: ipt, masq: o.ipMasq, fwd: o.forwardRules, log: log.With("component", "iptables")}
-}
-
-// lazyFirewall creates the iptables manager on the first Ensure, when the
-// network and the node's subnet are known.
-type lazyFirewall struct {
-	ipt       iptables.IPTables
-	masq, fwd bool
-	log       *slog.Logger
-	m         *iptables.Manager
-}
-
-func (f *lazyFirewall) Ensure(ctx context.Context, network, own netip.Prefix) error {
-	if f.m == nil {
-		m, err := iptables.NewManager(f.ipt, iptables.Config{Network: network, Subnet: own, Masq: f.masq, Forward: f.fwd}, f.log)
-		if err != nil {
-			return err
+// openFirewall returns a function that opens the firewall of a mode on
+// this host (iptables, or nftables through the nft command).
+func openFirewall(log *slog.Logger) func(firewall.Mode) (firewall.Firewall, error) {
+	return func(m firewall.Mode) (firewall.Firewall, error) {
+		l := log.With("component", string(m))
+		if m == firewall.NFTables {
+			return nftables.New(l)
 		}
-		f.m = m
+		return iptables.NewFirewall(l)
 	}
-	return iptables.NetworkEnsurer{M: f.m}.Ensure(ctx, network, own)
 }

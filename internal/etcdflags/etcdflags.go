@@ -4,16 +4,13 @@
 package etcdflags
 
 import (
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/client/pkg/v3/transport"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
+	"github.com/weftnet/weft/subnet/etcd"
 )
 
 // Defaults, as flanneld's.
@@ -101,27 +98,17 @@ func (f Flags) Check() error {
 	return nil
 }
 
-// Client connects to etcd as the flags say (the caller closes it).
-func (f Flags) Client(dialTimeout time.Duration) (*clientv3.Client, error) {
-	cfg := clientv3.Config{
+// StoreOptions returns the etcd store's connection options as the flags
+// say; the caller adds the rest (TTL, logger, validators, hooks).
+func (f Flags) StoreOptions(dialTimeout time.Duration) etcd.Options {
+	return etcd.Options{
 		Endpoints:   f.EndpointList(),
-		DialTimeout: dialTimeout,
+		Prefix:      f.Prefix,
+		CAFile:      f.CAFile,
+		CertFile:    f.CertFile,
+		KeyFile:     f.KeyFile,
 		Username:    f.Username,
 		Password:    f.Password,
-		Logger:      zap.NewNop(),
+		DialTimeout: dialTimeout,
 	}
-	if f.CAFile != "" || f.CertFile != "" || f.KeyFile != "" {
-		info := transport.TLSInfo{CertFile: f.CertFile, KeyFile: f.KeyFile, TrustedCAFile: f.CAFile}
-		tc, err := info.ClientConfig()
-		if err != nil {
-			return nil, fmt.Errorf("etcd TLS (ca %q, cert %q, key %q): %w", f.CAFile, f.CertFile, f.KeyFile, err)
-		}
-		tc.MinVersion = tls.VersionTLS12
-		cfg.TLS = tc
-	}
-	c, err := clientv3.New(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to etcd at %s: %w", f.Endpoints, err)
-	}
-	return c, nil
 }

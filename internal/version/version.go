@@ -3,7 +3,8 @@ package version
 
 import "runtime/debug"
 
-// Version is set at link time (-ldflags "-X github.com/weftnet/weft/internal/version.Version=v1.2.3").
+// Version is set at link time (-ldflags "-X github.com/weftnet/weft/internal/version.Version=v1.2.3"):
+// the Makefile stamps `git describe --always --dirty`, or its VERSION variable.
 var Version = ""
 
 // String returns the version: the link-time Version, else the module

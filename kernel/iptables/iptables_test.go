@@ -2,11 +2,8 @@ package iptables
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
-	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -14,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/weftnet/weft/firewall"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
 func TestRules(t *testing.T) {
@@ -85,27 +83,6 @@ func TestSplitRule(t *testing.T) {
 	}
 }
 
-func TestConfigValidate(t *testing.T) {
-	p := netip.MustParsePrefix
-	tests := []struct {
-		name string
-		cfg  Config
-		ok   bool
-	}{
-		{"good", Config{Network: p("10.244.0.0/16"), Subnet: p("10.244.3.1/24"), Masq: true}, true},
-		{"off needs nothing", Config{}, true},
-		{"outside", Config{Network: p("10.244.0.0/16"), Subnet: p("10.245.3.1/24"), Masq: true}, false},
-		{"wider", Config{Network: p("10.244.0.0/16"), Subnet: p("10.244.0.0/8"), Forward: true}, false},
-		{"families", Config{Network: p("10.244.0.0/16"), Subnet: p("fd00::/64"), Masq: true}, false},
-		{"missing subnet", Config{Network: p("10.244.0.0/16"), Masq: true}, false},
-	}
-	for _, tt := range tests {
-		if err := tt.cfg.Validate(); (err == nil) != tt.ok {
-			t.Errorf("%s: Validate() = %v, want ok=%v", tt.name, err, tt.ok)
-		}
-	}
-}
-
 func ruleStrings(rs []Rule) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
@@ -117,7 +94,7 @@ func ruleStrings(rs []Rule) []string {
 // countingIPT counts the calls that write.
 type countingIPT struct {
 	IPTables
-	writes atomic.Int64
+	writes *atomic.Int64
 }
 
 func (c *countingIPT) NewChain(t, ch string) error {
@@ -141,56 +118,38 @@ func (c *countingIPT) DeleteChain(t, ch string) error {
 	return c.IPTables.DeleteChain(t, ch)
 }
 
-// testNS is a named network namespace of its own for one test, so that no
-// test touches the root namespace's iptables.
-type testNS struct {
-	name string
-	ns   ns.NetNS
-}
-
-func newTestNS(t *testing.T) *testNS {
+// newTestNS returns a namespace of its own for one test, so that no test
+// touches the root namespace's iptables.
+func newTestNS(t *testing.T) *netnstest.NS {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace and programs iptables in it")
-	}
-	if _, err := exec.LookPath("iptables"); err != nil {
-		t.Skip("needs the iptables command (apt-get install iptables)")
-	}
-	b := make([]byte, 4)
-	rand.Read(b)
-	name := "weft-ipt-" + hex.EncodeToString(b)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	n, err := ns.GetNS("/var/run/netns/" + name)
-	if err != nil {
-		t.Fatalf("opening netns %s: %v", name, err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return &testNS{name: name, ns: n}
+	netnstest.SkipUnlessRoot(t)
+	netnstest.RequireTool(t, "iptables", "iptables")
+	netnstest.RequireTool(t, "ip6tables", "iptables")
+	return netnstest.NewNS(t, "ipt")
 }
 
 // do runs f on a thread locked into the namespace; iptables commands it
 // starts run there too.
-func (n *testNS) do(t *testing.T, f func() error) {
+func do(t *testing.T, n *netnstest.NS, f func() error) {
 	t.Helper()
-	if err := n.ns.Do(func(ns.NetNS) error { return f() }); err != nil {
+	if err := n.Do(f); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// save returns `iptables -S` of both tables, as seen inside the namespace.
-func (n *testNS) save(t *testing.T) string {
+// save returns `iptables -S` (ip6tables with v6) of the nat and filter
+// tables as seen inside the namespace, each line prefixed by its table.
+func save(t *testing.T, n *netnstest.NS, v6 bool) string {
 	t.Helper()
+	cmd := "iptables"
+	if v6 {
+		cmd = "ip6tables"
+	}
 	var b strings.Builder
 	for _, table := range []string{"nat", "filter"} {
-		out, err := exec.Command("ip", "netns", "exec", n.name, "iptables", "-w", "-t", table, "-S").CombinedOutput()
-		if err != nil {
-			t.Fatalf("iptables -t %s -S in %s: %v: %s", table, n.name, err, out)
-		}
-		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-			if strings.HasPrefix(l, "-A ") || (strings.HasPrefix(l, "-N ")) {
+		out := n.MustExec(t, cmd, "-w", "-t", table, "-S")
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if strings.HasPrefix(l, "-A ") || strings.HasPrefix(l, "-N ") {
 				fmt.Fprintf(&b, "%s %s\n", table, l)
 			}
 		}
@@ -198,9 +157,27 @@ func (n *testNS) save(t *testing.T) string {
 	return b.String()
 }
 
+// rootSave lists the root namespace's rules that are the manager's own (its
+// chains, and jumps or comments naming them), IPv4 and IPv6. Other rules are
+// left out: tests of other packages running at the same time (the lab's
+// FORWARD rule) may change them.
 func rootSave(t *testing.T) string {
-	out, _ := exec.Command("sh", "-c", "iptables -w -t nat -S; iptables -w -t filter -S").CombinedOutput()
-	return string(out)
+	t.Helper()
+	var own []string
+	for _, cmd := range []string{"iptables", "ip6tables"} {
+		for _, table := range []string{"nat", "filter"} {
+			out, err := exec.Command(cmd, "-w", "-t", table, "-S").CombinedOutput()
+			if err != nil {
+				t.Fatalf("%s -t %s -S: %v\n%s", cmd, table, err, out)
+			}
+			for _, l := range strings.Split(string(out), "\n") {
+				if strings.Contains(l, "FLANNEL") || strings.Contains(l, "flanneld") {
+					own = append(own, cmd+" "+table+" "+l)
+				}
+			}
+		}
+	}
+	return strings.Join(own, "\n")
 }
 
 const wantV4 = `nat -N FLANNEL-POSTRTG
@@ -217,49 +194,92 @@ filter -A FLANNEL-FWD -s 10.244.0.0/16 -m comment --comment "flanneld forward" -
 filter -A FLANNEL-FWD -d 10.244.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT
 `
 
-func v4Config() Config {
-	return Config{
-		Network: netip.MustParsePrefix("10.244.0.0/16"),
-		Subnet:  netip.MustParsePrefix("10.244.52.1/24"),
-		Masq:    true, Forward: true,
-	}
+const wantV6 = `nat -N FLANNEL-POSTRTG
+nat -A POSTROUTING -m comment --comment "flanneld masq" -j FLANNEL-POSTRTG
+nat -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 -m comment --comment "flanneld masq" -j RETURN
+nat -A FLANNEL-POSTRTG -s fd00:0:0:34::/64 -d fd00::/56 -m comment --comment "flanneld masq" -j RETURN
+nat -A FLANNEL-POSTRTG -s fd00::/56 -d fd00:0:0:34::/64 -m comment --comment "flanneld masq" -j RETURN
+nat -A FLANNEL-POSTRTG ! -s fd00::/56 -d fd00:0:0:34::/64 -m comment --comment "flanneld masq" -j RETURN
+nat -A FLANNEL-POSTRTG -s fd00::/56 ! -d ff00::/8 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+nat -A FLANNEL-POSTRTG ! -s fd00::/56 -d fd00::/56 -m comment --comment "flanneld masq" -j MASQUERADE --random-fully
+filter -N FLANNEL-FWD
+filter -A FORWARD -m comment --comment "flanneld forward" -j FLANNEL-FWD
+filter -A FLANNEL-FWD -s fd00::/56 -m comment --comment "flanneld forward" -j ACCEPT
+filter -A FLANNEL-FWD -d fd00::/56 -m comment --comment "flanneld forward" -j ACCEPT
+`
+
+func v4Net() firewall.Net {
+	return firewall.Net{Network: netip.MustParsePrefix("10.244.0.0/16"), Subnet: netip.MustParsePrefix("10.244.52.1/24")}
 }
 
-// newNSManager returns a Manager whose iptables calls count writes; its
-// methods must be called inside n.do.
-func newNSManager(t *testing.T, cfg Config) (*Manager, *countingIPT) {
+func v6Net() firewall.Net {
+	return firewall.Net{Network: netip.MustParsePrefix("fd00::/56"), Subnet: netip.MustParsePrefix("fd00:0:0:34::1/64")}
+}
+
+func v4Policy() firewall.Policy {
+	return firewall.Policy{Masq: true, Forward: true, IPv4: v4Net()}
+}
+
+// newNSFirewall returns a Firewall whose iptables calls (both families)
+// count writes; its methods must be called inside the namespace.
+func newNSFirewall(t *testing.T) (*Firewall, *atomic.Int64) {
 	t.Helper()
-	ipt, err := New(false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &countingIPT{IPTables: ipt}
-	m, err := NewManager(c, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m, c
+	var writes atomic.Int64
+	fw := NewFirewallWith(func(f firewall.Family) (IPTables, error) {
+		ipt, err := New(f)
+		if err != nil {
+			return nil, err
+		}
+		return &countingIPT{IPTables: ipt, writes: &writes}, nil
+	}, nil)
+	return fw, &writes
 }
 
 func TestEnsureExactAndIdempotent(t *testing.T) {
 	n := newTestNS(t)
 	before := rootSave(t)
-	m, c := newNSManager(t, v4Config())
+	fw, writes := newNSFirewall(t)
 	ctx := context.Background()
-	n.do(t, func() error { return m.Ensure(ctx) })
-	if got := n.save(t); got != wantV4 {
+	do(t, n, func() error { return fw.Ensure(ctx, v4Policy()) })
+	if got := save(t, n, false); got != wantV4 {
 		t.Fatalf("after Ensure:\n%s\nwant:\n%s", got, wantV4)
 	}
-	first := c.writes.Load()
-	n.do(t, func() error { return m.Ensure(ctx) })
-	if got := n.save(t); got != wantV4 {
+	if got := save(t, n, true); got != "" {
+		t.Fatalf("ip6tables after an IPv4-only Ensure:\n%s\nwant nothing", got)
+	}
+	first := writes.Load()
+	do(t, n, func() error { return fw.Ensure(ctx, v4Policy()) })
+	if got := save(t, n, false); got != wantV4 {
 		t.Fatalf("after the second Ensure:\n%s\nwant:\n%s", got, wantV4)
 	}
-	if w := c.writes.Load() - first; w != 0 {
+	if w := writes.Load() - first; w != 0 {
 		t.Errorf("second Ensure wrote %d times, want 0 (list and compare only)", w)
 	}
 	if after := rootSave(t); after != before {
 		t.Errorf("the root namespace's iptables changed:\n%s\nwas:\n%s", after, before)
+	}
+}
+
+func TestEnsureDualStack(t *testing.T) {
+	n := newTestNS(t)
+	fw, _ := newNSFirewall(t)
+	ctx := context.Background()
+	p := v4Policy()
+	p.IPv6 = v6Net()
+	do(t, n, func() error { return fw.Ensure(ctx, p) })
+	if got := save(t, n, false); got != wantV4 {
+		t.Fatalf("iptables:\n%s\nwant:\n%s", got, wantV4)
+	}
+	if got := save(t, n, true); got != wantV6 {
+		t.Fatalf("ip6tables:\n%s\nwant:\n%s", got, wantV6)
+	}
+	// IPv6 turned off: its chains go, IPv4's stay.
+	do(t, n, func() error { return fw.Ensure(ctx, v4Policy()) })
+	if got := save(t, n, true); got != "" {
+		t.Fatalf("ip6tables after IPv6 was turned off:\n%s\nwant nothing", got)
+	}
+	if got := save(t, n, false); got != wantV4 {
+		t.Fatalf("iptables:\n%s\nwant:\n%s", got, wantV4)
 	}
 }
 
@@ -277,50 +297,48 @@ func TestEnsureRestores(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			n := newTestNS(t)
-			m, _ := newNSManager(t, v4Config())
+			fw, _ := newNSFirewall(t)
 			ctx := context.Background()
-			n.do(t, func() error { return m.Ensure(ctx) })
-			args := append([]string{"netns", "exec", n.name, "iptables", "-w"}, tt.damage...)
-			if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-				t.Fatalf("damaging: %v: %s", err, out)
-			}
-			if got := n.save(t); got == wantV4 {
+			do(t, n, func() error { return fw.Ensure(ctx, v4Policy()) })
+			n.MustExec(t, append([]string{"iptables", "-w"}, tt.damage...)...)
+			if got := save(t, n, false); got == wantV4 {
 				t.Fatal("damage did not change the rules")
 			}
-			n.do(t, func() error { return m.Ensure(ctx) })
-			if got := n.save(t); got != wantV4 {
+			do(t, n, func() error { return fw.Ensure(ctx, v4Policy()) })
+			if got := save(t, n, false); got != wantV4 {
 				t.Fatalf("after Ensure:\n%s\nwant:\n%s", got, wantV4)
 			}
 		})
 	}
 }
 
-func TestRunRestoresWithinResync(t *testing.T) {
+// TestKeeperRestoresWithinResync runs the agent's loop (firewall.Keeper)
+// over the iptables mode.
+func TestKeeperRestoresWithinResync(t *testing.T) {
 	n := newTestNS(t)
-	m, _ := newNSManager(t, v4Config())
+	fw, _ := newNSFirewall(t)
+	k := firewall.NewKeeper(fw, firewall.KeeperOptions{Period: 200 * time.Millisecond})
+	if err := k.Set(v4Policy()); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- n.ns.Do(func(ns.NetNS) error { return m.Run(ctx, 200*time.Millisecond) })
-	}()
+	go func() { done <- n.Do(func() error { return k.Run(ctx) }) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
 	})
-	waitFor(t, 5*time.Second, func() bool { return n.save(t) == wantV4 })
-	out, err := exec.Command("ip", "netns", "exec", n.name, "iptables", "-w", "-t", "nat", "-F", "FLANNEL-POSTRTG").CombinedOutput()
-	if err != nil {
-		t.Fatalf("flushing: %v: %s", err, out)
-	}
-	waitFor(t, 5*time.Second, func() bool { return n.save(t) == wantV4 })
+	waitFor(t, 5*time.Second, func() bool { return save(t, n, false) == wantV4 })
+	n.MustExec(t, "iptables", "-w", "-t", "nat", "-F", "FLANNEL-POSTRTG")
+	waitFor(t, 5*time.Second, func() bool { return save(t, n, false) == wantV4 })
 
-	// A new config is applied at once, not at the next period.
-	cfg := v4Config()
-	cfg.Forward = false
-	if err := m.SetConfig(cfg); err != nil {
+	// A new policy is applied at once, not at the next period.
+	p := v4Policy()
+	p.Forward = false
+	if err := k.Set(p); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() bool { return !strings.Contains(n.save(t), "FLANNEL-FWD") })
+	waitFor(t, 5*time.Second, func() bool { return !strings.Contains(save(t, n, false), "FLANNEL-FWD") })
 }
 
 func waitFor(t *testing.T, d time.Duration, ok func() bool) {
@@ -336,43 +354,45 @@ func waitFor(t *testing.T, d time.Duration, ok func() bool) {
 
 func TestNetworkChangeRemovesOldRules(t *testing.T) {
 	n := newTestNS(t)
-	m, _ := newNSManager(t, v4Config())
+	fw, _ := newNSFirewall(t)
 	ctx := context.Background()
-	n.do(t, func() error { return m.Ensure(ctx) })
-	e := NetworkEnsurer{M: m}
-	n.do(t, func() error {
-		return e.Ensure(ctx, netip.MustParsePrefix("10.50.0.0/16"), netip.MustParsePrefix("10.50.7.1/24"))
-	})
+	do(t, n, func() error { return fw.Ensure(ctx, v4Policy()) })
+	p := v4Policy()
+	p.IPv4 = firewall.Net{Network: netip.MustParsePrefix("10.50.0.0/16"), Subnet: netip.MustParsePrefix("10.50.7.1/24")}
+	do(t, n, func() error { return fw.Ensure(ctx, p) })
 	want := strings.NewReplacer("10.244.52.0/24", "10.50.7.0/24", "10.244.0.0/16", "10.50.0.0/16").Replace(wantV4)
-	if got := n.save(t); got != want {
+	if got := save(t, n, false); got != want {
 		t.Fatalf("after the network change:\n%s\nwant:\n%s", got, want)
 	}
 }
 
-func TestDisableAndTeardown(t *testing.T) {
+func TestDisableAndRemove(t *testing.T) {
 	n := newTestNS(t)
-	m, _ := newNSManager(t, v4Config())
+	fw, _ := newNSFirewall(t)
 	ctx := context.Background()
-	n.do(t, func() error { return m.Ensure(ctx) })
+	p := v4Policy()
+	p.IPv6 = v6Net()
+	do(t, n, func() error { return fw.Ensure(ctx, p) })
 
-	cfg := v4Config()
-	cfg.Masq = false
-	if err := m.SetConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
-	n.do(t, func() error { return m.Ensure(ctx) })
-	if got := n.save(t); strings.Contains(got, "FLANNEL-POSTRTG") || !strings.Contains(got, "FLANNEL-FWD") {
+	noMasq := p
+	noMasq.Masq = false
+	do(t, n, func() error { return fw.Ensure(ctx, noMasq) })
+	if got := save(t, n, false); strings.Contains(got, "FLANNEL-POSTRTG") || !strings.Contains(got, "FLANNEL-FWD") {
 		t.Fatalf("with Masq off:\n%s", got)
 	}
 
-	if err := m.SetConfig(v4Config()); err != nil {
-		t.Fatal(err)
+	do(t, n, func() error { return fw.Ensure(ctx, p) })
+	do(t, n, func() error { return fw.Remove(ctx) })
+	if got := save(t, n, false) + save(t, n, true); got != "" {
+		t.Fatalf("after Remove:\n%s\nwant nothing", got)
 	}
-	n.do(t, func() error { return m.Ensure(ctx) })
-	n.do(t, func() error { return m.Teardown(ctx) })
-	if got := n.save(t); got != "" {
-		t.Fatalf("after Teardown:\n%s\nwant nothing", got)
+	// Removing nothing is fine.
+	do(t, n, func() error { return fw.Remove(ctx) })
+
+	// Nothing wanted: an Ensure removes what an earlier run left.
+	do(t, n, func() error { return fw.Ensure(ctx, p) })
+	do(t, n, func() error { return fw.Ensure(ctx, firewall.Policy{IPv4: v4Net()}) })
+	if got := save(t, n, false) + save(t, n, true); got != "" {
+		t.Fatalf("after an Ensure wanting no rules:\n%s\nwant nothing", got)
 	}
-	// Teardown of nothing is fine.
-	n.do(t, func() error { return m.Teardown(ctx) })
 }

@@ -5,15 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
+	"os/exec"
 	"slices"
 	"sync"
 	"time"
 
 	goipt "github.com/coreos/go-iptables/iptables"
+
+	"github.com/weftnet/weft/firewall"
 )
 
-// IPTables is the part of go-iptables' *iptables.IPTables that the Manager
+// IPTables is the part of go-iptables' *iptables.IPTables that the Firewall
 // uses. Implementations run each call against one address family of one
 // network namespace.
 type IPTables interface {
@@ -39,53 +41,23 @@ var _ IPTables = (*goipt.IPTables)(nil)
 // (`iptables -w`) before failing.
 const LockWait = 10 * time.Second
 
-// New returns go-iptables for IPv4 (or IPv6 when v6 is set), running
-// iptables (ip6tables) with -w so that concurrent callers such as
-// kube-proxy wait for each other instead of failing.
-func New(v6 bool) (*goipt.IPTables, error) {
-	proto := goipt.ProtocolIPv4
-	if v6 {
-		proto = goipt.ProtocolIPv6
+// New returns go-iptables for one family, running iptables (ip6tables)
+// with -w so that concurrent callers such as kube-proxy wait for each other
+// instead of failing. When the command is missing the error wraps
+// firewall.ErrNotInstalled.
+func New(f firewall.Family) (*goipt.IPTables, error) {
+	proto, cmd := goipt.ProtocolIPv4, "iptables"
+	if f == firewall.IPv6 {
+		proto, cmd = goipt.ProtocolIPv6, "ip6tables"
+	}
+	if _, err := exec.LookPath(cmd); err != nil {
+		return nil, fmt.Errorf("%s: %w (apt-get install iptables)", cmd, firewall.ErrNotInstalled)
 	}
 	ipt, err := goipt.New(goipt.IPFamily(proto), goipt.Timeout(int(LockWait/time.Second)))
 	if err != nil {
-		return nil, fmt.Errorf("finding iptables (IPv6 %t): %w", v6, err)
+		return nil, fmt.Errorf("finding %s: %w", cmd, err)
 	}
 	return ipt, nil
-}
-
-// Config is the rule set a Manager keeps.
-type Config struct {
-	// Network is the cluster network (FLANNEL_NETWORK).
-	Network netip.Prefix
-	// Subnet is this node's subnet (FLANNEL_SUBNET; the address part is
-	// masked).
-	Subnet netip.Prefix
-	// Masq installs the FLANNEL-POSTRTG chain (flanneld's -ip-masq).
-	Masq bool
-	// Forward installs the FLANNEL-FWD chain (-iptables-forward-rules).
-	Forward bool
-}
-
-// Validate checks that the network and subnet are valid, of one family, and
-// that the subnet lies inside the network.
-func (c Config) Validate() error {
-	if !c.Masq && !c.Forward {
-		return nil
-	}
-	if !c.Network.IsValid() {
-		return fmt.Errorf("iptables config: network %v is not a valid prefix", c.Network)
-	}
-	if !c.Subnet.IsValid() {
-		return fmt.Errorf("iptables config: subnet %v is not a valid prefix", c.Subnet)
-	}
-	if c.Network.Addr().Is4() != c.Subnet.Addr().Is4() {
-		return fmt.Errorf("iptables config: network %s and subnet %s are of different families", c.Network, c.Subnet)
-	}
-	if c.Subnet.Bits() < c.Network.Bits() || !c.Network.Contains(c.Subnet.Addr()) {
-		return fmt.Errorf("iptables config: subnet %s is not inside network %s", c.Subnet, c.Network)
-	}
-	return nil
 }
 
 // chainSet is one of our chains with the jump rule that reaches it.
@@ -98,73 +70,114 @@ var (
 	fwdSet  = chainSet{TableFilter, ChainForward, ChainFwd, CommentFwd}
 )
 
-// Manager keeps flanneld's rules in one address family of the kernel's
-// iptables. It is safe for concurrent use.
-type Manager struct {
-	ipt  IPTables
+// Firewall keeps flanneld's chains in iptables (IPv4) and ip6tables (IPv6):
+// the iptables mode of the firewall seam. It is safe for concurrent use.
+type Firewall struct {
+	open func(firewall.Family) (IPTables, error)
 	log  *slog.Logger
-	kick chan struct{}
 
-	mu  sync.Mutex // guards cfg and serializes Ensure and Teardown
-	cfg Config
+	mu     sync.Mutex // serializes Ensure and Remove; guards the rest
+	ipt    map[firewall.Family]IPTables
+	offSet map[firewall.Family]bool // the family is off and its chains were removed
 }
 
-// NewManager returns a Manager that keeps the rules of cfg through ipt.
-// A nil logger discards.
-func NewManager(ipt IPTables, cfg Config, log *slog.Logger) (*Manager, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+var _ firewall.Firewall = (*Firewall)(nil)
+
+// NewFirewall returns the iptables mode of the host (of the calling
+// thread's network namespace, when its methods run). It fails, wrapping
+// firewall.ErrNotInstalled, when iptables is missing; ip6tables is looked
+// for only when an IPv6 rule is to be written or removed. A nil logger
+// discards.
+func NewFirewall(log *slog.Logger) (*Firewall, error) {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		return nil, fmt.Errorf("iptables: %w (apt-get install iptables)", firewall.ErrNotInstalled)
 	}
+	return NewFirewallWith(func(f firewall.Family) (IPTables, error) { return New(f) }, log), nil
+}
+
+// NewFirewallWith returns a Firewall that runs its iptables calls through
+// what open returns for each family (opened on first use, then kept).
+func NewFirewallWith(open func(firewall.Family) (IPTables, error), log *slog.Logger) *Firewall {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{ipt: ipt, log: log, cfg: cfg, kick: make(chan struct{}, 1)}, nil
+	return &Firewall{open: open, log: log, ipt: map[firewall.Family]IPTables{}, offSet: map[firewall.Family]bool{}}
 }
 
-// SetConfig replaces the wanted rule set (for instance after the lease or
-// the network changed). The next Ensure applies it; a running Run applies
-// it at once.
-func (m *Manager) SetConfig(cfg Config) error {
-	if err := cfg.Validate(); err != nil {
-		return err
+func (fw *Firewall) family(f firewall.Family) (IPTables, error) {
+	if ipt := fw.ipt[f]; ipt != nil {
+		return ipt, nil
 	}
-	m.mu.Lock()
-	m.cfg = cfg
-	m.mu.Unlock()
-	select {
-	case m.kick <- struct{}{}:
-	default:
+	ipt, err := fw.open(f)
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	fw.ipt[f] = ipt
+	return ipt, nil
 }
 
-// Ensure makes the kernel hold exactly the wanted rules: each enabled chain
+// Ensure makes both families hold exactly p's chains: each wanted chain
 // exists with exactly the wanted rules in order (rewritten whole when its
 // content differs, which also removes an old network's rules), and is
-// reached by exactly one jump rule appended to its built-in chain; a
-// disabled chain and its jumps are removed. When everything is in place it
-// only lists and writes nothing.
-func (m *Manager) Ensure(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	cfg := m.cfg
-	var masq, fwd []Rule
-	if cfg.Masq || cfg.Forward {
-		masq, fwd = Rules(cfg.Network, cfg.Subnet)
+// reached by exactly one jump rule appended to its built-in chain; a chain
+// that is not wanted is removed with its jumps. A family that is off is
+// cleaned once (again after it was on), not at every resync. When
+// everything is in place Ensure only lists and writes nothing.
+func (fw *Firewall) Ensure(ctx context.Context, p firewall.Policy) error {
+	if err := p.Validate(); err != nil {
+		return err
 	}
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
+	var errs []error
+	for _, f := range firewall.Families {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fw.ensureFamily(f, p); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (fw *Firewall) ensureFamily(f firewall.Family, p firewall.Policy) error {
+	if !p.Wants(f) {
+		if fw.offSet[f] {
+			return nil
+		}
+		ipt, err := fw.family(f)
+		if errors.Is(err, firewall.ErrNotInstalled) {
+			fw.offSet[f] = true // no command, no rules
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		for _, set := range []chainSet{masqSet, fwdSet} {
+			if err := removeSet(ipt, set); err != nil {
+				return err
+			}
+		}
+		fw.offSet[f] = true
+		return nil
+	}
+	fw.offSet[f] = false
+	ipt, err := fw.family(f)
+	if err != nil {
+		return err
+	}
+	n := p.Net(f)
+	masq, fwd := Rules(n.Network, n.Subnet)
 	for _, x := range []struct {
 		set   chainSet
 		on    bool
 		rules []Rule
-	}{{masqSet, cfg.Masq, masq}, {fwdSet, cfg.Forward, fwd}} {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var err error
+	}{{masqSet, p.Masq, masq}, {fwdSet, p.Forward, fwd}} {
 		if x.on {
-			err = m.ensureSet(x.set, x.rules)
+			err = fw.ensureSet(ipt, f, x.set, x.rules)
 		} else {
-			err = removeSet(m.ipt, x.set)
+			err = removeSet(ipt, x.set)
 		}
 		if err != nil {
 			return err
@@ -173,79 +186,60 @@ func (m *Manager) Ensure(ctx context.Context) error {
 	return nil
 }
 
-// Run calls Ensure now, after every SetConfig and every resync period,
-// until ctx is done; then it returns ctx's error. Errors are logged (once
-// per distinct error, so a broken iptables does not flood the log) and
-// retried at the next period.
-func (m *Manager) Run(ctx context.Context, resync time.Duration) error {
-	t := time.NewTicker(resync)
-	defer t.Stop()
-	var lastErr string
-	for {
-		if err := m.Ensure(ctx); err != nil && ctx.Err() == nil {
-			if err.Error() != lastErr {
-				m.log.Error("ensuring iptables rules", "err", err)
-				lastErr = err.Error()
-			}
-		} else if err == nil && lastErr != "" {
-			m.log.Info("iptables rules restored")
-			lastErr = ""
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		case <-m.kick:
-		}
-	}
-}
-
-// Teardown removes both chains and their jump rules, whatever the Manager's
-// config.
-func (m *Manager) Teardown(ctx context.Context) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return Teardown(ctx, m.ipt)
-}
-
-// Teardown removes the FLANNEL-POSTRTG and FLANNEL-FWD chains and every rule
-// that jumps to them (for `weft node teardown`). Missing chains are fine.
-func Teardown(ctx context.Context, ipt IPTables) error {
+// Remove deletes the FLANNEL-POSTRTG and FLANNEL-FWD chains and every rule
+// that jumps to them, in both families (for a switch to nftables and for
+// `weft node teardown`). Missing chains, and a missing ip6tables, are fine.
+func (fw *Firewall) Remove(ctx context.Context) error {
+	fw.mu.Lock()
+	defer fw.mu.Unlock()
 	var errs []error
-	for _, set := range []chainSet{masqSet, fwdSet} {
+	for _, f := range firewall.Families {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		errs = append(errs, removeSet(ipt, set))
+		ipt, err := fw.family(f)
+		if errors.Is(err, firewall.ErrNotInstalled) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, set := range []chainSet{masqSet, fwdSet} {
+			if err := removeSet(ipt, set); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", f, err))
+			}
+		}
+		fw.offSet[f] = false
 	}
 	return errors.Join(errs...)
 }
 
-func (m *Manager) ensureSet(set chainSet, want []Rule) error {
-	have, exists, err := listChain(m.ipt, set.table, set.chain)
+func (fw *Firewall) ensureSet(ipt IPTables, f firewall.Family, set chainSet, want []Rule) error {
+	have, exists, err := listChain(ipt, set.table, set.chain)
 	if err != nil {
 		return err
 	}
 	if !sameRules(have, want) {
 		if exists {
-			err = m.ipt.ClearChain(set.table, set.chain)
+			err = ipt.ClearChain(set.table, set.chain)
 		} else {
-			err = m.ipt.NewChain(set.table, set.chain)
+			err = ipt.NewChain(set.table, set.chain)
 		}
 		if err != nil {
 			return fmt.Errorf("preparing chain %s/%s: %w", set.table, set.chain, err)
 		}
 		for _, r := range want {
-			if err := m.ipt.Append(r.Table, r.Chain, r.Spec...); err != nil {
+			if err := ipt.Append(r.Table, r.Chain, r.Spec...); err != nil {
 				return fmt.Errorf("appending %s: %w", r, err)
 			}
 		}
-		m.log.Info("iptables chain written", "table", set.table, "chain", set.chain, "rules", len(want), "replaced", len(have))
+		fw.log.Info("iptables chain written", "family", f, "table", set.table, "chain", set.chain, "rules", len(want), "replaced", len(have))
 	}
 	// The jump comes after the chain is complete, so that nothing reaches
 	// a half-written chain the first time.
 	jump := jumpRule(set.table, set.parent, set.chain, set.comment)
-	jumps, err := findJumps(m.ipt, set)
+	jumps, err := findJumps(ipt, set)
 	if err != nil {
 		return err
 	}
@@ -253,14 +247,14 @@ func (m *Manager) ensureSet(set chainSet, want []Rule) error {
 		return nil
 	}
 	for _, spec := range jumps {
-		if err := m.ipt.Delete(set.table, set.parent, spec...); err != nil {
+		if err := ipt.Delete(set.table, set.parent, spec...); err != nil {
 			return fmt.Errorf("deleting stray jump %s/%s %q: %w", set.table, set.parent, spec, err)
 		}
 	}
-	if err := m.ipt.Append(jump.Table, jump.Chain, jump.Spec...); err != nil {
+	if err := ipt.Append(jump.Table, jump.Chain, jump.Spec...); err != nil {
 		return fmt.Errorf("appending %s: %w", jump, err)
 	}
-	m.log.Info("iptables jump written", "rule", jump.String())
+	fw.log.Info("iptables jump written", "family", f, "rule", jump.String())
 	return nil
 }
 
@@ -337,21 +331,4 @@ func sameRules(have [][]string, want []Rule) bool {
 		}
 	}
 	return true
-}
-
-// NetworkEnsurer adapts a Manager to callers that pass the network and the
-// node's subnet with every call (the agent's Firewall interface).
-type NetworkEnsurer struct{ M *Manager }
-
-// Ensure replaces the Manager's network and subnet, keeping its Masq and
-// Forward switches, and ensures the rules.
-func (n NetworkEnsurer) Ensure(ctx context.Context, network, own netip.Prefix) error {
-	n.M.mu.Lock()
-	cfg := n.M.cfg
-	n.M.mu.Unlock()
-	cfg.Network, cfg.Subnet = network, own
-	if err := n.M.SetConfig(cfg); err != nil {
-		return err
-	}
-	return n.M.Ensure(ctx)
 }

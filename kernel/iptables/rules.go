@@ -6,16 +6,21 @@
 //	nat    POSTROUTING -> FLANNEL-POSTRTG  (with ip-masq)
 //	filter FORWARD     -> FLANNEL-FWD      (with forward rules)
 //
-// A Manager reconciles: it lists the chains, compares them with the wanted
-// rules and writes only when they differ (then it rewrites the whole chain,
-// which also drops the rules of an old network). A resync that finds nothing
-// changed costs a few `iptables -S` and no writes.
+// The rules themselves are the firewall package's policy, rendered here in
+// iptables' syntax. A Firewall reconciles, in IPv4 (iptables) and IPv6
+// (ip6tables): it lists the chains, compares them with the wanted rules and
+// writes only when they differ (then it rewrites the whole chain, which also
+// drops the rules of an old network). A resync that finds nothing changed
+// costs a few `iptables -S` and no writes.
 package iptables
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/weftnet/weft/firewall"
 )
 
 // Tables, chains and comments, as flanneld names them.
@@ -28,9 +33,6 @@ const (
 	ChainFwd     = "FLANNEL-FWD"
 	CommentMasq  = "flanneld masq"
 	CommentFwd   = "flanneld forward"
-	// KubeProxyMark is the mark kube-proxy sets on packets it masquerades
-	// itself; flanneld returns early for them.
-	KubeProxyMark = "0x4000/0x4000"
 )
 
 // Rule is one iptables rule: the table, the chain it is appended to and the
@@ -63,46 +65,50 @@ func (r Rule) String() string {
 func (r Rule) equalSpec(spec []string) bool { return slices.Equal(r.Spec, spec) }
 
 // Rules returns flanneld's rules for a cluster network and this node's
-// subnet: masq for the FLANNEL-POSTRTG chain in nat and fwd for the
-// FLANNEL-FWD chain in filter, in order. The kube-proxy mark returns first;
-// pod-to-pod traffic (within the network, in either direction, and from
-// outside into this node's subnet) returns before anything is masqueraded;
-// traffic leaving the network (except multicast) and traffic entering it
-// from outside is masqueraded with --random-fully. ownSubnet may be given as
-// an address with its length (10.244.3.1/24, as in FLANNEL_SUBNET); it is
-// masked. Both prefixes must be of one family; for IPv6 the multicast range
-// is ff00::/8.
+// subnet (firewall.MasqRules and firewall.ForwardRules in iptables' syntax):
+// masq for the FLANNEL-POSTRTG chain in nat and fwd for the FLANNEL-FWD
+// chain in filter, in order. Masquerading uses --random-fully. ownSubnet may
+// be given as an address with its length (10.244.3.1/24, as in
+// FLANNEL_SUBNET); it is masked. Both prefixes must be of one family.
 func Rules(network, ownSubnet netip.Prefix) (masq, fwd []Rule) {
-	n := network.Masked().String()
-	s := ownSubnet.Masked().String()
-	mcast := "224.0.0.0/4"
-	if network.Addr().Is6() {
-		mcast = "ff00::/8"
+	n := firewall.Net{Network: network, Subnet: ownSubnet}
+	for _, r := range firewall.MasqRules(n) {
+		masq = append(masq, Rule{Table: TableNAT, Chain: ChainMasq, Spec: spec(r, CommentMasq)})
 	}
-	// Each rule: its matches, the comment, then its target, the order in
-	// which iptables prints them.
-	rule := func(table, chain, comment string, match []string, target ...string) Rule {
-		spec := append(append(append([]string{}, match...), "-m", "comment", "--comment", comment), target...)
-		return Rule{Table: table, Chain: chain, Spec: spec}
-	}
-	m := func(match []string, target ...string) Rule {
-		return rule(TableNAT, ChainMasq, CommentMasq, match, target...)
-	}
-	ret := []string{"-j", "RETURN"}
-	masqTarget := []string{"-j", "MASQUERADE", "--random-fully"}
-	masq = []Rule{
-		m([]string{"-m", "mark", "--mark", KubeProxyMark}, ret...),
-		m([]string{"-s", s, "-d", n}, ret...),
-		m([]string{"-s", n, "-d", s}, ret...),
-		m([]string{"!", "-s", n, "-d", s}, ret...),
-		m([]string{"-s", n, "!", "-d", mcast}, masqTarget...),
-		m([]string{"!", "-s", n, "-d", n}, masqTarget...),
-	}
-	fwd = []Rule{
-		rule(TableFilter, ChainFwd, CommentFwd, []string{"-s", n}, "-j", "ACCEPT"),
-		rule(TableFilter, ChainFwd, CommentFwd, []string{"-d", n}, "-j", "ACCEPT"),
+	for _, r := range firewall.ForwardRules(n) {
+		fwd = append(fwd, Rule{Table: TableFilter, Chain: ChainFwd, Spec: spec(r, CommentFwd)})
 	}
 	return masq, fwd
+}
+
+// spec renders a rule of the policy as iptables prints it: its matches,
+// the comment, then its target.
+func spec(r firewall.Rule, comment string) []string {
+	var s []string
+	if r.Mark != 0 {
+		s = append(s, "-m", "mark", "--mark", fmt.Sprintf("%#x/%#x", r.Mark, r.Mark))
+	}
+	addr := func(flag string, p netip.Prefix, not bool) {
+		if !p.IsValid() {
+			return
+		}
+		if not {
+			s = append(s, "!")
+		}
+		s = append(s, flag, p.String())
+	}
+	addr("-s", r.Src, r.NotSrc)
+	addr("-d", r.Dst, r.NotDst)
+	s = append(s, "-m", "comment", "--comment", comment)
+	switch r.Action {
+	case firewall.Accept:
+		s = append(s, "-j", "ACCEPT")
+	case firewall.Masquerade:
+		s = append(s, "-j", "MASQUERADE", "--random-fully")
+	default:
+		s = append(s, "-j", "RETURN")
+	}
+	return s
 }
 
 // jumpRule is the rule in a built-in chain that sends packets to one of

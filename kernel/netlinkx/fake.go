@@ -13,10 +13,16 @@ import (
 var _ Interface = (*Fake)(nil)
 
 // Fake is an in-memory Interface for tests. It models the kernel behaviour
-// the backends rely on: deleting a link removes its addresses, neighbours,
-// FDB entries and routes; a route via a gateway that is not onlink needs the
-// gateway inside a prefix of the link. Dump renders the whole state as
-// sorted text. The zero value is not ready: use NewFake.
+// the backends rely on, as the contract test (TestFakeMatchesKernel) checks
+// against a real namespace: deleting a link removes its addresses,
+// neighbours, FDB entries and routes; a route needs its link up, and a route
+// via a gateway that is not onlink needs the gateway inside a prefix of the
+// link; an address with a prefix (not /32) on an up link brings the prefix
+// route; a route is deleted only if the gateway and link named match; an
+// FDB entry for a unicast MAC has one destination, which SetFDB replaces; a
+// VXLAN device's MTU is at most its underlay's less 50. Dump
+// renders the whole state as sorted text. The zero value is not ready: use
+// NewFake.
 type Fake struct {
 	mu        sync.Mutex
 	nextIndex int
@@ -46,7 +52,7 @@ type routeKey struct {
 func NewFake() *Fake {
 	f := &Fake{
 		nextIndex: 2,
-		links:     map[int]*Link{1: {Index: 1, Name: "lo", Type: "loopback", MTU: 65536, Up: true}},
+		links:     map[int]*Link{1: {Index: 1, Name: "lo", Type: "device", MTU: 65536, Up: true}},
 		addrs:     map[int][]netip.Prefix{1: {netip.MustParsePrefix("127.0.0.1/8")}},
 		neighs:    map[neighKey]Neigh{},
 		fdbs:      map[FDB]struct{}{},
@@ -155,7 +161,13 @@ func (f *Fake) AddVXLAN(v NewVXLAN) (Link, error) {
 		return Link{}, err
 	}
 	attrs := v.VXLAN
-	l := &Link{Index: f.nextIndex, Name: v.Name, Type: "vxlan", MTU: v.MTU, MAC: v.MAC, VXLAN: &attrs}
+	// The kernel gives a VXLAN device without an MTU, or with one larger
+	// than its underlay carries, the largest that fits.
+	mtu := v.MTU
+	if maxMTU := f.links[v.VtepDevIndex].MTU - vxlanOverhead; mtu == 0 || mtu > maxMTU {
+		mtu = maxMTU
+	}
+	l := &Link{Index: f.nextIndex, Name: v.Name, Type: "vxlan", MTU: mtu, MAC: v.MAC, VXLAN: &attrs}
 	f.nextIndex++
 	f.links[l.Index] = l
 	f.notify(Update{Kind: LinkUpdate, Link: cloneLink(l)})
@@ -207,9 +219,32 @@ func (f *Fake) SetLinkUp(index int) error {
 	if err := f.write("SetLinkUp", index); err != nil {
 		return err
 	}
-	l.Up = true
+	if !l.Up {
+		l.Up = true
+		for _, a := range f.addrs[index] {
+			f.addPrefixRoute(index, a)
+		}
+	}
 	f.notify(Update{Kind: LinkUpdate, Link: cloneLink(l)})
 	return nil
+}
+
+// vxlanOverhead is what VXLAN over IPv4 adds to a frame; the kernel caps a
+// VXLAN device's MTU at its underlay's less this.
+const vxlanOverhead = 50
+
+// minMTU is the smallest MTU the kernel accepts for an IPv4 link.
+const minMTU = 68
+
+// addPrefixRoute adds the route the kernel adds with an address on an up
+// link: to the address's prefix, unless it is a /32 host address.
+func (f *Fake) addPrefixRoute(index int, a netip.Prefix) {
+	if a.Bits() >= 32 {
+		return
+	}
+	r := Route{Table: MainTable, Dst: a.Masked(), LinkIndex: index}
+	f.routes[routeKey{MainTable, r.Dst}] = r
+	f.notify(Update{Kind: RouteUpdate, Route: r})
 }
 
 // SetLinkMTU implements Interface.
@@ -219,6 +254,15 @@ func (f *Fake) SetLinkMTU(index, mtu int) error {
 	l, err := f.link(index)
 	if err != nil {
 		return fmt.Errorf("setting link MTU: %w", err)
+	}
+	maxMTU := 65535
+	if l.VXLAN != nil {
+		if lower, ok := f.links[l.VXLAN.VtepDevIndex]; ok {
+			maxMTU = lower.MTU - vxlanOverhead
+		}
+	}
+	if mtu < minMTU || mtu > maxMTU {
+		return fmt.Errorf("setting the MTU of link #%d to %d (range %d-%d): %w", index, mtu, minMTU, maxMTU, syscall.EINVAL)
 	}
 	if err := f.write("SetLinkMTU", mtu); err != nil {
 		return err
@@ -252,6 +296,9 @@ func (f *Fake) AddAddr(index int, p netip.Prefix) error {
 		return err
 	}
 	f.addrs[index] = append(f.addrs[index], p)
+	if f.links[index].Up {
+		f.addPrefixRoute(index, p)
+	}
 	return nil
 }
 
@@ -267,6 +314,15 @@ func (f *Fake) DeleteAddr(index int, p netip.Prefix) error {
 		return err
 	}
 	f.addrs[index] = slices.Delete(f.addrs[index], i, i+1)
+	// The prefix route goes with the address, unless another address of
+	// the link has the same prefix.
+	if p.Bits() < 32 && !slices.ContainsFunc(f.addrs[index], func(o netip.Prefix) bool { return o.Masked() == p.Masked() }) {
+		k := routeKey{MainTable, p.Masked()}
+		if r, ok := f.routes[k]; ok && r.LinkIndex == index && !r.Gw.IsValid() {
+			delete(f.routes, k)
+			f.notify(Update{Kind: RouteUpdate, Deleted: true, Route: r})
+		}
+	}
 	return nil
 }
 
@@ -337,30 +393,56 @@ func (f *Fake) FDBs(index int) ([]FDB, error) {
 	return out, nil
 }
 
-// AppendFDB implements Interface.
-func (f *Fake) AppendFDB(e FDB) error {
+// SetFDB implements Interface. Like the kernel, it replaces the destination
+// of a unicast MAC, and refuses to replace that of an existing multicast or
+// all-zeros entry.
+func (f *Fake) SetFDB(e FDB) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if _, err := f.link(e.LinkIndex); err != nil {
-		return fmt.Errorf("adding FDB entry %s: %w", e.MAC, err)
+		return fmt.Errorf("setting FDB entry %s: %w", e.MAC, err)
 	}
-	if err := f.write("AppendFDB", e); err != nil {
+	var old []FDB
+	for o := range f.fdbs {
+		if o.LinkIndex == e.LinkIndex && o.MAC == e.MAC {
+			old = append(old, o)
+		}
+	}
+	if len(old) > 0 && !e.MAC.IsUnicast() {
+		return fmt.Errorf("setting FDB entry %s dst %s: cannot replace a non-unicast or zero MAC: %w", e.MAC, e.Dst, syscall.EOPNOTSUPP)
+	}
+	if err := f.write("SetFDB", e); err != nil {
 		return err
+	}
+	for _, o := range old {
+		if o != e {
+			delete(f.fdbs, o)
+			f.notify(Update{Kind: FDBUpdate, Deleted: true, FDB: o})
+		}
 	}
 	f.fdbs[e] = struct{}{}
 	f.notify(Update{Kind: FDBUpdate, FDB: e})
 	return nil
 }
 
-// DeleteFDB implements Interface.
+// DeleteFDB implements Interface. Like the kernel, it succeeds without a
+// change when the MAC has another destination.
 func (f *Fake) DeleteFDB(e FDB) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if _, ok := f.fdbs[e]; !ok {
+	_, exact := f.fdbs[e]
+	other := false
+	for o := range f.fdbs {
+		other = other || o.LinkIndex == e.LinkIndex && o.MAC == e.MAC
+	}
+	if !other {
 		return fmt.Errorf("deleting FDB entry %s dst %s: %w", e.MAC, e.Dst, ErrNotFound)
 	}
 	if err := f.write("DeleteFDB", e); err != nil {
 		return err
+	}
+	if !exact {
+		return nil
 	}
 	delete(f.fdbs, e)
 	f.notify(Update{Kind: FDBUpdate, Deleted: true, FDB: e})
@@ -388,8 +470,12 @@ func (f *Fake) ReplaceRoute(r Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	r.Table = r.table()
-	if _, err := f.link(r.LinkIndex); err != nil {
+	l, err := f.link(r.LinkIndex)
+	if err != nil {
 		return fmt.Errorf("replacing route %s: %w", r, err)
+	}
+	if !l.Up {
+		return fmt.Errorf("replacing route %s: the link is down: %w", r, syscall.ENETDOWN)
 	}
 	if r.Gw.IsValid() && !r.OnLink && !slices.ContainsFunc(f.addrs[r.LinkIndex], func(p netip.Prefix) bool { return p.Contains(r.Gw) }) {
 		return fmt.Errorf("replacing route %s: gateway not on a prefix of the link: %w", r, syscall.ENETUNREACH)
@@ -408,7 +494,8 @@ func (f *Fake) DeleteRoute(r Route) error {
 	defer f.mu.Unlock()
 	k := routeKey{r.table(), r.Dst}
 	old, ok := f.routes[k]
-	if !ok {
+	// Like the kernel, a gateway or link named in r must match.
+	if !ok || r.Gw.IsValid() && r.Gw != old.Gw || r.LinkIndex != 0 && r.LinkIndex != old.LinkIndex {
 		return fmt.Errorf("deleting route %s: %w", r, ErrNotFound)
 	}
 	if err := f.write("DeleteRoute", r); err != nil {

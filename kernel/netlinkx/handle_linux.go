@@ -98,6 +98,15 @@ func wrapNotFound(err error) error {
 	return err
 }
 
+// noLink wraps ErrNotFound around an error saying that the link an entry
+// was to be written on does not exist (ENODEV), as the Interface promises.
+func noLink(err error) error {
+	if errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	}
+	return err
+}
+
 // LinkByName implements Interface.
 func (h *Handle) LinkByName(name string) (Link, error) {
 	l, err := h.h.LinkByName(name)
@@ -202,7 +211,7 @@ func (h *Handle) Addrs(index int) ([]netip.Prefix, error) {
 func (h *Handle) AddAddr(index int, p netip.Prefix) error {
 	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}
 	if err := h.h.AddrAdd(link, &netlink.Addr{IPNet: ipnet(p)}); err != nil {
-		return fmt.Errorf("adding address %s to link #%d: %w", p, index, err)
+		return fmt.Errorf("adding address %s to link #%d: %w", p, index, noLink(err))
 	}
 	return nil
 }
@@ -250,7 +259,7 @@ func (h *Handle) SetNeigh(n Neigh) error {
 		HardwareAddr: n.MAC.HardwareAddr(),
 	})
 	if err != nil {
-		return fmt.Errorf("setting neighbour %s lladdr %s on link #%d: %w", n.IP, n.MAC, n.LinkIndex, err)
+		return fmt.Errorf("setting neighbour %s lladdr %s on link #%d: %w", n.IP, n.MAC, n.LinkIndex, noLink(err))
 	}
 	return nil
 }
@@ -301,10 +310,10 @@ func toNetlinkFDB(f FDB) *netlink.Neigh {
 	}
 }
 
-// AppendFDB implements Interface.
-func (h *Handle) AppendFDB(f FDB) error {
-	if err := h.h.NeighAppend(toNetlinkFDB(f)); err != nil {
-		return fmt.Errorf("adding FDB entry %s dst %s on link #%d: %w", f.MAC, f.Dst, f.LinkIndex, err)
+// SetFDB implements Interface.
+func (h *Handle) SetFDB(f FDB) error {
+	if err := h.h.NeighSet(toNetlinkFDB(f)); err != nil {
+		return fmt.Errorf("setting FDB entry %s dst %s on link #%d: %w", f.MAC, f.Dst, f.LinkIndex, noLink(err))
 	}
 	return nil
 }
@@ -368,7 +377,7 @@ func toNetlinkRoute(r Route) *netlink.Route {
 // ReplaceRoute implements Interface.
 func (h *Handle) ReplaceRoute(r Route) error {
 	if err := h.h.RouteReplace(toNetlinkRoute(r)); err != nil {
-		return fmt.Errorf("replacing route %s: %w", r, err)
+		return fmt.Errorf("replacing route %s: %w", r, noLink(err))
 	}
 	return nil
 }

@@ -196,10 +196,15 @@ type Interface interface {
 
 	// FDBs lists the link's forwarding database entries with a destination.
 	FDBs(index int) ([]FDB, error)
-	// AppendFDB adds a permanent entry (another destination for the MAC if
-	// it has one already; nothing if this destination is there).
-	AppendFDB(f FDB) error
-	// DeleteFDB deletes the entry for f.MAC and f.Dst.
+	// SetFDB creates or replaces the permanent entry for f.MAC, sending its
+	// frames to f.Dst (bridge fdb replace): a unicast MAC has one
+	// destination, and a new one replaces the old. (An append would leave
+	// the old one in place: the kernel appends destinations only to
+	// multicast and all-zeros entries.)
+	SetFDB(f FDB) error
+	// DeleteFDB deletes the entry for f.MAC and f.Dst. Like the kernel, it
+	// returns nil and changes nothing when f.MAC has another destination
+	// (the entry was replaced), and ErrNotFound when f.MAC has none.
 	DeleteFDB(f FDB) error
 
 	// Routes lists the IPv4 unicast routes of table (0: main) whose first

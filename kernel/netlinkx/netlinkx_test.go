@@ -72,7 +72,7 @@ func TestProgrammerEchoesAndForeign(t *testing.T) {
 	if _, err := p.Sync(0, NewEntries(0)); err != nil {
 		t.Fatal(err)
 	}
-	wantDump := "addr eth0 192.168.0.1/24\naddr lo 127.0.0.1/8\nlink eth0 veth mtu 1500 mac 02:ee:00:00:00:02 up\nlink lo loopback mtu 65536 mac 00:00:00:00:00:00 up\nroute 192.168.0.0/24 dev eth0\n"
+	wantDump := "addr eth0 192.168.0.1/24\naddr lo 127.0.0.1/8\nlink eth0 veth mtu 1500 mac 02:ee:00:00:00:02 up\nlink lo device mtu 65536 mac 00:00:00:00:00:00 up\nroute 192.168.0.0/24 dev eth0\n"
 	if got := f.Dump(); got != wantDump {
 		t.Errorf("Dump after removal:\n%s\nwant:\n%s", got, wantDump)
 	}

@@ -245,7 +245,7 @@ func (p *Programmer) sync(link int, want Entries, d *Delta) (Stats, error) {
 			continue
 		}
 		p.record(func(e Entries) { e.FDBs[f] = struct{}{} })
-		if err := p.nl.AppendFDB(f); err != nil {
+		if err := p.nl.SetFDB(f); err != nil {
 			errs = append(errs, err)
 			for ip, n := range want.Neighs {
 				if n.MAC == f.MAC {

@@ -2,13 +2,17 @@ package lab
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/weftnet/weft/cniplugin"
 )
 
 // cniNetName is the CNI network name of the lab's pods.
@@ -16,6 +20,21 @@ const cniNetName = "weft-lab"
 
 // cniVersion is the CNI spec version the lab's network config declares.
 const cniVersion = "1.0.0"
+
+// RuntimeConfList is the file, in <host dir>/net.d, holding the conflist
+// for a container runtime (podman, cnitool) run on a lab host.
+const RuntimeConfList = "10-weft-lab.conflist"
+
+// Plugin data directories under a host's directory: the lab's own pods'
+// cache, and the cache of a runtime using RuntimeConfList. The plugin's GC
+// deletes every attachment of the network in its data directory that the
+// calling runtime does not list, so two runtimes must not share one; both
+// share the host-local store (<host dir>/ipam), since their pods take
+// addresses from one FLANNEL_SUBNET on one bridge.
+const (
+	labPluginDir     = "flannel"
+	runtimePluginDir = "flannel-runtime"
+)
 
 // hostCNI holds what a host needs to attach its pods: a conflist naming the
 // host's own subnet.env and data dirs, so hosts share nothing under
@@ -26,29 +45,29 @@ type hostCNI struct {
 	cni  *libcni.CNIConfig
 }
 
-// conflist returns the flannel conflist for host h.
-func conflist(h Host) ([]byte, error) {
-	conf := map[string]any{
-		"cniVersion": cniVersion,
-		"name":       cniNetName,
-		"plugins": []any{map[string]any{
-			"type":       "flannel",
-			"subnetFile": h.SubnetFile,
-			"dataDir":    filepath.Join(h.DataDir, "flannel"),
-			"ipam":       map[string]any{"dataDir": filepath.Join(h.DataDir, "ipam")},
-			"delegate":   map[string]any{"hairpinMode": true, "isDefaultGateway": true},
-		}},
-	}
-	b, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("encoding the CNI config of %s: %w", h.Name, err)
-	}
-	return b, nil
+// ConfList returns the conflist of the lab's own pods on host h (see
+// conflist), as labbench attaches them.
+func ConfList(h Host) ([]byte, error) { return conflist(h, labPluginDir) }
+
+// conflist returns the flannel conflist (the stock one without portmap) for
+// host h, naming its own subnet.env and data dirs, whose plugin cache is
+// <host dir>/<pluginDir>. Its cniVersion, 1.0.0, keeps GC (CNI 1.1) off:
+// host-local's GC would release the addresses of every pod the caller
+// does not list, the other runtime's included.
+func conflist(h Host, pluginDir string) ([]byte, error) {
+	return cniplugin.ConfList{
+		Name:        cniNetName,
+		CNIVersion:  cniVersion,
+		SubnetFile:  h.SubnetFile,
+		DataDir:     filepath.Join(h.DataDir, pluginDir),
+		IPAMDataDir: filepath.Join(h.DataDir, "ipam"),
+		NoPortmap:   true,
+	}.Marshal()
 }
 
 // newHostCNI prepares CNI calls for host h with plugins from binDir.
 func newHostCNI(h Host, binDir string) (*hostCNI, error) {
-	b, err := conflist(h)
+	b, err := conflist(h, labPluginDir)
 	if err != nil {
 		return nil, err
 	}
@@ -59,7 +78,12 @@ func newHostCNI(h Host, binDir string) (*hostCNI, error) {
 	return &hostCNI{
 		host: h,
 		list: list,
-		cni:  libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(h.DataDir, "cache"), nil),
+		// The exec is given, not left nil: libcni sets a nil one up lazily
+		// in every call, a data race between the pods attached at once.
+		cni: libcni.NewCNIConfigWithCacheDir([]string{binDir}, filepath.Join(h.DataDir, "cache"), &invoke.DefaultExec{
+			RawExec:       &invoke.RawExec{Stderr: os.Stderr},
+			PluginDecoder: version.PluginDecoder{},
+		}),
 	}, nil
 }
 

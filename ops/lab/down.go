@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	"github.com/weftnet/weft/kernel/netlinkx"
 )
 
 // Down removes the lab: it stops its processes (by recorded PID, and any
@@ -121,26 +121,8 @@ func sweep(ctx context.Context, n Names, st *State, o Options) error {
 	}
 
 	// 4. Links in the root namespace.
-	links := slices.Clone(st.Links)
-	if all, err := netlink.LinkList(); err == nil || errors.Is(err, netlink.ErrDumpInterrupted) {
-		for _, l := range all {
-			if name := l.Attrs().Name; n.IsLink(name) && !slices.Contains(links, name) {
-				links = append(links, name)
-			}
-		}
-	}
-	for _, name := range links {
-		if !n.IsLink(name) {
-			errs = append(errs, fmt.Errorf("state names link %q, which does not carry the lab's prefix; left alone", name))
-			continue
-		}
-		l, err := netlink.LinkByName(name)
-		if err != nil {
-			continue // gone (a veth goes with its peer's namespace)
-		}
-		if err := netlink.LinkDel(l); err != nil {
-			errs = append(errs, fmt.Errorf("deleting link %s: %w", name, err))
-		}
+	if err := deleteLinks(n, st.Links); err != nil {
+		errs = append(errs, err)
 	}
 
 	// 5. iptables rules.
@@ -159,6 +141,40 @@ func sweep(ctx context.Context, n Names, st *State, o Options) error {
 	// 6. Files: only those the lab writes, then the dir if empty.
 	if err := removeFiles(o.StateDir); err != nil {
 		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// deleteLinks deletes the recorded links and any other link of the root
+// namespace carrying the lab's prefix; a recorded name without the prefix is
+// refused.
+func deleteLinks(n Names, recorded []string) error {
+	h, err := netlinkx.Open()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	var errs []error
+	links := slices.Clone(recorded)
+	if all, err := h.Links(); err == nil {
+		for _, l := range all {
+			if n.IsLink(l.Name) && !slices.Contains(links, l.Name) {
+				links = append(links, l.Name)
+			}
+		}
+	}
+	for _, name := range links {
+		if !n.IsLink(name) {
+			errs = append(errs, fmt.Errorf("state names link %q, which does not carry the lab's prefix; left alone", name))
+			continue
+		}
+		l, err := h.LinkByName(name)
+		if err != nil {
+			continue // gone (a veth goes with its peer's namespace)
+		}
+		if err := h.DeleteLink(l.Index); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("deleting link %s: %w", name, err))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -5,7 +5,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/coreos/go-iptables/iptables"
+	"github.com/weftnet/weft/firewall"
+	"github.com/weftnet/weft/kernel/iptables"
 )
 
 // forwardRule is the rule that lets bridged underlay traffic through the
@@ -25,50 +26,33 @@ func bridgeNetfilter() bool {
 
 // insertRule inserts r at the top of its chain unless it is there already.
 func insertRule(r Rule) error {
-	ipt, err := iptables.New()
+	ipt, err := iptables.New(firewall.IPv4)
 	if err != nil {
-		return fmt.Errorf("iptables: %w", err)
+		return err
 	}
-	ok, err := ipt.Exists(r.Table, r.Chain, r.Spec...)
-	if err != nil {
-		return fmt.Errorf("checking iptables rule %s %s %v: %w", r.Table, r.Chain, r.Spec, err)
-	}
-	if ok {
-		return nil
-	}
-	if err := ipt.Insert(r.Table, r.Chain, 1, r.Spec...); err != nil {
-		return fmt.Errorf("inserting iptables rule %s %s %v: %w", r.Table, r.Chain, r.Spec, err)
-	}
-	return nil
+	return iptables.InsertFirst(ipt, r.kernel())
 }
 
 // deleteRule deletes every copy of r; a missing rule is not an error.
 func deleteRule(r Rule) error {
-	ipt, err := iptables.New()
+	ipt, err := iptables.New(firewall.IPv4)
 	if err != nil {
-		return fmt.Errorf("iptables: %w", err)
+		return err
 	}
-	for range 10 {
-		ok, err := ipt.Exists(r.Table, r.Chain, r.Spec...)
-		if err != nil {
-			return fmt.Errorf("checking iptables rule %s %s %v: %w", r.Table, r.Chain, r.Spec, err)
-		}
-		if !ok {
-			return nil
-		}
-		if err := ipt.Delete(r.Table, r.Chain, r.Spec...); err != nil {
-			return fmt.Errorf("deleting iptables rule %s %s %v: %w", r.Table, r.Chain, r.Spec, err)
-		}
-	}
-	return nil
+	return iptables.DeleteEvery(ipt, r.kernel())
+}
+
+// kernel converts r for the iptables seam.
+func (r Rule) kernel() iptables.Rule {
+	return iptables.Rule{Table: r.Table, Chain: r.Chain, Spec: r.Spec}
 }
 
 // labRules lists the rules in the root namespace's filter FORWARD chain
 // that carry the lab's comment, as specs ready for deleteRule.
 func labRules(n Names) ([]Rule, error) {
-	ipt, err := iptables.New()
+	ipt, err := iptables.New(firewall.IPv4)
 	if err != nil {
-		return nil, fmt.Errorf("iptables: %w", err)
+		return nil, err
 	}
 	lines, err := ipt.List("filter", "FORWARD")
 	if err != nil {

@@ -14,43 +14,36 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/ops/lab"
+	"github.com/weftnet/weft/test/bintest"
+	"github.com/weftnet/weft/test/netnstest"
 )
 
-// labBins are the programs `weft lab up` needs, with their packages.
-var labBins = map[string]string{
-	"weft":       "./cmd/weft",
-	"weftd":      "./cmd/weftd",
-	"flannel":    "./cmd/flannel",
-	"bridge":     "github.com/containernetworking/plugins/plugins/main/bridge",
-	"host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
-	"loopback":   "github.com/containernetworking/plugins/plugins/main/loopback",
+// labBins are the packages of the programs `weft lab up` needs.
+var labBins = []string{
+	bintest.Module + "/cmd/weft",
+	bintest.Module + "/cmd/weftd",
+	bintest.Module + "/cmd/flannel",
+	"github.com/containernetworking/plugins/plugins/main/bridge",
+	"github.com/containernetworking/plugins/plugins/ipam/host-local",
+	"github.com/containernetworking/plugins/plugins/main/loopback",
 }
 
-// buildBins builds the lab's programs into a temp dir, or uses
-// $WEFT_BIN_DIR when set (e.g. the output of `make`).
+// buildBins builds the lab's programs into a temp dir (ours with -race when
+// the test runs with it), or uses $WEFT_BIN_DIR when set (e.g. the output
+// of `make`).
 func buildBins(t *testing.T) string {
 	t.Helper()
 	if dir := os.Getenv("WEFT_BIN_DIR"); dir != "" {
 		return dir
 	}
-	root, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
 	dir := t.TempDir()
-	args := []string{"build", "-o", dir + "/"}
-	for _, pkg := range labBins {
-		args = append(args, pkg)
-	}
-	cmd := exec.Command("go", args...)
-	cmd.Dir = filepath.Dir(strings.TrimSpace(string(root)))
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	start := time.Now()
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the lab's programs: %v\n%s", err, out)
+	if err := bintest.Build(dir, labBins...); err != nil {
+		t.Fatalf("building the lab's programs: %v", err)
 	}
-	t.Logf("built %d programs in %s", len(labBins), time.Since(start).Round(time.Millisecond))
+	t.Logf("built %d programs in %s (race detector: %v)", len(labBins), time.Since(start).Round(time.Millisecond), bintest.Race)
 	return dir
 }
 
@@ -115,7 +108,7 @@ func (l *testLab) assertGone() {
 		}
 		b, err := os.ReadFile("/proc/" + p.Name() + "/cmdline")
 		if err == nil && bytes.Contains(b, []byte(l.stateDir)) && pid != os.Getpid() {
-			if st, err := os.ReadFile("/proc/" + p.Name() + "/stat"); err == nil && bytes.Contains(st, []byte(") Z")) {
+			if !procstat.Alive(pid) {
 				continue // exited, waiting for its parent to reap it
 			}
 			left = append(left, fmt.Sprintf("process %d %s", pid, bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
@@ -141,7 +134,7 @@ func (l *testLab) assertGone() {
 // up again after an up killed with SIGKILL in the middle.
 func TestLab(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("TestLab needs root (network namespaces, links, iptables); run it as root, as CI does")
+		netnstest.Unavailable(t, "TestLab needs root (network namespaces, links, iptables); run it as root, as CI does")
 	}
 	l := &testLab{
 		t:        t,
@@ -193,6 +186,11 @@ func TestLab(t *testing.T) {
 	if !strings.Contains(out, "every ping answered") {
 		t.Errorf("check is not green:\n%s", out)
 	}
+	for _, h := range st.Hosts {
+		if err := bintest.CheckLog(filepath.Join(h.DataDir, "weftd.log")); err != nil {
+			t.Error(err)
+		}
+	}
 
 	// down removes everything, and can run again.
 	l.mustRun("down")
@@ -228,10 +226,26 @@ func TestLab(t *testing.T) {
 	l.mustRun("down")
 	l.assertGone()
 
-	// And up works again.
-	out = l.mustRun("up", "--hosts", "3", "--pods", "2", bin)
+	// And up works again, this time in nftables mode: the hosts keep their
+	// rules in the flannel-ipv4 table, not in iptables.
+	out = l.mustRun("up", "--hosts", "3", "--pods", "2", "--nftables", bin)
 	if !strings.Contains(out, "every ping answered") {
-		t.Fatalf("up after a killed up did not report a green matrix")
+		t.Fatalf("up --nftables after a killed up did not report a green matrix")
+	}
+	if out := l.mustRun("status"); !strings.Contains(out, "firewall nftables") {
+		t.Errorf("status does not name the nftables mode:\n%s", out)
+	}
+	st, err = lab.LoadState(l.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := st.Hosts[0]
+	if out, err := exec.Command("ip", "netns", "exec", h.NS, "nft", "list", "table", "ip", "flannel-ipv4").CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "chain postrtg") {
+		t.Errorf("%s in nftables mode: nft list table ip flannel-ipv4: %v\n%s", h.Name, err, out)
+	}
+	if out, _ := exec.Command("ip", "netns", "exec", h.NS, "iptables", "-w", "-t", "nat", "-S").CombinedOutput(); strings.Contains(string(out), "FLANNEL") {
+		t.Errorf("%s in nftables mode has iptables chains:\n%s", h.Name, out)
 	}
 	l.mustRun("down")
 	l.assertGone()

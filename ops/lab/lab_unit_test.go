@@ -3,9 +3,11 @@ package lab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -82,8 +84,9 @@ func TestPickUnderlay(t *testing.T) {
 		{"first taken", []netip.Prefix{p("198.18.0.0/24")}, 0, "198.18.1.0/24"},
 		{"host address", []netip.Prefix{p("198.18.0.7/32")}, 0, "198.18.1.0/24"},
 		{"covering route", []netip.Prefix{p("198.18.0.0/23")}, 0, "198.18.2.0/24"},
-		{"start", nil, 300, "198.19.44.0/24"},
-		{"wraps", []netip.Prefix{p("198.19.255.0/24")}, 511, "198.18.0.0/24"},
+		{"start", nil, 44, "198.18.44.0/24"},
+		{"start wraps", nil, 300, "198.18.44.0/24"},
+		{"wraps", []netip.Prefix{p("198.18.255.0/24")}, 255, "198.18.0.0/24"},
 		{"unrelated", []netip.Prefix{p("10.0.0.0/8"), p("192.0.2.0/24")}, 0, "198.18.0.0/24"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -93,21 +96,30 @@ func TestPickUnderlay(t *testing.T) {
 			}
 		})
 	}
-	if _, err := pickUnderlay([]netip.Prefix{p("198.18.0.0/15")}, 0); err == nil {
+	if _, err := pickUnderlay([]netip.Prefix{p("198.18.0.0/16")}, 0); err == nil {
 		t.Error("pickUnderlay with the whole range taken: want an error")
+	}
+	// Never in the end-to-end tests' range, whatever the start.
+	e2e := p("198.19.0.0/16")
+	for start := range 1024 {
+		if got, err := pickUnderlay(nil, start); err != nil || got.Overlaps(e2e) || got.Bits() != 24 {
+			t.Fatalf("pickUnderlay(start %d) = %v, %v: want a /24 outside %s", start, got, err, e2e)
+		}
 	}
 }
 
 func TestStateRoundTrip(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "lab")
 	want := &State{
-		Version: stateVersion, Prefix: "wt1", StateDir: dir, Created: time.Unix(1700000000, 0).UTC(),
-		Backend: "vxlan", Network: netip.MustParsePrefix("10.244.0.0/16"), BinDir: "/bin",
+		Version: stateVersion, Prefix: "wt1", StateDir: dir, Created: time.Unix(1700000000, 0).UTC(), Ready: true,
+		Backend: "vxlan", NFTables: true, Network: netip.MustParsePrefix("10.244.0.0/16"), BinDir: "/bin",
 		Underlay: netip.MustParsePrefix("198.18.3.0/24"), BridgeAddr: netip.MustParseAddr("198.18.3.1"),
 		EtcdPort: 1, EtcdPeer: 2, HealthzPort: 3,
 		Rules: []Rule{forwardRule(Names{Prefix: "wt1"})},
-		Procs: []Proc{{Name: "etcd", PID: 42, Exe: "/bin/weft", Log: dir + "/etcd.log"}},
+		Procs: []Proc{{Name: "etcd", PID: 42, Exe: "/bin/weft", Log: dir + "/etcd.log"},
+			{Name: "host1", PID: 43, Exe: "/bin/weftd", Log: dir + "/host1/weftd.log"}},
 		Hosts: []Host{{Name: "host1", NS: "wt1-host1", Veth: "wt1-h1", Addr: netip.MustParseAddr("198.18.3.2"),
+			SubnetFile: dir + "/host1/subnet.env", DataDir: dir + "/host1",
 			Pods: []Pod{{Name: "host1-pod1", NS: "wt1-host1-pod1", Attached: true, Addr: netip.MustParsePrefix("10.244.7.2/24")}}}},
 	}
 	rec := &recorder{st: want}
@@ -120,13 +132,19 @@ func TestStateRoundTrip(t *testing.T) {
 	if err := rec.addLink("wt1-br"); err != nil {
 		t.Fatal(err)
 	}
+	// Every field carries a value, so that a field the file loses fails
+	// the comparison below.
+	if zero := zeroFields(reflect.ValueOf(*want), "State"); len(zero) > 0 {
+		t.Fatalf("the test state leaves fields zero: %v", zero)
+	}
 	got, err := LoadState(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := stateString(t, want), stateString(t, got)
-	if a != b {
-		t.Errorf("round trip:\nwrote %s\nread  %s", a, b)
+	if !reflect.DeepEqual(got, want) {
+		w, _ := json.MarshalIndent(want, "", "  ")
+		g, _ := json.MarshalIndent(got, "", "  ")
+		t.Errorf("round trip:\nwrote %s\nread  %s\n(%+v)", w, g, got)
 	}
 	if len(got.Namespaces) != 1 || len(got.Links) != 1 {
 		t.Errorf("namespaces %v, links %v: want one of each", got.Namespaces, got.Links)
@@ -136,22 +154,33 @@ func TestStateRoundTrip(t *testing.T) {
 	}
 }
 
-func stateString(t *testing.T, s *State) string {
-	t.Helper()
-	r := &recorder{st: s}
-	snap := r.snapshot()
-	var b bytes.Buffer
-	b.WriteString(snap.Prefix + snap.Underlay.String() + snap.Created.String())
-	for _, h := range snap.Hosts {
-		b.WriteString(h.NS + h.Addr.String())
-		for _, p := range h.Pods {
-			b.WriteString(p.NS + p.Addr.String())
+// zeroFields names the fields of the struct v, recursively through
+// structs and the first element of slices, that hold their zero value.
+func zeroFields(v reflect.Value, path string) []string {
+	switch v.Kind() {
+	case reflect.Struct:
+		if v.Type().PkgPath() != "github.com/weftnet/weft/ops/lab" {
+			if v.IsZero() {
+				return []string{path}
+			}
+			return nil
 		}
+		var out []string
+		for i := range v.NumField() {
+			out = append(out, zeroFields(v.Field(i), path+"."+v.Type().Field(i).Name)...)
+		}
+		return out
+	case reflect.Slice:
+		if v.Len() == 0 {
+			return []string{path}
+		}
+		return zeroFields(v.Index(0), path+"[0]")
+	default:
+		if v.IsZero() {
+			return []string{path}
+		}
+		return nil
 	}
-	for _, r := range snap.Rules {
-		b.WriteString(strings.Join(r.Spec, " "))
-	}
-	return b.String()
 }
 
 func TestLockRefusesSecondHolder(t *testing.T) {
@@ -285,17 +314,63 @@ func TestRemoveFilesLeavesOthers(t *testing.T) {
 }
 
 func TestNetworkConfig(t *testing.T) {
-	for _, tc := range []struct{ backend, want string }{
-		{"vxlan", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
-		{"host-gw", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
-		{"wireguard", `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"wireguard"}}`},
+	for _, tc := range []struct {
+		backend string
+		nft     bool
+		want    string
+	}{
+		{"vxlan", false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
+		{"host-gw", false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
+		{"wireguard", false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"wireguard"}}`},
+		{"vxlan", true, `{"Network":"10.244.0.0/16","SubnetLen":24,"EnableNFTables":true,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
 	} {
-		got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.backend)
+		got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.backend, tc.nft)
 		if got != tc.want {
-			t.Errorf("networkConfig(%s) = %s, want %s", tc.backend, got, tc.want)
+			t.Errorf("networkConfig(%s, %v) = %s, want %s", tc.backend, tc.nft, got, tc.want)
 		}
-		if cfg, _, err := subnet.ParseConfig([]byte(got)); err != nil || cfg.BackendType != tc.backend {
-			t.Errorf("networkConfig(%s) does not parse as a %s config: %v", tc.backend, tc.backend, err)
+		if cfg, _, err := subnet.ParseConfig([]byte(got)); err != nil || cfg.BackendType != tc.backend || cfg.EnableNFTables != tc.nft {
+			t.Errorf("networkConfig(%s, %v) does not parse as such a config: %v", tc.backend, tc.nft, err)
+		}
+	}
+}
+
+// TestConflistsKeepRuntimesApart: the lab's own pods and a runtime using
+// the conflist in net.d share the network name and host-local store (one
+// FLANNEL_SUBNET, one bridge) but not the plugin's data directory, and
+// neither declares CNI 1.1 (no GC).
+func TestConflistsKeepRuntimesApart(t *testing.T) {
+	h := Host{Name: "host1", SubnetFile: "/run/weft-lab/host1/subnet.env", DataDir: "/run/weft-lab/host1"}
+	type plugin struct {
+		Type    string         `json:"type"`
+		DataDir string         `json:"dataDir"`
+		IPAM    map[string]any `json:"ipam"`
+	}
+	type list struct {
+		CNIVersion string   `json:"cniVersion"`
+		Name       string   `json:"name"`
+		Plugins    []plugin `json:"plugins"`
+	}
+	parse := func(dir string) list {
+		b, err := conflist(h, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l list
+		if err := json.Unmarshal(b, &l); err != nil || len(l.Plugins) != 1 {
+			t.Fatalf("conflist %s: %v", b, err)
+		}
+		return l
+	}
+	lab, rt := parse(labPluginDir), parse(runtimePluginDir)
+	if lab.Plugins[0].DataDir == rt.Plugins[0].DataDir {
+		t.Errorf("the lab's pods and a runtime share the plugin's dataDir %s", lab.Plugins[0].DataDir)
+	}
+	if lab.Name != rt.Name || lab.Plugins[0].IPAM["dataDir"] != rt.Plugins[0].IPAM["dataDir"] {
+		t.Errorf("the lab's pods and a runtime use different networks or host-local stores (duplicate addresses on one bridge): %+v, %+v", lab, rt)
+	}
+	for _, l := range []list{lab, rt} {
+		if l.CNIVersion != "1.0.0" {
+			t.Errorf("cniVersion %s, want 1.0.0 (no GC across runtimes)", l.CNIVersion)
 		}
 	}
 }

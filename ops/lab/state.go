@@ -27,10 +27,12 @@ type State struct {
 	StateDir string    `json:"stateDir"`
 	Created  time.Time `json:"created"`
 	// Ready is set once Up has finished.
-	Ready   bool         `json:"ready"`
-	Backend string       `json:"backend"`
-	Network netip.Prefix `json:"network"`
-	BinDir  string       `json:"binDir"`
+	Ready   bool   `json:"ready"`
+	Backend string `json:"backend"`
+	// NFTables says the hosts keep their firewall rules in nftables.
+	NFTables bool         `json:"nftables,omitempty"`
+	Network  netip.Prefix `json:"network"`
+	BinDir   string       `json:"binDir"`
 
 	// Underlay is the /24 of the bridge and hosts; BridgeAddr is the
 	// bridge's own address in it (etcd listens there).

@@ -24,8 +24,12 @@ func Status(ctx context.Context, o Options, leases LeaseRenderer) error {
 	if !st.Ready {
 		state = "NOT READY (up did not finish; `weft lab down` removes it)"
 	}
-	fmt.Fprintf(o.Out, "lab %q: %s, made %s, backend %s, network %s, underlay %s on %s\n\n",
-		st.Prefix, state, st.Created.Format(time.DateTime), st.Backend, st.Network, st.Underlay, st.Prefix+"-br")
+	fw := "iptables"
+	if st.NFTables {
+		fw = "nftables"
+	}
+	fmt.Fprintf(o.Out, "lab %q: %s, made %s, backend %s, firewall %s, network %s, underlay %s on %s\n\n",
+		st.Prefix, state, st.Created.Format(time.DateTime), st.Backend, fw, st.Network, st.Underlay, st.Prefix+"-br")
 	if err := RenderHosts(o.Out, hostRows(st)); err != nil {
 		return err
 	}

@@ -3,7 +3,6 @@ package lab
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -14,9 +13,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vishvananda/netlink"
+	"github.com/weftnet/weft/internal/procstat"
+	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/kernel/nsenter"
-	"golang.org/x/sys/unix"
 )
 
 // run runs a command and returns its combined output; the error quotes the
@@ -90,23 +89,12 @@ func cmdline(pid int) []string {
 	return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
 }
 
-// isZombie reports whether pid has exited but was not reaped.
-func isZombie(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && i+2 < len(s) && (s[i+2] == 'Z' || s[i+2] == 'X')
-}
-
 // ownsProcess reports whether pid is alive and is one of the lab's daemons:
 // its command line names the lab's state dir (every lab daemon gets a path
 // in it as an argument) and it is the lab's etcd ("weft lab etcd ...") or a
 // weftd (possibly still "ip netns exec <ns> .../weftd ...").
 func ownsProcess(pid int, stateDir string) bool {
-	if pid <= 1 || isZombie(pid) {
+	if pid <= 1 || !procstat.Alive(pid) {
 		return false
 	}
 	args := cmdline(pid)
@@ -166,50 +154,34 @@ func stopProcess(pid int, stateDir string, grace time.Duration) {
 	}
 }
 
-// underlayBase is where lab underlays are chosen: the benchmarking range
-// 198.18.0.0/15 (RFC 2544), which is never routed on the Internet.
-var underlayBase = netip.MustParsePrefix("198.18.0.0/15")
+// underlayBase is where lab underlays are chosen: the lower half of the
+// benchmarking range 198.18.0.0/15 (RFC 2544), which is never routed on the
+// Internet. The upper half, 198.19.0.0/16, belongs to the end-to-end tests'
+// clusters (cmd/weftd), so that a lab and those tests running at the same
+// time can never pick the same /24, even between one's check of the routes
+// and its adding the bridge address.
+var underlayBase = netip.MustParsePrefix("198.18.0.0/16")
 
 // usedPrefixes lists the IPv4 prefixes of every route (all tables) and
 // address in the root namespace, except default routes.
 func usedPrefixes() ([]netip.Prefix, error) {
-	var used []netip.Prefix
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("listing routes: %w", err)
+	h, err := netlinkx.Open()
+	if err != nil {
+		return nil, err
 	}
-	for _, r := range routes {
-		if r.Dst == nil {
-			continue
-		}
-		if p, ok := prefixOf(r.Dst.IP, r.Dst.Mask); ok && p.Bits() > 0 {
-			used = append(used, p)
-		}
+	defer h.Close()
+	used, err := h.RouteDsts()
+	if err != nil {
+		return nil, err
 	}
-	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
-	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return nil, fmt.Errorf("listing addresses: %w", err)
+	addrs, err := h.AddrList(0)
+	if err != nil {
+		return nil, err
 	}
 	for _, a := range addrs {
-		if p, ok := prefixOf(a.IP, a.Mask); ok {
-			used = append(used, p.Masked())
-		}
+		used = append(used, a.Prefix.Masked())
 	}
 	return used, nil
-}
-
-func prefixOf(ip []byte, mask []byte) (netip.Prefix, bool) {
-	a, ok := netip.AddrFromSlice(ip)
-	if !ok {
-		return netip.Prefix{}, false
-	}
-	ones := 0
-	for _, b := range mask {
-		for ; b&0x80 != 0; b <<= 1 {
-			ones++
-		}
-	}
-	return netip.PrefixFrom(a.Unmap(), ones).Masked(), true
 }
 
 // pickUnderlay returns the first /24 of underlayBase, starting at the

@@ -35,6 +35,9 @@ type Options struct {
 	Pods    int
 	Backend string       // "vxlan", "host-gw" or "wireguard"
 	Network netip.Prefix // the cluster network
+	// NFTables runs the hosts' firewall rules in nftables mode
+	// (EnableNFTables in the network config) instead of iptables.
+	NFTables bool
 	// BinDir holds weftd, flannel and the delegate CNI plugins.
 	BinDir string
 	// Self is the weft executable, re-run as the lab's etcd process.
@@ -91,13 +94,16 @@ func (o *Options) checkUp() error {
 }
 
 // networkConfig returns the JSON written to <prefix>/config.
-func networkConfig(network netip.Prefix, backend string) string {
+func networkConfig(network netip.Prefix, backend string, nft bool) string {
 	b := `{"Type":"vxlan","VNI":1,"Port":8472}`
 	switch backend {
 	case "host-gw":
 		b = `{"Type":"host-gw"}`
 	case "wireguard":
 		b = `{"Type":"wireguard"}`
+	}
+	if nft {
+		return fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"EnableNFTables":true,"Backend":%s}`, network.String(), b)
 	}
 	return fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"Backend":%s}`, network.String(), b)
 }
@@ -216,7 +222,7 @@ func (u *upper) run(ctx context.Context) error {
 	}
 	st := &State{
 		Version: stateVersion, Prefix: u.n.Prefix, StateDir: u.o.StateDir, Created: time.Now(),
-		Backend: u.o.Backend, Network: u.o.Network, BinDir: u.o.BinDir,
+		Backend: u.o.Backend, NFTables: u.o.NFTables, Network: u.o.Network, BinDir: u.o.BinDir,
 		Underlay: underlay, BridgeAddr: nthAddr(underlay, 1),
 		EtcdPort: etcdPort, EtcdPeer: peerPort, HealthzPort: healthzPort,
 	}
@@ -263,7 +269,7 @@ func (u *upper) run(ctx context.Context) error {
 	if err := waitEtcd(ctx, c, etcdPID, u.exitedCh("etcd"), filepath.Join(u.o.StateDir, "etcd.log")); err != nil {
 		return err
 	}
-	cfg := networkConfig(u.o.Network, u.o.Backend)
+	cfg := networkConfig(u.o.Network, u.o.Backend, u.o.NFTables)
 	if _, err := c.Put(ctx, EtcdPrefix+"/config", cfg); err != nil {
 		return fmt.Errorf("writing the network config to the lab's etcd: %w", err)
 	}
@@ -481,8 +487,8 @@ func (u *upper) attachPods(ctx context.Context, h Host) error {
 	if err != nil {
 		return err
 	}
-	if b, err := conflist(h); err == nil && os.MkdirAll(filepath.Join(h.DataDir, "net.d"), 0o755) == nil {
-		_ = os.WriteFile(filepath.Join(h.DataDir, "net.d", "10-weft-lab.conflist"), b, 0o644)
+	if b, err := conflist(h, runtimePluginDir); err == nil && os.MkdirAll(filepath.Join(h.DataDir, "net.d"), 0o755) == nil {
+		_ = os.WriteFile(filepath.Join(h.DataDir, "net.d", RuntimeConfList), b, 0o644)
 	}
 	errs := make([]error, len(h.Pods))
 	var wg sync.WaitGroup

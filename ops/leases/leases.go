@@ -1,15 +1,16 @@
-// Package leases is `weft leases`: it reads the network config and every
-// lease under an etcd prefix in one Get, renders them for a person (a
-// table) or a script (JSON), and writes and deletes operators'
-// reservations (lease keys with no etcd lease).
+// Package leases is `weft leases`: it lists the network config and every
+// lease, invalid ones included, through the lease store (subnet/etcd, the
+// one owner of the key schema) and renders them for a person (a table) or a
+// script (JSON). Reservations are written and deleted by the store's
+// Reserve and DeleteSubnet.
 package leases
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"sort"
 	"strings"
@@ -18,7 +19,7 @@ import (
 
 	"github.com/weftnet/weft/backend/registry"
 	"github.com/weftnet/weft/subnet"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/weftnet/weft/subnet/etcd"
 )
 
 // Row is one lease or reservation as `weft leases` shows it.
@@ -61,119 +62,86 @@ type Report struct {
 	Leases      []Row           `json:"leases"`
 }
 
-// Etcd is the part of the etcd client `weft leases` uses.
-type Etcd interface {
-	clientv3.KV
-	TimeToLive(ctx context.Context, id clientv3.LeaseID, opts ...clientv3.LeaseOption) (*clientv3.LeaseTimeToLiveResponse, error)
+// Store is what `weft leases` needs of the lease store (*etcd.Store): it
+// owns the key schema.
+type Store interface {
+	// Prefix is the store's key prefix, for the report.
+	Prefix() string
+	// ListLeases reads the config and every lease, invalid ones included.
+	ListLeases(ctx context.Context) (*etcd.Listing, error)
 }
 
-// List reads the config and the leases under prefix with one Get, then asks
-// for the remaining TTL of each etcd lease.
-func List(ctx context.Context, c Etcd, prefix string) (*Report, error) {
-	prefix = strings.TrimSuffix(prefix, "/")
-	resp, err := c.Get(ctx, prefix+"/", clientv3.WithPrefix())
+// Open connects the lease store for `weft leases`: it validates leases as
+// the agents do (backend data included) and logs nothing.
+func Open(opts etcd.Options) (*etcd.Store, error) {
+	opts.ValidatorFor = registry.ValidateData
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return etcd.New(opts)
+}
+
+// List reads the config and the leases from the store and turns them into
+// rows, sorted by subnet.
+func List(ctx context.Context, s Store) (*Report, error) {
+	ls, err := s.ListLeases(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s/ from etcd: %w", prefix, err)
+		return nil, err
 	}
-	rep := &Report{Prefix: prefix, Leases: []Row{}}
-	var cfg *subnet.Config
-	var leases []*subnet.Lease
-	var rows []*Row
-	for _, kv := range resp.Kvs {
-		key := string(kv.Key)
-		if key == prefix+"/config" {
-			rep.Config = rawOrString(kv.Value)
-			c, _, err := subnet.ParseConfig(kv.Value)
-			if err != nil {
-				rep.ConfigError = err.Error()
-			} else {
-				cfg = c
-				rep.Network, rep.BackendType = c.Network.String(), c.BackendType
-			}
-			continue
-		}
-		name, ok := strings.CutPrefix(key, prefix+"/subnets/")
-		if !ok {
-			continue
-		}
-		l, row := parseLease(name, kv.Value, kv.Lease)
-		leases = append(leases, l)
-		rows = append(rows, row)
+	rep := &Report{Prefix: s.Prefix(), Leases: []Row{}}
+	if ls.RawConfig != nil {
+		rep.Config = rawOrString(ls.RawConfig)
 	}
-	if rep.Config == nil {
-		rep.ConfigError = "no network config at " + prefix + "/config"
+	if ls.ConfigErr != nil {
+		rep.ConfigError = ls.ConfigErr.Error()
+	} else {
+		rep.Network, rep.BackendType = ls.Config.Network.String(), ls.Config.BackendType
 	}
-	ttls := map[int64]int64{}
-	for i, row := range rows {
-		l := leases[i]
-		if row.Invalid == "" && cfg != nil {
-			if err := cfg.ValidateLease(l, registry.ValidateData(cfg)); err != nil {
-				row.Invalid = strings.TrimPrefix(err.Error(), subnet.ErrInvalidLease.Error()+": ")
-			}
-		}
-		if l.EtcdLease != 0 {
-			ttl, ok := ttls[l.EtcdLease]
-			if !ok {
-				ttl = -1
-				if r, err := c.TimeToLive(ctx, clientv3.LeaseID(l.EtcdLease)); err == nil {
-					ttl = r.TTL
-				}
-				ttls[l.EtcdLease] = ttl
-			}
-			row.ExpiresInSeconds = &ttl
-		}
-		rep.Leases = append(rep.Leases, *row)
+	for _, e := range ls.Entries {
+		rep.Leases = append(rep.Leases, row(e))
 	}
 	sort.SliceStable(rep.Leases, func(i, j int) bool { return lessRow(rep.Leases[i], rep.Leases[j]) })
 	return rep, nil
 }
 
-// parseLease decodes one lease key and value into a lease (for validation)
-// and a row; a row that cannot be decoded is marked invalid.
-func parseLease(name string, value []byte, etcdLease int64) (*subnet.Lease, *Row) {
-	row := &Row{Key: name, Reservation: etcdLease == 0, Value: rawOrString(value)}
-	if etcdLease != 0 {
-		row.EtcdLease = fmt.Sprintf("%x", etcdLease)
+// row renders one entry of the listing.
+func row(e etcd.Entry) Row {
+	l := e.Lease
+	r := Row{Key: e.Name, Reservation: l.Reserved(), Value: rawOrString(e.Value)}
+	if !l.Reserved() {
+		r.EtcdLease = fmt.Sprintf("%x", l.EtcdLease)
+		secs := int64(e.TTL / time.Second)
+		r.ExpiresInSeconds = &secs
 	}
-	l := &subnet.Lease{EtcdLease: etcdLease}
-	v4, v6, err := subnet.ParseSubnetKey(name)
-	if err != nil {
-		row.Invalid = strings.TrimPrefix(err.Error(), subnet.ErrInvalidLease.Error()+": ")
-		return l, row
+	if e.Invalid != nil {
+		r.Invalid = strings.TrimPrefix(e.Invalid.Error(), subnet.ErrInvalidLease.Error()+": ")
 	}
-	l.Subnet, l.IPv6Subnet = v4, v6
-	if v4.IsValid() {
-		row.Subnet = v4.String()
+	if l.Subnet.IsValid() {
+		r.Subnet = l.Subnet.String()
 	}
-	if v6.IsValid() {
-		row.IPv6Subnet = v6.String()
+	if l.IPv6Subnet.IsValid() {
+		r.IPv6Subnet = l.IPv6Subnet.String()
 	}
-	attrs, err := subnet.ParseLeaseAttrs(value)
-	if err != nil {
-		row.Invalid = strings.TrimPrefix(err.Error(), subnet.ErrInvalidLease.Error()+": ")
-		return l, row
+	if l.Attrs.PublicIP.IsValid() {
+		r.PublicIP = l.Attrs.PublicIP.String()
 	}
-	l.Attrs = attrs
-	if attrs.PublicIP.IsValid() {
-		row.PublicIP = attrs.PublicIP.String()
-	}
-	row.Backend = attrs.BackendType
+	r.Backend = l.Attrs.BackendType
 	var bd struct {
 		VtepMAC   string `json:"VtepMAC"`
 		PublicKey string `json:"PublicKey"`
 		Engine    string `json:"Engine"`
 	}
-	data := attrs.BackendData
+	data := l.Attrs.BackendData
 	if len(data) == 0 {
-		data = attrs.BackendV6Data
+		data = l.Attrs.BackendV6Data
 	}
 	if len(data) > 0 && json.Unmarshal(data, &bd) == nil {
-		row.VtepMAC, row.PublicKey, row.Engine = bd.VtepMAC, bd.PublicKey, bd.Engine
+		r.VtepMAC, r.PublicKey, r.Engine = bd.VtepMAC, bd.PublicKey, bd.Engine
 	}
-	if row.Engine == "" && row.Backend != "" {
-		row.Engine = "kernel"
+	if r.Engine == "" && r.Backend != "" {
+		r.Engine = "kernel"
 	}
-	return l, row
+	return r
 }
 
 // lessRow orders rows by subnet address, undecodable keys last.
@@ -280,88 +248,4 @@ func ParseSubnet(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("subnet %q: want an IPv4 subnet base address with its length, e.g. 10.244.5.0/24", s)
 	}
 	return p, nil
-}
-
-// ErrHeld is returned by Reserve when another node holds the subnet.
-var ErrHeld = errors.New("subnet is held by another node")
-
-// ErrNotFound is returned by Release when the subnet has no key.
-var ErrNotFound = errors.New("no lease or reservation")
-
-// Reserve writes a reservation of sn for publicIP under prefix: a lease key
-// with no etcd lease, which agents never expire and which the node with that
-// PublicIP takes. sn must be a subnet of the configured network. A subnet
-// leased by the same PublicIP becomes a reservation keeping its attributes
-// (so its peers keep their routes); one held by another address is refused.
-func Reserve(ctx context.Context, c clientv3.KV, prefix string, sn netip.Prefix, publicIP netip.Addr) (string, error) {
-	prefix = strings.TrimSuffix(prefix, "/")
-	if !publicIP.Is4() || !subnet.IsUsableUnicast(publicIP) {
-		return "", fmt.Errorf("public IP %s: want a unicast IPv4 address", publicIP)
-	}
-	resp, err := c.Get(ctx, prefix+"/config")
-	if err != nil {
-		return "", fmt.Errorf("reading %s/config: %w", prefix, err)
-	}
-	if len(resp.Kvs) == 0 {
-		return "", fmt.Errorf("no network config at %s/config", prefix)
-	}
-	cfg, _, err := subnet.ParseConfig(resp.Kvs[0].Value)
-	if err != nil {
-		return "", fmt.Errorf("network config at %s/config: %w", prefix, err)
-	}
-	if !cfg.Contains(sn) {
-		return "", fmt.Errorf("subnet %s is not a /%d inside network %s", sn, cfg.SubnetLen, cfg.Network)
-	}
-	key := prefix + "/subnets/" + subnet.SubnetKey(sn, netip.Prefix{})
-	attrs := subnet.LeaseAttrs{PublicIP: publicIP, BackendType: cfg.BackendType}
-	cur, err := c.Get(ctx, key)
-	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", key, err)
-	}
-	cmp := clientv3.Compare(clientv3.Version(key), "=", 0)
-	what := "reserved"
-	if len(cur.Kvs) > 0 {
-		kv := cur.Kvs[0]
-		old, err := subnet.ParseLeaseAttrs(kv.Value)
-		if err == nil && old.PublicIP == publicIP {
-			if kv.Lease == 0 {
-				return "already reserved", nil
-			}
-			attrs = old // keep the node's backend data
-			what = "turned the lease into a reservation"
-		} else {
-			holder := "an unreadable value"
-			if err == nil {
-				holder = old.PublicIP.String()
-			}
-			return "", fmt.Errorf("%w: %s is held by %s; release it first (weft leases release %s)", ErrHeld, sn, holder, sn)
-		}
-		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
-	}
-	val, err := attrs.Marshal()
-	if err != nil {
-		return "", err
-	}
-	tx, err := c.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(val))).Commit()
-	if err != nil {
-		return "", fmt.Errorf("writing %s: %w", key, err)
-	}
-	if !tx.Succeeded {
-		return "", fmt.Errorf("%s changed while reserving it; try again", key)
-	}
-	return what, nil
-}
-
-// Release deletes the lease or reservation of sn under prefix.
-func Release(ctx context.Context, c clientv3.KV, prefix string, sn netip.Prefix) error {
-	prefix = strings.TrimSuffix(prefix, "/")
-	key := prefix + "/subnets/" + subnet.SubnetKey(sn, netip.Prefix{})
-	resp, err := c.Delete(ctx, key)
-	if err != nil {
-		return fmt.Errorf("deleting %s: %w", key, err)
-	}
-	if resp.Deleted == 0 {
-		return fmt.Errorf("%w for %s (no key %s)", ErrNotFound, sn, key)
-	}
-	return nil
 }

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
-	"net/netip"
 	"strings"
 	"testing"
 
-	"github.com/weftnet/weft/test/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/subnet/etcd"
+	"github.com/weftnet/weft/test/etcdtest"
 )
 
 const prefix = "/coreos.com/network"
@@ -39,11 +39,22 @@ func seed(t *testing.T, c *clientv3.Client) {
 	put("/subnets/10.244.5.0-24", `{"PublicIP":`)
 }
 
+// store returns the lease store over c as Open sets it up.
+func store(t *testing.T, c *clientv3.Client) *etcd.Store {
+	t.Helper()
+	s, err := Open(etcd.Options{Endpoints: c.Endpoints(), Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func TestList(t *testing.T) {
 	srv := etcdtest.Start(t)
 	c := srv.Client()
 	seed(t, c)
-	rep, err := List(context.Background(), c, prefix)
+	rep, err := List(context.Background(), store(t, c))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +143,7 @@ func TestListWireGuard(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rep, err := List(ctx, c, prefix)
+	rep, err := List(ctx, store(t, c))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +167,7 @@ func TestListWireGuard(t *testing.T) {
 
 func TestListNoConfig(t *testing.T) {
 	srv := etcdtest.Start(t)
-	rep, err := List(context.Background(), srv.Client(), prefix)
+	rep, err := List(context.Background(), store(t, srv.Client()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,63 +178,6 @@ func TestListNoConfig(t *testing.T) {
 	RenderTable(&table, rep)
 	if !strings.Contains(table.String(), "no network config") {
 		t.Errorf("table:\n%s", table.String())
-	}
-}
-
-func TestReserveRelease(t *testing.T) {
-	srv := etcdtest.Start(t)
-	c := srv.Client()
-	seed(t, c)
-	ctx := context.Background()
-	ip := netip.MustParseAddr
-	sn := netip.MustParsePrefix
-
-	if what, err := Reserve(ctx, c, prefix, sn("10.244.9.0/24"), ip("192.0.2.30")); err != nil || what != "reserved" {
-		t.Fatalf("fresh reserve: %q, %v", what, err)
-	}
-	r, _ := c.Get(ctx, prefix+"/subnets/10.244.9.0-24")
-	if len(r.Kvs) != 1 || r.Kvs[0].Lease != 0 || string(r.Kvs[0].Value) != `{"PublicIP":"192.0.2.30","PublicIPv6":null,"BackendType":"vxlan"}` {
-		t.Errorf("reservation stored as %+v", r.Kvs)
-	}
-	if what, err := Reserve(ctx, c, prefix, sn("10.244.9.0/24"), ip("192.0.2.30")); err != nil || what != "already reserved" {
-		t.Errorf("second reserve: %q, %v", what, err)
-	}
-	// The node's own lease becomes a reservation keeping its data.
-	if what, err := Reserve(ctx, c, prefix, sn("10.244.3.0/24"), ip("192.0.2.10")); err != nil || !strings.Contains(what, "reservation") {
-		t.Errorf("reserve own lease: %q, %v", what, err)
-	}
-	r, _ = c.Get(ctx, prefix+"/subnets/10.244.3.0-24")
-	if len(r.Kvs) != 1 || r.Kvs[0].Lease != 0 || string(r.Kvs[0].Value) != goodValue {
-		t.Errorf("converted lease stored as %+v", r.Kvs)
-	}
-	for _, tc := range []struct {
-		name   string
-		subnet string
-		ip     string
-		want   string
-	}{
-		{"held by another", "10.244.3.0/24", "192.0.2.99", "held by 192.0.2.10"},
-		{"outside network", "10.245.0.0/24", "192.0.2.99", "not a /24 inside network"},
-		{"wrong length", "10.244.0.0/23", "192.0.2.99", "not a /24"},
-		{"loopback ip", "10.244.30.0/24", "127.0.0.1", "unicast IPv4"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := Reserve(ctx, c, prefix, sn(tc.subnet), ip(tc.ip))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Errorf("Reserve(%s, %s) = %v, want an error containing %q", tc.subnet, tc.ip, err, tc.want)
-			}
-		})
-	}
-	_, err := Reserve(ctx, c, prefix, sn("10.244.3.0/24"), ip("192.0.2.99"))
-	if !errors.Is(err, ErrHeld) {
-		t.Errorf("held: %v, want ErrHeld", err)
-	}
-
-	if err := Release(ctx, c, prefix, sn("10.244.9.0/24")); err != nil {
-		t.Errorf("release: %v", err)
-	}
-	if err := Release(ctx, c, prefix, sn("10.244.9.0/24")); !errors.Is(err, ErrNotFound) {
-		t.Errorf("second release: %v, want ErrNotFound", err)
 	}
 }
 

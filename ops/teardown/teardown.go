@@ -1,7 +1,9 @@
 // Package teardown removes what weftd set up on a node, for decommissioning
 // it: the node's lease in etcd, the VXLAN device (with its routes,
-// neighbours and FDB entries), the WireGuard device or the host-gw routes, the iptables chains,
-// and subnet.env. It works in the network namespace of the calling thread.
+// neighbours and FDB entries), the WireGuard device or the host-gw routes,
+// the firewall rules (the iptables chains and the nftables tables, whichever
+// mode left them), and subnet.env. It works in the network namespace of the
+// calling thread.
 // A plain agent stop never does any of this: only an explicit teardown does.
 package teardown
 
@@ -15,20 +17,30 @@ import (
 	"os"
 	"strings"
 
-	"github.com/vishvananda/netlink"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"golang.org/x/sys/unix"
-
+	"github.com/weftnet/weft/firewall"
 	"github.com/weftnet/weft/kernel/iptables"
+	"github.com/weftnet/weft/kernel/netlinkx"
+	"github.com/weftnet/weft/kernel/nftables"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
+// Leases is what teardown needs of the lease store (*etcd.Store, which owns
+// the key schema).
+type Leases interface {
+	// ReadConfig reads the network config once.
+	ReadConfig(ctx context.Context) (*subnet.Config, error)
+	// GetLease returns the lease or reservation on a subnet, or nil.
+	GetLease(ctx context.Context, sn netip.Prefix) (*subnet.Lease, error)
+	// ReleaseLease deletes the lease if it is still bound to its etcd
+	// lease, and revokes that etcd lease.
+	ReleaseLease(ctx context.Context, l *subnet.Lease) error
+}
+
 // Options says what to tear down.
 type Options struct {
-	// Client and Prefix reach the leases; a nil Client leaves etcd alone.
-	Client *clientv3.Client
-	Prefix string
+	// Leases reaches the node's lease; nil leaves the leases alone.
+	Leases Leases
 	// SubnetFile is the agent's subnet.env, which names the node's subnet.
 	SubnetFile string
 	// Subnet is the node's subnet when subnet.env is gone (optional).
@@ -36,19 +48,23 @@ type Options struct {
 	// PublicIP, when set, guards the release: a lease advertising another
 	// address belongs to another node and is kept.
 	PublicIP netip.Addr
-	// KeepIPTables leaves the iptables chains in place.
+	// KeepIPTables leaves the firewall rules in place: the iptables chains
+	// and the nftables tables.
 	KeepIPTables bool
-	// IPTables runs the iptables commands; nil finds iptables on the host.
-	IPTables iptables.IPTables
-	Log      *slog.Logger
+	// Firewalls are removed unless KeepIPTables; nil means both modes of
+	// this host (iptables and nftables; a mode whose command is missing
+	// has nothing to remove).
+	Firewalls map[firewall.Mode]firewall.Firewall
+	Log       *slog.Logger
 }
 
 // Report says what was removed.
 type Report struct {
-	Released []string // lease keys deleted
+	Released []string // subnets whose lease was released
 	Links    []string // links deleted
 	Routes   []string // routes deleted
-	IPTables bool     // chains removed
+	IPTables bool     // iptables chains removed (or iptables not installed)
+	NFTables bool     // nftables tables removed (or nft not installed)
 	EnvFile  bool     // subnet.env removed
 }
 
@@ -58,9 +74,6 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	log := o.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
-	}
-	if o.Prefix == "" {
-		o.Prefix = "/coreos.com/network"
 	}
 	if o.SubnetFile == "" {
 		o.SubnetFile = subnetenv.DefaultPath
@@ -80,20 +93,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	default:
 		errs = append(errs, err)
 	}
-	if o.Client != nil {
-		cfg, err := readConfig(ctx, o.Client, o.Prefix)
+	if o.Leases != nil {
+		cfg, err := o.Leases.ReadConfig(ctx)
 		if err != nil {
 			errs = append(errs, err)
 		} else if len(networks) == 0 {
 			networks = []netip.Prefix{cfg.Network}
 		}
 		if own.IsValid() {
-			key, err := release(ctx, o.Client, o.Prefix, own, o.PublicIP)
+			released, err := release(ctx, o.Leases, own, o.PublicIP)
 			if err != nil {
 				errs = append(errs, err)
-			} else if key != "" {
-				r.Released = append(r.Released, key)
-				log.Info("released the lease", "key", key)
+			} else if released != "" {
+				r.Released = append(r.Released, released)
+				log.Info("released the lease", "subnet", released)
 			}
 		}
 	}
@@ -105,17 +118,23 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 
 	if !o.KeepIPTables {
-		ipt := o.IPTables
-		if ipt == nil {
-			ipt, err = iptables.New(false)
+		fws := o.Firewalls
+		if fws == nil {
+			fws = hostFirewalls(log)
 		}
-		if err == nil {
-			err = iptables.Teardown(ctx, ipt)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("removing iptables chains: %w", err))
-		} else {
-			r.IPTables = true
+		for _, mode := range []firewall.Mode{firewall.IPTables, firewall.NFTables} {
+			fw, ok := fws[mode]
+			if ok && fw != nil {
+				if err := fw.Remove(ctx); err != nil {
+					errs = append(errs, fmt.Errorf("removing the %s rules: %w", mode, err))
+					continue
+				}
+			}
+			if mode == firewall.IPTables {
+				r.IPTables = ok
+			} else {
+				r.NFTables = ok
+			}
 		}
 	}
 
@@ -127,55 +146,42 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	return r, errors.Join(errs...)
 }
 
-func readConfig(ctx context.Context, cli *clientv3.Client, prefix string) (*subnet.Config, error) {
-	resp, err := cli.Get(ctx, prefix+"/config")
-	if err != nil {
-		return nil, fmt.Errorf("reading %s/config: %w", prefix, err)
+// hostFirewalls opens both firewall modes of this host. A mode whose
+// command is missing maps to nil: nothing of it can be there.
+func hostFirewalls(log *slog.Logger) map[firewall.Mode]firewall.Firewall {
+	fws := map[firewall.Mode]firewall.Firewall{firewall.IPTables: nil, firewall.NFTables: nil}
+	if fw, err := iptables.NewFirewall(log); err == nil {
+		fws[firewall.IPTables] = fw
+	} else {
+		log.Info("iptables rules not removed", "err", err)
 	}
-	if len(resp.Kvs) == 0 {
-		return nil, fmt.Errorf("no network config at %s/config", prefix)
+	if fw, err := nftables.New(log); err == nil {
+		fws[firewall.NFTables] = fw
+	} else {
+		log.Info("nftables tables not removed", "err", err)
 	}
-	cfg, _, err := subnet.ParseConfig(resp.Kvs[0].Value)
-	if err != nil {
-		return nil, fmt.Errorf("%s/config: %w", prefix, err)
-	}
-	return cfg, nil
+	return fws
 }
 
-// release deletes the node's lease key if it still advertises publicIP (when
-// given), and revokes its etcd lease. A reservation is kept: it is the
-// operator's, not the agent's.
-func release(ctx context.Context, cli *clientv3.Client, prefix string, own netip.Prefix, publicIP netip.Addr) (string, error) {
-	key := prefix + "/subnets/" + subnet.SubnetKey(own, netip.Prefix{})
-	resp, err := cli.Get(ctx, key)
-	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", key, err)
+// release releases the node's lease on own if it still advertises publicIP
+// (when given) and returns the subnet it released. A reservation is kept:
+// it is the operator's, not the agent's.
+func release(ctx context.Context, ls Leases, own netip.Prefix, publicIP netip.Addr) (string, error) {
+	l, err := ls.GetLease(ctx, own)
+	if l == nil {
+		return "", err // nothing to release, or the store failed
 	}
-	if len(resp.Kvs) == 0 {
-		return "", nil
+	if l.Reserved() {
+		return "", fmt.Errorf("%s is a reservation (no etcd lease); remove it with 'weft leases release %s' if you mean to", own, own)
 	}
-	kv := resp.Kvs[0]
-	if kv.Lease == 0 {
-		return "", fmt.Errorf("%s is a reservation (no etcd lease); remove it with 'weft leases release %s' if you mean to", key, own)
+	// An undecodable value names no owner: it is released like any other.
+	if publicIP.IsValid() && err == nil && l.Attrs.PublicIP != publicIP {
+		return "", fmt.Errorf("the lease of %s now belongs to %s, not %s: kept", own, l.Attrs.PublicIP, publicIP)
 	}
-	if publicIP.IsValid() {
-		attrs, err := subnet.ParseLeaseAttrs(kv.Value)
-		if err == nil && attrs.PublicIP != publicIP {
-			return "", fmt.Errorf("%s now belongs to %s, not %s: kept", key, attrs.PublicIP, publicIP)
-		}
+	if err := ls.ReleaseLease(ctx, l); err != nil {
+		return "", err
 	}
-	txn, err := cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).
-		Then(clientv3.OpDelete(key)).Commit()
-	if err != nil {
-		return "", fmt.Errorf("deleting %s: %w", key, err)
-	}
-	if !txn.Succeeded {
-		return "", fmt.Errorf("%s changed while it was being released; run the teardown again", key)
-	}
-	if _, err := cli.Revoke(ctx, clientv3.LeaseID(kv.Lease)); err != nil && !strings.Contains(err.Error(), "not found") {
-		return key, fmt.Errorf("revoking the etcd lease of %s: %w", key, err)
-	}
-	return key, nil
+	return l.Subnet.String(), nil
 }
 
 // removeKernelState deletes flannel.* VXLAN devices (their routes,
@@ -183,51 +189,46 @@ func release(ctx context.Context, cli *clientv3.Client, prefix string, own netip
 // flannel-wg and flannel-wg-v6 (with their route), and routes to other subnets of
 // the networks through a gateway (host-gw, DirectRouting).
 func removeKernelState(networks []netip.Prefix, own netip.Prefix) (links, routes []string, err error) {
+	h, err := netlinkx.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer h.Close()
 	var errs []error
-	all, lerr := netlink.LinkList()
-	if lerr != nil && !errors.Is(lerr, netlink.ErrDumpInterrupted) {
-		return nil, nil, fmt.Errorf("listing links: %w", lerr)
+	all, err := h.Links()
+	if err != nil {
+		return nil, nil, err
 	}
 	for _, l := range all {
-		name := l.Attrs().Name
-		vxlan := l.Type() == "vxlan" && (strings.HasPrefix(name, "flannel.") || strings.HasPrefix(name, "flannel-v6."))
+		vxlan := l.Type == "vxlan" && (strings.HasPrefix(l.Name, "flannel.") || strings.HasPrefix(l.Name, "flannel-v6."))
 		// The wireguard backend's device: a kernel WireGuard link, or the
 		// userspace engine's persistent TUN.
-		wireguard := (name == "flannel-wg" || name == "flannel-wg-v6") && (l.Type() == "wireguard" || l.Type() == "tuntap" || l.Type() == "tun")
+		wireguard := (l.Name == "flannel-wg" || l.Name == "flannel-wg-v6") && (l.Type == "wireguard" || l.Type == "tuntap" || l.Type == "tun")
 		if !vxlan && !wireguard {
 			continue
 		}
-		if err := netlink.LinkDel(l); err != nil {
-			errs = append(errs, fmt.Errorf("deleting %s: %w", name, err))
+		if err := h.DeleteLink(l.Index); err != nil {
+			errs = append(errs, fmt.Errorf("deleting %s: %w", l.Name, err))
 			continue
 		}
-		links = append(links, name)
+		links = append(links, l.Name)
 	}
 	if len(networks) == 0 {
 		return links, routes, errors.Join(errs...)
 	}
-	rs, rerr := netlink.RouteListFiltered(unix.AF_INET, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if rerr != nil && !errors.Is(rerr, netlink.ErrDumpInterrupted) {
-		return links, routes, errors.Join(append(errs, fmt.Errorf("listing routes: %w", rerr))...)
+	rs, err := h.Routes(netlinkx.MainTable, 0)
+	if err != nil {
+		return links, routes, errors.Join(append(errs, err)...)
 	}
 	for _, rt := range rs {
-		if rt.Dst == nil || rt.Gw == nil {
+		if !rt.Gw.IsValid() || rt.Dst == own || !inAny(networks, rt.Dst) {
 			continue
 		}
-		dst, ok := netip.AddrFromSlice(rt.Dst.IP)
-		if !ok {
+		if err := h.DeleteRoute(rt); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("deleting the route to %s: %w", rt.Dst, err))
 			continue
 		}
-		ones, _ := rt.Dst.Mask.Size()
-		p := netip.PrefixFrom(dst.Unmap(), ones)
-		if p == own || !inAny(networks, p) {
-			continue
-		}
-		if err := netlink.RouteDel(&rt); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("deleting the route to %s: %w", p, err))
-			continue
-		}
-		routes = append(routes, p.String())
+		routes = append(routes, rt.Dst.String())
 	}
 	return links, routes, errors.Join(errs...)
 }

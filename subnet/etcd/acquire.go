@@ -176,6 +176,32 @@ func (s *Store) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs subn
 	return nil, fmt.Errorf("acquiring a lease in %s: gave up after %d rounds of lost races", cfg.Network, maxAcquireRounds)
 }
 
+// LookupLease implements subnet.Manager: with one Get, the key AcquireLease
+// would take back for publicIP (the newest leased key holding it, else a
+// reservation for it), or nil when there is none. Only keys of the network
+// (cfg) count, as for AcquireLease.
+func (s *Store) LookupLease(ctx context.Context, cfg *subnet.Config, publicIP netip.Addr) (*subnet.Lease, error) {
+	if !publicIP.IsValid() {
+		return nil, fmt.Errorf("looking up this node's lease: no PublicIP")
+	}
+	sn, err := s.list(ctx, cfg, publicIP)
+	if err != nil {
+		return nil, err
+	}
+	kv, attrs := sn.own, sn.ownAttrs
+	if kv == nil {
+		kv, attrs = sn.reserved, sn.resAttrs
+	}
+	if kv == nil {
+		return nil, nil
+	}
+	v4, v6, err := subnet.ParseSubnetKey(string(kv.Key[len(s.subnets):]))
+	if err != nil {
+		return nil, fmt.Errorf("looking up this node's lease: %w", err)
+	}
+	return &subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, EtcdLease: kv.Lease, ModRevision: kv.ModRevision}, nil
+}
+
 func exhausted(cfg *subnet.Config, sn *snapshot) error {
 	r := cfg.Subnets()
 	return fmt.Errorf("%w: network %s with SubnetLen %d has %d subnets in [%s, %s], held by %d leases and %d reservations",

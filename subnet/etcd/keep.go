@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weftnet/weft/internal/logonce"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -53,7 +54,7 @@ func (s *Store) KeepLease(ctx context.Context, cfg *subnet.Config, lease *subnet
 // first failure and each change of error.
 func (s *Store) reacquire(ctx context.Context, cfg *subnet.Config, cur *subnet.Lease, ttl time.Duration) (*subnet.Lease, error) {
 	b := s.newBackoff()
-	last := ""
+	var failed logonce.Errors
 	for {
 		l, err := s.AcquireLease(ctx, cfg, cur.Attrs, subnet.AcquireOptions{Hint: cur.Subnet, TTL: ttl})
 		if err == nil {
@@ -63,9 +64,8 @@ func (s *Store) reacquire(ctx context.Context, cfg *subnet.Config, cur *subnet.L
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		if err.Error() != last {
+		if failed.Changed(err) {
 			s.log.Error("acquiring the lease again failed; retrying", "previous", cur.Subnet, "err", err)
-			last = err.Error()
 		}
 		if werr := b.wait(ctx); werr != nil {
 			return nil, werr
@@ -263,26 +263,39 @@ func (s *Store) renew(ctx context.Context, l *subnet.Lease, margin time.Duration
 
 // ReleaseLease deletes the lease's key if it is still bound to the lease's
 // etcd lease, then revokes that etcd lease. A reservation is left alone: it
-// belongs to the operator.
+// belongs to the operator. A key already gone is not an error; a key bound
+// to another etcd lease (another node took the subnet) is kept, and the
+// error wraps ErrLeaseTaken.
 func (s *Store) ReleaseLease(ctx context.Context, lease *subnet.Lease) error {
 	if lease.Reserved() {
 		return nil
 	}
 	key := s.subnets + lease.Key()
 	start := time.Now()
-	_, err := s.cli.Txn(ctx).
+	txn, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(key), "=", clientv3.LeaseID(lease.EtcdLease))).
 		Then(clientv3.OpDelete(key)).
+		Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).
 		Commit()
 	s.track("txn", start)
 	if err != nil {
 		return fmt.Errorf("releasing lease %s: %w", key, err)
 	}
+	var taken error
+	if !txn.Succeeded {
+		if r := txn.Responses[0].GetResponseRange(); r != nil && len(r.Kvs) > 0 {
+			holder := fmt.Sprintf("bound to etcd lease %x", r.Kvs[0].Lease)
+			if r.Kvs[0].Lease == 0 {
+				holder = "a reservation"
+			}
+			taken = fmt.Errorf("%w: %s is %s now, not bound to %x: kept", ErrLeaseTaken, key, holder, lease.EtcdLease)
+		}
+	}
 	start = time.Now()
 	_, err = s.cli.Revoke(ctx, clientv3.LeaseID(lease.EtcdLease))
 	s.track("revoke", start)
 	if err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-		return fmt.Errorf("revoking etcd lease %x of %s: %w", lease.EtcdLease, key, err)
+		return errors.Join(taken, fmt.Errorf("revoking etcd lease %x of %s: %w", lease.EtcdLease, key, err))
 	}
-	return nil
+	return taken
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
 
+	"github.com/weftnet/weft/internal/logonce"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -281,11 +282,11 @@ func (b *backoff) reset() { b.cur = 0 }
 // logging once each time the situation changes, until ctx ends.
 func (s *Store) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
 	b := s.newBackoff()
-	last := ""
+	var failed logonce.Errors
 	for {
 		cfg, unknown, situation, err := s.readConfig(ctx)
 		if err == nil {
-			if last != "" {
+			if failed.Cleared() {
 				s.log.Info("network config found", "key", s.configKey)
 			}
 			if len(unknown) > 0 {
@@ -293,9 +294,8 @@ func (s *Store) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
 			}
 			return cfg, nil
 		}
-		if situation != last {
+		if failed.ChangedKey(situation) {
 			s.log.Warn("waiting for the network config", "key", s.configKey, "reason", err)
-			last = situation
 		}
 		if werr := b.wait(ctx); werr != nil {
 			return nil, fmt.Errorf("waiting for network config at %s: %w (last problem: %v)", s.configKey, werr, err)

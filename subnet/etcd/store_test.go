@@ -139,9 +139,11 @@ func TestAcquireReuseAndHint(t *testing.T) {
 		}
 	})
 	t.Run("hint honoured when free", func(t *testing.T) {
+		// A free subnet: the random pick for the first node may have
+		// taken 10.5.42.0/24, never both.
 		hint := netip.MustParsePrefix("10.5.42.0/24")
 		if first.Subnet == hint {
-			t.Skip("random pick took the hint")
+			hint = netip.MustParsePrefix("10.5.43.0/24")
 		}
 		l, err := s.AcquireLease(ctx, cfg, attrsFor("192.168.0.2"), subnet.AcquireOptions{Hint: hint})
 		if err != nil {
@@ -621,7 +623,15 @@ func TestGetNetworkConfigWaits(t *testing.T) {
 	t.Parallel()
 	srv := etcdtest.Start(t)
 	cli := srv.Client()
-	s, logs := newTestStore(t, cli)
+	logs := &logBuffer{}
+	opts := testOptions(logs)
+	var gets atomic.Int64 // reads of the config key
+	opts.ObserveRequest = func(op string, _ time.Duration) {
+		if op == "get" {
+			gets.Add(1)
+		}
+	}
+	s := NewWithClient(cli, opts)
 	ctx := testCtx(t, 30*time.Second)
 	type result struct {
 		cfg *subnet.Config
@@ -632,9 +642,22 @@ func TestGetNetworkConfigWaits(t *testing.T) {
 		cfg, err := s.GetNetworkConfig(ctx)
 		res <- result{cfg, err}
 	}()
-	time.Sleep(800 * time.Millisecond)
+	// Each situation lasts several reads, so that "logged once" means the
+	// repeats were not logged.
+	waitGets := func(what string, more int64) {
+		t.Helper()
+		want := gets.Load() + more
+		deadline := time.Now().Add(10 * time.Second)
+		for gets.Load() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("GetNetworkConfig did not read the config %d more times %s", more, what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitGets("while it is missing", 3)
 	put(t, cli, testPrefix+"/config", `{"Network":"10.5.0.0/29"}`)
-	time.Sleep(800 * time.Millisecond)
+	waitGets("while it is invalid", 3)
 	put(t, cli, testPrefix+"/config", `{"Network":"10.5.0.0/16","Colour":"blue"}`)
 	r := <-res
 	if r.err != nil {

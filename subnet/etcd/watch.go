@@ -47,6 +47,14 @@ func (w *leaseWatcher) run(ctx context.Context) error {
 	s := w.s
 	b := s.newBackoff()
 	failing := false
+	// lost logs the first failure of an outage and reports not live.
+	lost := func(msg string, err error) {
+		if !failing {
+			s.log.Warn(msg, "prefix", s.subnets, "err", err)
+			failing = true
+			s.watchLive(false)
+		}
+	}
 	first := true
 	for {
 		start := time.Now()
@@ -56,11 +64,7 @@ func (w *leaseWatcher) run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if !failing {
-				s.log.Warn("watching leases: cannot list them; retrying with backoff", "prefix", s.subnets, "err", err)
-				failing = true
-				s.watchLive(false)
-			}
+			lost("watching leases: cannot list them; retrying with backoff", err)
 			if b.wait(ctx) != nil {
 				return ctx.Err()
 			}
@@ -86,11 +90,7 @@ func (w *leaseWatcher) run(ctx context.Context) error {
 			b.reset()
 			continue
 		}
-		if !failing {
-			s.log.Warn("watching leases: watch broken; reconnecting with backoff", "prefix", s.subnets, "err", err)
-			failing = true
-			s.watchLive(false)
-		}
+		lost("watching leases: watch broken; reconnecting with backoff", err)
 		if b.wait(ctx) != nil {
 			return ctx.Err()
 		}
@@ -226,15 +226,10 @@ func (w *leaseWatcher) resync(kvs []*mvccpb.KeyValue) []subnet.Event {
 
 // parse turns a key-value into a validated lease.
 func (w *leaseWatcher) parse(kv *mvccpb.KeyValue) (subnet.Lease, error) {
-	v4, v6, err := subnet.ParseSubnetKey(string(kv.Key[len(w.s.subnets):]))
+	l, err := decodeLease(string(kv.Key[len(w.s.subnets):]), kv)
 	if err != nil {
 		return subnet.Lease{}, err
 	}
-	attrs, err := subnet.ParseLeaseAttrs(kv.Value)
-	if err != nil {
-		return subnet.Lease{}, err
-	}
-	l := subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, EtcdLease: kv.Lease, ModRevision: kv.ModRevision}
 	if err := w.cfg.ValidateLease(&l, w.s.validator(w.cfg)); err != nil {
 		return subnet.Lease{}, err
 	}

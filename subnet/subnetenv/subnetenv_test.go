@@ -29,7 +29,7 @@ func TestParse(t *testing.T) {
 		wantErr  string
 		check    func(*testing.T, *Env)
 	}{
-		{name: "flanneld's file", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.52.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+		{name: "flannel v0.28.9 WriteSubnetFile output", in: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.52.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
 			check: func(t *testing.T, e *Env) {
 				if e.Subnet.String() != "10.244.52.1/24" || e.MTU != 1450 || !e.IPMasq || len(e.Networks) != 1 {
 					t.Errorf("%+v", e)

@@ -12,10 +12,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,7 +26,9 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/weftnet/weft/cniplugin"
 	"github.com/weftnet/weft/subnet/subnetenv"
+	"github.com/weftnet/weft/test/bintest"
 	"github.com/weftnet/weft/test/netnstest"
 )
 
@@ -38,20 +41,12 @@ var Plugins = map[string]string{
 	"loopback":   "github.com/containernetworking/plugins/plugins/main/loopback",
 }
 
-// BuildPlugins builds the flannel plugin and the pinned reference plugins
-// (the versions in go.mod) into dir with one `go build`. It is meant for
-// TestMain, so it takes no testing.T.
+// BuildPlugins builds the flannel plugin (with -race when the tests run
+// with it) and the pinned reference plugins (the versions in go.mod) into
+// dir (see bintest.Build). It is meant for TestMain, so it takes no
+// testing.T.
 func BuildPlugins(dir string) error {
-	args := []string{"build", "-o", dir + string(filepath.Separator)}
-	for _, pkg := range Plugins {
-		args = append(args, pkg)
-	}
-	cmd := exec.Command("go", args...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
-	}
-	return nil
+	return bintest.Build(dir, slices.Collect(maps.Values(Plugins))...)
 }
 
 // NewCNIConfig returns a libcni runner for the plugins in binDir, safe for
@@ -140,32 +135,49 @@ func (h *Host) FlannelConfList(t testing.TB, cniVersion string) *libcni.NetworkC
 }
 
 func (h *Host) confList(t testing.TB, cniVersion string, portmap bool) *libcni.NetworkConfigList {
-	plugins := []any{map[string]any{
-		"type":       "flannel",
-		"subnetFile": h.SubnetFile,
-		"dataDir":    h.DataDir,
-		"ipam":       map[string]any{"dataDir": h.IPAMDir},
-		"delegate":   map[string]any{"hairpinMode": true, "isDefaultGateway": true},
-	}}
-	if portmap {
-		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]any{"portMappings": true}})
+	t.Helper()
+	b, err := cniplugin.ConfList{
+		Name: "cbr0", CNIVersion: cniVersion,
+		SubnetFile: h.SubnetFile, DataDir: h.DataDir, IPAMDataDir: h.IPAMDir,
+		NoPortmap: !portmap,
+	}.Marshal()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return h.parseList(t, map[string]any{"name": "cbr0", "cniVersion": cniVersion, "plugins": plugins})
+	return h.parseBytes(t, b)
 }
 
-// BareConfList is what flannel generates, written out by hand: bridge +
-// host-local without the meta-plugin (the benchmark's baseline).
-func (h *Host) BareConfList(t testing.TB, cniVersion string, env *subnetenv.Env) *libcni.NetworkConfigList {
+// DelegateConfList returns the configuration the flannel meta-plugin
+// generates for its delegate from the net conf flannel (its first plugin,
+// with the list's name and cniVersion as libcni passes them) and the
+// host's subnet.env, as a conflist of that one delegate: bridge +
+// host-local without the meta-plugin, doing the same work (the
+// benchmark's baseline). It calls the plugin's own code, so the two cannot
+// drift apart.
+func (h *Host) DelegateConfList(t testing.TB, flannel *libcni.NetworkConfigList) *libcni.NetworkConfigList {
 	t.Helper()
-	return h.parseList(t, map[string]any{"name": "cbr0", "cniVersion": cniVersion, "plugins": []any{map[string]any{
-		"type": "bridge", "isGateway": true, "isDefaultGateway": true, "hairpinMode": true,
-		"ipMasq": !env.IPMasq, "mtu": env.MTU,
-		"ipam": map[string]any{
-			"type": "host-local", "dataDir": h.IPAMDir,
-			"ranges": []any{[]any{map[string]any{"subnet": env.Subnet.Masked().String()}}},
-			"routes": []any{map[string]any{"dst": env.Networks[0].String()}},
-		},
-	}}})
+	if len(flannel.Plugins) == 0 || flannel.Plugins[0].Network.Type != "flannel" {
+		t.Fatalf("conflist %q: the first plugin is not flannel", flannel.Name)
+	}
+	var conf map[string]any
+	if err := json.Unmarshal(flannel.Plugins[0].Bytes, &conf); err != nil {
+		t.Fatalf("conflist %q: flannel's config: %v", flannel.Name, err)
+	}
+	conf["name"], conf["cniVersion"] = flannel.Name, flannel.CNIVersion
+	stdin, err := json.Marshal(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := cniplugin.ParseNetConf(stdin)
+	if err != nil {
+		t.Fatalf("conflist %q: %v", flannel.Name, err)
+	}
+	env, err := subnetenv.Read(n.SubnetFile)
+	if err != nil {
+		t.Fatalf("conflist %q: %v", flannel.Name, err)
+	}
+	delegate := cniplugin.DelegateConf(n, env)
+	return h.parseList(t, map[string]any{"name": flannel.Name, "cniVersion": flannel.CNIVersion, "plugins": []any{delegate}})
 }
 
 func (h *Host) parseList(t testing.TB, v map[string]any) *libcni.NetworkConfigList {
@@ -174,6 +186,11 @@ func (h *Host) parseList(t testing.TB, v map[string]any) *libcni.NetworkConfigLi
 	if err != nil {
 		t.Fatal(err)
 	}
+	return h.parseBytes(t, b)
+}
+
+func (h *Host) parseBytes(t testing.TB, b []byte) *libcni.NetworkConfigList {
+	t.Helper()
 	l, err := libcni.ConfListFromBytes(b)
 	if err != nil {
 		t.Fatalf("parsing conflist %s: %v", b, err)

@@ -4,18 +4,22 @@
 // when the test fails. Helpers shell out to ip(8), as an operator would;
 // code under test should use its own netlink handles (see Netlink).
 //
-// All helpers need root; call SkipUnlessRoot first.
+// All helpers need root; call SkipUnlessRoot first. When privileged tests
+// are required (RequireEnv), helpers that cannot run fail the test instead
+// of skipping it.
 package netnstest
 
 import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 
@@ -23,16 +27,44 @@ import (
 	"github.com/weftnet/weft/kernel/nsenter"
 )
 
-// SkipUnlessRoot skips the test unless it runs as root with the ip(8) tool,
-// saying why.
+// RequireEnv is the environment variable that makes privileged tests
+// required: when it is "1" (scripts/test.sh sets it, as CI runs), a test
+// that cannot run fails instead of skipping, so that a suite run without
+// root cannot pass with half of it gone.
+const RequireEnv = "WEFT_REQUIRE_PRIVILEGED"
+
+// Required reports whether privileged tests must run (RequireEnv is "1").
+func Required() bool { return os.Getenv(RequireEnv) == "1" }
+
+// Unavailable ends a test that cannot run here, saying why: it skips it,
+// or fails it when privileged tests are required (see RequireEnv).
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if Required() {
+		t.Fatalf("%s (%s=1: privileged tests must run, not skip)", msg, RequireEnv)
+	}
+	t.Skip("skipping: " + msg)
+}
+
+// RequireTool ends the test (see Unavailable) unless the command name is
+// on PATH; pkg is the Debian package that has it.
+func RequireTool(t testing.TB, name, pkg string) {
+	t.Helper()
+	if _, err := exec.LookPath(name); err != nil {
+		Unavailable(t, "the %s tool is not installed (apt-get install %s; scripts/deps.sh installs it)", name, pkg)
+	}
+}
+
+// SkipUnlessRoot ends the test (see Unavailable: it skips, or fails when
+// privileged tests are required) unless it runs as root with the ip(8)
+// tool.
 func SkipUnlessRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("skipping: this test creates network namespaces and links and must run as root (e.g. sudo go test)")
+		Unavailable(t, "this test creates network namespaces and links and must run as root (e.g. sudo go test)")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("skipping: the ip(8) tool (iproute2) is not installed")
-	}
+	RequireTool(t, "ip", "iproute2")
 }
 
 // Suffix returns n random lower-case hex digits.
@@ -245,10 +277,42 @@ func NewVeth(t testing.TB, a *NS, aName string, aAddr netip.Prefix, b *NS, bName
 }
 
 // EnableForwarding turns on IPv4 forwarding in the namespace (off by
-// default in a new namespace).
+// default in a new namespace). It writes /proc/sys from a thread inside
+// the namespace (the file belongs to the namespace of the thread that
+// opens it), so it needs no sysctl(8).
 func (n *NS) EnableForwarding(t testing.TB) {
 	t.Helper()
-	n.MustExec(t, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	if err := n.WriteSysctl("net/ipv4/ip_forward", "1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// WriteSysctl writes value to /proc/sys/<key> (e.g. "net/ipv4/ip_forward")
+// inside the namespace.
+func (n *NS) WriteSysctl(key, value string) error {
+	path := "/proc/sys/" + key
+	return n.Do(func() error {
+		if err := os.WriteFile(path, []byte(value+"\n"), 0o644); err != nil {
+			return fmt.Errorf("setting %s to %s in namespace %s: %w", path, value, n.Name, err)
+		}
+		return nil
+	})
+}
+
+// ReadSysctl returns the trimmed content of /proc/sys/<key> inside the
+// namespace.
+func (n *NS) ReadSysctl(key string) (string, error) {
+	path := "/proc/sys/" + key
+	var out string
+	err := n.Do(func() error {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("reading %s in namespace %s: %w", path, n.Name, err)
+		}
+		out = strings.TrimSpace(string(b))
+		return nil
+	})
+	return out, err
 }
 
 // NewPod creates a "pod" namespace behind host: a veth pair with hostIf in
@@ -262,4 +326,45 @@ func NewPod(t testing.TB, host *NS, hostIf string, gw, addr netip.Prefix) *NS {
 	pod.MustExec(t, "ip", "route", "add", "default", "via", gw.Addr().String())
 	host.EnableForwarding(t)
 	return pod
+}
+
+// SourceSeen opens a TCP listener on addr inside dst, connects to it from
+// inside src, and returns the source address of the connection as dst saw
+// it: where a masquerade applies on the way, the masquerading host's
+// address. It fails when no connection is made within timeout.
+func SourceSeen(src, dst *NS, addr netip.AddrPort, timeout time.Duration) (netip.Addr, error) {
+	var ln net.Listener
+	if err := dst.Do(func() (err error) {
+		ln, err = net.Listen("tcp", addr.String())
+		return err
+	}); err != nil {
+		return netip.Addr{}, fmt.Errorf("listening on %s in %s: %w", addr, dst.Name, err)
+	}
+	defer ln.Close()
+	seen := make(chan netip.Addr, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			seen <- ta.AddrPort().Addr().Unmap()
+		}
+	}()
+	var conn net.Conn
+	if err := src.Do(func() (err error) {
+		d := net.Dialer{Timeout: timeout}
+		conn, err = d.Dial("tcp", addr.String())
+		return err
+	}); err != nil {
+		return netip.Addr{}, fmt.Errorf("connecting from %s to %s in %s: %w", src.Name, addr, dst.Name, err)
+	}
+	defer conn.Close()
+	select {
+	case a := <-seen:
+		return a, nil
+	case <-time.After(timeout):
+		return netip.Addr{}, fmt.Errorf("%s accepted no connection from %s within %v", dst.Name, src.Name, timeout)
+	}
 }

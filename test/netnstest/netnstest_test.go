@@ -2,6 +2,7 @@ package netnstest
 
 import (
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
@@ -67,5 +68,32 @@ func TestBridge(t *testing.T) {
 	br.Join(t, b, "eth0", netip.MustParsePrefix("192.0.2.2/24"))
 	if err := b.Ping(netip.MustParseAddr("192.0.2.1")); err != nil {
 		t.Fatalf("ping across the root bridge: %v", err)
+	}
+}
+
+// EnableForwarding changes the namespace's own sysctl, not the root
+// namespace's nor another namespace's.
+func TestEnableForwardingStaysInside(t *testing.T) {
+	SkipUnlessRoot(t)
+	rootBefore, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := NewNS(t, "fwa"), NewNS(t, "fwb")
+	if v, err := a.ReadSysctl("net/ipv4/ip_forward"); err != nil || v != "0" {
+		t.Fatalf("ip_forward in a new namespace = %q, %v; want 0", v, err)
+	}
+	a.EnableForwarding(t)
+	if v, err := a.ReadSysctl("net/ipv4/ip_forward"); err != nil || v != "1" {
+		t.Errorf("ip_forward after EnableForwarding = %q, %v; want 1", v, err)
+	}
+	if v := strings.TrimSpace(a.MustExec(t, "cat", "/proc/sys/net/ipv4/ip_forward")); v != "1" {
+		t.Errorf("ip_forward seen by a process in the namespace = %q, want 1", v)
+	}
+	if v, err := b.ReadSysctl("net/ipv4/ip_forward"); err != nil || v != "0" {
+		t.Errorf("ip_forward in another namespace = %q, %v; want 0", v, err)
+	}
+	if rootAfter, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); string(rootAfter) != string(rootBefore) {
+		t.Errorf("the root namespace's ip_forward changed from %q to %q", rootBefore, rootAfter)
 	}
 }

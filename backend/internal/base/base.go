@@ -1,0 +1,173 @@
+// Package base is what the netlink backends (vxlan, host-gw) share: the
+// start-up preamble (underlay check, logger, netlink session, programmer),
+// the guard at the top of every Set, this node's subnet as the
+// route-ownership tests read it from netlink goroutines, the report at the
+// end of a Set, and the on-link test for a peer's PublicIP. A backend embeds
+// *Base, which gives it Type, Changes and Close.
+package base
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/kernel/netlinkx"
+	"github.com/weftnet/weft/subnet"
+)
+
+// Options holds what a backend's constructor takes beyond backend.Params
+// (vxlan.Config and hostgw.Config are this type).
+type Options struct {
+	// Netlink is the namespace to program; nil opens the current one (and
+	// the backend closes it on Close).
+	Netlink netlinkx.Interface
+	// VerifyEvery overrides the backend's DefaultVerifyEvery: how long Set
+	// trusts its memory of the kernel state; negative means always read
+	// the kernel.
+	VerifyEvery time.Duration
+}
+
+// Kind says what differs between the backends.
+type Kind struct {
+	// Name is the backend type ("vxlan"), in logs and errors.
+	Name string
+	// Device is the link the backend programs, logged with every line.
+	Device string
+	// DefaultVerify is the backend's DefaultVerifyEvery.
+	DefaultVerify time.Duration
+	// Owns tells the programmer which routes are the backend's (see
+	// netlinkx.NewProgrammer).
+	Owns func(r netlinkx.Route, link int) bool
+}
+
+// Spec returns the registry entry of a backend that newB creates with
+// default Options.
+func Spec[B backend.Backend](newB func(context.Context, backend.Params, Options) (B, error), validate func(*subnet.Config, json.RawMessage) error) backend.Spec {
+	return backend.Spec{
+		New: func(ctx context.Context, p backend.Params) (backend.Backend, error) {
+			b, err := newB(ctx, p, Options{})
+			if err != nil {
+				return nil, err
+			}
+			return b, nil
+		},
+		ValidateData: validate,
+	}
+}
+
+// Base holds the shared state of a netlink backend.
+type Base struct {
+	Name string
+	Log  *slog.Logger
+	Cfg  *subnet.Config
+	Ext  backend.ExternalInterface
+	NL   netlinkx.Interface
+	Sess *netlinkx.Session
+	Prog *netlinkx.Programmer
+	// SetMu serialises Set; hold it around Begin and the rest of Set.
+	SetMu sync.Mutex
+	own   atomic.Pointer[netip.Prefix]
+}
+
+// New checks the underlay, opens the netlink session and the programmer.
+// It does not follow netlink yet (see Follow).
+func New(ctx context.Context, p backend.Params, o Options, c Kind) (*Base, error) {
+	if !p.Ext.Addr.Is4() || p.Ext.Index <= 0 {
+		return nil, fmt.Errorf("%s backend: external interface %q (index %d) needs an IPv4 address, has %v", c.Name, p.Ext.Name, p.Ext.Index, p.Ext.Addr)
+	}
+	log := p.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Base{Name: c.Name, Log: log.With("backend", c.Name, "device", c.Device), Cfg: p.Config, Ext: p.Ext}
+	sess, err := netlinkx.NewSession(ctx, o.Netlink, b.Log)
+	if err != nil {
+		return nil, fmt.Errorf("%s backend: %w", c.Name, err)
+	}
+	b.Sess, b.NL = sess, sess.NL
+	verify := o.VerifyEvery
+	if verify == 0 {
+		verify = c.DefaultVerify
+	}
+	b.Prog = netlinkx.NewProgrammer(b.NL, c.Owns, verify)
+	var none netip.Prefix
+	b.own.Store(&none)
+	return b, nil
+}
+
+// Follow starts following netlink: observe gets every update, resync runs
+// when updates were lost (then Changes fires).
+func (b *Base) Follow(observe func(netlinkx.Update), resync func()) { b.Sess.Follow(observe, resync) }
+
+// Type implements backend.Backend.
+func (b *Base) Type() string { return b.Name }
+
+// Changes implements backend.Backend.
+func (b *Base) Changes() <-chan struct{} { return b.Sess.Changes() }
+
+// Close implements backend.Backend: it stops following netlink and leaves
+// the kernel state in place.
+func (b *Base) Close() error {
+	b.Sess.Close()
+	return nil
+}
+
+// Begin is the guard at the top of Set, called with SetMu held: it fails
+// when ctx has ended or when the own subnet is not a subnet of the network,
+// and records the own subnet for PeerSubnet.
+func (b *Base) Begin(ctx context.Context, s backend.State) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !s.Own.Subnet.IsValid() || !b.Cfg.Contains(s.Own.Subnet) {
+		return fmt.Errorf("%s backend: own subnet %v is not a /%d of network %s", b.Name, s.Own.Subnet, b.Cfg.SubnetLen, b.Cfg.Network)
+	}
+	own := s.Own.Subnet
+	b.own.Store(&own)
+	return nil
+}
+
+// PeerSubnet reports whether dst is a subnet of the network (of the
+// configured length) other than this node's: the routes a backend may own.
+// It is safe from any goroutine.
+func (b *Base) PeerSubnet(dst netip.Prefix) bool {
+	return dst.Bits() == b.Cfg.SubnetLen && b.Cfg.Network.Contains(dst.Addr()) && dst != *b.own.Load()
+}
+
+// Skip returns the error that says why peer p is left out.
+func (b *Base) Skip(p *subnet.Lease, format string, args ...any) error {
+	return SkipError(b.Name, p.Key(), p.Attrs.PublicIP, format, args...)
+}
+
+// SkipError is Skip for a peer known by its key and PublicIP.
+func SkipError(name, key string, publicIP netip.Addr, format string, args ...any) error {
+	return fmt.Errorf("%s backend: skipping peer %s (PublicIP %v): %s", name, key, publicIP, fmt.Sprintf(format, args...))
+}
+
+// Done ends a Set: it logs what the programmer did when anything happened
+// and returns the skipped peers' errors with the programmer's.
+func (b *Base) Done(peers int, st netlinkx.Stats, err error, peerErrs []error) error {
+	if st.Added+st.Deleted > 0 || err != nil || len(peerErrs) > 0 {
+		b.Log.Debug("reconciled", "peers", peers, "added", st.Added, "deleted", st.Deleted, "dumped", st.Dumped, "skipped", len(peerErrs))
+	}
+	return errors.Join(append(peerErrs, err)...)
+}
+
+// OnLink reports whether ip is on one of the directly connected prefixes
+// (and is not the address itself): a peer the underlay reaches without a
+// router.
+func OnLink(prefixes []netip.Prefix, ip netip.Addr) bool {
+	for _, p := range prefixes {
+		if p.Contains(ip) && p.Addr() != ip && p.Bits() < p.Addr().BitLen() {
+			return true
+		}
+	}
+	return false
+}

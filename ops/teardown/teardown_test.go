@@ -1,0 +1,171 @@
+package teardown
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/etcd"
+	"github.com/weftnet/weft/subnet/subnetenv"
+	"github.com/weftnet/weft/test/etcdtest"
+	"github.com/weftnet/weft/test/netnstest"
+)
+
+const network = `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`
+
+// fixture is an etcd with a config, a lease store over it and a namespace
+// holding what weftd leaves on a vxlan node.
+type fixture struct {
+	cli   *clientv3.Client
+	store *etcd.Store
+	ns    *netnstest.NS
+	cfg   *subnet.Config
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	netnstest.SkipUnlessRoot(t)
+	srv := etcdtest.Start(t)
+	f := &fixture{cli: srv.Client(), store: etcd.NewWithClient(srv.Client(), etcd.Options{})}
+	if _, err := f.cli.Put(context.Background(), etcd.DefaultPrefix+"/config", network); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := subnet.ParseConfig([]byte(network))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.cfg = cfg
+	f.ns = netnstest.NewNS(t, "td")
+	netnstest.NewVeth(t, f.ns, "eth0", netip.MustParsePrefix("192.0.2.10/24"), netnstest.NewNS(t, "tdpeer"), "p0", netip.Prefix{})
+	return f
+}
+
+// acquire leases a subnet for ip.
+func (f *fixture) acquire(t *testing.T, ip string) *subnet.Lease {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	attrs := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}`)}
+	l, err := f.store.AcquireLease(ctx, f.cfg, attrs, subnet.AcquireOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// run tears down inside the fixture's namespace.
+func (f *fixture) run(t *testing.T, o Options) (*Report, error) {
+	t.Helper()
+	var rep *Report
+	var err error
+	if derr := f.ns.Do(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		rep, err = Run(ctx, o)
+		return nil
+	}); derr != nil {
+		t.Fatal(derr)
+	}
+	return rep, err
+}
+
+func (f *fixture) hasKey(t *testing.T, l *subnet.Lease) bool {
+	t.Helper()
+	r, err := f.cli.Get(context.Background(), etcd.DefaultPrefix+"/subnets/"+l.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(r.Kvs) == 1
+}
+
+// TestRun decommissions a vxlan node: the lease goes through the store,
+// the device and the gateway routes inside the network go, subnet.env goes;
+// routes outside the network stay. A second run has nothing left to do.
+func TestRun(t *testing.T) {
+	f := newFixture(t)
+	own := f.acquire(t, "192.0.2.10")
+	other := f.acquire(t, "192.0.2.12")
+	env := filepath.Join(t.TempDir(), "subnet.env")
+	first := own.Subnet.Addr().Next()
+	if err := subnetenv.Write(env, &subnetenv.Env{Networks: []netip.Prefix{f.cfg.Network}, Subnet: netip.PrefixFrom(first, own.Subnet.Bits()), MTU: 1450, IPMasq: true}); err != nil {
+		t.Fatal(err)
+	}
+	f.ns.MustExec(t, "ip", "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dev", "eth0", "dstport", "8472")
+	f.ns.MustExec(t, "ip", "route", "add", other.Subnet.String(), "via", "192.0.2.12", "dev", "eth0")
+	f.ns.MustExec(t, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.13", "dev", "eth0")
+
+	rep, err := f.run(t, Options{Leases: f.store, SubnetFile: env, PublicIP: netip.MustParseAddr("192.0.2.10")})
+	if err != nil {
+		t.Fatalf("teardown: %v", err)
+	}
+	want := Report{Released: []string{own.Subnet.String()}, Links: []string{"flannel.1"}, Routes: []string{other.Subnet.String()}, IPTables: true, NFTables: true, EnvFile: true}
+	if !reflect.DeepEqual(*rep, want) {
+		t.Errorf("report %+v, want %+v", *rep, want)
+	}
+	if f.hasKey(t, own) {
+		t.Errorf("lease %s still in etcd", own.Key())
+	}
+	if !f.hasKey(t, other) {
+		t.Errorf("another node's lease %s was removed", other.Key())
+	}
+	if out := f.ns.MustExec(t, "ip", "-o", "link", "show"); strings.Contains(out, "flannel.1") {
+		t.Errorf("flannel.1 still there:\n%s", out)
+	}
+	routes := f.ns.MustExec(t, "ip", "route", "show")
+	if strings.Contains(routes, other.Subnet.String()) || !strings.Contains(routes, "198.51.100.0/24 via 192.0.2.13") {
+		t.Errorf("routes after teardown:\n%s", routes)
+	}
+	if _, err := os.Stat(env); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("subnet.env: %v, want it gone", err)
+	}
+
+	rep, err = f.run(t, Options{Leases: f.store, SubnetFile: env, Subnet: own.Subnet})
+	if err != nil || len(rep.Released)+len(rep.Links)+len(rep.Routes) != 0 || rep.EnvFile {
+		t.Errorf("second teardown: %+v, %v; want nothing done and no error", rep, err)
+	}
+}
+
+// TestRunKeepsOthers: a lease now advertising another address and an
+// operator's reservation are kept, with an error saying why.
+func TestRunKeepsOthers(t *testing.T) {
+	f := newFixture(t)
+	moved := f.acquire(t, "192.0.2.20")
+	res := netip.MustParsePrefix("10.244.250.0/24")
+	if _, err := f.store.Reserve(context.Background(), res, netip.MustParseAddr("192.0.2.21")); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "subnet.env")
+	for _, tc := range []struct {
+		name string
+		o    Options
+		key  string
+		want string
+	}{
+		{"another address", Options{Subnet: moved.Subnet, PublicIP: netip.MustParseAddr("192.0.2.10")}, moved.Key(), "belongs to 192.0.2.20, not 192.0.2.10"},
+		{"reservation", Options{Subnet: res}, subnet.SubnetKey(res, netip.Prefix{}), "is a reservation"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.Leases, tc.o.SubnetFile, tc.o.KeepIPTables = f.store, missing, true
+			rep, err := f.run(t, tc.o)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("teardown: %v, want an error containing %q", err, tc.want)
+			}
+			if rep == nil || len(rep.Released) != 0 {
+				t.Errorf("report %+v, want nothing released", rep)
+			}
+			r, err := f.cli.Get(context.Background(), etcd.DefaultPrefix+"/subnets/"+tc.key)
+			if err != nil || len(r.Kvs) != 1 {
+				t.Errorf("key %s: %v, %v; want it kept", tc.key, r, err)
+			}
+		})
+	}
+}
