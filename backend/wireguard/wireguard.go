@@ -38,15 +38,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/internal/base"
 	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/kernel/wg"
 	"github.com/weftnet/weft/subnet"
@@ -116,27 +115,22 @@ var _ backend.Backend = (*Backend)(nil)
 
 // Backend is the wireguard backend. Create it with New.
 type Backend struct {
-	log  *slog.Logger
-	cfg  *subnet.Config
-	opts Options
-	ext  backend.ExternalInterface
-	host Host
-	open func(wg.Device, wg.Options) (wg.Engine, error)
-	key  wgtypes.Key
-	pub  wgtypes.Key
-	mtu  int
-
-	sess   *netlinkx.Session
-	nl     netlinkx.Interface
-	prog   *netlinkx.Programmer
+	*base.Base
+	opts   Options
+	host   Host
+	open   func(wg.Device, wg.Options) (wg.Engine, error)
+	key    wgtypes.Key
+	pub    wgtypes.Key
+	mtu    int
 	verify time.Duration
 
-	setMu     sync.Mutex
+	// Guarded by SetMu.
 	engine    wg.Engine
-	kind      atomic.Value // wg.Kind
 	link      netlinkx.Link
 	addrFor   netip.Prefix
 	checkedAt time.Time
+
+	kind      atomic.Value // wg.Kind
 	devOK     atomic.Bool
 	linkIndex atomic.Int64
 }
@@ -149,40 +143,15 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !p.Ext.Addr.Is4() || p.Ext.Index <= 0 {
-		return nil, fmt.Errorf("wireguard backend: external interface %q (index %d) needs an IPv4 address, has %v", p.Ext.Name, p.Ext.Index, p.Ext.Addr)
-	}
-	log := p.Log
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
 	if c.Host.KeyFile == "" {
 		c.Host.KeyFile = DefaultKeyFile
 	}
-	b := &Backend{
-		log:  log.With("backend", TypeName, "device", DeviceName),
-		cfg:  p.Config,
-		opts: opts,
-		ext:  p.Ext,
-		host: c.Host,
-		open: c.Open,
-	}
+	b := &Backend{opts: opts, host: c.Host, open: c.Open, verify: c.VerifyEvery}
 	if b.open == nil {
 		b.open = wg.Open
 	}
-	b.verify = c.VerifyEvery
 	if b.verify == 0 {
 		b.verify = DefaultVerifyEvery
-	}
-	key, created, err := LoadOrCreateKey(c.Host.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("wireguard backend: %w", err)
-	}
-	b.key, b.pub = key, key.PublicKey()
-	if created {
-		b.log.Info("made a WireGuard private key", "key_file", c.Host.KeyFile, "public_key", b.pub.String())
-	} else {
-		b.log.Info("using the WireGuard private key", "key_file", c.Host.KeyFile, "public_key", b.pub.String())
 	}
 	underlay := opts.MTU
 	if underlay == 0 {
@@ -196,23 +165,31 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	if b.mtu < 576 {
 		return nil, fmt.Errorf("wireguard backend: device MTU %d (underlay MTU %d minus %d) is too small", b.mtu, underlay, overhead)
 	}
-
-	sess, err := netlinkx.NewSession(ctx, c.Netlink, b.log)
+	key, created, err := LoadOrCreateKey(c.Host.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("wireguard backend: %w", err)
 	}
-	b.sess, b.nl = sess, sess.NL
-	b.prog = netlinkx.NewProgrammer(b.nl, b.ownsRoute, b.verify)
+	b.key, b.pub = key, key.PublicKey()
+	b.Base, err = base.New(ctx, p, base.Options{Netlink: c.Netlink, VerifyEvery: c.VerifyEvery},
+		base.Kind{Name: TypeName, Device: DeviceName, DefaultVerify: DefaultVerifyEvery, Owns: b.ownsRoute})
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		b.Log.Info("made a WireGuard private key", "key_file", c.Host.KeyFile, "public_key", b.pub.String())
+	} else {
+		b.Log.Info("using the WireGuard private key", "key_file", c.Host.KeyFile, "public_key", b.pub.String())
+	}
 	if err := b.openEngine(); err != nil {
-		sess.Close()
+		b.Base.Close()
 		return nil, err
 	}
 	if err := b.ensureDevice(); err != nil {
 		b.engine.Close()
-		sess.Close()
+		b.Base.Close()
 		return nil, err
 	}
-	sess.Follow(b.observe, b.Resync)
+	b.Follow(b.observe, b.Resync)
 	return b, nil
 }
 
@@ -223,19 +200,16 @@ func (b *Backend) openEngine() error {
 		sock = ""
 	}
 	e, err := b.open(wg.Device{Name: DeviceName, PrivateKey: b.key, ListenPort: b.opts.ListenPort, MTU: b.mtu},
-		wg.Options{Choice: b.opts.Engine, SocketDir: sock, Log: b.log})
+		wg.Options{Choice: b.opts.Engine, SocketDir: sock, Log: b.Log})
 	if err != nil {
 		return fmt.Errorf("wireguard backend: %w", err)
 	}
 	b.engine = e
 	b.kind.Store(e.Kind())
-	b.log.Info("WireGuard engine", "engine", string(e.Kind()), "choice", string(b.opts.Engine),
+	b.Log.Info("WireGuard engine", "engine", string(e.Kind()), "choice", string(b.opts.Engine),
 		"listen_port", b.opts.ListenPort, "mtu", b.mtu, "public_key", b.pub.String())
 	return nil
 }
-
-// Type implements backend.Backend.
-func (b *Backend) Type() string { return TypeName }
 
 // MTU implements backend.Backend: the device's MTU.
 func (b *Backend) MTU() int { return b.mtu }
@@ -261,7 +235,7 @@ func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
 	attrs.BackendType = TypeName
 	attrs.BackendData = data
 	attrs.BackendV6Data = nil
-	if b.cfg.EnableIPv6 {
+	if b.Cfg.EnableIPv6 {
 		d.Port = b.opts.AdvertisedV6Port()
 		if attrs.BackendV6Data, err = json.Marshal(d); err != nil {
 			return fmt.Errorf("encoding wireguard backend data: %w", err)
@@ -270,22 +244,19 @@ func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
 	return nil
 }
 
-// Changes implements backend.Backend.
-func (b *Backend) Changes() <-chan struct{} { return b.sess.Changes() }
-
 // Resync makes the next Set check the device and read the kernel's routes.
 func (b *Backend) Resync() {
 	b.devOK.Store(false)
-	b.prog.Invalidate()
+	b.Prog.Invalidate()
 }
 
 // Close implements backend.Backend: it stops watching netlink and closes
 // the engine, leaving the device, its address and route in place (and the
 // kernel engine's peers).
 func (b *Backend) Close() error {
-	b.sess.Close()
-	b.setMu.Lock()
-	defer b.setMu.Unlock()
+	b.Base.Close()
+	b.SetMu.Lock()
+	defer b.SetMu.Unlock()
 	return b.engine.Close()
 }
 
@@ -295,53 +266,54 @@ func (b *Backend) observe(u netlinkx.Update) {
 		ours := l.Name == DeviceName || (l.Index != 0 && int64(l.Index) == b.linkIndex.Load())
 		if ours && (u.Deleted || !l.Up || l.MTU != b.mtu) {
 			b.Resync()
-			b.sess.Notify()
+			b.Sess.Notify()
 		}
 		return
 	}
 	if u.Kind == netlinkx.LostUpdates {
-		b.log.Warn("netlink updates lost; the next Set reads the kernel state", "err", u.Err)
+		b.Log.Warn("netlink updates lost; the next Set reads the kernel state", "err", u.Err)
 	}
-	if b.prog.Observe(u) {
-		b.sess.Notify()
+	if b.Prog.Observe(u) {
+		b.Sess.Notify()
 	}
 }
 
-// ownsRoute: the route to the whole network on the device.
+// ownsRoute: the route to the whole network on the device (the link the
+// programmer is given is 0: it owns no neighbours or FDB entries).
 func (b *Backend) ownsRoute(r netlinkx.Route, _ int) bool {
-	return r.Dst == b.cfg.Network && !r.Gw.IsValid() && int64(r.LinkIndex) == b.linkIndex.Load()
+	return r.Dst == b.Cfg.Network && !r.Gw.IsValid() && int64(r.LinkIndex) == b.linkIndex.Load()
 }
 
 // ensureDevice checks that flannel-wg exists (opening the engine again if
 // someone deleted it), with the MTU, up. Must hold setMu or be in New.
 func (b *Backend) ensureDevice() error {
-	l, err := b.nl.LinkByName(DeviceName)
+	l, err := b.NL.LinkByName(DeviceName)
 	if errors.Is(err, netlinkx.ErrNotFound) {
-		b.log.Warn("the WireGuard device is gone; making it again")
+		b.Log.Warn("the WireGuard device is gone; making it again")
 		if cerr := b.engine.Close(); cerr != nil {
-			b.log.Warn("closing the engine of the lost device", "err", cerr)
+			b.Log.Warn("closing the engine of the lost device", "err", cerr)
 		}
 		if err := b.openEngine(); err != nil {
 			return err
 		}
-		l, err = b.nl.LinkByName(DeviceName)
+		l, err = b.NL.LinkByName(DeviceName)
 	}
 	if err != nil {
 		return fmt.Errorf("wireguard backend: %w", err)
 	}
 	if l.MTU != b.mtu {
-		if err := b.nl.SetLinkMTU(l.Index, b.mtu); err != nil {
+		if err := b.NL.SetLinkMTU(l.Index, b.mtu); err != nil {
 			return fmt.Errorf("wireguard backend: %w", err)
 		}
 	}
 	if !l.Up {
-		if err := b.nl.SetLinkUp(l.Index); err != nil {
+		if err := b.NL.SetLinkUp(l.Index); err != nil {
 			return fmt.Errorf("wireguard backend: %w", err)
 		}
 	}
 	if l.Index != b.link.Index {
 		b.addrFor = netip.Prefix{}
-		b.prog.Invalidate()
+		b.Prog.Invalidate()
 	}
 	b.link = l
 	b.linkIndex.Store(int64(l.Index))
@@ -352,18 +324,18 @@ func (b *Backend) ensureDevice() error {
 // IPv4 addresses inside the network (from older leases), as flanneld.
 func (b *Backend) ensureAddr(own netip.Prefix) error {
 	want := netip.PrefixFrom(own.Addr(), 32)
-	have, err := b.nl.Addrs(b.link.Index)
+	have, err := b.NL.Addrs(b.link.Index)
 	if err != nil {
 		return fmt.Errorf("wireguard backend: %w", err)
 	}
 	if !slices.Contains(have, want) {
-		if err := b.nl.AddAddr(b.link.Index, want); err != nil {
+		if err := b.NL.AddAddr(b.link.Index, want); err != nil {
 			return fmt.Errorf("wireguard backend: %w", err)
 		}
 	}
 	for _, p := range have {
-		if p != want && p.Addr().Is4() && b.cfg.Network.Contains(p.Addr()) {
-			if err := b.nl.DeleteAddr(b.link.Index, p); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
+		if p != want && p.Addr().Is4() && b.Cfg.Network.Contains(p.Addr()) {
+			if err := b.NL.DeleteAddr(b.link.Index, p); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
 				return fmt.Errorf("wireguard backend: removing stale address: %w", err)
 			}
 		}
@@ -374,15 +346,12 @@ func (b *Backend) ensureAddr(own netip.Prefix) error {
 
 // Set implements backend.Backend.
 func (b *Backend) Set(ctx context.Context, s backend.State) error {
-	b.setMu.Lock()
-	defer b.setMu.Unlock()
-	if err := ctx.Err(); err != nil {
+	b.SetMu.Lock()
+	defer b.SetMu.Unlock()
+	if err := b.Begin(ctx, s); err != nil {
 		return err
 	}
 	own := s.Own.Subnet
-	if !own.IsValid() || !b.cfg.Contains(own) {
-		return fmt.Errorf("wireguard backend: own subnet %v is not a /%d of network %s", own, b.cfg.SubnetLen, b.cfg.Network)
-	}
 	if !b.devOK.Load() || b.verify < 0 || time.Since(b.checkedAt) >= b.verify {
 		if err := b.ensureDevice(); err != nil {
 			return err
@@ -403,10 +372,10 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 	// then route each packet.
 	st, err := b.reconcilePeers(want)
 	routes := netlinkx.NewEntries(1)
-	routes.Routes[b.cfg.Network] = netlinkx.Route{Dst: b.cfg.Network, LinkIndex: b.link.Index}
-	rst, rerr := b.prog.Sync(0, routes)
+	routes.Routes[b.Cfg.Network] = netlinkx.Route{Dst: b.Cfg.Network, LinkIndex: b.link.Index}
+	rst, rerr := b.Prog.Sync(0, routes)
 	if st.set+st.removed+rst.Added+rst.Deleted > 0 || err != nil || rerr != nil || len(peerErrs) > 0 {
-		b.log.Debug("reconciled", "peers", len(want), "set", st.set, "removed", st.removed,
+		b.Log.Debug("reconciled", "peers", len(want), "set", st.set, "removed", st.removed,
 			"routes_added", rst.Added, "routes_deleted", rst.Deleted, "skipped", len(peerErrs))
 	}
 	return errors.Join(append(peerErrs, err, rerr)...)
@@ -483,7 +452,7 @@ func (b *Backend) desired(s backend.State) ([]wg.Peer, []error) {
 			continue
 		}
 		fail := func(p *subnet.Lease, format string, args ...any) {
-			errs = append(errs, fmt.Errorf("wireguard backend: skipping peer %s (PublicIP %v): %s", p.Key(), p.Attrs.PublicIP, fmt.Sprintf(format, args...)))
+			errs = append(errs, b.Skip(p, format, args...))
 		}
 		if len(group) > 1 {
 			for k := range group {
@@ -493,8 +462,8 @@ func (b *Backend) desired(s backend.State) ([]wg.Peer, []error) {
 		}
 		ip := p.Attrs.PublicIP
 		switch {
-		case !b.cfg.Contains(p.Subnet):
-			fail(p, "subnet %v is not a /%d of network %s", p.Subnet, b.cfg.SubnetLen, b.cfg.Network)
+		case !b.Cfg.Contains(p.Subnet):
+			fail(p, "subnet %v is not a /%d of network %s", p.Subnet, b.Cfg.SubnetLen, b.Cfg.Network)
 			continue
 		case !ip.Is4() || !subnet.IsUsableUnicast(ip):
 			fail(p, "PublicIP is not a unicast IPv4 address")
@@ -527,8 +496,7 @@ func (b *Backend) desired(s backend.State) ([]wg.Peer, []error) {
 		if idx := byKey[c.peer.PublicKey]; len(idx) > 1 {
 			// Neither holder can be trusted with the key; skipping all
 			// keeps the result independent of the order of events.
-			errs = append(errs, fmt.Errorf("wireguard backend: skipping peer %s (PublicIP %v): PublicKey %s is also advertised by %d other peers",
-				c.lease.Key(), c.lease.Attrs.PublicIP, c.peer.PublicKey, len(idx)-1))
+			errs = append(errs, b.Skip(c.lease, "PublicKey %s is also advertised by %d other peers", c.peer.PublicKey, len(idx)-1))
 			continue
 		}
 		want = append(want, c.peer)
