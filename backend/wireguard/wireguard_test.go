@@ -392,3 +392,29 @@ func TestNewErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseAttrsV6: with IPv6 on (the dual-stack config, once it lands),
+// BackendV6Data carries the same key and the port IPv6 traffic arrives
+// on: ListenPortV6 in separate mode, ListenPort in single-tunnel modes.
+func TestLeaseAttrsV6(t *testing.T) {
+	for _, tc := range []struct {
+		backend string
+		port    int
+	}{
+		{`{"Type":"wireguard"}`, 51821},
+		{`{"Type":"wireguard","Mode":"auto"}`, 51820},
+		{`{"Type":"wireguard","Mode":"ipv6","ListenPort":51900}`, 51900},
+	} {
+		r := newRig(t, tc.backend)
+		r.b.Cfg.EnableIPv6 = true
+		var a subnet.LeaseAttrs
+		if err := r.b.LeaseAttrs(&a); err != nil {
+			t.Fatal(err)
+		}
+		d4, err4 := ParseBackendData(a.BackendData)
+		d6, err6 := ParseBackendData(a.BackendV6Data)
+		if err4 != nil || err6 != nil || d6.PublicKey != r.b.PublicKey() || d4.PublicKey != d6.PublicKey || d6.Port != tc.port {
+			t.Errorf("%s: BackendData %s, BackendV6Data %s (%v %v), want v6 port %d", tc.backend, a.BackendData, a.BackendV6Data, err4, err6, tc.port)
+		}
+	}
+}

@@ -336,6 +336,13 @@ func TestE2EWireGuard(t *testing.T) {
 	if err := h3.stop(); err != nil {
 		t.Fatal(err)
 	}
+	// A clean stop leaves the device, its address and route in place.
+	if out, err := h3.ns.Exec("ip", "-4", "addr", "show", "dev", "flannel-wg"); err != nil || !strings.Contains(out, pods[h3].Addr.Masked().Addr().String()+"/32") {
+		t.Errorf("after SIGTERM, flannel-wg or its address is gone: %v\n%s", err, out)
+	}
+	if out := h3.ns.MustExec(t, "ip", "route", "show", "10.244.0.0/16"); !strings.Contains(out, "dev flannel-wg") {
+		t.Errorf("after SIGTERM, the network route is gone: %q", out)
+	}
 	if err := os.Remove(keyFiles[h3]); err != nil {
 		t.Fatal(err)
 	}
