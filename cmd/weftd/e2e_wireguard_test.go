@@ -330,6 +330,22 @@ func TestE2EWireGuard(t *testing.T) {
 	}
 	pingMatrix()
 
+	// flannel-wg deleted by hand on host1: the agent makes it again, with
+	// its address, route and peers.
+	h1.ns.MustExec(t, "ip", "link", "del", "flannel-wg")
+	eventually(t, 10*time.Second, "host1's flannel-wg made again", func() error {
+		out, err := h1.ns.Exec("ip", "route", "show", "10.244.0.0/16")
+		if err != nil || !strings.Contains(out, "dev flannel-wg") {
+			return fmt.Errorf("route %q (%v)", out, err)
+		}
+		peers, err := wgPeers(sockDirs[h1])
+		if err != nil || len(peers) != 2 {
+			return fmt.Errorf("peers %v (%v)", peers, err)
+		}
+		return nil
+	})
+	pingMatrix()
+
 	// host3's key rotates (the key file removed, the agent restarted): its
 	// lease carries the new key, the others replace the old peer.
 	_, old3 := wgLease(t, c, h3)
