@@ -151,8 +151,10 @@ type Engine interface {
 	Peers() ([]Peer, error)
 	// Apply adds or updates the peers in set (each one's allowed IPs
 	// replace those it had), then removes the peers in remove. It applies
-	// what it can and reports what failed. The engine starts a handshake to
-	// every peer it adds, so that traffic flows both ways at once.
+	// what it can and reports what failed. The userspace engine starts a
+	// handshake to every peer it adds (after a restart that is every peer),
+	// so that the peers switch to its new sessions at once; the kernel
+	// engine's peers outlive the agent, and it handshakes on first traffic.
 	Apply(set []Peer, remove []Key) error
 	// Close releases the engine. The kernel engine leaves the device and
 	// its peers in place; the userspace one stops wireguard-go (the peers
