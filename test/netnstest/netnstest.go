@@ -175,6 +175,19 @@ func (n *NS) Ping(addr netip.Addr) error {
 	return err
 }
 
+// PingWithin pings addr once a second until it answers or d has passed:
+// the first echo of a fresh link waits on neighbour resolution, which lags
+// on a loaded machine. It returns the last failure.
+func (n *NS) PingWithin(addr netip.Addr, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		err := n.Ping(addr)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+	}
+}
+
 // Do runs fn on a locked OS thread switched into the namespace, then
 // switches back (see nsenter.Do).
 func (n *NS) Do(fn func() error) error { return nsenter.Do(n.handle, n.Name, fn) }

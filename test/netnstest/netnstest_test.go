@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netns"
 )
@@ -27,12 +28,12 @@ func TestSwitchPingAndDo(t *testing.T) {
 	a, b := NewNS(t, "a"), NewNS(t, "b")
 	sw.Join(t, a, "eth0", netip.MustParsePrefix("192.0.2.1/24"))
 	sw.Join(t, b, "eth0", netip.MustParsePrefix("192.0.2.2/24"))
-	if err := a.Ping(netip.MustParseAddr("192.0.2.2")); err != nil {
+	if err := a.PingWithin(netip.MustParseAddr("192.0.2.2"), 10*time.Second); err != nil {
 		t.Fatalf("ping across the switch: %v", err)
 	}
 	pod := NewNS(t, "pod")
 	NewVeth(t, a, "vpod", netip.MustParsePrefix("10.9.0.1/24"), pod, "eth0", netip.MustParsePrefix("10.9.0.2/24"))
-	if err := a.Ping(netip.MustParseAddr("10.9.0.2")); err != nil {
+	if err := a.PingWithin(netip.MustParseAddr("10.9.0.2"), 10*time.Second); err != nil {
 		t.Fatalf("ping over the veth: %v", err)
 	}
 	root, err := netns.Get()
@@ -66,7 +67,7 @@ func TestBridge(t *testing.T) {
 	a, b := NewNS(t, "a"), NewNS(t, "b")
 	br.Join(t, a, "eth0", netip.MustParsePrefix("192.0.2.1/24"))
 	br.Join(t, b, "eth0", netip.MustParsePrefix("192.0.2.2/24"))
-	if err := b.Ping(netip.MustParseAddr("192.0.2.1")); err != nil {
+	if err := b.PingWithin(netip.MustParseAddr("192.0.2.1"), 10*time.Second); err != nil {
 		t.Fatalf("ping across the root bridge: %v", err)
 	}
 }
