@@ -163,3 +163,8 @@ func externalFirstAddr(l hostLink) (backend.ExternalInterface, error) {
 func external(l hostLink, a netip.Addr) backend.ExternalInterface {
 	return backend.ExternalInterface{Name: l.Name, Index: l.Index, MTU: l.MTU, Addr: a}
 }
+
+// ChooseExternal finds the external interface in the current network
+// namespace as the agent does at start (for `weft doctor`, which must look
+// where the agent works).
+func ChooseExternal(o IfaceOptions) (backend.ExternalInterface, error) { return chooseExternal(o) }

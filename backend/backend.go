@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -106,4 +107,23 @@ type Spec struct {
 	// ValidateData checks a peer lease's BackendData; it must be pure and
 	// cheap, as the control plane calls it for every lease it reads.
 	ValidateData func(cfg *subnet.Config, data json.RawMessage) error
+	// Plan, if not nil, reads the kernel of the current network namespace
+	// and says what Set(s) would change there, changing nothing: the dry
+	// run `weft doctor` reports from. It creates no device and keeps no
+	// subscription.
+	Plan func(ctx context.Context, p Params, s State) (Plan, error)
+}
+
+// Plan is what a backend's Set would change, found without changing
+// anything.
+type Plan struct {
+	// Device lists what is wrong with the backend's device (missing, down,
+	// configured otherwise than the network config says), one finding a
+	// line; empty when the device is right or the backend has none.
+	Device []string
+	// Changes are the kernel entries Set would add, replace or delete.
+	Changes []netlinkx.Change
+	// Skipped are the peers Set would leave out, each with the reason (an
+	// invalid lease, a subnet or VtepMAC claimed twice).
+	Skipped []error
 }

@@ -50,7 +50,13 @@ const DefaultVerifyEvery = 10 * time.Second
 type Config = base.Options
 
 // Spec returns the registry entry of the host-gw backend.
-func Spec() backend.Spec { return base.Spec(New, ValidateData) }
+func Spec() backend.Spec {
+	s := base.Spec(New, ValidateData)
+	s.Plan = func(ctx context.Context, p backend.Params, st backend.State) (backend.Plan, error) {
+		return Plan(ctx, p, Config{}, st)
+	}
+	return s
+}
 
 // ValidateData accepts any BackendData: host-gw leases carry none, and a
 // peer needs nothing but its PublicIP.

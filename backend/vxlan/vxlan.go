@@ -73,7 +73,13 @@ const DefaultVerifyEvery = 5 * time.Minute
 type Config = base.Options
 
 // Spec returns the registry entry of the vxlan backend.
-func Spec() backend.Spec { return base.Spec(New, ValidateData) }
+func Spec() backend.Spec {
+	s := base.Spec(New, ValidateData)
+	s.Plan = func(ctx context.Context, p backend.Params, st backend.State) (backend.Plan, error) {
+		return Plan(ctx, p, Config{}, st)
+	}
+	return s
+}
 
 var _ backend.Backend = (*Backend)(nil)
 

@@ -18,7 +18,7 @@ import (
 // runLab runs `weft lab up|status|check|down` and the hidden helpers.
 func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: weft lab up|status|check|down [flags]")
+		fmt.Fprintln(stderr, "usage: weft lab up|status|check|doctor|down [flags]")
 		return fmt.Errorf("%w: missing lab command", errUsage)
 	}
 	verb, args := args[0], args[1:]
@@ -29,6 +29,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.SetOutput(stderr)
 	o := lab.Options{Out: stdout}
 	var network string
+	var doctorJSON, doctorPeers bool
 	fs.StringVar(&o.StateDir, "state-dir", lab.DefaultStateDir, "the lab's state dir (for tests)")
 	fs.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "prefix of the lab's namespaces and links (for tests)")
 	switch verb {
@@ -43,13 +44,20 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw|wireguard] [--network 10.244.0.0/16] [--nftables] [--bin-dir DIR]", "state-dir", "prefix")
 	case "status", "check", "down":
 		setUsage(fs, "weft lab "+verb, "state-dir", "prefix")
+	case "doctor":
+		fs.BoolVar(&doctorJSON, "json", false, "print each report as JSON")
+		fs.BoolVar(&doctorPeers, "peers", false, "also probe every peer's overlay path")
+		setUsage(fs, "weft lab doctor [HOST] [--json] [--peers]   # weft doctor inside each lab host (or HOST)", "state-dir", "prefix")
 	default:
-		fmt.Fprintln(stderr, "usage: weft lab up|status|check|down [flags]")
+		fmt.Fprintln(stderr, "usage: weft lab up|status|check|doctor|down [flags]")
 		return fmt.Errorf("%w: unknown lab command %q", errUsage, verb)
 	}
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
+	}
+	if verb == "doctor" {
+		return labDoctor(ctx, o, pos, doctorJSON, doctorPeers)
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: weft lab %s takes no arguments, got %q", errUsage, verb, strings.Join(pos, " "))
@@ -102,4 +110,37 @@ func runLabEtcd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	o.ClientURLs = strings.Split(clientURLs, ",")
 	return lab.RunEtcd(ctx, o)
+}
+
+// labDoctor runs `weft lab doctor [HOST]`.
+func labDoctor(ctx context.Context, o lab.Options, pos []string, asJSON, peers bool) error {
+	if len(pos) > 1 {
+		return fmt.Errorf("%w: weft lab doctor takes one host at most, got %q", errUsage, strings.Join(pos, " "))
+	}
+	host := ""
+	if len(pos) == 1 {
+		host = pos[0]
+	}
+	var err error
+	if o.StateDir, err = filepath.Abs(o.StateDir); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if o.Self, err = os.Executable(); err != nil {
+		return fmt.Errorf("finding weft's own executable: %w", err)
+	}
+	var extra []string
+	if asJSON {
+		extra = append(extra, "--json")
+	}
+	if peers {
+		extra = append(extra, "--peers")
+	}
+	code, err := lab.Doctor(ctx, o, host, extra)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return exitCode(code)
+	}
+	return nil
 }

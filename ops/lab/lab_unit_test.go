@@ -115,6 +115,7 @@ func TestStateRoundTrip(t *testing.T) {
 		Backend: "vxlan", NFTables: true, Network: netip.MustParsePrefix("10.244.0.0/16"), BinDir: "/bin",
 		Underlay: netip.MustParsePrefix("198.18.3.0/24"), BridgeAddr: netip.MustParseAddr("198.18.3.1"),
 		EtcdPort: 1, EtcdPeer: 2, HealthzPort: 3,
+		NeighSaved: &NeighThresh{128, 512, 1024}, NeighSet: &NeighThresh{2048, 4096, 8192},
 		Rules: []Rule{forwardRule(Names{Prefix: "wt1"})},
 		Procs: []Proc{{Name: "etcd", PID: 42, Exe: "/bin/weft", Log: dir + "/etcd.log"},
 			{Name: "host1", PID: 43, Exe: "/bin/weftd", Log: dir + "/host1/weftd.log"}},

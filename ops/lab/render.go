@@ -89,6 +89,7 @@ func RenderHints(w io.Writer, st *State) error {
 	weft := tool(st, "weft")
 	fmt.Fprintf(&b, "  %s lab status%s        # hosts, processes, leases\n", weft, flags)
 	fmt.Fprintf(&b, "  %s lab check%s         # the ping matrix again\n", weft, flags)
+	fmt.Fprintf(&b, "  %s lab doctor host1%s  # weft doctor inside host1: what is wrong and how to fix it (--peers probes the others)\n", weft, flags)
 	fmt.Fprintf(&b, "  %s lab down%s          # remove everything the lab made\n", weft, flags)
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -51,6 +51,11 @@ type State struct {
 	Procs      []Proc   `json:"processes"`
 
 	Hosts []Host `json:"hosts"`
+
+	// NeighSaved are the neighbour table's thresholds the lab found, and
+	// NeighSet those it set, when it raised them (Down restores them).
+	NeighSaved *NeighThresh `json:"neighSaved,omitempty"`
+	NeighSet   *NeighThresh `json:"neighSet,omitempty"`
 }
 
 // Rule is one iptables rule the lab added in the root namespace.

@@ -242,6 +242,11 @@ func (u *upper) run(ctx context.Context) error {
 		return err
 	}
 
+	if err := sizeNeigh(u.o.Hosts, u.o.Pods, u.p.say, func(old, set NeighThresh) error {
+		return u.rec.update(func(s *State) { s.NeighSaved, s.NeighSet = &old, &set })
+	}); err != nil {
+		return err
+	}
 	u.p.say("creating the underlay bridge %s (%s) in the root namespace", u.n.Bridge(), underlay)
 	if err := u.bridge(ctx, st); err != nil {
 		return err
@@ -408,7 +413,14 @@ func (u *upper) makeHost(ctx context.Context, h Host) error {
 
 // weftdArgs returns the command line that runs weftd inside host h.
 func weftdArgs(ip, binDir string, h Host, st *State) []string {
-	return []string{ip, "netns", "exec", h.NS, filepath.Join(binDir, "weftd"),
+	args := append([]string{ip, "netns", "exec", h.NS, filepath.Join(binDir, "weftd")}, nodeArgs(h, st)...)
+	return append(args, "-log-level", "info")
+}
+
+// nodeArgs returns the flags, shared by weftd and weft doctor, that say
+// where host h's overlay is.
+func nodeArgs(h Host, st *State) []string {
+	return []string{
 		"-etcd-endpoints", "http://" + st.BridgeAddr.String() + ":" + strconv.Itoa(st.EtcdPort),
 		"-etcd-prefix", EtcdPrefix,
 		"-iface", "eth0",
@@ -417,7 +429,6 @@ func weftdArgs(ip, binDir string, h Host, st *State) []string {
 		"-ip-masq",
 		"-healthz-ip", h.Addr.String(),
 		"-healthz-port", strconv.Itoa(st.HealthzPort),
-		"-log-level", "info",
 	}
 }
 
