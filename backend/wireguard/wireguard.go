@@ -98,6 +98,9 @@ type Config struct {
 	Open func(wg.Device, wg.Options) (wg.Engine, error)
 	// VerifyEvery overrides DefaultVerifyEvery; negative means always.
 	VerifyEvery time.Duration
+	// Inspect reads the device's engine and peers for Plan (nil:
+	// wg.Inspect, in the current namespace, through Host.SocketDir).
+	Inspect func(name, socketDir string) (wg.Kind, []wg.Peer, error)
 }
 
 // Spec returns the registry entry of the wireguard backend; its per-host
@@ -108,6 +111,9 @@ func Spec() backend.Spec {
 			return New(ctx, p, Config{Host: HostFromEnv(os.Getenv)})
 		},
 		ValidateData: ValidateData,
+		Plan: func(ctx context.Context, p backend.Params, s backend.State) (backend.Plan, error) {
+			return Plan(ctx, p, Config{Host: HostFromEnv(os.Getenv)}, s)
+		},
 	}
 }
 
@@ -153,17 +159,8 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	if b.verify == 0 {
 		b.verify = DefaultVerifyEvery
 	}
-	underlay := opts.MTU
-	if underlay == 0 {
-		underlay = p.Ext.MTU
-	}
-	overhead := OverheadIPv4
-	if opts.Mode == ModeIPv6 || (opts.Mode == ModeAuto && p.Config.EnableIPv6) {
-		overhead = OverheadIPv6
-	}
-	b.mtu = underlay - overhead
-	if b.mtu < 576 {
-		return nil, fmt.Errorf("wireguard backend: device MTU %d (underlay MTU %d minus %d) is too small", b.mtu, underlay, overhead)
+	if b.mtu, err = deviceMTU(opts, p); err != nil {
+		return nil, err
 	}
 	key, created, err := LoadOrCreateKey(c.Host.KeyFile)
 	if err != nil {
@@ -191,6 +188,24 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	}
 	b.Follow(b.observe, b.Resync)
 	return b, nil
+}
+
+// deviceMTU is the underlay's MTU (the option, else the external
+// interface's) minus the overhead of the endpoints' family.
+func deviceMTU(opts Options, p backend.Params) (int, error) {
+	underlay := opts.MTU
+	if underlay == 0 {
+		underlay = p.Ext.MTU
+	}
+	overhead := OverheadIPv4
+	if opts.Mode == ModeIPv6 || (opts.Mode == ModeAuto && p.Config.EnableIPv6) {
+		overhead = OverheadIPv6
+	}
+	mtu := underlay - overhead
+	if mtu < 576 {
+		return 0, fmt.Errorf("wireguard backend: device MTU %d (underlay MTU %d minus %d) is too small", mtu, underlay, overhead)
+	}
+	return mtu, nil
 }
 
 // openEngine opens the engine on flannel-wg. Must hold setMu or be in New.

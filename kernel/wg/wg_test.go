@@ -254,6 +254,14 @@ func TestUserspaceUAPISocket(t *testing.T) {
 			t.Errorf("UAPI answer lacks %q:\n%s", want, b.String())
 		}
 	}
+	// Read from outside, as weft doctor does.
+	peers, err := uapiPeers(dir + "/wgsock.sock")
+	if err != nil || len(peers) != 1 || peers[0].PublicKey != key(t, 1) || peers[0].AllowedIPs[0].String() != "10.244.9.0/24" {
+		t.Errorf("uapiPeers = %v, %v", peers, err)
+	}
+	if _, err := uapiPeers(dir + "/nothing.sock"); err == nil || !strings.Contains(err.Error(), "is weftd running") {
+		t.Errorf("uapiPeers of a missing socket = %v", err)
+	}
 	// A second engine on the same socket is refused while the first lives.
 	if _, err := newUserspace(d.Name, tuntest.NewChannelTUN().TUN(), &nullBind{}, d, dir, nil); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second engine on one socket: %v", err)

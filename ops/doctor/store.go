@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/backend/vxlan"
+	"github.com/weftnet/weft/backend/wireguard"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
@@ -32,6 +33,9 @@ func (n *node) checkStore(ctx context.Context, extErr error) []Result {
 		if opts, err := vxlan.ParseOptions(cfg.Backend); err == nil {
 			n.device = opts.DeviceName()
 		}
+	}
+	if cfg.BackendType == wireguard.TypeName {
+		n.device = wireguard.DeviceName
 	}
 	ls, err := n.o.Store.ListLeases(ctx)
 	if err != nil {
