@@ -294,6 +294,12 @@ func TestLabWireGuard(t *testing.T) {
 	if !strings.Contains(out, "backend wireguard") || strings.Count(out, "userspace") != 3 {
 		t.Errorf("status does not show 3 wireguard leases on the userspace engine:\n%s", out)
 	}
+	// The doctor reads each host's device and peers through that host's
+	// own UAPI socket.
+	out = l.mustRun("doctor")
+	if strings.Count(out, "flannel-wg exists, is up and matches the config") != 3 || strings.Count(out, "the kernel matches the leases of 2 peers") != 3 {
+		t.Errorf("lab doctor does not find the 3 hosts' flannel-wg and peers in order:\n%s", out)
+	}
 	l.mustRun("down")
 	l.assertGone()
 }
