@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -282,10 +281,4 @@ func (o Options) PeerPort(v6 bool, d4, d6 *PeerData) int {
 		return or(d6.Port, o.ListenPort)
 	}
 	return o.ListenPort
-}
-
-// Endpoint formats a peer's endpoint as flanneld does: ip:port, or
-// [ip]:port for IPv6.
-func Endpoint(ip netip.Addr, port int) netip.AddrPort {
-	return netip.AddrPortFrom(ip.Unmap(), uint16(port))
 }
