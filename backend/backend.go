@@ -22,11 +22,18 @@ type ExternalInterface struct {
 	Index int
 	// MTU is the link's MTU.
 	MTU int
-	// Addr is an address of the link, used as the VXLAN source.
+	// Addr is an IPv4 address of the link, used as the VXLAN source; the
+	// zero Addr when IPv4 is off.
 	Addr netip.Addr
-	// PublicIP is the address advertised to peers (Addr unless -public-ip
-	// says otherwise).
+	// PublicIP is the IPv4 address advertised to peers (Addr unless
+	// -public-ip says otherwise); the zero Addr when IPv4 is off.
 	PublicIP netip.Addr
+	// Addr6 is a global IPv6 address of the link, the source of the IPv6
+	// tunnel; the zero Addr when IPv6 is off.
+	Addr6 netip.Addr
+	// PublicIPv6 is the IPv6 address advertised to peers (Addr6 unless
+	// -public-ipv6 says otherwise); the zero Addr when IPv6 is off.
+	PublicIPv6 netip.Addr
 }
 
 // State is the whole desired state handed to a backend.

@@ -14,8 +14,8 @@ import (
 )
 
 // Plan reads the kernel (c.Netlink, or the current namespace when nil) and
-// says what Set(s) would change there, without changing anything: the
-// device's findings (missing, down, VNI, port, local address, underlay,
+// says what Set(s) would change there, without changing anything: each
+// device's findings (flannel.<VNI>, and flannel-v6.<VNI> with IPv6) (missing, down, VNI, port, local address, underlay,
 // MTU, MAC or address other than configured) and the entries the
 // programmer would add, replace or delete. The desired entries are derived
 // exactly as Set derives them.
@@ -38,59 +38,76 @@ func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (bac
 		nl = h
 	}
 	// A Base without a session or programmer: Plan follows nothing and
-	// writes nothing; Begin records the own subnet as Set's does.
+	// writes nothing; Begin records the own subnets as Set's does.
 	bb := &base.Base{Name: TypeName, Log: slog.New(slog.DiscardHandler), Cfg: p.Config, Ext: p.Ext, NL: nl}
 	if err := bb.Begin(ctx, s); err != nil {
 		return pl, err
 	}
 	b := &Backend{Base: bb, log: bb.Log, nl: nl, cfg: p.Config, opts: opts, ext: p.Ext}
-	b.mtu = opts.MTU
-	if b.mtu == 0 {
-		b.mtu = p.Ext.MTU - Overhead
+	if p.Config.EnableIPv4 {
+		b.v4 = b.newTunnel(false, 0)
 	}
-	own := s.Own.Subnet
+	if p.Config.EnableIPv6 {
+		b.v6 = b.newTunnel(true, 0)
+	}
+	for _, t := range b.tunnels() {
+		if err := t.plan(&pl, s); err != nil {
+			return pl, err
+		}
+	}
+	return pl, nil
+}
 
-	name := opts.DeviceName()
+// plan adds the tunnel's findings and changes to pl (see Plan).
+func (t *tunnel) plan(pl *backend.Plan, s backend.State) error {
+	nl, ext := t.b.nl, t.b.ext
+	own := t.subnetOf(&s.Own)
+	name := t.name
+	overhead := Overhead
+	if t.six {
+		overhead = OverheadIPv6
+	}
 	l, err := nl.LinkByName(name)
 	switch {
 	case errors.Is(err, netlinkx.ErrNotFound):
 		pl.Device = append(pl.Device, fmt.Sprintf("%s does not exist", name))
 		l = netlinkx.Link{}
 	case err != nil:
-		return pl, fmt.Errorf("vxlan backend: %w", err)
+		return fmt.Errorf("vxlan backend: %w", err)
 	default:
-		if why := misfit(l, b.want()); why != "" {
+		if why := misfit(l, t.want()); why != "" {
 			pl.Device = append(pl.Device, fmt.Sprintf("%s has %s", name, why))
 		}
-		if mac, err := ParseBackendData(s.Own.Attrs.BackendData, opts.VNI); err == nil && mac != l.MAC {
+		if mac, err := ParseBackendData(t.data(&s.Own), t.b.opts.VNI); err == nil && mac != l.MAC {
 			pl.Device = append(pl.Device, fmt.Sprintf("%s has MAC %s, but the node's lease advertises %s", name, l.MAC, mac))
 		}
 		if !l.Up {
 			pl.Device = append(pl.Device, fmt.Sprintf("%s is down", name))
 		}
-		if l.MTU != b.mtu {
-			pl.Device = append(pl.Device, fmt.Sprintf("%s has MTU %d, want %d (underlay %s MTU %d minus %d)", name, l.MTU, b.mtu, p.Ext.Name, p.Ext.MTU, Overhead))
+		if l.MTU != t.mtu {
+			pl.Device = append(pl.Device, fmt.Sprintf("%s has MTU %d, want %d (underlay %s MTU %d minus %d)", name, l.MTU, t.mtu, ext.Name, ext.MTU, overhead))
 		}
 		if own.IsValid() {
-			want := netip.PrefixFrom(own.Addr(), 32)
+			want := netip.PrefixFrom(own.Addr(), own.Addr().BitLen())
 			have, err := nl.Addrs(l.Index)
 			if err != nil {
-				return pl, fmt.Errorf("vxlan backend: %w", err)
+				return fmt.Errorf("vxlan backend: %w", err)
 			}
 			if !slices.Contains(have, want) {
 				pl.Device = append(pl.Device, fmt.Sprintf("%s lacks address %s (has %v)", name, want, have))
 			}
 		}
 	}
-	b.link = l
-	if b.extPrefix, err = nl.Addrs(p.Ext.Index); err != nil {
-		return pl, fmt.Errorf("vxlan backend: addresses of %s: %w", p.Ext.Name, err)
+	t.link = l
+	if t.extPrefix, err = nl.Addrs(ext.Index); err != nil {
+		return fmt.Errorf("vxlan backend: addresses of %s: %w", ext.Name, err)
 	}
-	b.desired(s)
-	pl.Skipped = b.d.errors()
-	pl.Changes, err = netlinkx.NewProgrammer(nl, b.ownsRoute, 0).Plan(l.Index, b.d.want)
+	t.desired(s)
+	pl.Skipped = append(pl.Skipped, t.d.errors()...)
+	changes, err := netlinkx.NewProgrammer(nl, t.ownsRoute, 0).Plan(l.Index, t.d.want)
 	if err != nil {
-		return pl, fmt.Errorf("vxlan backend: %w", err)
+		return fmt.Errorf("vxlan backend: %w", err)
 	}
-	return pl, nil
+	pl.Changes = append(pl.Changes, changes...)
+	return nil
 }

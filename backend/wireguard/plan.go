@@ -27,6 +27,9 @@ func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (bac
 	if err != nil {
 		return pl, err
 	}
+	if err := ipv4Only(p.Config); err != nil {
+		return pl, err
+	}
 	mtu, err := deviceMTU(opts, p)
 	if err != nil {
 		return pl, err

@@ -149,6 +149,9 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := ipv4Only(p.Config); err != nil {
+		return nil, err
+	}
 	if c.Host.KeyFile == "" {
 		c.Host.KeyFile = DefaultKeyFile
 	}
@@ -188,6 +191,19 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	}
 	b.Follow(b.observe, b.Resync)
 	return b, nil
+}
+
+// ErrIPv6 is wrapped by the error for a network config with IPv6 on, which
+// this version's wireguard backend does not carry yet.
+var ErrIPv6 = errors.New("the wireguard backend carries IPv4 only in this version")
+
+// ipv4Only refuses a config with IPv6 on (dual-stack or IPv6-only), rather
+// than carry its IPv4 half and silently drop the pods' IPv6 traffic.
+func ipv4Only(cfg *subnet.Config) error {
+	if cfg.EnableIPv6 || !cfg.EnableIPv4 {
+		return fmt.Errorf("wireguard backend: %w: the network config has EnableIPv6 %v and EnableIPv4 %v; set EnableIPv6 to false (and EnableIPv4 to true), or use vxlan or host-gw for IPv6", ErrIPv6, cfg.EnableIPv6, cfg.EnableIPv4)
+	}
+	return nil
 }
 
 // deviceMTU is the underlay's MTU (the option, else the external

@@ -384,8 +384,17 @@ func TestNewErrors(t *testing.T) {
 		{"bad options", `{"Type":"wireguard","Mode":"x"}`, filepath.Join(dir, "k1"), `Mode "x"`},
 		{"malformed key file", `{"Type":"wireguard"}`, bad, bad},
 		{"engine fails", `{"Type":"wireguard","Engine":"kernel"}`, filepath.Join(dir, "k2"), "no WireGuard"},
+		{"IPv6 on", `{"Type":"wireguard"}`, filepath.Join(dir, "k3"), "EnableIPv6 true"},
 	} {
-		_, err := New(context.Background(), backend.Params{Config: mustConfig(t, tc.backend), Ext: ext},
+		cfg := mustConfig(t, tc.backend)
+		if tc.name == "IPv6 on" {
+			dual, _, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":` + tc.backend + `}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg = dual
+		}
+		_, err := New(context.Background(), backend.Params{Config: cfg, Ext: ext},
 			Config{Host: Host{KeyFile: tc.keyFile}, Netlink: nl, Open: open})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: New error = %v, want one containing %q", tc.name, err, tc.want)

@@ -36,9 +36,13 @@ func (b *Bench) LabUp(ctx context.Context, reps int) ([]report.Measurement, erro
 // DataPlane measures TCP throughput with iperf3 between two hosts of a lab
 // of the given backend: pod to pod over the overlay, and host to host on
 // the underlay as the baseline, alternating, reps times each for secs
-// seconds.
-func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int) ([]report.Measurement, error) {
-	st, upCmd, _, err := b.Up(ctx, 2, 1, backend)
+// seconds. With six, the lab is dual-stack and both run over IPv6.
+func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, six bool) ([]report.Measurement, error) {
+	var extra []string
+	if six {
+		extra = []string{"--dual-stack"}
+	}
+	st, upCmd, _, err := b.Up(ctx, 2, 1, backend, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -54,13 +58,19 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int) (
 	}
 	over := report.Measurement{What: backend + ": TCP pod to pod across two hosts (overlay)", Unit: "Gbit/s", Stat: "median"}
 	under := report.Measurement{What: "host to host on the underlay", Unit: "Gbit/s", Stat: "median"}
+	hostTo, podTo := h2.Addr, p2.Addr.Addr()
+	if six {
+		over.What = backend + ": TCP pod to pod across two hosts over IPv6 (overlay)"
+		under.What = "host to host on the IPv6 underlay"
+		hostTo, podTo = h2.Addr6, p2.Addr6.Addr()
+	}
 	for i := range reps {
 		for _, c := range []struct {
 			m        *report.Measurement
 			from     string
 			to       netip.Addr
 			fromName string
-		}{{&under, h1.NS, h2.Addr, h1.Name}, {&over, p1.NS, p2.Addr.Addr(), p1.Name}} {
+		}{{&under, h1.NS, hostTo, h1.Name}, {&over, p1.NS, podTo, p1.Name}} {
 			argv := nsArgv(c.from, "iperf3", "-c", c.to.String(), "-t", strconv.Itoa(secs), "-J")
 			gbps, err := iperf(ctx, argv)
 			if err != nil {

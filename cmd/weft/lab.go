@@ -28,7 +28,8 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("weft lab "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := lab.Options{Out: stdout}
-	var network string
+	var network, ipv6Network string
+	var ipv6Only, dualStack bool
 	var doctorJSON, doctorPeers bool
 	fs.StringVar(&o.StateDir, "state-dir", lab.DefaultStateDir, "the lab's state dir (for tests)")
 	fs.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "prefix of the lab's namespaces and links (for tests)")
@@ -38,10 +39,13 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.IntVar(&o.Pods, "pods", 2, "pods per host")
 		fs.StringVar(&o.Backend, "backend", "vxlan", "backend: vxlan, host-gw or wireguard")
 		fs.StringVar(&network, "network", "10.244.0.0/16", "the cluster network")
+		fs.BoolVar(&dualStack, "dual-stack", false, "lease every node an IPv4 and an IPv6 subnet (IPv6 underlay beside the IPv4 one)")
+		fs.BoolVar(&ipv6Only, "ipv6", false, "an IPv6-only pod network (etcd and /readyz stay on the IPv4 underlay)")
+		fs.StringVar(&ipv6Network, "ipv6-network", "fd00:10:244::/56", "the cluster's IPv6 network, with --dual-stack or --ipv6")
 		fs.BoolVar(&o.NFTables, "nftables", false, "keep the hosts' firewall rules in nftables (EnableNFTables) instead of iptables")
 		fs.StringVar(&o.BinDir, "bin-dir", "", "directory holding weftd, flannel, bridge and host-local (default: weft's own directory)")
 		fs.DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
-		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw|wireguard] [--network 10.244.0.0/16] [--nftables] [--bin-dir DIR]", "state-dir", "prefix")
+		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw|wireguard] [--network 10.244.0.0/16] [--dual-stack | --ipv6] [--ipv6-network fd00:10:244::/56] [--nftables] [--bin-dir DIR]", "state-dir", "prefix")
 	case "status", "check", "down":
 		setUsage(fs, "weft lab "+verb, "state-dir", "prefix")
 	case "doctor":
@@ -69,6 +73,15 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "up":
 		if o.Network, err = netip.ParsePrefix(network); err != nil {
 			return fmt.Errorf("%w: --network %q: %v", errUsage, network, err)
+		}
+		if ipv6Only && dualStack {
+			return fmt.Errorf("%w: --ipv6 and --dual-stack exclude each other", errUsage)
+		}
+		if ipv6Only || dualStack {
+			if o.IPv6Network, err = netip.ParsePrefix(ipv6Network); err != nil {
+				return fmt.Errorf("%w: --ipv6-network %q: %v", errUsage, ipv6Network, err)
+			}
+			o.NoIPv4 = ipv6Only
 		}
 		self, err := os.Executable()
 		if err != nil {

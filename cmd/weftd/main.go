@@ -63,7 +63,7 @@ func run(args []string) int {
 	a, err := agent.New(agent.Options{
 		Manager:        store,
 		Backends:       lookupBackend,
-		Iface:          agent.IfaceOptions{Ifaces: o.node.Ifaces, Regexes: o.node.IfaceRegexes, PublicIP: publicIP},
+		Iface:          agent.IfaceOptions{Ifaces: o.node.Ifaces, Regexes: o.node.IfaceRegexes, PublicIP: publicIP, PublicIPv6: o.node.PublicV6()},
 		SubnetFile:     o.node.SubnetFile,
 		RenewMargin:    time.Duration(o.renewMargin) * time.Minute,
 		LeaseTTL:       o.leaseTTL,

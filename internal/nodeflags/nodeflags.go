@@ -1,5 +1,6 @@
 // Package nodeflags defines, once, the weftd flags that say where a node's
-// overlay is: the external interface (-iface, -iface-regex, -public-ip),
+// overlay is: the external interface (-iface, -iface-regex, -public-ip,
+// -public-ipv6),
 // subnet.env (-subnet-file), the firewall switches (-ip-masq,
 // -iptables-forward-rules) and the health server (-healthz-ip,
 // -healthz-port). weftd and `weft doctor` both register them, so that the
@@ -36,6 +37,7 @@ type Flags struct {
 	Ifaces       StringList
 	IfaceRegexes StringList
 	PublicIP     string
+	PublicIPv6   string
 	SubnetFile   string
 	IPMasq       bool
 	ForwardRules bool
@@ -48,6 +50,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.Var(&f.Ifaces, "iface", "interface to use (IP or name) for inter-host communication; may be repeated, tried in order")
 	fs.Var(&f.IfaceRegexes, "iface-regex", "regex matching the interface name or IP to use for inter-host communication; may be repeated")
 	fs.StringVar(&f.PublicIP, "public-ip", "", "IP accessible by other nodes for inter-host communication (default: the interface's address)")
+	fs.StringVar(&f.PublicIPv6, "public-ipv6", "", "IPv6 address accessible by other nodes for inter-host communication (default: the interface's global IPv6 address)")
 	fs.StringVar(&f.SubnetFile, "subnet-file", DefaultSubnetFile, "filename where the env variables (subnet, MTU, ...) will be written to")
 	fs.BoolVar(&f.IPMasq, "ip-masq", false, "set up IP masquerade rules for traffic leaving the overlay network")
 	fs.BoolVar(&f.ForwardRules, "iptables-forward-rules", true, "add forward rules accepting traffic to and from the network (iptables FLANNEL-FWD, or the nftables forward chain)")
@@ -63,6 +66,12 @@ func (f *Flags) Check() error {
 			return fmt.Errorf("-public-ip %q is not an IPv4 address", f.PublicIP)
 		}
 	}
+	if f.PublicIPv6 != "" {
+		a, err := netip.ParseAddr(f.PublicIPv6)
+		if err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" || !a.IsGlobalUnicast() || a.IsLinkLocalUnicast() {
+			return fmt.Errorf("-public-ipv6 %q is not a global unicast IPv6 address", f.PublicIPv6)
+		}
+	}
 	if f.HealthzPort < 0 || f.HealthzPort > 65535 {
 		return fmt.Errorf("-healthz-port %d is not a port number (0 disables the server)", f.HealthzPort)
 	}
@@ -76,6 +85,13 @@ func (f *Flags) Check() error {
 // after Check).
 func (f *Flags) Public() netip.Addr {
 	a, _ := netip.ParseAddr(f.PublicIP)
+	return a
+}
+
+// PublicV6 returns -public-ipv6, or the zero Addr when it is not set (call
+// after Check).
+func (f *Flags) PublicV6() netip.Addr {
+	a, _ := netip.ParseAddr(f.PublicIPv6)
 	return a
 }
 
@@ -105,7 +121,7 @@ func (f *Flags) HealthzURL() string {
 // IsNodeFlag reports whether name is one of the flags Register defines.
 func IsNodeFlag(name string) bool {
 	switch name {
-	case "iface", "iface-regex", "public-ip", "subnet-file", "ip-masq", "iptables-forward-rules", "healthz-ip", "healthz-port":
+	case "iface", "iface-regex", "public-ip", "public-ipv6", "subnet-file", "ip-masq", "iptables-forward-rules", "healthz-ip", "healthz-port":
 		return true
 	}
 	return false

@@ -17,6 +17,9 @@ func TestFlags(t *testing.T) {
 		{args: []string{"-healthz-port", "8471"}, healthz: "0.0.0.0:8471", url: "http://127.0.0.1:8471"},
 		{args: []string{"-healthz-ip", "10.0.0.2", "-healthz-port", "8471"}, healthz: "10.0.0.2:8471", url: "http://10.0.0.2:8471"},
 		{args: []string{"-public-ip", "fd00::1"}, bad: true},
+		{args: []string{"-public-ipv6", "2001:db8::5"}},
+		{args: []string{"-public-ipv6", "192.0.2.5"}, bad: true},
+		{args: []string{"-public-ipv6", "fe80::5"}, bad: true},
 		{args: []string{"-healthz-port", "70000"}, bad: true},
 		{args: []string{"-healthz-ip", "nope"}, bad: true},
 	} {

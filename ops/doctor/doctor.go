@@ -131,6 +131,7 @@ type Options struct {
 type node struct {
 	o       Options
 	ext     backend.ExternalInterface
+	extErr  error // why ext is unknown
 	cfg     *subnet.Config
 	leases  []subnet.Lease
 	invalid []invalidLease
@@ -154,9 +155,8 @@ func Run(ctx context.Context, o Options) *Report {
 	r := &Report{}
 	add := func(res ...Result) { r.Results = append(r.Results, res...) }
 
-	ext, extErr := agent.ChooseExternal(o.Iface)
-	n.ext = ext
-	add(n.checkStore(ctx, extErr)...)
+	add(n.checkStore(ctx)...)
+	extErr := n.extErr
 	add(n.checkSysctls()...)
 	add(n.checkFirewall(ctx)...)
 	add(n.checkSubnetEnv())

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend/vxlan"
 	"github.com/weftnet/weft/backend/wireguard"
 	"github.com/weftnet/weft/subnet"
@@ -15,7 +16,10 @@ import (
 // checkStore reads the network config and the leases, and finds the
 // node's own lease (the one advertising its public address; with several,
 // the one subnet.env names).
-func (n *node) checkStore(ctx context.Context, extErr error) []Result {
+//
+// It also finds the external interface as the agent does: for the families
+// the config turns on, or IPv4 alone when the config cannot be read.
+func (n *node) checkStore(ctx context.Context) []Result {
 	res := Result{Check: "store"}
 	// GetNetworkConfig waits for a config that is missing or unreadable;
 	// the doctor does not.
@@ -23,12 +27,15 @@ func (n *node) checkStore(ctx context.Context, extErr error) []Result {
 	defer cancel()
 	cfg, err := n.o.Store.GetNetworkConfig(cctx)
 	if err != nil {
+		n.ext, n.extErr = agent.ChooseExternal(n.o.Iface)
 		res.Status, res.Verdict = Unknown, "cannot read the network config"
 		res.Cause = err.Error()
 		res.Fix = []string{"check -etcd-endpoints, -etcd-prefix and the TLS flags (the same as weftd's), and that etcd answers: etcdctl endpoint health"}
 		return []Result{res}
 	}
 	n.cfg = cfg
+	n.ext, n.extErr = agent.ChooseExternalFor(n.o.Iface, cfg.EnableIPv4, cfg.EnableIPv6)
+	extErr := n.extErr
 	if cfg.BackendType == vxlan.TypeName {
 		if opts, err := vxlan.ParseOptions(cfg.Backend); err == nil {
 			n.device = opts.DeviceName()

@@ -66,7 +66,13 @@ func run(ctx context.Context, section, bin, out, stateDir, prefix string) error 
 	case "dataplane":
 		title = report.SecDataPlane
 		ms, err = each([]string{"vxlan", "host-gw", "wireguard"}, func(backend string) ([]report.Measurement, error) {
-			return b.DataPlane(ctx, backend, 5, 3)
+			sixes := []bool{false, true}
+			if backend == "wireguard" {
+				sixes = sixes[:1] // IPv4 only: the backend has no IPv6 yet
+			}
+			return each(sixes, func(six bool) ([]report.Measurement, error) {
+				return b.DataPlane(ctx, backend, 5, 3, six)
+			})
 		})
 	case "convergence":
 		title = report.SecConvergence
