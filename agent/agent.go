@@ -210,6 +210,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("starting the %s backend: %w", cfg.BackendType, err)
 	}
 	a.be = be
+	engine := backend.EngineOf(be)
+	a.m.BackendInfo.Reset()
+	a.m.BackendInfo.WithLabelValues(be.Type(), engine).Set(1)
+	a.log.Info("backend started", "backend", be.Type(), "engine", engine, "mtu", be.MTU())
 	defer func() {
 		if err := be.Close(); err != nil {
 			a.log.Warn("closing the backend", "err", err)

@@ -79,6 +79,23 @@ type Backend interface {
 	Close() error
 }
 
+// EngineReporter is implemented by a backend with more than one
+// implementation of its data plane (wireguard: "kernel" or "userspace").
+// A backend without it programs the kernel directly ("kernel").
+type EngineReporter interface {
+	Engine() string
+}
+
+// EngineOf returns the engine of b: EngineReporter's answer, else "kernel".
+func EngineOf(b Backend) string {
+	if e, ok := b.(EngineReporter); ok {
+		if s := e.Engine(); s != "" {
+			return s
+		}
+	}
+	return "kernel"
+}
+
 // Params is what every backend's constructor gets.
 type Params struct {
 	// Config is the network config; Config.Backend holds the backend's own

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/bench/report"
+	"github.com/weftnet/weft/ops/lab"
+	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
 // LabUp times `weft lab up --hosts 3 --pods 2` (which returns once its
@@ -80,7 +82,41 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, s
 		}
 	}
 	over.Baseline = &under
-	return []report.Measurement{over}, nil
+	out := []report.Measurement{over}
+	if backend == "wireguard" {
+		floor, err := b.wireguardFloor(ctx, st, secs, reps, upCmd)
+		if err != nil {
+			return nil, err
+		}
+		floor.Baseline = &under
+		over.Note = "target: at least 0.3 of the underlay, or the wireguard-go floor's ratio (next row) if lower"
+		out = []report.Measurement{over, floor}
+	}
+	return out, nil
+}
+
+// wireguardFloor measures what wireguard-go itself carries between the two
+// hosts, with no pods, bridge or veth: host 1 to host 2's own address on
+// flannel-wg (<subnet>.0), through both userspace engines.
+func (b *Bench) wireguardFloor(ctx context.Context, st *lab.State, secs, reps int, upCmd string) (report.Measurement, error) {
+	h1, h2 := st.Hosts[0], st.Hosts[1]
+	env, err := subnetenv.Read(h2.SubnetFile)
+	if err != nil {
+		return report.Measurement{}, err
+	}
+	dst := env.Subnet.Masked().Addr() // the address flannel-wg carries
+	floor := report.Measurement{What: "wireguard-go floor: TCP host to host through both hosts' flannel-wg (no pods)", Unit: "Gbit/s", Stat: "median"}
+	for i := range reps {
+		argv := nsArgv(h1.NS, "iperf3", "-c", dst.String(), "-t", strconv.Itoa(secs), "-J")
+		gbps, err := iperf(ctx, argv)
+		if err != nil {
+			return floor, err
+		}
+		b.say("wireguard floor run %d: %s -> %s: %.2f Gbit/s", i+1, h1.Name, dst, gbps)
+		floor.Samples = append(floor.Samples, gbps)
+		floor.Command = upCmd + "; " + b.show(argv...)
+	}
+	return floor, nil
 }
 
 // iperf runs an iperf3 client, retrying for a while when it fails (the

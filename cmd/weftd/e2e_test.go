@@ -100,6 +100,8 @@ type host struct {
 	done    chan struct{}
 	pod     *netnstest.NS
 	podAddr netip.Addr
+	// env is added to weftd's environment (per-host paths).
+	env []string
 }
 
 // newCluster makes n hosts and an etcd holding the given network config.
@@ -222,7 +224,8 @@ func (h *host) start(extra ...string) {
 		t.Fatal(err)
 	}
 	h.cmd = exec.Command("ip", args...)
-	h.cmd.Env = append(os.Environ(), "NODE_NAME="+h.name)
+	// NODE_NAME: the host's Node in Kubernetes mode (ignored otherwise).
+	h.cmd.Env = append(append(os.Environ(), h.env...), "NODE_NAME="+h.name)
 	h.cmd.Stdout, h.cmd.Stderr = logf, logf
 	if err := h.cmd.Start(); err != nil {
 		t.Fatal(err)
