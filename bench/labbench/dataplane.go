@@ -34,7 +34,16 @@ func (b *Bench) LabUp(ctx context.Context, reps int) ([]report.Measurement, erro
 // DataPlane measures TCP throughput with iperf3 between two hosts of a lab
 // of the given backend: pod to pod over the overlay, and host to host on
 // the underlay as the baseline, alternating, reps times each for secs
-// seconds.
+// seconds. For vxlan it also measures host to host through the VXLAN
+// device (host 1 to host 2's flannel.<VNI> address): encapsulation without
+// the pods' veth, bridge and forwarding, which splits the overlay's cost
+// into the tunnel's and the pod attachment's.
+//
+// Beside each throughput it reports the CPU the transfer cost per GB
+// (iperf3's own client and server processes, which on veth links also run
+// the softirq work of the whole path): on a shared machine the throughput
+// follows whatever CPU is left over, while the cost per GB moves far less,
+// so the cost ratio is the steadier comparison of two paths.
 func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int) ([]report.Measurement, error) {
 	st, upCmd, _, err := b.Up(ctx, 2, 1, backend)
 	if err != nil {
@@ -50,65 +59,104 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int) (
 		}
 		defer stop(srv)
 	}
-	over := report.Measurement{What: backend + ": TCP pod to pod across two hosts (overlay)", Unit: "Gbit/s", Stat: "median"}
-	under := report.Measurement{What: "host to host on the underlay", Unit: "Gbit/s", Stat: "median"}
+	type leg struct {
+		gbps, cost    *report.Measurement
+		from          string
+		to            netip.Addr
+		fromName, lbl string
+	}
+	newLeg := func(what, from string, to netip.Addr, fromName string) leg {
+		return leg{
+			gbps: &report.Measurement{What: what, Unit: "Gbit/s", Stat: "median"},
+			cost: &report.Measurement{What: what + ": CPU per GB moved (iperf3 client + server)", Unit: "CPU-ms/GB", Stat: "median"},
+			from: from, to: to, fromName: fromName, lbl: what,
+		}
+	}
+	under := newLeg("host to host on the underlay", h1.NS, h2.Addr, h1.Name)
+	over := newLeg(backend+": TCP pod to pod across two hosts (overlay)", p1.NS, p2.Addr.Addr(), p1.Name)
+	legs := []leg{under, over}
+	var dev leg
+	if backend == "vxlan" {
+		// The device carries <subnet>.0/32 (backend/vxlan).
+		dev = newLeg("vxlan: TCP host to host through the VXLAN device (no pods)", h1.NS, p2.Addr.Masked().Addr(), h1.Name)
+		legs = []leg{under, dev, over}
+	}
 	for i := range reps {
-		for _, c := range []struct {
-			m        *report.Measurement
-			from     string
-			to       netip.Addr
-			fromName string
-		}{{&under, h1.NS, h2.Addr, h1.Name}, {&over, p1.NS, p2.Addr.Addr(), p1.Name}} {
+		for _, c := range legs {
 			argv := nsArgv(c.from, "iperf3", "-c", c.to.String(), "-t", strconv.Itoa(secs), "-J")
-			gbps, err := iperf(ctx, argv)
+			r, err := iperf(ctx, argv)
 			if err != nil {
 				return nil, err
 			}
-			b.say("%s run %d: %s -> %s: %.2f Gbit/s", backend, i+1, c.fromName, c.to, gbps)
-			c.m.Samples = append(c.m.Samples, gbps)
-			c.m.Command = upCmd + "; " + b.show(argv...)
+			b.say("%s run %d: %s -> %s: %.2f Gbit/s, %.0f CPU-ms/GB", backend, i+1, c.fromName, c.to, r.gbps, r.cpuMsPerGB)
+			c.gbps.Samples = append(c.gbps.Samples, r.gbps)
+			c.cost.Samples = append(c.cost.Samples, r.cpuMsPerGB)
+			c.gbps.Command = upCmd + "; " + b.show(argv...)
+			c.cost.Command = c.gbps.Command
 		}
 	}
-	over.Baseline = &under
-	return []report.Measurement{over}, nil
+	out := []report.Measurement{}
+	for _, c := range legs[1:] {
+		c.gbps.Baseline, c.cost.Baseline = under.gbps, under.cost
+		out = append(out, *c.gbps, *c.cost)
+	}
+	return out, nil
+}
+
+// iperfResult is one iperf3 client run.
+type iperfResult struct {
+	// gbps is the received throughput.
+	gbps float64
+	// cpuMsPerGB is the CPU time of the client and the server processes
+	// (as iperf3 reports it: user + system, percent of the run's wall
+	// time) per GB received, in milliseconds.
+	cpuMsPerGB float64
 }
 
 // iperf runs an iperf3 client, retrying for a while when it fails (the
-// server may not listen yet), and returns the received throughput in Gbit/s.
-func iperf(ctx context.Context, argv []string) (float64, error) {
+// server may not listen yet).
+func iperf(ctx context.Context, argv []string) (iperfResult, error) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		out, err := run(ctx, argv...)
-		gbps, perr := parseIperf([]byte(out))
+		r, perr := parseIperf([]byte(out))
 		if err == nil && perr == nil {
-			return gbps, nil
+			return r, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return 0, errors.Join(err, perr)
+			return iperfResult{}, errors.Join(err, perr)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// parseIperf returns end.sum_received.bits_per_second of iperf3's JSON
-// output in Gbit/s.
-func parseIperf(out []byte) (float64, error) {
+// parseIperf reads iperf3's JSON output: end.sum_received (throughput and
+// bytes) and end.cpu_utilization_percent (client and server).
+func parseIperf(out []byte) (iperfResult, error) {
 	var r struct {
 		End struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
+				Bytes         float64 `json:"bytes"`
+				Seconds       float64 `json:"seconds"`
 			} `json:"sum_received"`
+			CPU struct {
+				HostTotal   float64 `json:"host_total"`
+				RemoteTotal float64 `json:"remote_total"`
+			} `json:"cpu_utilization_percent"`
 		} `json:"end"`
 		Error string `json:"error"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, fmt.Errorf("parsing iperf3 output: %w", err)
+		return iperfResult{}, fmt.Errorf("parsing iperf3 output: %w", err)
 	}
 	if r.Error != "" {
-		return 0, fmt.Errorf("iperf3: %s", r.Error)
+		return iperfResult{}, fmt.Errorf("iperf3: %s", r.Error)
 	}
-	if r.End.SumReceived.BitsPerSecond == 0 {
-		return 0, fmt.Errorf("iperf3 reported no received throughput")
+	sum := r.End.SumReceived
+	if sum.BitsPerSecond == 0 || sum.Bytes == 0 {
+		return iperfResult{}, fmt.Errorf("iperf3 reported no received throughput")
 	}
-	return r.End.SumReceived.BitsPerSecond / 1e9, nil
+	cpuSecs := (r.End.CPU.HostTotal + r.End.CPU.RemoteTotal) / 100 * sum.Seconds
+	return iperfResult{gbps: sum.BitsPerSecond / 1e9, cpuMsPerGB: cpuSecs * 1000 / (sum.Bytes / 1e9)}, nil
 }
