@@ -68,7 +68,7 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int) (
 	newLeg := func(what, from string, to netip.Addr, fromName string) leg {
 		return leg{
 			gbps: &report.Measurement{What: what, Unit: "Gbit/s", Stat: "median"},
-			cost: &report.Measurement{What: what + ": CPU per GB moved (iperf3 client + server)", Unit: "CPU-ms/GB", Stat: "median"},
+			cost: &report.Measurement{What: what + ": CPU per GB moved", Unit: "CPU-ms/GB", Stat: "median"},
 			from: from, to: to, fromName: fromName, lbl: what,
 		}
 	}
