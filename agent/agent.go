@@ -41,6 +41,9 @@ type Options struct {
 	// IPForwardFile is the sysctl file through which the agent turns IPv4
 	// forwarding on (default /proc/sys/net/ipv4/ip_forward).
 	IPForwardFile string
+	// IPv6ForwardFile is the same for IPv6, with IPv6 on (default
+	// /proc/sys/net/ipv6/conf/all/forwarding).
+	IPv6ForwardFile string
 	// SubnetFile is where subnet.env is written.
 	SubnetFile string
 	// RenewMargin: the lease is refreshed when less than this is left.
@@ -125,6 +128,9 @@ func New(o Options) (*Agent, error) {
 	if o.IPForwardFile == "" {
 		o.IPForwardFile = ipForwardPath
 	}
+	if o.IPv6ForwardFile == "" {
+		o.IPv6ForwardFile = ipv6ForwardPath
+	}
 	if o.Resync <= 0 {
 		o.Resync = 10 * time.Second
 	}
@@ -144,27 +150,28 @@ func New(o Options) (*Agent, error) {
 // the error that kept it from starting.
 func (a *Agent) Run(ctx context.Context) error {
 	start := time.Now()
-	a.notReady("choosing the external interface")
-	var ext backend.ExternalInterface
-	if a.o.External != nil {
-		ext = *a.o.External
-	} else {
-		var err error
-		if ext, err = chooseExternal(a.o.Iface); err != nil {
-			return err
-		}
-	}
-	a.ext = ext
-	a.log.Info("using interface", "iface", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP, "mtu", ext.MTU)
-
 	a.notReady("waiting for the network config in etcd")
 	cfg, err := a.o.Manager.GetNetworkConfig(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the network config: %w", err)
 	}
 	a.cfg = cfg
-	a.log.Info("network config", "network", cfg.Network, "subnet_len", cfg.SubnetLen,
-		"subnet_min", cfg.SubnetMin, "subnet_max", cfg.SubnetMax, "backend", cfg.BackendType)
+	a.log.Info("network config", "ipv4", cfg.EnableIPv4, "network", cfg.Network, "subnet_len", cfg.SubnetLen,
+		"subnet_min", cfg.SubnetMin, "subnet_max", cfg.SubnetMax, "ipv6", cfg.EnableIPv6, "ipv6_network", cfg.IPv6Network,
+		"ipv6_subnet_len", cfg.IPv6SubnetLen, "backend", cfg.BackendType)
+
+	// As flanneld, the interface is chosen once the config says which
+	// families it needs an address of.
+	a.notReady("choosing the external interface")
+	var ext backend.ExternalInterface
+	if a.o.External != nil {
+		ext = *a.o.External
+	} else if ext, err = chooseExternal(a.o.Iface, cfg.EnableIPv4, cfg.EnableIPv6); err != nil {
+		return err
+	}
+	a.ext = ext
+	a.log.Info("using interface", "iface", ext.Name, "addr", ext.Addr, "public_ip", ext.PublicIP,
+		"addr6", ext.Addr6, "public_ipv6", ext.PublicIPv6, "mtu", ext.MTU)
 
 	spec, err := a.o.Backends(cfg.BackendType)
 	if err != nil {
@@ -180,7 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		// old MAC (peers follow the rewritten lease), not its start.
 		ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
 		defer cancel()
-		return a.o.Manager.LookupLease(ctx, cfg, ext.PublicIP)
+		return a.o.Manager.LookupLease(ctx, cfg, nodeAddr(cfg, ext))
 	}
 	be, err := spec.New(ctx, backend.Params{Config: cfg, Ext: ext, Previous: previous, Log: a.log.With("backend", cfg.BackendType)})
 	if err != nil {
@@ -194,6 +201,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 
 	attrs := subnet.LeaseAttrs{PublicIP: ext.PublicIP}
+	if ext.PublicIPv6.IsValid() {
+		v6 := ext.PublicIPv6
+		attrs.PublicIPv6 = &v6
+	}
 	if err := be.LeaseAttrs(&attrs); err != nil {
 		return fmt.Errorf("backend %s: lease attributes: %w", cfg.BackendType, err)
 	}
@@ -203,12 +214,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("acquiring a subnet lease: %w", err)
 	}
-	a.log.Info("lease acquired", "subnet", lease.Subnet, "public_ip", lease.Attrs.PublicIP, "reserved", lease.Reserved())
+	a.log.Info("lease acquired", "subnet", lease.Subnet, "ipv6_subnet", lease.IPv6Subnet, "public_ip", lease.Attrs.PublicIP,
+		"public_ipv6", lease.Attrs.IPv6(), "reserved", lease.Reserved())
 	a.setOwn(*lease)
 	if err := a.writeSubnetEnv(*lease); err != nil {
 		return err
 	}
-	ensureSysctl(a.log, a.o.IPForwardFile)
+	if cfg.EnableIPv4 {
+		ensureSysctl(a.log, a.o.IPForwardFile)
+	}
+	if cfg.EnableIPv6 {
+		ensureSysctl(a.log, a.o.IPv6ForwardFile)
+	}
 	a.notReady("listing the leases")
 
 	var wg sync.WaitGroup
@@ -252,7 +269,7 @@ func (a *Agent) Run(ctx context.Context) error {
 				return
 			}
 			a.log.Warn("the network config in etcd changed; it takes effect when weftd restarts (running pods keep their addresses until then)",
-				"network", nc.Network, "subnet_len", nc.SubnetLen, "backend", nc.BackendType)
+				"network", nc.Network, "subnet_len", nc.SubnetLen, "ipv6_network", nc.IPv6Network, "backend", nc.BackendType)
 		})
 		if err != nil && ctx.Err() == nil {
 			a.log.Warn("watching the network config stopped", "err", err)
@@ -274,7 +291,8 @@ const lookupTimeout = 10 * time.Second
 // the network is exhausted (a lease may expire), logging once per kind of
 // failure.
 func (a *Agent) acquire(ctx context.Context, attrs subnet.LeaseAttrs) (*subnet.Lease, error) {
-	opts := subnet.AcquireOptions{Hint: a.previousSubnet(), TTL: a.o.LeaseTTL}
+	hint, hint6 := a.previousSubnets()
+	opts := subnet.AcquireOptions{Hint: hint, HintIPv6: hint6, TTL: a.o.LeaseTTL}
 	wait := 100 * time.Millisecond
 	var failed logonce.Errors
 	for {
@@ -298,21 +316,32 @@ func (a *Agent) acquire(ctx context.Context, attrs subnet.LeaseAttrs) (*subnet.L
 	}
 }
 
-// previousSubnet reads the subnet recorded in an earlier subnet.env, as a
-// hint for AcquireLease.
-func (a *Agent) previousSubnet() netip.Prefix {
+// previousSubnets reads the subnets recorded in an earlier subnet.env, as
+// hints for AcquireLease.
+func (a *Agent) previousSubnets() (v4, v6 netip.Prefix) {
 	env, err := subnetenv.Read(a.o.SubnetFile)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			a.log.Warn("ignoring the previous subnet.env", "err", err)
 		}
-		return netip.Prefix{}
+		return v4, v6
 	}
-	p := env.Subnet.Masked()
-	if !a.cfg.Contains(p) {
-		return netip.Prefix{}
+	if p := env.Subnet.Masked(); a.cfg.Contains(p) {
+		v4 = p
 	}
-	return p
+	if p := env.IPv6Subnet.Masked(); a.cfg.ContainsIPv6(p) {
+		v6 = p
+	}
+	return v4, v6
+}
+
+// nodeAddr is the address that identifies this node in the store: its
+// public IPv4 address, or in an IPv6-only network its public IPv6 one.
+func nodeAddr(cfg *subnet.Config, ext backend.ExternalInterface) netip.Addr {
+	if cfg.EnableIPv4 {
+		return ext.PublicIP
+	}
+	return ext.PublicIPv6
 }
 
 func (a *Agent) setOwn(l subnet.Lease) {
@@ -329,17 +358,19 @@ func (a *Agent) Own() subnet.Lease {
 }
 
 func (a *Agent) writeSubnetEnv(l subnet.Lease) error {
-	first := l.Subnet.Addr().Next()
-	env := &subnetenv.Env{
-		Networks: []netip.Prefix{a.cfg.Network},
-		Subnet:   netip.PrefixFrom(first, l.Subnet.Bits()),
-		MTU:      a.be.MTU(),
-		IPMasq:   a.o.IPMasq,
+	env := &subnetenv.Env{MTU: a.be.MTU(), IPMasq: a.o.IPMasq}
+	if a.cfg.EnableIPv4 {
+		env.Networks = []netip.Prefix{a.cfg.Network}
+		env.Subnet = netip.PrefixFrom(l.Subnet.Addr().Next(), l.Subnet.Bits())
+	}
+	if a.cfg.EnableIPv6 && l.IPv6Subnet.IsValid() {
+		env.IPv6Networks = []netip.Prefix{a.cfg.IPv6Network}
+		env.IPv6Subnet = netip.PrefixFrom(l.IPv6Subnet.Addr().Next(), l.IPv6Subnet.Bits())
 	}
 	if err := subnetenv.Write(a.o.SubnetFile, env); err != nil {
 		return fmt.Errorf("writing subnet.env: %w", err)
 	}
-	a.log.Info("wrote subnet.env", "path", a.o.SubnetFile, "subnet", env.Subnet, "mtu", env.MTU)
+	a.log.Info("wrote subnet.env", "path", a.o.SubnetFile, "subnet", env.Subnet, "ipv6_subnet", env.IPv6Subnet, "mtu", env.MTU)
 	return nil
 }
 
@@ -363,22 +394,22 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if first {
 			a.log.Info("leases listed", "leases", peers.len())
 			for _, l := range added {
-				a.log.Debug("peer", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+				a.log.Debug("peer", "key", l.Key(), "public_ip", l.Attrs.PublicIP, "public_ipv6", l.Attrs.IPv6())
 			}
 		} else {
 			for _, l := range added {
-				if l.Subnet != own.Subnet {
-					a.log.Info("peer added", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+				if l.Primary() != own.Primary() {
+					a.log.Info("peer added", "key", l.Key(), "public_ip", l.Attrs.PublicIP, "public_ipv6", l.Attrs.IPv6())
 				}
 			}
 			for _, l := range changed {
-				if l.Subnet != own.Subnet {
-					a.log.Info("peer changed", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+				if l.Primary() != own.Primary() {
+					a.log.Info("peer changed", "key", l.Key(), "public_ip", l.Attrs.PublicIP, "public_ipv6", l.Attrs.IPv6())
 				}
 			}
 			for _, l := range removed {
-				if l.Subnet != own.Subnet {
-					a.log.Info("peer removed", "subnet", l.Subnet, "public_ip", l.Attrs.PublicIP)
+				if l.Primary() != own.Primary() {
+					a.log.Info("peer removed", "key", l.Key(), "public_ip", l.Attrs.PublicIP, "public_ipv6", l.Attrs.IPv6())
 				}
 			}
 		}
@@ -389,10 +420,10 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		a.m.LeasesKnown.Set(float64(peers.len()))
 	}
 	handleOwn := func(l subnet.Lease) {
-		if l.Subnet != own.Subnet {
-			a.log.Warn("this node's lease changed", "old", own.Subnet, "new", l.Subnet)
+		if l.Key() != own.Key() {
+			a.log.Warn("this node's lease changed", "old", own.Key(), "new", l.Key())
 		} else {
-			a.log.Info("lease re-acquired", "subnet", l.Subnet)
+			a.log.Info("lease re-acquired", "key", l.Key())
 		}
 		own = l
 		a.setOwn(l)
@@ -455,7 +486,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		a.m.ReconcileRuns.Inc()
 		a.m.ReconcileTime.Observe(took.Seconds())
 		nPeers := len(state.Peers)
-		if peers.has(own.Subnet) {
+		if peers.has(own.Primary()) {
 			nPeers--
 		}
 		a.m.PeersProgrammed.Set(float64(nPeers))

@@ -26,7 +26,14 @@ func (a *Agent) HealthHandler() http.Handler {
 			return
 		}
 		own := a.Own()
-		fmt.Fprintf(w, "ready: subnet %s\n", own.Subnet)
+		switch {
+		case own.Subnet.IsValid() && own.IPv6Subnet.IsValid():
+			fmt.Fprintf(w, "ready: subnet %s, IPv6 subnet %s\n", own.Subnet, own.IPv6Subnet)
+		case own.IPv6Subnet.IsValid():
+			fmt.Fprintf(w, "ready: IPv6 subnet %s\n", own.IPv6Subnet)
+		default:
+			fmt.Fprintf(w, "ready: subnet %s\n", own.Subnet)
+		}
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.m.Registry, promhttp.HandlerOpts{}))
 	return mux

@@ -23,10 +23,10 @@ const bigBatch = 64
 func newPeerSet() *peerSet { return &peerSet{} }
 
 func cmpSubnet(l subnet.Lease, p netip.Prefix) int {
-	if c := l.Subnet.Addr().Compare(p.Addr()); c != 0 {
+	if c := l.Primary().Addr().Compare(p.Addr()); c != 0 {
 		return c
 	}
-	return l.Subnet.Bits() - p.Bits()
+	return l.Primary().Bits() - p.Bits()
 }
 
 // apply folds events into the set and returns the leases added, changed
@@ -36,7 +36,7 @@ func (s *peerSet) apply(events []subnet.Event) (added, changed, removed []subnet
 		return s.applyMany(events)
 	}
 	for _, ev := range events {
-		key := ev.Lease.Subnet
+		key := ev.Lease.Primary()
 		i, had := slices.BinarySearchFunc(s.sorted, key, cmpSubnet)
 		switch ev.Type {
 		case subnet.EventAdded, subnet.EventChanged:
@@ -64,10 +64,10 @@ func (s *peerSet) apply(events []subnet.Event) (added, changed, removed []subnet
 func (s *peerSet) applyMany(events []subnet.Event) (added, changed, removed []subnet.Lease) {
 	m := make(map[netip.Prefix]subnet.Lease, len(s.sorted)+len(events))
 	for _, l := range s.sorted {
-		m[l.Subnet] = l
+		m[l.Primary()] = l
 	}
 	for _, ev := range events {
-		key := ev.Lease.Subnet
+		key := ev.Lease.Primary()
 		old, had := m[key]
 		switch ev.Type {
 		case subnet.EventAdded, subnet.EventChanged:
@@ -96,7 +96,7 @@ func (s *peerSet) applyMany(events []subnet.Event) (added, changed, removed []su
 	if len(out) < len(old) {
 		clear(old[len(out):]) // drop the references a shrunk set leaves behind
 	}
-	slices.SortFunc(out, func(a, b subnet.Lease) int { return cmpSubnet(a, b.Subnet) })
+	slices.SortFunc(out, func(a, b subnet.Lease) int { return cmpSubnet(a, b.Primary()) })
 	s.sorted = out
 	return added, changed, removed
 }

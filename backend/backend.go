@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/netip"
 
+	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -21,11 +22,18 @@ type ExternalInterface struct {
 	Index int
 	// MTU is the link's MTU.
 	MTU int
-	// Addr is an address of the link, used as the VXLAN source.
+	// Addr is an IPv4 address of the link, used as the VXLAN source; the
+	// zero Addr when IPv4 is off.
 	Addr netip.Addr
-	// PublicIP is the address advertised to peers (Addr unless -public-ip
-	// says otherwise).
+	// PublicIP is the IPv4 address advertised to peers (Addr unless
+	// -public-ip says otherwise); the zero Addr when IPv4 is off.
 	PublicIP netip.Addr
+	// Addr6 is a global IPv6 address of the link, the source of the IPv6
+	// tunnel; the zero Addr when IPv6 is off.
+	Addr6 netip.Addr
+	// PublicIPv6 is the IPv6 address advertised to peers (Addr6 unless
+	// -public-ipv6 says otherwise); the zero Addr when IPv6 is off.
+	PublicIPv6 netip.Addr
 }
 
 // State is the whole desired state handed to a backend.
@@ -89,4 +97,23 @@ type Spec struct {
 	// ValidateData checks a peer lease's BackendData; it must be pure and
 	// cheap, as the control plane calls it for every lease it reads.
 	ValidateData func(cfg *subnet.Config, data json.RawMessage) error
+	// Plan, if not nil, reads the kernel of the current network namespace
+	// and says what Set(s) would change there, changing nothing: the dry
+	// run `weft doctor` reports from. It creates no device and keeps no
+	// subscription.
+	Plan func(ctx context.Context, p Params, s State) (Plan, error)
+}
+
+// Plan is what a backend's Set would change, found without changing
+// anything.
+type Plan struct {
+	// Device lists what is wrong with the backend's device (missing, down,
+	// configured otherwise than the network config says), one finding a
+	// line; empty when the device is right or the backend has none.
+	Device []string
+	// Changes are the kernel entries Set would add, replace or delete.
+	Changes []netlinkx.Change
+	// Skipped are the peers Set would leave out, each with the reason (an
+	// invalid lease, a subnet or VtepMAC claimed twice).
+	Skipped []error
 }

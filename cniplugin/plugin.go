@@ -72,7 +72,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 		if rerr := removeCache(n.DataDir, args.ContainerID); rerr != nil {
 			p.warnf("%v", rerr)
 		}
-		return delegateError("ADD", typ, err)
+		return explainStaleBridge(delegateError("ADD", typ, err), conf, env.Subnet.String())
 	}
 	out := p.Stdout
 	if out == nil {

@@ -102,7 +102,11 @@ func ParseConfig(data []byte) (cfg *Config, unknown []string, err error) {
 	if !cfg.EnableIPv4 && !cfg.EnableIPv6 {
 		return nil, unknown, fmt.Errorf("%w: EnableIPv4 and EnableIPv6 are both false; enable at least one", ErrInvalidConfig)
 	}
-	if cfg.EnableIPv4 {
+	// A family that is off is absent from the config (its fields stay
+	// zero), so that everything downstream branches on one thing. Its
+	// fields are still checked when given: a typo is reported now rather
+	// than when the family is turned on.
+	if cfg.EnableIPv4 || raw.Network != nil {
 		if err := cfg.parseIPv4(&raw); err != nil {
 			return nil, unknown, err
 		}
@@ -110,12 +114,11 @@ func ParseConfig(data []byte) (cfg *Config, unknown []string, err error) {
 	if err := cfg.parseIPv6(&raw); err != nil {
 		return nil, unknown, err
 	}
-	// Until the IPv6 data plane lands, refuse rather than ignore.
-	if cfg.EnableIPv6 {
-		return nil, unknown, fmt.Errorf("%w: EnableIPv6 is true, but this version of weft supports IPv4 only; set EnableIPv6 to false", ErrInvalidConfig)
-	}
 	if !cfg.EnableIPv4 {
-		return nil, unknown, fmt.Errorf("%w: EnableIPv4 is false, but this version of weft supports IPv4 only", ErrInvalidConfig)
+		cfg.Network, cfg.SubnetLen, cfg.SubnetMin, cfg.SubnetMax = netip.Prefix{}, 0, netip.Addr{}, netip.Addr{}
+	}
+	if !cfg.EnableIPv6 {
+		cfg.IPv6Network, cfg.IPv6SubnetLen, cfg.IPv6SubnetMin, cfg.IPv6SubnetMax = netip.Prefix{}, 0, netip.Addr{}, netip.Addr{}
 	}
 	return cfg, unknown, nil
 }
@@ -225,14 +228,22 @@ func (c *Config) parseIPv6(raw *rawConfig) error {
 		return fmt.Errorf("%w: IPv6Network %q has host bits set; did you mean %q?", ErrInvalidConfig, *raw.IPv6Network, p.Masked().String())
 	}
 	c.IPv6Network = p
-	c.IPv6SubnetLen = 64
-	if raw.IPv6SubnetLen != nil {
+	// flanneld's rules (pkg/subnet/config.go CheckNetworkConfig, v0.28.9):
+	// by default /64 subnets in a network of /62 or larger, otherwise
+	// prefix+2 (four subnets) up to a /124 network; an explicit length
+	// must leave at least four subnets and at least four addresses each.
+	switch {
+	case raw.IPv6SubnetLen != nil:
 		c.IPv6SubnetLen = *raw.IPv6SubnetLen
-	} else if p.Bits() >= 64 {
+		if c.IPv6SubnetLen < p.Bits()+2 || c.IPv6SubnetLen > 126 {
+			return fmt.Errorf("%w: IPv6SubnetLen %d is out of range for IPv6Network %s: it must be at least %d (four subnets) and at most 126", ErrInvalidConfig, c.IPv6SubnetLen, p, p.Bits()+2)
+		}
+	case p.Bits() <= 62:
+		c.IPv6SubnetLen = 64
+	case p.Bits() <= 124:
 		c.IPv6SubnetLen = p.Bits() + 2
-	}
-	if c.IPv6SubnetLen <= p.Bits() || c.IPv6SubnetLen > 126 {
-		return fmt.Errorf("%w: IPv6SubnetLen %d is out of range for IPv6Network %s: it must be greater than %d and at most 126", ErrInvalidConfig, c.IPv6SubnetLen, p, p.Bits())
+	default:
+		return fmt.Errorf("%w: IPv6Network %q is too small: it must be a /124 or larger", ErrInvalidConfig, *raw.IPv6Network)
 	}
 	c.IPv6SubnetMin = SubnetAt(p, c.IPv6SubnetLen, 1).Addr()
 	c.IPv6SubnetMax = lastSubnet(p, c.IPv6SubnetLen).Addr()
@@ -279,7 +290,19 @@ func (c *Config) Subnets() SubnetRange {
 // [SubnetMin, SubnetMax] range: a lease outside it (an operator's reservation,
 // or one made under an older config) is still a valid peer.
 func (c *Config) Contains(p netip.Prefix) bool {
-	return p.IsValid() && p.Bits() == c.SubnetLen && p.Masked() == p && c.Network.Contains(p.Addr())
+	return c.EnableIPv4 && p.IsValid() && p.Bits() == c.SubnetLen && p.Masked() == p && c.Network.Contains(p.Addr())
+}
+
+// IPv6Subnets returns the IPv6 subnets that may be leased, from
+// IPv6SubnetMin to IPv6SubnetMax (empty when IPv6 is off).
+func (c *Config) IPv6Subnets() SubnetRange {
+	return SubnetRange{Network: c.IPv6Network, Len: c.IPv6SubnetLen, Min: c.IPv6SubnetMin, Max: c.IPv6SubnetMax}
+}
+
+// ContainsIPv6 is Contains for the IPv6 family: p is an IPv6SubnetLen
+// subnet of IPv6Network on a subnet boundary. It is false when IPv6 is off.
+func (c *Config) ContainsIPv6(p netip.Prefix) bool {
+	return c.EnableIPv6 && p.IsValid() && p.Bits() == c.IPv6SubnetLen && p.Masked() == p && c.IPv6Network.Contains(p.Addr())
 }
 
 func jsonEqual(a, b json.RawMessage) bool {

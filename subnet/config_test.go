@@ -31,7 +31,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		{"backend without type", `{"Network":"10.244.0.0/16","Backend":{"VNI":4}}`, 24, "10.244.1.0", "10.244.255.0", "vxlan"},
 		{"backend null", `{"Network":"10.244.0.0/16","Backend":null}`, 24, "10.244.1.0", "10.244.255.0", "vxlan"},
 		{"flags explicitly off", `{"Network":"10.244.0.0/16","EnableIPv4":true,"EnableIPv6":false,"EnableNFTables":false}`, 24, "10.244.1.0", "10.244.255.0", "vxlan"},
-		{"IPv6 fields parsed while disabled", `{"Network":"10.244.0.0/16","IPv6Network":"fd00:10:244::/56"}`, 24, "10.244.1.0", "10.244.255.0", "vxlan"},
+		{"IPv6 fields checked while disabled", `{"Network":"10.244.0.0/16","IPv6Network":"fd00:10:244::/56"}`, 24, "10.244.1.0", "10.244.255.0", "vxlan"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -58,13 +58,73 @@ func TestParseConfigDefaults(t *testing.T) {
 	}
 }
 
+// TestParseConfigIPv6Defaults holds the IPv6 defaults to flanneld's
+// (v0.28.9 pkg/subnet/config.go CheckNetworkConfig): /64 subnets when the
+// network is a /62 or larger, prefix+2 from /63 to /124; Min the second
+// subnet, Max the last.
 func TestParseConfigIPv6Defaults(t *testing.T) {
-	cfg, _, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","IPv6Network":"fd00:10:244::/56"}`))
+	tests := []struct {
+		name     string
+		in       string
+		len      int
+		min, max string
+	}{
+		{"/56 gives /64", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`, 64, "fd00:10:244:1::", "fd00:10:244:ff::"},
+		{"/48 gives /64", `{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"2001:db8:1::/48"}`, 64, "2001:db8:1:1::", "2001:db8:1:ffff::"},
+		{"/62 gives /64", `{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"fd00::/62"}`, 64, "fd00:0:0:1::", "fd00:0:0:3::"},
+		// flannel gives /65 here; the first wave of Weft gave /64.
+		{"/63 gives /65", `{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"fd00::/63"}`, 65, "fd00::8000:0:0:0", "fd00:0:0:1:8000::"},
+		{"/120 gives /122", `{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"fd00::/120"}`, 122, "fd00::40", "fd00::c0"},
+		{"/124 gives /126", `{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"fd00::/124"}`, 126, "fd00::4", "fd00::c"},
+		{"explicit prefix+2", `{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"fd00::/56","IPv6SubnetLen":58}`, 58, "fd00:0:0:40::", "fd00:0:0:c0::"},
+		{"explicit 126", `{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"fd00::/64","IPv6SubnetLen":126}`, 126, "fd00::4", "fd00::ffff:ffff:ffff:fffc"},
+		{"explicit range", `{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"fd00::/56","IPv6SubnetMin":"fd00:0:0:10::","IPv6SubnetMax":"fd00:0:0:20::"}`, 64, "fd00:0:0:10::", "fd00:0:0:20::"},
+		{"IPv6 only", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56"}`, 64, "fd00:0:0:1::", "fd00:0:0:ff::"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, _, err := ParseConfig([]byte(tt.in))
+			if err != nil {
+				t.Fatalf("ParseConfig(%s): %v", tt.in, err)
+			}
+			if !cfg.EnableIPv6 {
+				t.Fatalf("EnableIPv6 false")
+			}
+			if cfg.IPv6SubnetLen != tt.len || cfg.IPv6SubnetMin.String() != tt.min || cfg.IPv6SubnetMax.String() != tt.max {
+				t.Errorf("IPv6 SubnetLen %d [%s, %s], want %d [%s, %s]", cfg.IPv6SubnetLen, cfg.IPv6SubnetMin, cfg.IPv6SubnetMax, tt.len, tt.min, tt.max)
+			}
+			if !cfg.ContainsIPv6(netip.PrefixFrom(cfg.IPv6SubnetMax, cfg.IPv6SubnetLen)) {
+				t.Errorf("ContainsIPv6(%s/%d) false", cfg.IPv6SubnetMax, cfg.IPv6SubnetLen)
+			}
+			if cfg.IPv6Subnets().Count() == 0 {
+				t.Errorf("no IPv6 subnets to lease")
+			}
+		})
+	}
+}
+
+// TestParseConfigFamilyOffIsAbsent: a family that is off leaves every one
+// of its fields zero, even when they are given, and leases none of it.
+func TestParseConfigFamilyOffIsAbsent(t *testing.T) {
+	cfg, _, err := ParseConfig([]byte(`{"Network":"10.244.0.0/16","IPv6Network":"fd00::/56","IPv6SubnetLen":64}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.IPv6SubnetLen != 64 || cfg.IPv6SubnetMin.String() != "fd00:10:244:1::" || cfg.IPv6SubnetMax.String() != "fd00:10:244:ff::" {
-		t.Errorf("IPv6 SubnetLen %d [%s, %s], want 64 [fd00:10:244:1::, fd00:10:244:ff::]", cfg.IPv6SubnetLen, cfg.IPv6SubnetMin, cfg.IPv6SubnetMax)
+	if cfg.IPv6Network.IsValid() || cfg.IPv6SubnetLen != 0 || cfg.IPv6SubnetMin.IsValid() || cfg.IPv6SubnetMax.IsValid() {
+		t.Errorf("IPv6 off, but its fields are set: %s /%d [%s, %s]", cfg.IPv6Network, cfg.IPv6SubnetLen, cfg.IPv6SubnetMin, cfg.IPv6SubnetMax)
+	}
+	if cfg.ContainsIPv6(netip.MustParsePrefix("fd00:0:0:1::/64")) {
+		t.Errorf("ContainsIPv6 true with IPv6 off")
+	}
+	cfg, _, err = ParseConfig([]byte(`{"EnableIPv4":false,"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Network.IsValid() || cfg.SubnetLen != 0 || cfg.SubnetMin.IsValid() || cfg.SubnetMax.IsValid() {
+		t.Errorf("IPv4 off, but its fields are set: %s /%d [%s, %s]", cfg.Network, cfg.SubnetLen, cfg.SubnetMin, cfg.SubnetMax)
+	}
+	if cfg.Contains(netip.MustParsePrefix("10.244.1.0/24")) {
+		t.Errorf("Contains true with IPv4 off")
 	}
 }
 
@@ -100,12 +160,26 @@ func TestParseConfigErrors(t *testing.T) {
 		{"Backend not an object", `{"Network":"10.244.0.0/16","Backend":"vxlan"}`, []string{"Backend", `vxlan`, "object"}},
 		{"Backend type wrong type", `{"Network":"10.244.0.0/16","Backend":{"Type":1}}`, []string{"Type", "1", "number", "string"}},
 		{"Backend type empty", `{"Network":"10.244.0.0/16","Backend":{"Type":""}}`, []string{"Backend.Type is empty"}},
-		{"EnableIPv6 refused", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56"}`, []string{"EnableIPv6 is true", "IPv4 only"}},
 		{"EnableIPv6 without network", `{"Network":"10.244.0.0/16","EnableIPv6":true}`, []string{"IPv6Network is missing"}},
 		{"EnableNFTables wrong type", `{"Network":"10.244.0.0/16","EnableNFTables":"true"}`, []string{"EnableNFTables", `"true"`, "boolean"}},
 		{"both families off", `{"Network":"10.244.0.0/16","EnableIPv4":false}`, []string{"EnableIPv4 and EnableIPv6 are both false"}},
 		{"IPv6Network invalid", `{"Network":"10.244.0.0/16","IPv6Network":"10.0.0.0/8"}`, []string{`"10.0.0.0/8"`, "IPv6 CIDR"}},
 		{"IPv6SubnetLen out of range", `{"Network":"10.244.0.0/16","IPv6Network":"fd00::/56","IPv6SubnetLen":48}`, []string{"IPv6SubnetLen 48"}},
+		{"IPv6Network is IPv4", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"10.245.0.0/16"}`, []string{`"10.245.0.0/16"`, "not an IPv6 CIDR"}},
+		{"IPv6Network is IPv4-mapped", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"::ffff:10.0.0.0/104"}`, []string{`"::ffff:10.0.0.0/104"`, "not an IPv6 CIDR"}},
+		{"IPv6Network garbage", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::"}`, []string{`"fd00::"`, "IPv6 CIDR"}},
+		{"IPv6Network host bits", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::1/56"}`, []string{`"fd00::1/56"`, "host bits", `"fd00::/56"`}},
+		{"IPv6Network too small", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/125"}`, []string{`"fd00::/125"`, "too small", "/124"}},
+		// flannel refuses prefix+1; the first wave of Weft accepted it.
+		{"IPv6SubnetLen prefix+1", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetLen":57}`, []string{"IPv6SubnetLen 57", "at least 58"}},
+		{"IPv6SubnetLen equal to network", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetLen":56}`, []string{"IPv6SubnetLen 56"}},
+		{"IPv6SubnetLen 127", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/64","IPv6SubnetLen":127}`, []string{"IPv6SubnetLen 127", "at most 126"}},
+		{"IPv6SubnetMin off boundary", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMin":"fd00:0:0:1::1"}`, []string{`"fd00:0:0:1::1"`, "boundary", "fd00:0:0:1::"}},
+		{"IPv6SubnetMax outside", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMax":"fd00:0:1::"}`, []string{`"fd00:0:1::"`, "outside"}},
+		{"IPv6SubnetMin IPv4", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMin":"10.0.0.0"}`, []string{`"10.0.0.0"`, "IPv6 address"}},
+		{"IPv6 min above max", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMin":"fd00:0:0:9::","IPv6SubnetMax":"fd00:0:0:8::"}`, []string{"fd00:0:0:9::", "above"}},
+		{"IPv6 only without network", `{"EnableIPv4":false,"EnableIPv6":true}`, []string{"IPv6Network is missing"}},
+		{"IPv4 off, bad Network still reported", `{"EnableIPv4":false,"Network":"10.244.0.0","EnableIPv6":true,"IPv6Network":"fd00::/56"}`, []string{`"10.244.0.0"`}},
 		{"not JSON", `Network=10.244.0.0/16`, []string{"not valid JSON", "Network=10.244.0.0/16"}},
 		{"not an object", `[]`, []string{"array"}},
 		{"trailing data", `{"Network":"10.244.0.0/16"} {}`, []string{"trailing data"}},

@@ -60,8 +60,45 @@ func TestLeaseAttrsDualStack(t *testing.T) {
 	}
 }
 
+// TestLeaseAttrsAbsentFamilies: flannel's encoding of a node without IPv4
+// or IPv6 (v0.28.9 pkg/lease/lease.go LeaseAttrs through json.Marshal: a
+// zero ip.IP4 marshals as "0.0.0.0", a nil *ip.IP6 as null), and both read
+// back as absent.
+func TestLeaseAttrsAbsentFamilies(t *testing.T) {
+	v6 := netip.MustParseAddr("2001:db8::10")
+	tests := []struct {
+		name string
+		a    LeaseAttrs
+		want string
+	}{
+		{"nothing", LeaseAttrs{}, `{"PublicIP":"0.0.0.0","PublicIPv6":null}`},
+		{"IPv6 only", LeaseAttrs{PublicIPv6: &v6, BackendType: "vxlan", BackendV6Data: json.RawMessage(`{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}`)},
+			`{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8::10","BackendType":"vxlan","BackendV6Data":{"VNI":1,"VtepMAC":"aa:bb:cc:dd:ee:01"}}`},
+		{"host-gw dual", LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.1.10"), PublicIPv6: &v6, BackendType: "host-gw"},
+			`{"PublicIP":"192.168.1.10","PublicIPv6":"2001:db8::10","BackendType":"host-gw"}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.a.Marshal()
+			if err != nil || string(got) != tt.want {
+				t.Fatalf("Marshal = %s, %v\nwant %s", got, err, tt.want)
+			}
+			back, err := ParseLeaseAttrs(got)
+			if err != nil || !back.Equal(tt.a) || back.PublicIP.IsValid() != tt.a.PublicIP.IsValid() || (back.PublicIPv6 == nil) != (tt.a.PublicIPv6 == nil) {
+				t.Fatalf("ParseLeaseAttrs(%s) = %+v, %v; want %+v", got, back, err, tt.a)
+			}
+		})
+	}
+	for _, in := range []string{`{"PublicIP":"0.0.0.0","PublicIPv6":"::"}`, `{"PublicIP":"","PublicIPv6":""}`, `{}`} {
+		a, err := ParseLeaseAttrs([]byte(in))
+		if err != nil || a.PublicIP.IsValid() || a.PublicIPv6 != nil || a.NodeIP().IsValid() {
+			t.Errorf("ParseLeaseAttrs(%s) = %+v, %v; want both addresses absent", in, a, err)
+		}
+	}
+}
+
 func TestParseLeaseAttrsErrors(t *testing.T) {
-	for _, in := range []string{`{"PublicIP":`, `{"PublicIP":"300.1.1.1"}`, `{"PublicIP":5}`, `[]`, ``} {
+	for _, in := range []string{`{"PublicIP":`, `{"PublicIP":"300.1.1.1"}`, `{"PublicIP":5}`, `[]`, ``, `{"PublicIPv6":"fd00::zz"}`, `{"PublicIPv6":7}`} {
 		t.Run(in, func(t *testing.T) {
 			_, err := ParseLeaseAttrs([]byte(in))
 			if !errors.Is(err, ErrInvalidLease) {
@@ -78,9 +115,12 @@ func TestSubnetKeyRoundTrip(t *testing.T) {
 	}{
 		{"10.244.3.0-24", "10.244.3.0/24", ""},
 		{"10.244.52.0-24&fd00:0:0:34::-64", "10.244.52.0/24", "fd00:0:0:34::/64"},
-		{"fd00:0:0:34::-64", "", "fd00:0:0:34::/64"},
+		// flannel v0.28.9 pkg/subnet/subnet_test.go TestMakeSubnetKey's case.
+		{"10.12.13.0-24&fd00:12:13::-56", "10.12.13.0/24", "fd00:12:13::/56"},
+		// IPv6-only: flannel's MakeSubnetKey with a zero IP4Net.
+		{"0.0.0.0-0&fd00:0:0:34::-64", "", "fd00:0:0:34::/64"},
+		{"0.0.0.0-0&2001:db8:1:2::-64", "", "2001:db8:1:2::/64"},
 		{"10.0.0.4-30", "10.0.0.4/30", ""},
-		{"0.0.0.0-0", "0.0.0.0/0", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
@@ -114,6 +154,10 @@ func TestParseSubnetKeyErrors(t *testing.T) {
 		"", "10.244.3.0", "10.244.3.0/24", "10.244.3.0-33", "10.244.3.1-24", "10.244.3.0-", "-24",
 		"a-b", "10.0.0.0-24&10.1.0.0-24", "fd00::-64&fd01::-64", "1.0.0.0-8&fd00::-64&fd01::-64",
 		"fe80::%eth0-64", "10.244.3.0-24&", "not-a-subnet", "10.244.3.0-024x",
+		// flannel's regex needs the IPv4 part first; 0.0.0.0-0 alone names nothing.
+		"fd00:0:0:34::-64", "0.0.0.0-0", "0.0.0.0-0&", "fd00::-64&10.0.0.0-24",
+		// Not canonical: would name another etcd key than the one read.
+		"10.244.3.0-24&FD00::-64", "10.244.3.0-24&fd00:0:0:0::-64", "0.0.0.0-0&::ffff:10.0.0.0-120",
 	} {
 		t.Run(key, func(t *testing.T) {
 			v4, v6, err := ParseSubnetKey(key)
@@ -159,6 +203,9 @@ func FuzzSubnetKeyFromPrefix(f *testing.F) {
 		}
 		if ip, ok := netip.AddrFromSlice(a6); ok && ip.Is6() && !ip.Is4In6() && b6 >= 0 && b6 <= 128 {
 			v6 = netip.PrefixFrom(ip, b6).Masked()
+		}
+		if v4 == netip.MustParsePrefix("0.0.0.0/0") {
+			return // flannel's zero IP4Net: the same key as no IPv4 part
 		}
 		if !v4.IsValid() && !v6.IsValid() {
 			return
@@ -244,5 +291,86 @@ func TestEventTypeString(t *testing.T) {
 		if typ.String() != want {
 			t.Errorf("%d.String() = %q, want %q", int(typ), typ.String(), want)
 		}
+	}
+}
+
+// TestValidateLeaseFamilies: each family of a lease is checked when the
+// config has it on and ignored when off; with IPv6 on, an IPv4 cluster's
+// lease without an IPv6 part stays a (IPv4-only) peer.
+func TestValidateLeaseFamilies(t *testing.T) {
+	parse := func(s string) *Config {
+		c, _, err := ParseConfig([]byte(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	dual := parse(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`)
+	v6only := parse(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`)
+	v4only := parse(`{"Network":"10.244.0.0/16"}`)
+	pub6 := netip.MustParseAddr("2001:db8::3")
+	data := json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`)
+	data6 := json.RawMessage(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:45"}`)
+	good := func() Lease {
+		v6 := pub6
+		return Lease{
+			Subnet:     netip.MustParsePrefix("10.244.3.0/24"),
+			IPv6Subnet: netip.MustParsePrefix("fd00:10:244:3::/64"),
+			Attrs: LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.64.3"), PublicIPv6: &v6, BackendType: "vxlan",
+				BackendData: data, BackendV6Data: data6},
+		}
+	}
+	rejectMAC := func(typ string, data json.RawMessage) error {
+		if len(data) == 0 {
+			return errors.New("BackendData is missing")
+		}
+		if strings.Contains(string(data), "ff:ff:ff:ff:ff:ff") {
+			return errors.New("VtepMAC is not unicast")
+		}
+		return nil
+	}
+	ptr := func(s string) *netip.Addr { a := netip.MustParseAddr(s); return &a }
+	tests := []struct {
+		name   string
+		cfg    *Config
+		modify func(*Lease)
+		want   string
+	}{
+		{"dual valid", dual, func(*Lease) {}, ""},
+		{"dual: IPv4-only peer while IPv6 is being turned on", dual, func(l *Lease) {
+			l.IPv6Subnet, l.Attrs.PublicIPv6, l.Attrs.BackendV6Data = netip.Prefix{}, nil, nil
+		}, ""},
+		{"dual: IPv6 subnet outside", dual, func(l *Lease) { l.IPv6Subnet = netip.MustParsePrefix("fd00:10:245::/64") }, "is not a /64 inside IPv6 network fd00:10:244::/56"},
+		{"dual: IPv6 subnet wrong length", dual, func(l *Lease) { l.IPv6Subnet = netip.MustParsePrefix("fd00:10:244::/60") }, "not a /64"},
+		{"dual: PublicIPv6 missing", dual, func(l *Lease) { l.Attrs.PublicIPv6 = nil }, "PublicIPv6 is missing"},
+		{"dual: PublicIPv6 link-local", dual, func(l *Lease) { l.Attrs.PublicIPv6 = ptr("fe80::1") }, "PublicIPv6 fe80::1 is not a global unicast"},
+		{"dual: PublicIPv6 loopback", dual, func(l *Lease) { l.Attrs.PublicIPv6 = ptr("::1") }, "PublicIPv6 ::1"},
+		{"dual: PublicIPv6 multicast", dual, func(l *Lease) { l.Attrs.PublicIPv6 = ptr("ff02::1") }, "PublicIPv6 ff02::1"},
+		{"dual: PublicIPv6 is IPv4", dual, func(l *Lease) { l.Attrs.PublicIPv6 = ptr("192.0.2.1") }, "PublicIPv6 192.0.2.1"},
+		{"dual: PublicIPv6 IPv4-mapped", dual, func(l *Lease) { l.Attrs.PublicIPv6 = ptr("::ffff:192.0.2.1") }, "PublicIPv6 ::ffff:192.0.2.1"},
+		{"dual: bad v6 MAC", dual, func(l *Lease) { l.Attrs.BackendV6Data = json.RawMessage(`{"VNI":1,"VtepMAC":"ff:ff:ff:ff:ff:ff"}`) }, "BackendV6Data"},
+		{"dual: v6 data missing", dual, func(l *Lease) { l.Attrs.BackendV6Data = nil }, "BackendV6Data"},
+		{"dual: no IPv4 part", dual, func(l *Lease) { l.Subnet = netip.Prefix{} }, "no IPv4 subnet"},
+		{"v6only valid", v6only, func(l *Lease) { l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendData = netip.Prefix{}, netip.Addr{}, nil }, ""},
+		{"v6only ignores an IPv4 part", v6only, func(*Lease) {}, ""},
+		{"v6only needs IPv6", v6only, func(l *Lease) { l.IPv6Subnet = netip.Prefix{} }, "no IPv6 subnet"},
+		{"v6only bad PublicIPv6", v6only, func(l *Lease) { l.Attrs.PublicIPv6 = ptr("::") }, "PublicIPv6 ::"},
+		{"v4only ignores a bad IPv6 part", v4only, func(l *Lease) { l.IPv6Subnet = netip.MustParsePrefix("fd99::/64"); l.Attrs.PublicIPv6 = ptr("fe80::1") }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := good()
+			tt.modify(&l)
+			err := tt.cfg.ValidateLease(&l, rejectMAC)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("ValidateLease: %v", err)
+				}
+				return
+			}
+			if err == nil || !errors.Is(err, ErrInvalidLease) || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), l.Key()) {
+				t.Fatalf("ValidateLease(%+v) = %v; want ErrInvalidLease mentioning %q and key %q", l, err, tt.want, l.Key())
+			}
+		})
 	}
 }

@@ -25,16 +25,19 @@ type Manager interface {
 	WatchConfig(ctx context.Context, cfg *Config, onChange func(*Config, error)) error
 
 	// AcquireLease leases a subnet for a node with the given attributes and
-	// returns it. It takes back the node's previous subnet when it can: the
-	// one held under the same PublicIP, a reservation for that PublicIP, or
-	// opts.Hint (e.g. from the previous subnet.env) when free.
+	// returns it, with a subnet of each family the config has on. It takes
+	// back the node's previous subnet when it can: the one held under the
+	// same PublicIP (PublicIPv6 in an IPv6-only network), a reservation for
+	// it, or opts.Hint and opts.HintIPv6 (e.g. from the previous
+	// subnet.env) when free. A lease taken back keeps its IPv4 subnet when
+	// the config gained or lost IPv6.
 	AcquireLease(ctx context.Context, cfg *Config, attrs LeaseAttrs, opts AcquireOptions) (*Lease, error)
 
 	// LookupLease returns the lease the store still holds for this node from
 	// an earlier run, as AcquireLease would take it back, without taking or
 	// changing it; nil (and no error) when there is none. In etcd the node is
-	// its PublicIP: the leased key holding publicIP, else a reservation for
-	// it. A store that knows the node otherwise (Kubernetes: by its Node
+	// its PublicIP (its PublicIPv6 in an IPv6-only network): the leased key
+	// holding publicIP, else a reservation for it. A store that knows the node otherwise (Kubernetes: by its Node
 	// name, the lease being the Node's podCIDR and annotations, whose
 	// backend-data is flanneld's and Weft's BackendData) may ignore
 	// publicIP. The agent offers it to the backend before the first
@@ -64,8 +67,10 @@ type Manager interface {
 
 // AcquireOptions tunes AcquireLease.
 type AcquireOptions struct {
-	// Hint is a subnet to prefer when it is free (from subnet.env).
+	// Hint is an IPv4 subnet to prefer when it is free (from subnet.env).
 	Hint netip.Prefix
+	// HintIPv6 is an IPv6 subnet to prefer when it is free.
+	HintIPv6 netip.Prefix
 	// TTL is the etcd lease's time to live; 0 means the store's default (24 h).
 	TTL time.Duration
 }

@@ -8,6 +8,10 @@
 //
 //	route <peer subnet> via <peer PublicIP> dev <ext>
 //
+// With EnableIPv6, each peer's IPv6 subnet gets the same route via its
+// PublicIPv6 (a peer without an IPv6 subnet, still IPv4-only while the
+// network turns IPv6 on, gets its IPv4 route only).
+//
 // A peer whose PublicIP is not on a directly connected subnet of the
 // external interface cannot be reached this way: it is skipped with an error
 // naming it, and the others are programmed. Leases carry BackendType
@@ -50,7 +54,13 @@ const DefaultVerifyEvery = 10 * time.Second
 type Config = base.Options
 
 // Spec returns the registry entry of the host-gw backend.
-func Spec() backend.Spec { return base.Spec(New, ValidateData) }
+func Spec() backend.Spec {
+	s := base.Spec(New, ValidateData)
+	s.Plan = func(ctx context.Context, p backend.Params, st backend.State) (backend.Plan, error) {
+		return Plan(ctx, p, Config{}, st)
+	}
+	return s
+}
 
 // ValidateData accepts any BackendData: host-gw leases carry none, and a
 // peer needs nothing but its PublicIP.
@@ -138,32 +148,65 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 }
 
 func (b *Backend) desired(s backend.State) (netlinkx.Entries, []error) {
+	want := netlinkx.NewEntries(len(s.Peers))
+	var errs []error
+	if b.Cfg.EnableIPv4 {
+		errs = b.family(s, false, want, errs)
+	}
+	if b.Cfg.EnableIPv6 {
+		errs = b.family(s, true, want, errs)
+	}
+	return want, errs
+}
+
+// family adds the routes of one family (IPv6 with six) to want.
+func (b *Backend) family(s backend.State, six bool, want netlinkx.Entries, errs []error) []error {
+	sub := func(l *subnet.Lease) netip.Prefix {
+		if six {
+			return l.IPv6Subnet
+		}
+		return l.Subnet
+	}
 	peers := slices.Clone(s.Peers)
 	slices.SortFunc(peers, func(x, y subnet.Lease) int {
-		if c := x.Subnet.Addr().Compare(y.Subnet.Addr()); c != 0 {
-			return c
+		a, c := sub(&x), sub(&y)
+		if r := a.Addr().Compare(c.Addr()); r != 0 {
+			return r
 		}
-		return x.Subnet.Bits() - y.Subnet.Bits()
+		return a.Bits() - c.Bits()
 	})
-	want := netlinkx.NewEntries(len(peers))
-	var errs []error
+	own := sub(&s.Own)
 	for i := range peers {
 		p := &peers[i]
-		if p.Subnet == s.Own.Subnet {
+		sn := sub(p)
+		if sn == own || !sn.IsValid() {
 			continue
 		}
-		fail := func(format string, args ...any) { errs = append(errs, b.Skip(p, format, args...)) }
-		if !b.Cfg.Contains(p.Subnet) {
-			fail("subnet %v is not a /%d of network %s", p.Subnet, b.Cfg.SubnetLen, b.Cfg.Network)
+		ip, what, fam := p.Attrs.PublicIP, "PublicIP", "IPv4"
+		contains, usable := b.Cfg.Contains(sn), ip.Is4() && subnet.IsUsableUnicast(ip)
+		network, subnetLen := b.Cfg.Network, b.Cfg.SubnetLen
+		if six {
+			ip, what, fam = p.Attrs.IPv6(), "PublicIPv6", "IPv6"
+			contains, usable = b.Cfg.ContainsIPv6(sn), subnet.IsUsableUnicast6(ip)
+			network, subnetLen = b.Cfg.IPv6Network, b.Cfg.IPv6SubnetLen
+		}
+		fail := func(format string, args ...any) {
+			if six {
+				errs = append(errs, fmt.Errorf("%s backend: skipping peer %s (PublicIPv6 %v): %s", TypeName, p.Key(), ip, fmt.Sprintf(format, args...)))
+				return
+			}
+			errs = append(errs, b.Skip(p, format, args...))
+		}
+		if !contains {
+			fail("subnet %v is not a /%d of network %s", sn, subnetLen, network)
 			continue
 		}
-		if (i > 0 && peers[i-1].Subnet == p.Subnet) || (i+1 < len(peers) && peers[i+1].Subnet == p.Subnet) {
-			fail("another peer holds subnet %s", p.Subnet)
+		if (i > 0 && sub(&peers[i-1]) == sn) || (i+1 < len(peers) && sub(&peers[i+1]) == sn) {
+			fail("another peer holds subnet %s", sn)
 			continue
 		}
-		ip := p.Attrs.PublicIP
-		if !ip.Is4() || !subnet.IsUsableUnicast(ip) {
-			fail("PublicIP is not a unicast IPv4 address")
+		if !usable {
+			fail("%s is not a unicast %s address", what, fam)
 			continue
 		}
 		if p.Attrs.BackendType != TypeName {
@@ -171,10 +214,10 @@ func (b *Backend) desired(s backend.State) (netlinkx.Entries, []error) {
 			continue
 		}
 		if !base.OnLink(b.extPrefix, ip) {
-			fail("PublicIP is not on a directly connected subnet of %s (%v); host-gw needs every node on one L2 segment", b.Ext.Name, b.extPrefix)
+			fail("%s is not on a directly connected subnet of %s (%v); host-gw needs every node on one L2 segment", what, b.Ext.Name, b.extPrefix)
 			continue
 		}
-		want.Routes[p.Subnet] = netlinkx.Route{Dst: p.Subnet, Gw: ip, LinkIndex: b.Ext.Index}
+		want.Routes[sn] = netlinkx.Route{Dst: sn, Gw: ip, LinkIndex: b.Ext.Index}
 	}
-	return want, errs
+	return errs
 }

@@ -160,7 +160,7 @@ func TestAdoptOrRecreate(t *testing.T) {
 			if l.MAC != tc.mac {
 				t.Errorf("device MAC %s, want %s", l.MAC, tc.mac)
 			}
-			if v := l.VXLAN; v == nil || misfit(l, b.want()) != "" || !l.Up || l.MTU != 1450 {
+			if v := l.VXLAN; v == nil || misfit(l, b.v4.want()) != "" || !l.Up || l.MTU != 1450 {
 				t.Errorf("device not as configured afterwards: %+v %+v", l, v)
 			}
 			calls := 0

@@ -25,6 +25,10 @@ const (
 	// UDP, VXLAN and Ethernet headers): the device MTU is the underlay's
 	// minus this.
 	Overhead = 50
+	// OverheadIPv6 is the same over an IPv6 underlay: its outer header is
+	// 20 bytes longer (flanneld uses 50 here too, and pods' full-size
+	// packets then do not fit the tunnel).
+	OverheadIPv6 = 70
 )
 
 // maxVNI is the largest 24-bit VXLAN network identifier.

@@ -18,6 +18,20 @@
 // directly connected subnet of the underlay gets a plain route via its
 // PublicIP instead, and no tunnel entries.
 //
+// # IPv6
+//
+// With EnableIPv6 a second device, flannel-v6.<VNI>, does the same for the
+// IPv6 subnets over the IPv6 underlay (local address the interface's IPv6
+// address, FDB destinations the peers' PublicIPv6, neighbour and route
+// gateway the peer's IPv6 subnet address, BackendV6Data its MAC), as
+// flanneld's does; in an IPv6-only network it is the only device. Each
+// device is kept, adopted, self-healed and reconciled on its own, by the
+// same code. VXLAN over IPv6 costs 70 bytes (outer IPv6 40, UDP 8, VXLAN 8,
+// inner Ethernet 14) where IPv4 costs 50: flannel-v6.<VNI> gets the
+// underlay's MTU minus 70, and pods (MTU()) get the smaller of the two
+// devices' MTUs, so that a pod's packet fits either tunnel. flanneld uses 50
+// for both, and pods' full-size IPv6 packets do not fit.
+//
 // # How
 //
 // Set computes the desired entries from the peer set and hands them to a
@@ -53,6 +67,8 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -73,124 +89,272 @@ const DefaultVerifyEvery = 5 * time.Minute
 type Config = base.Options
 
 // Spec returns the registry entry of the vxlan backend.
-func Spec() backend.Spec { return base.Spec(New, ValidateData) }
+func Spec() backend.Spec {
+	s := base.Spec(New, ValidateData)
+	s.Plan = func(ctx context.Context, p backend.Params, st backend.State) (backend.Plan, error) {
+		return Plan(ctx, p, Config{}, st)
+	}
+	return s
+}
 
 var _ backend.Backend = (*Backend)(nil)
 
 // Backend is the vxlan backend. Create it with New.
 type Backend struct {
 	*base.Base
-	// Short names for what Base holds (set once in New), kept so that the
-	// device code reads as before.
+	// Short names for what Base holds (set once in New).
 	log  *slog.Logger
 	nl   netlinkx.Interface
 	cfg  *subnet.Config
 	ext  backend.ExternalInterface
-	prog *netlinkx.Programmer
-
 	opts Options
-	pub  netip.Addr // the public address the derived MAC is made from
 	// previous looks up this node's previous lease (backend.Params).
 	previous func(ctx context.Context) (*subnet.Lease, error)
+	// v4 and v6 are the tunnels of the families that are on (nil when off),
+	// each with its own programmer (Base has none).
+	v4, v6 *tunnel
+}
+
+// tunnel is one family's device and the entries it carries.
+type tunnel struct {
+	b    *Backend
+	log  *slog.Logger
+	six  bool
+	name string
+	// local is the underlay address the device sends from; pub the public
+	// address its derived MAC is made from.
+	local, pub netip.Addr
+	network    netip.Prefix
+	subnetLen  int
 	// mac is the device's MAC, advertised in the lease: decided in New
 	// (adopted or chosen by create) and never changed after it returns.
-	mac netlinkx.MAC
-	mtu int
+	mac  netlinkx.MAC
+	mtu  int
+	prog *netlinkx.Programmer
 
-	// Guarded by SetMu.
+	// Guarded by the backend's SetMu.
 	link       netlinkx.Link
 	addrFor    netip.Prefix   // the own subnet whose address the device carries
 	extPrefix  []netip.Prefix // connected prefixes of the underlay
 	devChecked atomic.Bool    // the device is known to exist as configured
 	linkIndex  atomic.Int64
 	d          desiredState
+	order      []subnetIndex // desired's buffer, kept between Sets
 }
 
+// The per-family views of a lease.
+func (t *tunnel) subnetOf(l *subnet.Lease) netip.Prefix {
+	if t.six {
+		return l.IPv6Subnet
+	}
+	return l.Subnet
+}
+
+func (t *tunnel) publicIP(l *subnet.Lease) netip.Addr {
+	if t.six {
+		return l.Attrs.IPv6()
+	}
+	return l.Attrs.PublicIP
+}
+
+func (t *tunnel) data(l *subnet.Lease) json.RawMessage {
+	if t.six {
+		return l.Attrs.BackendV6Data
+	}
+	return l.Attrs.BackendData
+}
+
+func (t *tunnel) contains(p netip.Prefix) bool {
+	if t.six {
+		return t.b.cfg.ContainsIPv6(p)
+	}
+	return t.b.cfg.Contains(p)
+}
+
+func (t *tunnel) usable(ip netip.Addr) bool {
+	if t.six {
+		return subnet.IsUsableUnicast6(ip)
+	}
+	return ip.Is4() && subnet.IsUsableUnicast(ip)
+}
+
+func (t *tunnel) family() string {
+	if t.six {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// DeviceNameV6 returns the IPv6 VXLAN device's name, flannel-v6.<VNI>.
+func (o Options) DeviceNameV6() string { return "flannel-v6." + strconv.Itoa(o.VNI) }
+
 // New creates the backend: it parses the options in p.Config.Backend,
-// adopts or creates the VXLAN device (see the package doc) and starts
-// watching netlink. It programs no peers; call Set.
+// adopts or creates the VXLAN device of each family that is on (see the
+// package doc) and starts watching netlink. It programs no peers; call Set.
 func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	opts, err := ParseOptions(p.Config.Backend)
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{opts: opts, pub: p.Ext.PublicIP, previous: p.Previous}
-	bb, err := base.New(ctx, p, c, base.Kind{
-		Name: TypeName, Device: opts.DeviceName(), DefaultVerify: DefaultVerifyEvery, Owns: b.ownsRoute,
-	})
+	cfg := p.Config
+	if n := opts.DeviceNameV6(); cfg.EnableIPv6 && len(n) > 15 {
+		return nil, fmt.Errorf("%w: VNI %d: device name %s is longer than the kernel's 15 characters; with IPv6 use a VNI below 10000", ErrInvalidOptions, opts.VNI, n)
+	}
+	b := &Backend{opts: opts, previous: p.Previous}
+	device := opts.DeviceName()
+	if !cfg.EnableIPv4 {
+		device = opts.DeviceNameV6()
+	}
+	// The tunnels keep a programmer each: Base makes none (Owns nil).
+	bb, err := base.New(ctx, p, c, base.Kind{Name: TypeName, Device: device, DefaultVerify: DefaultVerifyEvery})
 	if err != nil {
 		return nil, err
 	}
 	b.Base = bb
-	b.log, b.nl, b.cfg, b.ext, b.prog = bb.Log, bb.NL, bb.Cfg, bb.Ext, bb.Prog
-	if !b.pub.IsValid() {
-		b.pub = p.Ext.Addr
+	b.log, b.nl, b.cfg, b.ext = bb.Log, bb.NL, bb.Cfg, bb.Ext
+	if cfg.EnableIPv4 {
+		b.v4 = b.newTunnel(false, bb.Verify)
 	}
-	b.mtu = opts.MTU
-	if b.mtu == 0 {
-		b.mtu = p.Ext.MTU - Overhead
+	if cfg.EnableIPv6 {
+		b.v6 = b.newTunnel(true, bb.Verify)
 	}
-	if err := b.ensureDevice(ctx); err != nil {
-		b.Close()
-		return nil, err
+	for _, t := range b.tunnels() {
+		if err := t.ensureDevice(ctx); err != nil {
+			b.Close()
+			return nil, err
+		}
 	}
 	b.Follow(b.observe, b.Resync)
 	return b, nil
 }
 
-// MTU implements backend.Backend.
-func (b *Backend) MTU() int { return b.mtu }
-
-// VtepMAC returns the device's MAC address, as advertised in the lease.
-func (b *Backend) VtepMAC() netlinkx.MAC { return b.mac }
-
-// LeaseAttrs implements backend.Backend: BackendType "vxlan" and
-// BackendData {"VNI":…,"VtepMAC":"…"}.
-func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
-	data, err := json.Marshal(BackendData{VNI: b.opts.VNI, VtepMAC: b.mac.String()})
-	if err != nil {
-		return fmt.Errorf("encoding vxlan backend data: %w", err)
+func (b *Backend) newTunnel(six bool, verify time.Duration) *tunnel {
+	t := &tunnel{b: b, six: six}
+	if six {
+		t.name, t.local, t.pub = b.opts.DeviceNameV6(), b.ext.Addr6, b.ext.PublicIPv6
+		t.network, t.subnetLen = b.cfg.IPv6Network, b.cfg.IPv6SubnetLen
+		t.mtu = b.ext.MTU - OverheadIPv6
+	} else {
+		t.name, t.local, t.pub = b.opts.DeviceName(), b.ext.Addr, b.ext.PublicIP
+		t.network, t.subnetLen = b.cfg.Network, b.cfg.SubnetLen
+		t.mtu = b.ext.MTU - Overhead
 	}
+	if !t.pub.IsValid() {
+		t.pub = t.local
+	}
+	if b.opts.MTU != 0 {
+		t.mtu = b.opts.MTU
+	}
+	t.log = b.log // Base's logger names the first device
+	if six && b.cfg.EnableIPv4 {
+		t.log = b.log.With("ipv6_device", t.name)
+	}
+	t.prog = netlinkx.NewProgrammer(b.nl, t.ownsRoute, verify)
+	return t
+}
+
+// tunnels returns the tunnels of the families that are on.
+func (b *Backend) tunnels() []*tunnel {
+	var ts []*tunnel
+	for _, t := range []*tunnel{b.v4, b.v6} {
+		if t != nil {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+// MTU implements backend.Backend: the smallest MTU of the devices, so that
+// a pod's packet fits whichever tunnel carries it.
+func (b *Backend) MTU() int {
+	m := 0
+	for _, t := range b.tunnels() {
+		if m == 0 || t.mtu < m {
+			m = t.mtu
+		}
+	}
+	return m
+}
+
+// VtepMAC returns the MAC address of the IPv4 device (of the IPv6 device
+// in an IPv6-only network), as advertised in the lease.
+func (b *Backend) VtepMAC() netlinkx.MAC {
+	if b.v4 != nil {
+		return b.v4.mac
+	}
+	return b.v6.mac
+}
+
+// VtepMACv6 returns the IPv6 device's MAC address (zero when IPv6 is off).
+func (b *Backend) VtepMACv6() netlinkx.MAC {
+	if b.v6 == nil {
+		return netlinkx.MAC{}
+	}
+	return b.v6.mac
+}
+
+// LeaseAttrs implements backend.Backend: BackendType "vxlan", and
+// BackendData (IPv4) and BackendV6Data (IPv6) {"VNI":…,"VtepMAC":"…"}.
+func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
 	attrs.BackendType = TypeName
-	attrs.BackendData = data
+	attrs.BackendData, attrs.BackendV6Data = nil, nil
+	for _, t := range b.tunnels() {
+		data, err := json.Marshal(BackendData{VNI: b.opts.VNI, VtepMAC: t.mac.String()})
+		if err != nil {
+			return fmt.Errorf("encoding vxlan backend data: %w", err)
+		}
+		if t.six {
+			attrs.BackendV6Data = data
+		} else {
+			attrs.BackendData = data
+		}
+	}
 	return nil
 }
 
-// Resync makes the next Set read the kernel state and check the device
+// Resync makes the next Set read the kernel state and check the devices
 // rather than trust what it applied before.
 func (b *Backend) Resync() {
-	b.devChecked.Store(false)
-	b.prog.Invalidate()
+	for _, t := range b.tunnels() {
+		t.devChecked.Store(false)
+		t.prog.Invalidate()
+	}
 }
 
 func (b *Backend) observe(u netlinkx.Update) {
-	if u.Kind == netlinkx.LinkUpdate {
-		l := u.Link
-		ours := l.Name == b.opts.DeviceName() || (l.Index != 0 && int64(l.Index) == b.linkIndex.Load())
-		if ours && (u.Deleted || !b.compatible(l) || !l.Up || l.MTU != b.mtu) {
-			b.devChecked.Store(false)
-			b.prog.Invalidate()
-			b.Sess.Notify()
-		}
-		return
-	}
 	if u.Kind == netlinkx.LostUpdates {
 		b.log.Warn("netlink updates lost; the next Set reads the kernel state", "err", u.Err)
 	}
-	if b.prog.Observe(u) {
+	notify := false
+	for _, t := range b.tunnels() {
+		if u.Kind == netlinkx.LinkUpdate {
+			l := u.Link
+			ours := l.Name == t.name || (l.Index != 0 && int64(l.Index) == t.linkIndex.Load())
+			if ours && (u.Deleted || !t.compatible(l) || !l.Up || l.MTU != t.mtu) {
+				t.devChecked.Store(false)
+				t.prog.Invalidate()
+				notify = true
+			}
+			continue
+		}
+		if t.prog.Observe(u) {
+			notify = true
+		}
+	}
+	if notify {
 		b.Sess.Notify()
 	}
 }
 
 // compatible reports whether an existing link is our device as it should
 // be: as configured and with the MAC the lease advertises.
-func (b *Backend) compatible(l netlinkx.Link) bool {
-	return misfit(l, b.want()) == "" && l.MAC == b.mac
+func (t *tunnel) compatible(l netlinkx.Link) bool {
+	return misfit(l, t.want()) == "" && l.MAC == t.mac
 }
 
 // want returns the device's settings as configured.
-func (b *Backend) want() netlinkx.VXLAN {
-	return netlinkx.VXLAN{VNI: b.opts.VNI, Port: b.opts.Port, Local: b.ext.Addr, VtepDevIndex: b.ext.Index, GBP: b.opts.GBP}
+func (t *tunnel) want() netlinkx.VXLAN {
+	return netlinkx.VXLAN{VNI: t.b.opts.VNI, Port: t.b.opts.Port, Local: t.local, VtepDevIndex: t.b.ext.Index, GBP: t.b.opts.GBP}
 }
 
 // misfit says why an existing link cannot carry the data plane as want
@@ -223,225 +387,278 @@ func misfit(l netlinkx.Link, want netlinkx.VXLAN) string {
 
 // ensureDevice finds, adopts or creates the device and brings it to the
 // configured MTU and up. Must hold SetMu or be in New.
-func (b *Backend) ensureDevice(ctx context.Context) error {
-	name := b.opts.DeviceName()
-	l, err := b.nl.LinkByName(name)
+func (t *tunnel) ensureDevice(ctx context.Context) error {
+	nl := t.b.nl
+	l, err := nl.LinkByName(t.name)
 	why := ""
 	if err == nil {
-		why = misfit(l, b.want())
-		if why == "" && !b.mac.IsZero() && l.MAC != b.mac {
-			why = fmt.Sprintf("MAC %s, but the lease advertises %s", l.MAC, b.mac)
+		why = misfit(l, t.want())
+		if why == "" && !t.mac.IsZero() && l.MAC != t.mac {
+			why = fmt.Sprintf("MAC %s, but the lease advertises %s", l.MAC, t.mac)
 		}
 	}
 	switch {
 	case errors.Is(err, netlinkx.ErrNotFound):
-		l, err = b.create(ctx)
+		l, err = t.create(ctx)
 	case err != nil:
 		return fmt.Errorf("vxlan backend: %w", err)
 	case why != "":
-		b.log.Warn("existing device is incompatible; recreating it", "index", l.Index, "reason", why)
-		if err := b.nl.DeleteLink(l.Index); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
-			return fmt.Errorf("vxlan backend: replacing incompatible %s (%s): %w", name, why, err)
+		t.log.Warn("existing device is incompatible; recreating it", "index", l.Index, "reason", why)
+		if err := nl.DeleteLink(l.Index); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
+			return fmt.Errorf("vxlan backend: replacing incompatible %s (%s): %w", t.name, why, err)
 		}
-		l, err = b.create(ctx)
-	case b.mac.IsZero():
-		b.mac = l.MAC
-		b.log.Info("adopting the existing device with its MAC", "index", l.Index, "mac", l.MAC.String())
+		l, err = t.create(ctx)
+	case t.mac.IsZero():
+		t.mac = l.MAC
+		t.log.Info("adopting the existing device with its MAC", "index", l.Index, "mac", l.MAC.String())
 	default:
-		b.log.Debug("reusing existing device", "index", l.Index)
+		t.log.Debug("reusing existing device", "index", l.Index)
 	}
 	if err != nil {
 		return err
 	}
-	if l.MTU != b.mtu {
-		if err := b.nl.SetLinkMTU(l.Index, b.mtu); err != nil {
+	if l.MTU != t.mtu {
+		if err := nl.SetLinkMTU(l.Index, t.mtu); err != nil {
 			return fmt.Errorf("vxlan backend: %w", err)
 		}
 	}
 	if !l.Up {
-		if err := b.nl.SetLinkUp(l.Index); err != nil {
+		if err := nl.SetLinkUp(l.Index); err != nil {
 			return fmt.Errorf("vxlan backend: %w", err)
 		}
 	}
-	if l.Index != b.link.Index {
-		b.addrFor = netip.Prefix{}
+	if l.Index != t.link.Index {
+		t.addrFor = netip.Prefix{}
 	}
-	b.link = l
-	b.linkIndex.Store(int64(l.Index))
-	prefixes, err := b.nl.Addrs(b.ext.Index)
+	t.link = l
+	t.linkIndex.Store(int64(l.Index))
+	prefixes, err := nl.Addrs(t.b.ext.Index)
 	if err != nil {
-		return fmt.Errorf("vxlan backend: addresses of %s: %w", b.ext.Name, err)
+		return fmt.Errorf("vxlan backend: addresses of %s: %w", t.b.ext.Name, err)
 	}
-	b.extPrefix = prefixes
-	b.devChecked.Store(true)
+	t.extPrefix = prefixes
+	t.devChecked.Store(true)
 	return nil
 }
 
 // create creates the device, with the MAC already decided or, in New, the
 // one chooseMAC picks.
-func (b *Backend) create(ctx context.Context) (netlinkx.Link, error) {
-	if b.mac.IsZero() {
-		b.mac = b.chooseMAC(ctx)
+func (t *tunnel) create(ctx context.Context) (netlinkx.Link, error) {
+	if t.mac.IsZero() {
+		t.mac = t.chooseMAC(ctx)
 	}
-	l, err := b.nl.AddVXLAN(netlinkx.NewVXLAN{
-		Name:  b.opts.DeviceName(),
-		MTU:   b.mtu,
-		MAC:   b.mac,
-		VXLAN: b.want(),
+	l, err := t.b.nl.AddVXLAN(netlinkx.NewVXLAN{
+		Name:  t.name,
+		MTU:   t.mtu,
+		MAC:   t.mac,
+		VXLAN: t.want(),
 	})
 	if err != nil {
 		return l, fmt.Errorf("vxlan backend: %w", err)
 	}
-	b.log.Info("created device", "index", l.Index, "mac", b.mac.String(), "mtu", b.mtu)
+	t.log.Info("created device", "index", l.Index, "mac", t.mac.String(), "mtu", t.mtu)
 	return l, nil
 }
 
 // chooseMAC picks the MAC of a device created in New: the VtepMAC of this
-// node's previous lease when the store still holds one for this backend and
-// VNI (after a reboot the peers still hold entries for it, so they need
-// change nothing), else the one derived from the public address and the
-// VNI. A failed lookup is logged and costs only that: the derived MAC, and
-// peers update their entries when the lease is rewritten.
-func (b *Backend) chooseMAC(ctx context.Context) netlinkx.MAC {
-	derived := VtepMAC(b.pub, b.opts.VNI)
-	if b.previous == nil {
-		return derived
-	}
-	l, err := b.previous(ctx)
+// node's previous lease for this family (BackendData, or BackendV6Data)
+// when the store still holds one for this backend and VNI (after a reboot
+// the peers still hold entries for it, so they need change nothing), else
+// the one derived from the family's public address and the VNI. A failed
+// lookup is logged and costs only that: the derived MAC, and peers update
+// their entries when the lease is rewritten. The lookup is made once for
+// both devices.
+func (t *tunnel) chooseMAC(ctx context.Context) netlinkx.MAC {
+	derived := VtepMAC(t.pub, t.b.opts.VNI)
+	l, err := t.b.previousLease(ctx)
 	if err != nil {
-		b.log.Warn("cannot look up this node's previous lease; deriving the VTEP MAC", "err", err, "mac", derived.String())
+		t.log.Warn("cannot look up this node's previous lease; deriving the VTEP MAC", "err", err, "mac", derived.String())
 		return derived
 	}
 	if l == nil {
-		b.log.Info("no previous lease for this node; deriving the VTEP MAC", "mac", derived.String())
+		t.log.Info("no previous lease for this node; deriving the VTEP MAC", "mac", derived.String())
 		return derived
 	}
 	if l.Attrs.BackendType != TypeName {
-		b.log.Info("this node's previous lease is not a vxlan lease; deriving the VTEP MAC", "lease", l.Key(), "backend_type", l.Attrs.BackendType, "mac", derived.String())
+		t.log.Info("this node's previous lease is not a vxlan lease; deriving the VTEP MAC", "lease", l.Key(), "backend_type", l.Attrs.BackendType, "mac", derived.String())
 		return derived
 	}
-	mac, err := ParseBackendData(l.Attrs.BackendData, b.opts.VNI)
+	mac, err := ParseBackendData(t.data(l), t.b.opts.VNI)
 	if err != nil {
-		b.log.Info("this node's previous lease has no usable VTEP MAC; deriving one", "lease", l.Key(), "reason", err, "mac", derived.String())
+		t.log.Info("this node's previous lease has no usable VTEP MAC; deriving one", "lease", l.Key(), "reason", err, "mac", derived.String())
 		return derived
 	}
-	b.log.Info("taking the VTEP MAC of this node's previous lease", "lease", l.Key(), "mac", mac.String())
+	t.log.Info("taking the VTEP MAC of this node's previous lease", "lease", l.Key(), "mac", mac.String())
 	return mac
 }
 
-// ensureAddr gives the device <own subnet>.0/32 and removes other IPv4
-// addresses (from older leases).
-func (b *Backend) ensureAddr(own netip.Prefix) error {
-	want := netip.PrefixFrom(own.Addr(), 32)
-	have, err := b.nl.Addrs(b.link.Index)
+// previousLease calls Params.Previous at most once (New's devices share
+// the answer).
+func (b *Backend) previousLease(ctx context.Context) (*subnet.Lease, error) {
+	if b.previous == nil {
+		return nil, nil
+	}
+	prev := b.previous
+	var l *subnet.Lease
+	var err error
+	b.previous = func(context.Context) (*subnet.Lease, error) { return l, err }
+	l, err = prev(ctx)
+	return l, err
+}
+
+// ensureAddr gives the device the own subnet's address (<own>.0/32, or
+// <own>::/128) and removes the family's other addresses (from older
+// leases); IPv6 link-local addresses are the kernel's and stay.
+func (t *tunnel) ensureAddr(own netip.Prefix) error {
+	nl := t.b.nl
+	want := netip.PrefixFrom(own.Addr(), own.Addr().BitLen())
+	have, err := nl.Addrs(t.link.Index)
 	if err != nil {
 		return fmt.Errorf("vxlan backend: %w", err)
 	}
 	if !slices.Contains(have, want) {
-		if err := b.nl.AddAddr(b.link.Index, want); err != nil {
+		if err := nl.AddAddr(t.link.Index, want); err != nil {
 			return fmt.Errorf("vxlan backend: %w", err)
 		}
 	}
 	for _, p := range have {
-		if p != want && p.Addr().Is4() {
-			if err := b.nl.DeleteAddr(b.link.Index, p); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
+		if p != want && p.Addr().Is4() == want.Addr().Is4() && !p.Addr().IsLinkLocalUnicast() {
+			if err := nl.DeleteAddr(t.link.Index, p); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
 				return fmt.Errorf("vxlan backend: removing stale address: %w", err)
 			}
 		}
 	}
-	b.addrFor = own
+	t.addrFor = own
 	return nil
 }
 
-// ownsRoute reports whether a main-table route is one the backend manages:
-// a route to a subnet of the network (not our own) on our device, or with
-// DirectRouting a gateway route on the underlay.
-func (b *Backend) ownsRoute(r netlinkx.Route, link int) bool {
-	if !b.PeerSubnet(r.Dst) {
+// ownsRoute reports whether a main-table route is one the tunnel manages:
+// a route to a subnet of its family's network (not our own) on its device,
+// or with DirectRouting a gateway route on the underlay.
+func (t *tunnel) ownsRoute(r netlinkx.Route, link int) bool {
+	if r.Dst.Addr().Is4() == t.six || !t.b.PeerSubnet(r.Dst) {
 		return false
 	}
 	if link != 0 && r.LinkIndex == link {
 		return true
 	}
-	return b.opts.DirectRouting && r.LinkIndex == b.ext.Index && r.Gw.IsValid()
+	return t.b.opts.DirectRouting && r.LinkIndex == t.b.ext.Index && r.Gw.IsValid()
 }
 
-// Set implements backend.Backend.
+// Set implements backend.Backend: each family's tunnel is brought to s.
 func (b *Backend) Set(ctx context.Context, s backend.State) error {
 	b.SetMu.Lock()
 	defer b.SetMu.Unlock()
 	if err := b.Begin(ctx, s); err != nil {
 		return err
 	}
-	own := s.Own.Subnet
-	if !b.devChecked.Load() {
-		if err := b.ensureDevice(ctx); err != nil {
-			b.prog.Invalidate()
-			return err
-		}
+	var errs []error
+	for _, t := range b.tunnels() {
+		errs = append(errs, t.set(ctx, s))
 	}
-	if b.addrFor != own {
-		if err := b.ensureAddr(own); err != nil {
-			return err
-		}
-	}
-	b.desired(s)
-	var st netlinkx.Stats
-	var err error
-	if b.d.full {
-		st, err = b.prog.Sync(b.link.Index, b.d.want)
-	} else {
-		st, err = b.prog.SyncDelta(b.link.Index, b.d.want, &b.d.delta)
-	}
-	b.d.full = false
-	b.d.delta.Reset()
-	return b.Done(len(s.Peers), st, err, b.d.errors())
+	return errors.Join(errs...)
 }
 
-// desired brings b.d (the desired entries and what they were derived from)
-// to the peer set s, and records in b.d.delta the keys it changed. When the
+func (t *tunnel) set(ctx context.Context, s backend.State) error {
+	own := t.subnetOf(&s.Own)
+	if !t.devChecked.Load() {
+		if err := t.ensureDevice(ctx); err != nil {
+			t.prog.Invalidate()
+			return err
+		}
+	}
+	if t.addrFor != own {
+		if err := t.ensureAddr(own); err != nil {
+			return err
+		}
+	}
+	t.desired(s)
+	var st netlinkx.Stats
+	var err error
+	if t.d.full {
+		st, err = t.prog.Sync(t.link.Index, t.d.want)
+	} else {
+		st, err = t.prog.SyncDelta(t.link.Index, t.d.want, &t.d.delta)
+	}
+	t.d.full = false
+	t.d.delta.Reset()
+	return t.b.Done(len(s.Peers), st, err, t.d.errors())
+}
+
+// desired brings t.d (the desired entries and what they were derived from)
+// to the peer set s, and records in t.d.delta the keys it changed. When the
 // own subnet, the device or the underlay's prefixes changed since the last
 // Set it starts from nothing; otherwise it derives entries only for the
-// peers whose lease changed.
-func (b *Backend) desired(s backend.State) {
-	d := &b.d
-	basis := basis{own: s.Own.Subnet, link: b.link.Index, ext: fmt.Sprint(b.extPrefix)}
+// peers whose lease changed. Peers without a subnet of the tunnel's family
+// (IPv4-only nodes of a network turning IPv6 on) have no entries in it.
+func (t *tunnel) desired(s backend.State) {
+	d := &t.d
+	own := t.subnetOf(&s.Own)
+	basis := basis{own: own, link: t.link.Index, ext: fmt.Sprint(t.extPrefix)}
 	if d.recs == nil || d.basis != basis {
-		d.reset(basis, b.ext.Index)
+		d.reset(basis, t.b.ext.Index)
 	}
 	peers := s.Peers
-	if !slices.IsSortedFunc(peers, compareLease) {
-		// Conflicts (two peers claiming one VtepMAC or one subnet) resolve
-		// the same way whatever the order of s.Peers.
-		peers = slices.Clone(peers)
-		slices.SortFunc(peers, compareLease)
+	// The peers in order of the tunnel's subnets: as given when they are
+	// (the agent's set is sorted by IPv4 subnet), else through a sorted
+	// index (the IPv6 subnets of a dual-stack set come in another order):
+	// sorting small keys costs a fraction of sorting the leases.
+	order := t.order[:0]
+	if !slices.IsSortedFunc(peers, func(x, y subnet.Lease) int { return comparePrefix(t.subnetOf(&x), t.subnetOf(&y)) }) {
+		for i := range peers {
+			order = append(order, subnetIndex{sn: t.subnetOf(&peers[i]), i: int32(i)})
+		}
+		slices.SortFunc(order, func(x, y subnetIndex) int { return comparePrefix(x.sn, y.sn) })
+		t.order = order
+	}
+	at := func(k int) *subnet.Lease {
+		if len(order) > 0 {
+			return &peers[order[k].i]
+		}
+		return &peers[k]
 	}
 	d.gen++
 	seen := 0
 	for i := 0; i < len(peers); {
-		p := &peers[i]
+		p := at(i)
+		sn := t.subnetOf(p)
 		j := i + 1
-		for j < len(peers) && peers[j].Subnet == p.Subnet {
+		for j < len(peers) && t.subnetOf(at(j)) == sn {
 			j++
 		}
-		group := peers[i:j]
+		var group []subnet.Lease
+		switch {
+		case len(order) == 0 && j == i+1:
+			group = peers[i:j]
+		case j == i+1:
+			group = peers[order[i].i : order[i].i+1]
+		default:
+			// Two leases claim one subnet (rare): in an order of their own,
+			// so that the outcome does not depend on the order given.
+			for k := i; k < j; k++ {
+				group = append(group, *at(k))
+			}
+			slices.SortFunc(group, func(x, y subnet.Lease) int {
+				return strings.Compare(x.Key()+" "+t.publicIP(&x).String(), y.Key()+" "+t.publicIP(&y).String())
+			})
+		}
 		i = j
-		if p.Subnet == s.Own.Subnet {
+		if sn == own || !sn.IsValid() {
 			continue
 		}
 		seen++
-		rec := d.recs[p.Subnet]
+		rec := d.recs[sn]
 		if rec != nil {
 			rec.seen = d.gen
-			if rec.same(group) {
+			if t.same(rec, group) {
 				continue
 			}
 		}
-		d.retract(p.Subnet, rec)
-		rec = b.derive(group)
+		d.retract(sn, rec)
+		rec = t.derive(group)
 		rec.seen = d.gen
-		d.recs[p.Subnet] = rec
-		d.contribute(p.Subnet, rec)
+		d.recs[sn] = rec
+		d.contribute(sn, rec)
 	}
 	if seen < len(d.recs) {
 		for sn, rec := range d.recs {
@@ -454,8 +671,12 @@ func (b *Backend) desired(s backend.State) {
 	d.resolve()
 }
 
-// compareLease orders leases by subnet.
-func compareLease(x, y subnet.Lease) int { return comparePrefix(x.Subnet, y.Subnet) }
+// subnetIndex is a peer's subnet in the tunnel's family and its position
+// in the peer set.
+type subnetIndex struct {
+	sn netip.Prefix
+	i  int32
+}
 
 // basis is what every desired entry depends on beyond its own peer: when
 // it changes, the backend derives every entry again.
@@ -477,50 +698,63 @@ type peerRec struct {
 	direct bool  // DirectRouting: a plain route via ip
 	owns   bool  // its tunnel entries are in the desired state
 	seen   uint64
+	name   string // the lease's key and public address, for messages
 }
 
 // same reports whether rec was derived from a group of leases like g.
-func (rec *peerRec) same(g []subnet.Lease) bool {
+func (t *tunnel) same(rec *peerRec, g []subnet.Lease) bool {
 	if len(g) != rec.dup {
 		return false
 	}
 	if len(g) > 1 {
 		return false // rare: derive the errors again
 	}
-	a := &g[0].Attrs
-	return a.PublicIP == rec.ip && a.BackendType == rec.typ && string(a.BackendData) == rec.data
+	p := &g[0]
+	return t.publicIP(p) == rec.ip && p.Attrs.BackendType == rec.typ && string(t.data(p)) == rec.data
 }
 
 // derive validates a peer (a group of leases for one subnet, normally one)
 // and computes what its entries would be.
-func (b *Backend) derive(g []subnet.Lease) *peerRec {
+func (t *tunnel) derive(g []subnet.Lease) *peerRec {
 	p := &g[0]
-	rec := &peerRec{ip: p.Attrs.PublicIP, typ: p.Attrs.BackendType, data: string(p.Attrs.BackendData), dup: len(g)}
-	fail := b.Skip
-	ip := p.Attrs.PublicIP
+	ip := t.publicIP(p)
+	sn := t.subnetOf(p)
+	rec := &peerRec{ip: ip, typ: p.Attrs.BackendType, data: string(t.data(p)), dup: len(g)}
+	what := "PublicIP"
+	if t.six {
+		what = "PublicIPv6"
+	}
+	name := func(p *subnet.Lease) string { return fmt.Sprintf("%s (%s %v)", p.Key(), what, t.publicIP(p)) }
+	rec.name = name(p)
+	fail := func(p *subnet.Lease, format string, args ...any) error {
+		return fmt.Errorf("vxlan backend: skipping peer %s: %s", name(p), fmt.Sprintf(format, args...))
+	}
 	switch {
-	case !b.cfg.Contains(p.Subnet):
-		rec.err = fail(p, "subnet %v is not a /%d of network %s", p.Subnet, b.cfg.SubnetLen, b.cfg.Network)
+	case !t.contains(sn):
+		rec.err = fail(p, "subnet %v is not a /%d of network %s", sn, t.subnetLen, t.network)
 	case len(g) > 1:
 		// Neither holder can be trusted; skipping all keeps the result
 		// independent of the peers' order.
 		var errs []error
 		for i := range g {
-			errs = append(errs, fail(&g[i], "another peer holds subnet %s", p.Subnet))
+			errs = append(errs, fail(&g[i], "another peer holds subnet %s", sn))
 		}
 		rec.err = errors.Join(errs...)
-	case !ip.Is4() || !subnet.IsUsableUnicast(ip):
-		rec.err = fail(p, "PublicIP is not a unicast IPv4 address")
+	case !t.usable(ip):
+		rec.err = fail(p, "not a unicast %s address", t.family())
 	case p.Attrs.BackendType != TypeName:
 		rec.err = fail(p, "BackendType %q, want %q", p.Attrs.BackendType, TypeName)
 	default:
-		mac, err := ParseBackendData(p.Attrs.BackendData, b.opts.VNI)
+		mac, err := ParseBackendData(t.data(p), t.b.opts.VNI)
 		if err != nil {
+			if t.six {
+				err = fmt.Errorf("BackendV6Data: %w", err)
+			}
 			rec.err = fail(p, "%v", err)
 			break
 		}
 		rec.mac = mac
-		rec.direct = b.opts.DirectRouting && base.OnLink(b.extPrefix, ip)
+		rec.direct = t.b.opts.DirectRouting && base.OnLink(t.extPrefix, ip)
 	}
 	return rec
 }
@@ -624,7 +858,8 @@ func (d *desiredState) resolve() {
 			if rec.owns {
 				d.drop(sn, rec)
 			}
-			d.bad[sn] = base.SkipError(TypeName, subnet.SubnetKey(sn, netip.Prefix{}), rec.ip, "VtepMAC %s is already used by peer %s", mac, owner)
+			d.bad[sn] = fmt.Errorf("vxlan backend: skipping peer %s: VtepMAC %s is already used by peer %s",
+				rec.name, mac, owner)
 		}
 		rec := d.recs[owner]
 		delete(d.bad, owner)

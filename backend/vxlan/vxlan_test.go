@@ -450,16 +450,33 @@ func TestVtepMAC(t *testing.T) {
 // the backend's own CPU cost of one peer change with 5,000 present, without
 // the kernel.
 func BenchmarkFakeOneChange5000(b *testing.B) {
-	r := newRig(b, nil, `{"Type":"vxlan"}`)
-	cfg, _, err := subnet.ParseConfig([]byte(benchNetwork))
+	benchFakeOneChange(b, benchNetwork, benchPeers(5001), subnet.Lease{Subnet: benchOwn})
+}
+
+// BenchmarkFakeOneChangeDualStack5000 is BenchmarkFakeOneChange5000 in a
+// dual-stack network, the IPv6 subnets in another order than the IPv4 ones.
+func BenchmarkFakeOneChangeDualStack5000(b *testing.B) {
+	benchFakeOneChange(b, benchDualNetwork, benchDualPeers(5001), subnet.Lease{Subnet: benchOwn, IPv6Subnet: benchOwn6})
+}
+
+// benchFakeOneChange adds or removes the last of peers on the Fake, one Set
+// per operation.
+func benchFakeOneChange(b *testing.B, config string, with []subnet.Lease, own subnet.Lease) {
+	cfg, _, err := subnet.ParseConfig([]byte(config))
 	if err != nil {
 		b.Fatal(err)
 	}
-	r.b.cfg = cfg
-	r.own = subnet.Lease{Subnet: benchOwn}
-	with := benchPeers(5001)
-	without := with[:5000]
-	if err := r.set(b, without); err != nil {
+	fake := netlinkx.NewFake()
+	eth0 := fake.AddLink("eth0", 1500, netip.MustParsePrefix("192.168.0.1/24"), netip.MustParsePrefix("2001:db8::1/64"))
+	addr, addr6 := netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("2001:db8::1")
+	ext := backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: addr, PublicIP: addr, Addr6: addr6, PublicIPv6: addr6}
+	be, err := New(context.Background(), backend.Params{Config: cfg, Ext: ext}, Config{Netlink: fake, VerifyEvery: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer be.Close()
+	without := with[:len(with)-1]
+	if err := be.Set(context.Background(), backend.State{Own: own, Peers: without}); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
@@ -468,7 +485,7 @@ func BenchmarkFakeOneChange5000(b *testing.B) {
 		if i%2 == 0 {
 			ps = with
 		}
-		if err := r.set(b, ps); err != nil {
+		if err := be.Set(context.Background(), backend.State{Own: own, Peers: ps}); err != nil {
 			b.Fatal(err)
 		}
 	}

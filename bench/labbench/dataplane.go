@@ -34,18 +34,23 @@ func (b *Bench) LabUp(ctx context.Context, reps int) ([]report.Measurement, erro
 // DataPlane measures TCP throughput with iperf3 between two hosts of a lab
 // of the given backend: pod to pod over the overlay, and host to host on
 // the underlay as the baseline, alternating, reps times each for secs
-// seconds. For vxlan it also measures host to host through the VXLAN
-// device (host 1 to host 2's flannel.<VNI> address): encapsulation without
-// the pods' veth, bridge and forwarding, which splits the overlay's cost
-// into the tunnel's and the pod attachment's.
+// seconds. With six, the lab is dual-stack and both run over IPv6. For
+// vxlan over IPv4 it also measures host to host through the VXLAN device
+// (host 1 to host 2's flannel.<VNI> address): encapsulation without the
+// pods' veth, bridge and forwarding, which splits the overlay's cost into
+// the tunnel's and the pod attachment's.
 //
 // Beside each throughput it reports the CPU the transfer cost per GB
 // (iperf3's own client and server processes, which on veth links also run
 // the softirq work of the whole path): on a shared machine the throughput
 // follows whatever CPU is left over, while the cost per GB moves far less,
 // so the cost ratio is the steadier comparison of two paths.
-func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int) ([]report.Measurement, error) {
-	st, upCmd, _, err := b.Up(ctx, 2, 1, backend)
+func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, six bool) ([]report.Measurement, error) {
+	var extra []string
+	if six {
+		extra = []string{"--dual-stack"}
+	}
+	st, upCmd, _, err := b.Up(ctx, 2, 1, backend, extra...)
 	if err != nil {
 		return nil, err
 	}
@@ -59,27 +64,28 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int) (
 		}
 		defer stop(srv)
 	}
-	type leg struct {
-		gbps, cost    *report.Measurement
-		from          string
-		to            netip.Addr
-		fromName, lbl string
-	}
-	newLeg := func(what, from string, to netip.Addr, fromName string) leg {
-		return leg{
-			gbps: &report.Measurement{What: what, Unit: "Gbit/s", Stat: "median"},
-			cost: &report.Measurement{What: what + ": CPU per GB moved", Unit: "CPU-ms/GB", Stat: "median"},
-			from: from, to: to, fromName: fromName, lbl: what,
+	newLeg := func(what, from string, to netip.Addr, fromName string) *leg {
+		return &leg{
+			gbps: report.Measurement{What: what, Unit: "Gbit/s", Stat: "median"},
+			cost: report.Measurement{What: what + ": CPU per GB moved", Unit: "CPU-ms/GB", Stat: "median"},
+			from: from, to: to, fromName: fromName,
 		}
 	}
-	under := newLeg("host to host on the underlay", h1.NS, h2.Addr, h1.Name)
-	over := newLeg(backend+": TCP pod to pod across two hosts (overlay)", p1.NS, p2.Addr.Addr(), p1.Name)
-	legs := []leg{under, over}
-	var dev leg
-	if backend == "vxlan" {
-		// The device carries <subnet>.0/32 (backend/vxlan).
-		dev = newLeg("vxlan: TCP host to host through the VXLAN device (no pods)", h1.NS, p2.Addr.Masked().Addr(), h1.Name)
-		legs = []leg{under, dev, over}
+	var under, over *leg
+	legs := []*leg{}
+	if six {
+		under = newLeg("host to host on the IPv6 underlay", h1.NS, h2.Addr6, h1.Name)
+		over = newLeg(backend+": TCP pod to pod across two hosts over IPv6 (overlay)", p1.NS, p2.Addr6.Addr(), p1.Name)
+		legs = append(legs, under, over)
+	} else {
+		under = newLeg("host to host on the underlay", h1.NS, h2.Addr, h1.Name)
+		over = newLeg(backend+": TCP pod to pod across two hosts (overlay)", p1.NS, p2.Addr.Addr(), p1.Name)
+		legs = append(legs, under)
+		if backend == "vxlan" {
+			// The device carries <subnet>.0/32 (backend/vxlan).
+			legs = append(legs, newLeg("vxlan: TCP host to host through the VXLAN device (no pods)", h1.NS, p2.Addr.Masked().Addr(), h1.Name))
+		}
+		legs = append(legs, over)
 	}
 	for i := range reps {
 		for _, c := range legs {
@@ -95,12 +101,20 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int) (
 			c.cost.Command = c.gbps.Command
 		}
 	}
-	out := []report.Measurement{}
+	var out []report.Measurement
 	for _, c := range legs[1:] {
-		c.gbps.Baseline, c.cost.Baseline = under.gbps, under.cost
-		out = append(out, *c.gbps, *c.cost)
+		c.gbps.Baseline, c.cost.Baseline = &under.gbps, &under.cost
+		out = append(out, c.gbps, c.cost)
 	}
 	return out, nil
+}
+
+// leg is one path DataPlane measures: its throughput and its CPU cost.
+type leg struct {
+	gbps, cost report.Measurement
+	from       string
+	to         netip.Addr
+	fromName   string
 }
 
 // iperfResult is one iperf3 client run.

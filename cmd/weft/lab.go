@@ -18,7 +18,7 @@ import (
 // runLab runs `weft lab up|status|check|down` and the hidden helpers.
 func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: weft lab up|status|check|down [flags]")
+		fmt.Fprintln(stderr, "usage: weft lab up|status|check|doctor|down [flags]")
 		return fmt.Errorf("%w: missing lab command", errUsage)
 	}
 	verb, args := args[0], args[1:]
@@ -28,7 +28,9 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("weft lab "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	o := lab.Options{Out: stdout}
-	var network string
+	var network, ipv6Network string
+	var ipv6Only, dualStack bool
+	var doctorJSON, doctorPeers bool
 	fs.StringVar(&o.StateDir, "state-dir", lab.DefaultStateDir, "the lab's state dir (for tests)")
 	fs.StringVar(&o.Prefix, "prefix", lab.DefaultPrefix, "prefix of the lab's namespaces and links (for tests)")
 	switch verb {
@@ -37,19 +39,29 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.IntVar(&o.Pods, "pods", 2, "pods per host")
 		fs.StringVar(&o.Backend, "backend", "vxlan", "backend: vxlan or host-gw")
 		fs.StringVar(&network, "network", "10.244.0.0/16", "the cluster network")
+		fs.BoolVar(&dualStack, "dual-stack", false, "lease every node an IPv4 and an IPv6 subnet (IPv6 underlay beside the IPv4 one)")
+		fs.BoolVar(&ipv6Only, "ipv6", false, "an IPv6-only pod network (etcd and /readyz stay on the IPv4 underlay)")
+		fs.StringVar(&ipv6Network, "ipv6-network", "fd00:10:244::/56", "the cluster's IPv6 network, with --dual-stack or --ipv6")
 		fs.BoolVar(&o.NFTables, "nftables", false, "keep the hosts' firewall rules in nftables (EnableNFTables) instead of iptables")
 		fs.StringVar(&o.BinDir, "bin-dir", "", "directory holding weftd, flannel, bridge and host-local (default: weft's own directory)")
 		fs.DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
-		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw] [--network 10.244.0.0/16] [--nftables] [--bin-dir DIR]", "state-dir", "prefix")
+		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw] [--network 10.244.0.0/16] [--dual-stack | --ipv6] [--ipv6-network fd00:10:244::/56] [--nftables] [--bin-dir DIR]", "state-dir", "prefix")
 	case "status", "check", "down":
 		setUsage(fs, "weft lab "+verb, "state-dir", "prefix")
+	case "doctor":
+		fs.BoolVar(&doctorJSON, "json", false, "print each report as JSON")
+		fs.BoolVar(&doctorPeers, "peers", false, "also probe every peer's overlay path")
+		setUsage(fs, "weft lab doctor [HOST] [--json] [--peers]   # weft doctor inside each lab host (or HOST)", "state-dir", "prefix")
 	default:
-		fmt.Fprintln(stderr, "usage: weft lab up|status|check|down [flags]")
+		fmt.Fprintln(stderr, "usage: weft lab up|status|check|doctor|down [flags]")
 		return fmt.Errorf("%w: unknown lab command %q", errUsage, verb)
 	}
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
+	}
+	if verb == "doctor" {
+		return labDoctor(ctx, o, pos, doctorJSON, doctorPeers)
 	}
 	if len(pos) > 0 {
 		return fmt.Errorf("%w: weft lab %s takes no arguments, got %q", errUsage, verb, strings.Join(pos, " "))
@@ -61,6 +73,15 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "up":
 		if o.Network, err = netip.ParsePrefix(network); err != nil {
 			return fmt.Errorf("%w: --network %q: %v", errUsage, network, err)
+		}
+		if ipv6Only && dualStack {
+			return fmt.Errorf("%w: --ipv6 and --dual-stack exclude each other", errUsage)
+		}
+		if ipv6Only || dualStack {
+			if o.IPv6Network, err = netip.ParsePrefix(ipv6Network); err != nil {
+				return fmt.Errorf("%w: --ipv6-network %q: %v", errUsage, ipv6Network, err)
+			}
+			o.NoIPv4 = ipv6Only
 		}
 		self, err := os.Executable()
 		if err != nil {
@@ -102,4 +123,37 @@ func runLabEtcd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	o.ClientURLs = strings.Split(clientURLs, ",")
 	return lab.RunEtcd(ctx, o)
+}
+
+// labDoctor runs `weft lab doctor [HOST]`.
+func labDoctor(ctx context.Context, o lab.Options, pos []string, asJSON, peers bool) error {
+	if len(pos) > 1 {
+		return fmt.Errorf("%w: weft lab doctor takes one host at most, got %q", errUsage, strings.Join(pos, " "))
+	}
+	host := ""
+	if len(pos) == 1 {
+		host = pos[0]
+	}
+	var err error
+	if o.StateDir, err = filepath.Abs(o.StateDir); err != nil {
+		return fmt.Errorf("state dir: %w", err)
+	}
+	if o.Self, err = os.Executable(); err != nil {
+		return fmt.Errorf("finding weft's own executable: %w", err)
+	}
+	var extra []string
+	if asJSON {
+		extra = append(extra, "--json")
+	}
+	if peers {
+		extra = append(extra, "--peers")
+	}
+	code, err := lab.Doctor(ctx, o, host, extra)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return exitCode(code)
+	}
+	return nil
 }

@@ -1,11 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"time"
 
@@ -44,7 +44,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var asJSON bool
 	f.register(fs)
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts instead of a table")
-	setUsage(fs, "weft leases [flags] | weft leases reserve SUBNET PUBLIC-IP | weft leases release SUBNET")
+	setUsage(fs, "weft leases [flags] | weft leases reserve SUBNET[,IPV6-SUBNET] PUBLIC-IP[,PUBLIC-IPV6] | weft leases release SUBNET")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -104,11 +104,15 @@ func leasesOp(pos []string, stdout io.Writer, f leaseFlags, asJSON bool) (func(c
 	case len(pos) != want:
 		return nil, fmt.Errorf("%w: weft leases release SUBNET", errUsage)
 	}
-	sn, err := leases.ParseSubnet(pos[1])
+	sns, err := leases.ParseSubnets(pos[1])
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	if pos[0] == "release" {
+		if sns.V4.IsValid() && sns.V6.IsValid() {
+			return nil, fmt.Errorf("%w: weft leases release SUBNET takes one subnet of either family (the key holding it goes)", errUsage)
+		}
+		sn := cmp.Or(sns.V4, sns.V6)
 		return func(ctx context.Context, s *etcd.Store) error {
 			if err := s.DeleteSubnet(ctx, sn); err != nil {
 				return err
@@ -117,16 +121,16 @@ func leasesOp(pos []string, stdout io.Writer, f leaseFlags, asJSON bool) (func(c
 			return nil
 		}, nil
 	}
-	ip, err := netip.ParseAddr(pos[2])
+	ip, ip6, err := leases.ParseAddrs(pos[2])
 	if err != nil {
-		return nil, fmt.Errorf("%w: public IP %q: %v", errUsage, pos[2], err)
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return func(ctx context.Context, s *etcd.Store) error {
-		what, err := s.Reserve(ctx, sn, ip)
+		what, err := s.ReserveSubnets(ctx, sns.V4, sns.V6, ip, ip6)
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "%s: %s for %s\n", sn, what, ip)
+		fmt.Fprintf(stdout, "%s: %s for %s\n", sns, what, pos[2])
 		return nil
 	}, nil
 }

@@ -24,7 +24,8 @@ type command struct {
 
 // commands are weft's subcommands.
 var commands = map[string]command{
-	"lab":    {"run a whole overlay cluster on this machine: up, status, check, down", runLab},
+	"doctor": {"check this node's overlay and say what is wrong and how to fix it", runDoctor},
+	"lab":    {"run a whole overlay cluster on this machine: up, status, check, doctor, down", runLab},
 	"leases": {"show the leases in etcd; reserve and release subnets", runLeases},
 	"node":   {"teardown: remove what weftd set up on this node and release its lease", runNode},
 }
@@ -36,9 +37,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
+	var code exitCode
 	switch {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
+	case errors.As(err, &code):
+		os.Exit(int(code))
 	case errors.Is(err, errUsage):
 		fmt.Fprintln(os.Stderr, "weft:", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
 		os.Exit(2)

@@ -183,8 +183,8 @@ func TestManifestArgs(t *testing.T) {
 			if p == "readiness" {
 				probe = c.ReadinessProbe
 			}
-			if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Port.IntValue() != o.healthzPort {
-				t.Errorf("%s probe %+v does not target -healthz-port %d", p, probe, o.healthzPort)
+			if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Port.IntValue() != o.node.HealthzPort {
+				t.Errorf("%s probe %+v does not target -healthz-port %d", p, probe, o.node.HealthzPort)
 			}
 		}
 	}

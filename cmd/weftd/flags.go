@@ -6,42 +6,21 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/weftnet/weft/internal/etcdflags"
+	"github.com/weftnet/weft/internal/nodeflags"
 )
-
-// stringList is a repeatable string flag; a comma also separates values.
-type stringList []string
-
-func (s *stringList) String() string { return strings.Join(*s, ",") }
-
-func (s *stringList) Set(v string) error {
-	for _, f := range strings.Split(v, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			*s = append(*s, f)
-		}
-	}
-	return nil
-}
 
 // options are weftd's settings, named as flanneld's flags.
 type options struct {
 	etcd           etcdflags.Flags
-	ifaces         stringList
-	ifaceRegexes   stringList
-	publicIP       string
-	subnetFile     string
+	node           nodeflags.Flags
 	renewMargin    int // minutes, as flanneld
 	leaseTTL       time.Duration
-	ipMasq         bool
 	iptablesResync int // seconds, as flanneld
-	forwardRules   bool
-	healthzIP      string
-	healthzPort    int
 	resync         time.Duration
 	verbosity      int
 	logLevel       string
@@ -55,17 +34,10 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("weftd", flag.ContinueOnError)
 	fs.SetOutput(out)
 	o.etcd.Register(fs)
-	fs.Var(&o.ifaces, "iface", "interface to use (IP or name) for inter-host communication; may be repeated, tried in order")
-	fs.Var(&o.ifaceRegexes, "iface-regex", "regex matching the interface name or IP to use for inter-host communication; may be repeated")
-	fs.StringVar(&o.publicIP, "public-ip", "", "IP accessible by other nodes for inter-host communication (default: the interface's address)")
-	fs.StringVar(&o.subnetFile, "subnet-file", "/run/flannel/subnet.env", "filename where the env variables (subnet, MTU, ...) will be written to")
+	o.node.Register(fs)
 	fs.IntVar(&o.renewMargin, "subnet-lease-renew-margin", 60, "subnet lease renewal margin, in minutes; the lease is refreshed when less than this is left")
 	fs.DurationVar(&o.leaseTTL, "subnet-lease-ttl", 24*time.Hour, "TTL of the subnet lease in etcd (weft; flanneld always uses 24h)")
-	fs.BoolVar(&o.ipMasq, "ip-masq", false, "set up IP masquerade rules for traffic leaving the overlay network")
 	fs.IntVar(&o.iptablesResync, "iptables-resync", 5, "resync period of the firewall rules (iptables, or nftables with EnableNFTables), in seconds")
-	fs.BoolVar(&o.forwardRules, "iptables-forward-rules", true, "add forward rules accepting traffic to and from the network (iptables FLANNEL-FWD, or the nftables forward chain)")
-	fs.StringVar(&o.healthzIP, "healthz-ip", "0.0.0.0", "the IP address for the healthz server to listen on")
-	fs.IntVar(&o.healthzPort, "healthz-port", 0, "the port for the healthz server to listen on (0 to disable)")
 	fs.DurationVar(&o.resync, "resync-interval", 10*time.Second, "how often the data plane is compared with the leases even without events (weft)")
 	fs.IntVar(&o.verbosity, "v", 0, "log verbosity: 0 info, 1 or more debug (as flanneld's -v)")
 	fs.StringVar(&o.logLevel, "log-level", "", "log level: debug, info, warn or error (overrides -v)")
@@ -109,11 +81,8 @@ func (o *options) check() error {
 	if err := o.etcd.Check(); err != nil {
 		return bad("%v", err)
 	}
-	if o.publicIP != "" {
-		a, err := netip.ParseAddr(o.publicIP)
-		if err != nil || !a.Is4() {
-			return bad("-public-ip %q is not an IPv4 address", o.publicIP)
-		}
+	if err := o.node.Check(); err != nil {
+		return bad("%v", err)
 	}
 	if o.renewMargin <= 0 {
 		return bad("-subnet-lease-renew-margin %d must be a positive number of minutes", o.renewMargin)
@@ -123,12 +92,6 @@ func (o *options) check() error {
 	}
 	if o.iptablesResync <= 0 {
 		return bad("-iptables-resync %d must be a positive number of seconds", o.iptablesResync)
-	}
-	if o.healthzPort < 0 || o.healthzPort > 65535 {
-		return bad("-healthz-port %d is not a port number (0 disables the server)", o.healthzPort)
-	}
-	if _, err := netip.ParseAddr(o.healthzIP); err != nil {
-		return bad("-healthz-ip %q is not an IP address", o.healthzIP)
 	}
 	if o.resync <= 0 {
 		return bad("-resync-interval %s must be positive", o.resync)
@@ -172,9 +135,4 @@ func (o *options) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, ho))
 }
 
-func (o *options) healthzAddr() string {
-	if o.healthzPort == 0 {
-		return ""
-	}
-	return netip.AddrPortFrom(netip.MustParseAddr(o.healthzIP), uint16(o.healthzPort)).String()
-}
+func (o *options) healthzAddr() string { return o.node.HealthzAddr() }

@@ -20,8 +20,8 @@ func TestParseOptions(t *testing.T) {
 			if got := o.endpoints(); len(got) != 2 || got[1] != "http://127.0.0.1:2379" {
 				t.Errorf("endpoints = %v", got)
 			}
-			if o.etcd.Prefix != "/coreos.com/network" || o.subnetFile != "/run/flannel/subnet.env" ||
-				o.renewMargin != 60 || o.iptablesResync != 5 || !o.forwardRules || o.ipMasq || o.healthzPort != 0 {
+			if o.etcd.Prefix != "/coreos.com/network" || o.node.SubnetFile != "/run/flannel/subnet.env" ||
+				o.renewMargin != 60 || o.iptablesResync != 5 || !o.node.ForwardRules || o.node.IPMasq || o.node.HealthzPort != 0 {
 				t.Errorf("defaults wrong: %+v", o)
 			}
 			if o.healthzAddr() != "" {
@@ -30,16 +30,16 @@ func TestParseOptions(t *testing.T) {
 		}},
 		{name: "flags", args: []string{"-etcd-endpoints=http://10.0.0.1:2379", "-iface", "eth0", "-iface", "10.1.1.1,eth1",
 			"--ip-masq", "-healthz-port=8471", "-subnet-lease-ttl=30s"}, check: func(t *testing.T, o *options) {
-			if strings.Join(o.ifaces, " ") != "eth0 10.1.1.1 eth1" {
-				t.Errorf("ifaces = %v", o.ifaces)
+			if strings.Join(o.node.Ifaces, " ") != "eth0 10.1.1.1 eth1" {
+				t.Errorf("ifaces = %v", o.node.Ifaces)
 			}
-			if !o.ipMasq || o.healthzAddr() != "0.0.0.0:8471" || o.leaseTTL != 30*time.Second {
+			if !o.node.IPMasq || o.healthzAddr() != "0.0.0.0:8471" || o.leaseTTL != 30*time.Second {
 				t.Errorf("got %+v", o)
 			}
 		}},
 		{name: "env", env: map[string]string{"FLANNELD_ETCD_PREFIX": "/weft/net", "FLANNELD_IP_MASQ": "true", "FLANNELD_IFACE": "eth9"},
 			check: func(t *testing.T, o *options) {
-				if o.etcd.Prefix != "/weft/net" || !o.ipMasq || o.ifaces.String() != "eth9" {
+				if o.etcd.Prefix != "/weft/net" || !o.node.IPMasq || o.node.Ifaces.String() != "eth9" {
 					t.Errorf("got %+v", o)
 				}
 			}},

@@ -57,18 +57,18 @@ func run(args []string) int {
 	defer store.Close()
 
 	var publicIP netip.Addr
-	if o.publicIP != "" {
-		publicIP = netip.MustParseAddr(o.publicIP) // checked by parseOptions
+	if o.node.PublicIP != "" {
+		publicIP = netip.MustParseAddr(o.node.PublicIP) // checked by parseOptions
 	}
 	a, err := agent.New(agent.Options{
 		Manager:        store,
 		Backends:       lookupBackend,
-		Iface:          agent.IfaceOptions{Ifaces: o.ifaces, Regexes: o.ifaceRegexes, PublicIP: publicIP},
-		SubnetFile:     o.subnetFile,
+		Iface:          agent.IfaceOptions{Ifaces: o.node.Ifaces, Regexes: o.node.IfaceRegexes, PublicIP: publicIP, PublicIPv6: o.node.PublicV6()},
+		SubnetFile:     o.node.SubnetFile,
 		RenewMargin:    time.Duration(o.renewMargin) * time.Minute,
 		LeaseTTL:       o.leaseTTL,
-		IPMasq:         o.ipMasq,
-		ForwardRules:   o.forwardRules,
+		IPMasq:         o.node.IPMasq,
+		ForwardRules:   o.node.ForwardRules,
 		Firewall:       openFirewall(log),
 		FirewallResync: time.Duration(o.iptablesResync) * time.Second,
 		Resync:         o.resync,

@@ -20,7 +20,7 @@ import (
 // error) and the state each then lists through the Interface.
 
 // Names of the links the script touches; the dump covers these.
-var contractLinks = []string{"lo", "eth0", "flannel.1"}
+var contractLinks = []string{"lo", "eth0", "flannel.1", "flannel-v6.1"}
 
 // The script's addresses.
 var (
@@ -29,6 +29,8 @@ var (
 	macD   = mustMAC("02:dd:00:00:00:04")
 	vtep   = mustMAC("02:aa:00:00:00:01")
 	local  = netip.MustParseAddr("192.168.0.1")
+	local6 = netip.MustParseAddr("2001:db8::1")
+	peer6  = netip.MustParseAddr("2001:db8::2")
 	peer2  = netip.MustParseAddr("192.168.0.2")
 	peer3  = netip.MustParseAddr("192.168.0.3")
 	far    = netip.MustParseAddr("172.16.0.4")
@@ -61,6 +63,12 @@ func (e env) idx(name string) int {
 func (e env) vxlan(mtu int) error {
 	_, err := e.nl.AddVXLAN(netlinkx.NewVXLAN{Name: "flannel.1", MTU: mtu, MAC: vtep,
 		VXLAN: netlinkx.VXLAN{VNI: 1, Port: 8472, Local: local, VtepDevIndex: e.idx("eth0")}})
+	return err
+}
+
+func (e env) vxlan6(mtu int) error {
+	_, err := e.nl.AddVXLAN(netlinkx.NewVXLAN{Name: "flannel-v6.1", MTU: mtu, MAC: macC,
+		VXLAN: netlinkx.VXLAN{VNI: 1, Port: 8472, Local: local6, VtepDevIndex: e.idx("eth0")}})
 	return err
 }
 
@@ -189,6 +197,55 @@ var script = []step{
 	{"vxlan device too big for the underlay (the kernel clamps)", func(e env) error { return e.vxlan(1480) }},
 	{"delete it", func(e env) error { return e.nl.DeleteLink(e.idx("flannel.1")) }},
 	{"vxlan device, default MTU", func(e env) error { return e.vxlan(0) }},
+	// IPv6: the underlay's address, flannel-v6.1 and one peer's entries.
+	{"IPv6 address on the underlay", func(e env) error { return e.nl.AddAddr(e.idx("eth0"), netip.PrefixFrom(local6, 64)) }},
+	{"IPv6 vxlan device too big for the underlay (the kernel clamps at less 70)", func(e env) error { return e.vxlan6(1450) }},
+	{"IPv6 device MTU above the underlay's less 70", func(e env) error { return e.nl.SetLinkMTU(e.idx("flannel-v6.1"), 1440) }},
+	{"IPv6 device MTU", func(e env) error { return e.nl.SetLinkMTU(e.idx("flannel-v6.1"), 1400) }},
+	{"IPv6 device up", func(e env) error { return e.nl.SetLinkUp(e.idx("flannel-v6.1")) }},
+	{"IPv6 host address on the device", func(e env) error {
+		return e.nl.AddAddr(e.idx("flannel-v6.1"), subnet("fd00:10:244:1::/128"))
+	}},
+	{"IPv6 neighbour", func(e env) error {
+		return e.nl.SetNeigh(netlinkx.Neigh{LinkIndex: e.idx("flannel-v6.1"), IP: addr("fd00:10:244:2::"), MAC: macB})
+	}},
+	{"IPv6 fdb entry", func(e env) error {
+		return e.nl.SetFDB(netlinkx.FDB{LinkIndex: e.idx("flannel-v6.1"), MAC: macB, Dst: peer6})
+	}},
+	{"IPv6 onlink route", func(e env) error {
+		return e.nl.ReplaceRoute(e.route("fd00:10:244:2::/64", "fd00:10:244:2::", "flannel-v6.1", true, 0))
+	}},
+	{"IPv6 gateway route on the underlay", func(e env) error {
+		return e.nl.ReplaceRoute(e.route("fd00:10:244:3::/64", "2001:db8::3", "eth0", false, 0))
+	}},
+	{"delete the IPv6 onlink route", func(e env) error {
+		return e.nl.DeleteRoute(e.route("fd00:10:244:2::/64", "fd00:10:244:2::", "flannel-v6.1", true, 0))
+	}},
+	{"delete the IPv6 neighbour", func(e env) error {
+		return e.nl.DeleteNeigh(netlinkx.Neigh{LinkIndex: e.idx("flannel-v6.1"), IP: addr("fd00:10:244:2::")})
+	}},
+	{"delete the IPv6 neighbour again", func(e env) error {
+		return e.nl.DeleteNeigh(netlinkx.Neigh{LinkIndex: e.idx("flannel-v6.1"), IP: addr("fd00:10:244:2::")})
+	}},
+	{"IPv6 neighbour, fdb entry and route before the device goes", func(e env) error {
+		i := e.idx("flannel-v6.1")
+		return errors.Join(
+			e.nl.SetNeigh(netlinkx.Neigh{LinkIndex: i, IP: addr("fd00:10:244:4::"), MAC: macD}),
+			e.nl.ReplaceRoute(e.route("fd00:10:244:4::/64", "fd00:10:244:4::", "flannel-v6.1", true, 0)),
+		)
+	}},
+	{"delete the IPv6 device", func(e env) error { return e.nl.DeleteLink(e.idx("flannel-v6.1")) }},
+}
+
+// kernelOwn reports whether a dump line is the kernel's own IPv6
+// plumbing, which the fake does not model and no backend owns or reads:
+// link-local addresses and their fe80::/64 routes, ::1 on lo, multicast
+// neighbours (MLD), and routes on the kernel side of the underlay's veth.
+// ensureAddr leaves link-local addresses alone, ownsRoute never matches
+// fe80::/64, and the programmer reads permanent neighbours only.
+func kernelOwn(line string) bool {
+	return strings.Contains(line, " fe80:") || strings.Contains(line, " fe80::/64") || strings.HasPrefix(line, "addr lo ::1/128") ||
+		strings.HasPrefix(line, "neigh ff02:") || strings.Contains(line, " dev #")
 }
 
 // outcome names what an operation returned: "ok", "not found", or the
@@ -269,6 +326,7 @@ func dump(t *testing.T, nl netlinkx.Interface) string {
 			lines = append(lines, fmt.Sprintf("route table %d %s via %v dev %s onlink %v", table, r.Dst, r.Gw, linkName(r.LinkIndex), r.OnLink))
 		}
 	}
+	lines = slices.DeleteFunc(lines, kernelOwn)
 	slices.Sort(lines)
 	return strings.Join(lines, "\n")
 }

@@ -20,7 +20,8 @@ var _ Interface = (*Fake)(nil)
 // link; an address with a prefix (not /32) on an up link brings the prefix
 // route; a route is deleted only if the gateway and link named match; an
 // FDB entry for a unicast MAC has one destination, which SetFDB replaces; a
-// VXLAN device's MTU is at most its underlay's less 50. Dump
+// VXLAN device's MTU is at most its underlay's less 50 (less 70 over IPv6).
+// IPv4 and IPv6 entries are kept alike. Dump
 // renders the whole state as sorted text. The zero value is not ready: use
 // NewFake.
 type Fake struct {
@@ -164,7 +165,7 @@ func (f *Fake) AddVXLAN(v NewVXLAN) (Link, error) {
 	// The kernel gives a VXLAN device without an MTU, or with one larger
 	// than its underlay carries, the largest that fits.
 	mtu := v.MTU
-	if maxMTU := f.links[v.VtepDevIndex].MTU - vxlanOverhead; mtu == 0 || mtu > maxMTU {
+	if maxMTU := f.links[v.VtepDevIndex].MTU - overheadOf(v.VXLAN); mtu == 0 || mtu > maxMTU {
 		mtu = maxMTU
 	}
 	l := &Link{Index: f.nextIndex, Name: v.Name, Type: "vxlan", MTU: mtu, MAC: v.MAC, VXLAN: &attrs}
@@ -230,16 +231,29 @@ func (f *Fake) SetLinkUp(index int) error {
 }
 
 // vxlanOverhead is what VXLAN over IPv4 adds to a frame; the kernel caps a
-// VXLAN device's MTU at its underlay's less this.
-const vxlanOverhead = 50
+// VXLAN device's MTU at its underlay's less this (vxlan6Overhead over
+// IPv6, whose header is 20 bytes longer).
+const (
+	vxlanOverhead  = 50
+	vxlan6Overhead = 70
+)
+
+// overheadOf returns what a VXLAN device with attributes v adds.
+func overheadOf(v VXLAN) int {
+	if v.Local.Is6() {
+		return vxlan6Overhead
+	}
+	return vxlanOverhead
+}
 
 // minMTU is the smallest MTU the kernel accepts for an IPv4 link.
 const minMTU = 68
 
 // addPrefixRoute adds the route the kernel adds with an address on an up
-// link: to the address's prefix, unless it is a /32 host address.
+// link: to the address's prefix, unless it is an IPv4 /32 (IPv6 gets a
+// route even for a /128).
 func (f *Fake) addPrefixRoute(index int, a netip.Prefix) {
-	if a.Bits() >= 32 {
+	if a.Addr().Is4() && a.Bits() >= 32 {
 		return
 	}
 	r := Route{Table: MainTable, Dst: a.Masked(), LinkIndex: index}
@@ -258,7 +272,7 @@ func (f *Fake) SetLinkMTU(index, mtu int) error {
 	maxMTU := 65535
 	if l.VXLAN != nil {
 		if lower, ok := f.links[l.VXLAN.VtepDevIndex]; ok {
-			maxMTU = lower.MTU - vxlanOverhead
+			maxMTU = lower.MTU - overheadOf(*l.VXLAN)
 		}
 	}
 	if mtu < minMTU || mtu > maxMTU {

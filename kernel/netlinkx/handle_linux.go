@@ -193,7 +193,7 @@ func addrFrom(ip net.IP) netip.Addr {
 func (h *Handle) Addrs(index int) ([]netip.Prefix, error) {
 	link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}
 	as, err := retryDump(fmt.Sprintf("addresses of link #%d", index), func() ([]netlink.Addr, error) {
-		return h.h.AddrList(link, netlink.FAMILY_V4)
+		return h.h.AddrList(link, netlink.FAMILY_ALL)
 	})
 	if err != nil {
 		return nil, err
@@ -225,22 +225,33 @@ func (h *Handle) DeleteAddr(index int, p netip.Prefix) error {
 	return nil
 }
 
-// Neighs implements Interface.
+// Neighs implements Interface: the link's IPv4 (ARP) and IPv6 (NDP)
+// neighbours.
 func (h *Handle) Neighs(index int) ([]Neigh, error) {
-	ns, err := retryDump(fmt.Sprintf("neighbours of link #%d", index), func() ([]netlink.Neigh, error) {
-		return h.h.NeighList(index, netlink.FAMILY_V4)
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Neigh, 0, len(ns))
-	for _, n := range ns {
-		if n.LinkIndex != index {
-			continue
+	var out []Neigh
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		ns, err := retryDump(fmt.Sprintf("neighbours of link #%d", index), func() ([]netlink.Neigh, error) {
+			return h.h.NeighList(index, fam)
+		})
+		if err != nil {
+			return nil, err
 		}
-		out = append(out, fromNetlinkNeigh(n))
+		for _, n := range ns {
+			if n.LinkIndex != index {
+				continue
+			}
+			out = append(out, fromNetlinkNeigh(n))
+		}
 	}
 	return out, nil
+}
+
+// family returns the netlink address family of a.
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
 }
 
 func fromNetlinkNeigh(n netlink.Neigh) Neigh {
@@ -252,7 +263,7 @@ func fromNetlinkNeigh(n netlink.Neigh) Neigh {
 func (h *Handle) SetNeigh(n Neigh) error {
 	err := h.h.NeighSet(&netlink.Neigh{
 		LinkIndex:    n.LinkIndex,
-		Family:       netlink.FAMILY_V4,
+		Family:       family(n.IP),
 		State:        netlink.NUD_PERMANENT,
 		Type:         unix.RTN_UNICAST,
 		IP:           n.IP.AsSlice(),
@@ -266,7 +277,7 @@ func (h *Handle) SetNeigh(n Neigh) error {
 
 // DeleteNeigh implements Interface.
 func (h *Handle) DeleteNeigh(n Neigh) error {
-	err := h.h.NeighDel(&netlink.Neigh{LinkIndex: n.LinkIndex, Family: netlink.FAMILY_V4, IP: n.IP.AsSlice()})
+	err := h.h.NeighDel(&netlink.Neigh{LinkIndex: n.LinkIndex, Family: family(n.IP), IP: n.IP.AsSlice()})
 	if err != nil {
 		return fmt.Errorf("deleting neighbour %s on link #%d: %w", n.IP, n.LinkIndex, wrapNotFound(err))
 	}
@@ -338,16 +349,22 @@ func (h *Handle) Routes(table, index int) ([]Route, error) {
 	}
 	var out []Route
 	what := fmt.Sprintf("routes of table %d", table)
-	_, err := retryDump(what, func() ([]struct{}, error) {
-		out = out[:0]
-		return nil, h.h.RouteListFilteredIter(netlink.FAMILY_V4, filter, mask, func(r netlink.Route) bool {
-			if rt, ok := fromNetlinkRoute(r); ok {
-				out = append(out, rt)
-			}
-			return true
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		n := len(out)
+		_, err := retryDump(what, func() ([]struct{}, error) {
+			out = out[:n]
+			return nil, h.h.RouteListFilteredIter(fam, filter, mask, func(r netlink.Route) bool {
+				if rt, ok := fromNetlinkRoute(r); ok {
+					out = append(out, rt)
+				}
+				return true
+			})
 		})
-	})
-	return out, err
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 func fromNetlinkRoute(r netlink.Route) (Route, bool) {
@@ -355,7 +372,7 @@ func fromNetlinkRoute(r netlink.Route) (Route, bool) {
 		return Route{}, false
 	}
 	dst, ok := prefixFrom(r.Dst)
-	if !ok || !dst.Addr().Is4() {
+	if !ok {
 		return Route{}, false
 	}
 	return Route{Table: r.Table, Dst: dst, Gw: addrFrom(r.Gw), LinkIndex: r.LinkIndex, OnLink: r.Flags&int(netlink.FLAG_ONLINK) != 0}, true
@@ -499,7 +516,7 @@ func neighUpdate(nu netlink.NeighUpdate) (Update, bool) {
 	case unix.AF_BRIDGE:
 		f, ok := fromNetlinkFDB(nu.Neigh)
 		return Update{Kind: FDBUpdate, Deleted: del, FDB: f}, ok
-	case unix.AF_INET:
+	case unix.AF_INET, unix.AF_INET6:
 		return Update{Kind: NeighUpdate, Deleted: del, Neigh: fromNetlinkNeigh(nu.Neigh)}, true
 	}
 	return Update{}, false

@@ -14,16 +14,21 @@ import (
 // underlay range and its own links. They live here so that nothing outside
 // kernel/ imports the netlink library.
 
-// Addr is an IPv4 address of a link, with its prefix length.
+// Addr is an address of a link, with its prefix length.
 type Addr struct {
 	LinkIndex int
 	// Prefix is the address with the length of its subnet (10.0.0.5/24).
 	Prefix netip.Prefix
 	// Global is true for scope universe (not host- or link-scoped).
 	Global bool
+	// For IPv6 addresses: Unusable is true while duplicate address
+	// detection runs or after it failed, and for a deprecated address;
+	// Dynamic for an address that is not permanent (autoconfigured);
+	// Temporary for a privacy address.
+	Unusable, Dynamic, Temporary bool
 }
 
-// DefaultRoute is an IPv4 default route of the main table.
+// DefaultRoute is a default route of the main table.
 type DefaultRoute struct {
 	LinkIndex int
 	Gw        netip.Addr
@@ -46,31 +51,47 @@ func (h *Handle) Links() ([]Link, error) {
 
 // AddrList lists the IPv4 addresses of link index, or of every link when
 // index is 0, in the kernel's order.
-func (h *Handle) AddrList(index int) ([]Addr, error) {
+func (h *Handle) AddrList(index int) ([]Addr, error) { return h.addrList(index, netlink.FAMILY_V4) }
+
+// AddrList6 lists the IPv6 addresses of link index, or of every link when
+// index is 0, in the kernel's order, with the flags that rank them.
+func (h *Handle) AddrList6(index int) ([]Addr, error) { return h.addrList(index, netlink.FAMILY_V6) }
+
+func (h *Handle) addrList(index, fam int) ([]Addr, error) {
 	var link netlink.Link
 	what := "addresses"
 	if index != 0 {
 		link = &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}
 		what = fmt.Sprintf("addresses of link #%d", index)
 	}
-	as, err := retryDump(what, func() ([]netlink.Addr, error) { return h.h.AddrList(link, netlink.FAMILY_V4) })
+	as, err := retryDump(what, func() ([]netlink.Addr, error) { return h.h.AddrList(link, fam) })
 	if err != nil {
 		return nil, err
 	}
 	out := make([]Addr, 0, len(as))
 	for _, a := range as {
-		if p, ok := prefixFrom(a.IPNet); ok && p.Addr().Is4() {
-			out = append(out, Addr{LinkIndex: a.LinkIndex, Prefix: p, Global: a.Scope == unix.RT_SCOPE_UNIVERSE})
+		p, ok := prefixFrom(a.IPNet)
+		if !ok || p.Addr().Is4() != (fam == netlink.FAMILY_V4) {
+			continue
 		}
+		out = append(out, Addr{LinkIndex: a.LinkIndex, Prefix: p, Global: a.Scope == unix.RT_SCOPE_UNIVERSE,
+			Unusable:  a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED|unix.IFA_F_DEPRECATED) != 0,
+			Dynamic:   fam == netlink.FAMILY_V6 && a.Flags&unix.IFA_F_PERMANENT == 0,
+			Temporary: a.Flags&unix.IFA_F_TEMPORARY != 0})
 	}
 	return out, nil
 }
 
 // DefaultRoutes lists the IPv4 default routes of the main table.
-func (h *Handle) DefaultRoutes() ([]DefaultRoute, error) {
+func (h *Handle) DefaultRoutes() ([]DefaultRoute, error) { return h.defaultRoutes(netlink.FAMILY_V4) }
+
+// DefaultRoutes6 lists the IPv6 default routes of the main table.
+func (h *Handle) DefaultRoutes6() ([]DefaultRoute, error) { return h.defaultRoutes(netlink.FAMILY_V6) }
+
+func (h *Handle) defaultRoutes(fam int) ([]DefaultRoute, error) {
 	filter := &netlink.Route{Table: unix.RT_TABLE_MAIN}
 	rs, err := retryDump("routes of the main table", func() ([]netlink.Route, error) {
-		return h.h.RouteListFiltered(netlink.FAMILY_V4, filter, netlink.RT_FILTER_TABLE)
+		return h.h.RouteListFiltered(fam, filter, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
 		return nil, err

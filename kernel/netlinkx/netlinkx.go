@@ -107,7 +107,7 @@ type NewVXLAN struct {
 	VXLAN
 }
 
-// Neigh is an IPv4 neighbour (ARP) entry.
+// Neigh is a neighbour entry: ARP for an IPv4 address, NDP for IPv6.
 type Neigh struct {
 	LinkIndex int
 	IP        netip.Addr
@@ -124,7 +124,7 @@ type FDB struct {
 	Dst       netip.Addr
 }
 
-// Route is an IPv4 unicast route with a single next hop.
+// Route is a unicast route (IPv4 or IPv6) with a single next hop.
 type Route struct {
 	// Table is the routing table; 0 means MainTable.
 	Table     int
@@ -180,14 +180,15 @@ type Interface interface {
 	// SetLinkMTU sets the link's MTU.
 	SetLinkMTU(index, mtu int) error
 
-	// Addrs lists the link's IPv4 addresses with their prefix lengths.
+	// Addrs lists the link's addresses (IPv4 and IPv6, link-local ones
+	// included) with their prefix lengths.
 	Addrs(index int) ([]netip.Prefix, error)
-	// AddAddr adds an IPv4 address to the link.
+	// AddAddr adds an address to the link.
 	AddAddr(index int, p netip.Prefix) error
-	// DeleteAddr removes an IPv4 address from the link.
+	// DeleteAddr removes an address from the link.
 	DeleteAddr(index int, p netip.Prefix) error
 
-	// Neighs lists the IPv4 neighbours of the link.
+	// Neighs lists the IPv4 (ARP) and IPv6 (NDP) neighbours of the link.
 	Neighs(index int) ([]Neigh, error)
 	// SetNeigh creates or replaces a permanent neighbour entry.
 	SetNeigh(n Neigh) error
@@ -207,8 +208,8 @@ type Interface interface {
 	// (the entry was replaced), and ErrNotFound when f.MAC has none.
 	DeleteFDB(f FDB) error
 
-	// Routes lists the IPv4 unicast routes of table (0: main) whose first
-	// next hop is on link index (0: any link).
+	// Routes lists the IPv4 and IPv6 unicast routes of table (0: main)
+	// whose first next hop is on link index (0: any link).
 	Routes(table, index int) ([]Route, error)
 	// ReplaceRoute creates or replaces the route to r.Dst in r.Table.
 	ReplaceRoute(r Route) error

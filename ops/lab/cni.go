@@ -92,10 +92,11 @@ func (c *hostCNI) runtime(p Pod) *libcni.RuntimeConf {
 }
 
 // add attaches pod p, running the plugins inside the host's namespace, and
-// returns the pod's address.
-func (c *hostCNI) add(ctx context.Context, p Pod) (netip.Prefix, error) {
+// returns the pod's addresses (IPv4, IPv6; a family the lab has not is
+// zero).
+func (c *hostCNI) add(ctx context.Context, p Pod) (v4, v6 netip.Prefix, err error) {
 	var res *types100.Result
-	err := inNS(c.host.NS, func() error {
+	err = inNS(c.host.NS, func() error {
 		r, err := c.cni.AddNetworkList(ctx, c.list, c.runtime(p))
 		if err != nil {
 			return err
@@ -104,15 +105,24 @@ func (c *hostCNI) add(ctx context.Context, p Pod) (netip.Prefix, error) {
 		return err
 	})
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("CNI ADD of pod %s on %s: %w", p.Name, c.host.Name, err)
+		return v4, v6, fmt.Errorf("CNI ADD of pod %s on %s: %w", p.Name, c.host.Name, err)
 	}
 	for _, ip := range res.IPs {
-		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok && a.Unmap().Is4() {
-			ones, _ := ip.Address.Mask.Size()
-			return netip.PrefixFrom(a.Unmap(), ones), nil
+		a, ok := netip.AddrFromSlice(ip.Address.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := ip.Address.Mask.Size()
+		if a.Unmap().Is4() && !v4.IsValid() {
+			v4 = netip.PrefixFrom(a.Unmap(), ones)
+		} else if !a.Unmap().Is4() && !v6.IsValid() {
+			v6 = netip.PrefixFrom(a, ones)
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("CNI ADD of pod %s on %s returned no IPv4 address: %v", p.Name, c.host.Name, res.IPs)
+	if !v4.IsValid() && !v6.IsValid() {
+		return v4, v6, fmt.Errorf("CNI ADD of pod %s on %s returned no address: %v", p.Name, c.host.Name, res.IPs)
+	}
+	return v4, v6, nil
 }
 
 // del detaches pod p; the plugins release its address even when the pod's

@@ -138,7 +138,12 @@ func sweep(ctx context.Context, n Names, st *State, o Options) error {
 		}
 	}
 
-	// 6. Files: only those the lab writes, then the dir if empty.
+	// 6. The neighbour table's thresholds, if the lab raised them.
+	if err := restoreNeigh(st, o.Out); err != nil {
+		errs = append(errs, fmt.Errorf("restoring the neighbour table's thresholds: %w", err))
+	}
+
+	// 7. Files: only those the lab writes, then the dir if empty.
 	if err := removeFiles(o.StateDir); err != nil {
 		errs = append(errs, err)
 	}

@@ -250,3 +250,56 @@ func TestLab(t *testing.T) {
 	l.mustRun("down")
 	l.assertGone()
 }
+
+// TestLabIPv6 runs a dual-stack vxlan lab and an IPv6-only host-gw lab:
+// green matrices in every family, check green, and down leaving nothing.
+func TestLabIPv6(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("TestLabIPv6 needs root (network namespaces, links, iptables); run it as root, as CI does")
+	}
+	l := &testLab{
+		t:        t,
+		bin:      buildBins(t),
+		prefix:   fmt.Sprintf("w6%d", os.Getpid()%100000),
+		stateDir: filepath.Join(t.TempDir(), "lab"),
+	}
+	t.Cleanup(func() {
+		if out, err := l.run("down"); err != nil {
+			t.Errorf("cleanup: weft lab down: %v\n%s", err, out)
+		}
+	})
+	bin := "--bin-dir=" + l.bin
+	for _, tc := range []struct {
+		args     []string
+		families []string
+	}{
+		{[]string{"--dual-stack"}, []string{"IPv4:", "IPv6:"}},
+		{[]string{"--ipv6", "--backend", "host-gw"}, nil},
+	} {
+		out := l.mustRun("up", append([]string{"--hosts", "3", "--pods", "1", bin}, tc.args...)...)
+		if !strings.Contains(out, "every ping answered") {
+			t.Fatalf("up %v did not report green matrices:\n%s", tc.args, out)
+		}
+		for _, f := range tc.families {
+			if !strings.Contains(out, f) {
+				t.Errorf("up %v shows no %s matrix:\n%s", tc.args, f, out)
+			}
+		}
+		st, err := lab.LoadState(l.stateDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range st.Hosts {
+			for _, p := range h.Pods {
+				if !p.Addr6.IsValid() || !st.IPv6Network.Contains(p.Addr6.Addr()) || p.Addr.IsValid() == st.NoIPv4 {
+					t.Errorf("pod %s addresses %v %v (network %s, IPv6 %s, IPv6 only %v)", p.Name, p.Addr, p.Addr6, st.Network, st.IPv6Network, st.NoIPv4)
+				}
+			}
+		}
+		if out := l.mustRun("check"); !strings.Contains(out, "every ping answered") {
+			t.Errorf("check %v is not green:\n%s", tc.args, out)
+		}
+		l.mustRun("down")
+		l.assertGone()
+	}
+}

@@ -112,14 +112,18 @@ func TestStateRoundTrip(t *testing.T) {
 	want := &State{
 		Version: stateVersion, Prefix: "wt1", StateDir: dir, Created: time.Unix(1700000000, 0).UTC(), Ready: true,
 		Backend: "vxlan", NFTables: true, Network: netip.MustParsePrefix("10.244.0.0/16"), BinDir: "/bin",
+		IPv6Network: netip.MustParsePrefix("fd00:10:244::/56"), NoIPv4: true,
 		Underlay: netip.MustParsePrefix("198.18.3.0/24"), BridgeAddr: netip.MustParseAddr("198.18.3.1"),
 		EtcdPort: 1, EtcdPeer: 2, HealthzPort: 3,
+		NeighSaved: &NeighThresh{128, 512, 1024}, NeighSet: &NeighThresh{2048, 4096, 8192},
 		Rules: []Rule{forwardRule(Names{Prefix: "wt1"})},
 		Procs: []Proc{{Name: "etcd", PID: 42, Exe: "/bin/weft", Log: dir + "/etcd.log"},
 			{Name: "host1", PID: 43, Exe: "/bin/weftd", Log: dir + "/host1/weftd.log"}},
 		Hosts: []Host{{Name: "host1", NS: "wt1-host1", Veth: "wt1-h1", Addr: netip.MustParseAddr("198.18.3.2"),
+			Addr6:      netip.MustParseAddr("fd00:1ab::2"),
 			SubnetFile: dir + "/host1/subnet.env", DataDir: dir + "/host1",
-			Pods: []Pod{{Name: "host1-pod1", NS: "wt1-host1-pod1", Attached: true, Addr: netip.MustParsePrefix("10.244.7.2/24")}}}},
+			Pods: []Pod{{Name: "host1-pod1", NS: "wt1-host1-pod1", Attached: true, Addr: netip.MustParsePrefix("10.244.7.2/24"),
+				Addr6: netip.MustParsePrefix("fd00:10:244:7::2/64")}}}},
 	}
 	rec := &recorder{st: want}
 	if err := rec.addNS("wt1-host1"); err != nil {
@@ -313,16 +317,21 @@ func TestRemoveFilesLeavesOthers(t *testing.T) {
 }
 
 func TestNetworkConfig(t *testing.T) {
+	v6 := netip.MustParsePrefix("fd00:10:244::/56")
 	for _, tc := range []struct {
 		backend string
+		v6      netip.Prefix
+		noIPv4  bool
 		nft     bool
 		want    string
 	}{
-		{"vxlan", false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
-		{"host-gw", false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
-		{"vxlan", true, `{"Network":"10.244.0.0/16","SubnetLen":24,"EnableNFTables":true,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
+		{"vxlan", netip.Prefix{}, false, false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
+		{"host-gw", netip.Prefix{}, false, false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
+		{"vxlan", netip.Prefix{}, false, true, `{"Network":"10.244.0.0/16","SubnetLen":24,"EnableNFTables":true,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
+		{"vxlan", v6, false, false, `{"Network":"10.244.0.0/16","SubnetLen":24,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetLen":64,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
+		{"host-gw", v6, true, false, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetLen":64,"Backend":{"Type":"host-gw"}}`},
 	} {
-		got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.backend, tc.nft)
+		got := networkConfig(netip.MustParsePrefix("10.244.0.0/16"), tc.v6, tc.noIPv4, tc.backend, tc.nft)
 		if got != tc.want {
 			t.Errorf("networkConfig(%s, %v) = %s, want %s", tc.backend, tc.nft, got, tc.want)
 		}

@@ -26,8 +26,11 @@ func hostRows(st *State) []HostRow {
 	var rows []HostRow
 	for _, h := range st.Hosts {
 		r := HostRow{Host: h.Name, Underlay: h.Addr.String(), Subnet: "-", Weftd: "not started"}
-		if s, ok := subnets[h.Name]; ok {
-			r.Subnet = s.String()
+		if s, ok := subnets[h.Name]; ok && s != "" {
+			r.Subnet = s
+		}
+		if h.Addr6.IsValid() {
+			r.Underlay += " " + h.Addr6.String()
 		}
 		for _, p := range st.Procs {
 			if p.Name == h.Name {
@@ -41,6 +44,9 @@ func hostRows(st *State) []HostRow {
 			a := "-"
 			if p.Addr.IsValid() {
 				a = p.Addr.Addr().String()
+			}
+			if p.Addr6.IsValid() {
+				a = strings.TrimPrefix(a+" "+p.Addr6.Addr().String(), "- ")
 			}
 			r.Pods = append(r.Pods, shortName(p.Name)+" "+a)
 		}
@@ -72,7 +78,12 @@ func RenderHints(w io.Writer, st *State) error {
 		h := st.Hosts[0]
 		fmt.Fprintf(&b, "  ip netns exec %s ip route                # host1's routes to the other hosts' subnets\n", h.NS)
 		if st.Backend == "vxlan" {
-			fmt.Fprintf(&b, "  ip netns exec %s bridge fdb show dev flannel.1\n", h.NS)
+			if !st.NoIPv4 {
+				fmt.Fprintf(&b, "  ip netns exec %s bridge fdb show dev flannel.1\n", h.NS)
+			}
+			if st.IPv6Network.IsValid() {
+				fmt.Fprintf(&b, "  ip netns exec %s bridge fdb show dev flannel-v6.1\n", h.NS)
+			}
 		}
 		fmt.Fprintf(&b, "  cat %s\n", h.SubnetFile)
 		fmt.Fprintf(&b, "  less %s/weftd.log\n", h.DataDir)
@@ -89,6 +100,7 @@ func RenderHints(w io.Writer, st *State) error {
 	weft := tool(st, "weft")
 	fmt.Fprintf(&b, "  %s lab status%s        # hosts, processes, leases\n", weft, flags)
 	fmt.Fprintf(&b, "  %s lab check%s         # the ping matrix again\n", weft, flags)
+	fmt.Fprintf(&b, "  %s lab doctor host1%s  # weft doctor inside host1: what is wrong and how to fix it (--peers probes the others)\n", weft, flags)
 	fmt.Fprintf(&b, "  %s lab down%s          # remove everything the lab made\n", weft, flags)
 	_, err := io.WriteString(w, b.String())
 	return err

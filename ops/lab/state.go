@@ -32,7 +32,11 @@ type State struct {
 	// NFTables says the hosts keep their firewall rules in nftables.
 	NFTables bool         `json:"nftables,omitempty"`
 	Network  netip.Prefix `json:"network"`
-	BinDir   string       `json:"binDir"`
+	// IPv6Network is set in a dual-stack or IPv6-only lab; NoIPv4 in an
+	// IPv6-only one.
+	IPv6Network netip.Prefix `json:"ipv6Network,omitzero"`
+	NoIPv4      bool         `json:"noIPv4,omitempty"`
+	BinDir      string       `json:"binDir"`
 
 	// Underlay is the /24 of the bridge and hosts; BridgeAddr is the
 	// bridge's own address in it (etcd listens there).
@@ -51,6 +55,11 @@ type State struct {
 	Procs      []Proc   `json:"processes"`
 
 	Hosts []Host `json:"hosts"`
+
+	// NeighSaved are the neighbour table's thresholds the lab found, and
+	// NeighSet those it set, when it raised them (Down restores them).
+	NeighSaved *NeighThresh `json:"neighSaved,omitempty"`
+	NeighSet   *NeighThresh `json:"neighSet,omitempty"`
 }
 
 // Rule is one iptables rule the lab added in the root namespace.
@@ -75,6 +84,8 @@ type Host struct {
 	NS   string     `json:"netns"`
 	Veth string     `json:"veth"`
 	Addr netip.Addr `json:"addr"`
+	// Addr6 is the host's IPv6 underlay address, in a lab with IPv6.
+	Addr6 netip.Addr `json:"addr6,omitzero"`
 	// SubnetFile is weftd's subnet.env; DataDir holds the host's CNI
 	// cache, flannel plugin data and host-local allocations.
 	SubnetFile string `json:"subnetFile"`
@@ -90,6 +101,7 @@ type Pod struct {
 	// half-made attachment.
 	Attached bool         `json:"attached"`
 	Addr     netip.Prefix `json:"addr"`
+	Addr6    netip.Prefix `json:"addr6,omitzero"`
 }
 
 // StatePath returns the state file's path in dir.

@@ -28,8 +28,15 @@ func Status(ctx context.Context, o Options, leases LeaseRenderer) error {
 	if st.NFTables {
 		fw = "nftables"
 	}
+	nets := st.Network.String()
+	switch {
+	case st.NoIPv4:
+		nets = st.IPv6Network.String() + " (IPv6 only)"
+	case st.IPv6Network.IsValid():
+		nets += " and " + st.IPv6Network.String()
+	}
 	fmt.Fprintf(o.Out, "lab %q: %s, made %s, backend %s, firewall %s, network %s, underlay %s on %s\n\n",
-		st.Prefix, state, st.Created.Format(time.DateTime), st.Backend, fw, st.Network, st.Underlay, st.Prefix+"-br")
+		st.Prefix, state, st.Created.Format(time.DateTime), st.Backend, fw, nets, st.Underlay, st.Prefix+"-br")
 	if err := RenderHosts(o.Out, hostRows(st)); err != nil {
 		return err
 	}
@@ -64,18 +71,25 @@ func Check(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	eps := endpoints(st)
-	if len(eps) == 0 {
+	start := time.Now()
+	ms := matrices(ctx, st, pingFromNS, time.Time{})
+	if len(ms) == 0 {
 		return fmt.Errorf("lab %q has no attached pods to ping", st.Prefix)
 	}
-	start := time.Now()
-	m := pingMatrix(ctx, eps, pingFromNS, time.Time{})
-	if err := RenderMatrix(o.Out, m); err != nil {
-		return err
+	failures, pings := 0, 0
+	for i, m := range ms {
+		if i > 0 {
+			fmt.Fprintln(o.Out)
+		}
+		if err := renderFamilyMatrix(o.Out, m, len(ms) > 1); err != nil {
+			return err
+		}
+		failures += m.Failures()
+		pings += len(m.Pods) * (len(m.Pods) - 1)
 	}
-	if !m.Green() {
-		return fmt.Errorf("%d of %d pings unanswered", m.Failures(), len(eps)*(len(eps)-1))
+	if failures > 0 {
+		return fmt.Errorf("%d of %d pings unanswered", failures, pings)
 	}
-	fmt.Fprintf(o.Out, "\nevery ping answered (%d pings in %s)\n", len(eps)*(len(eps)-1), time.Since(start).Round(time.Millisecond))
+	fmt.Fprintf(o.Out, "\nevery ping answered (%d pings in %s)\n", pings, time.Since(start).Round(time.Millisecond))
 	return nil
 }

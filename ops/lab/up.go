@@ -34,7 +34,11 @@ type Options struct {
 	Hosts   int
 	Pods    int
 	Backend string       // "vxlan" or "host-gw"
-	Network netip.Prefix // the cluster network
+	Network netip.Prefix // the cluster network (IPv4)
+	// IPv6Network, when valid, turns IPv6 on: a dual-stack lab, or an
+	// IPv6-only one with NoIPv4.
+	IPv6Network netip.Prefix
+	NoIPv4      bool
 	// NFTables runs the hosts' firewall rules in nftables mode
 	// (EnableNFTables in the network config) instead of iptables.
 	NFTables bool
@@ -81,8 +85,14 @@ func (o *Options) checkUp() error {
 	if o.Backend != "vxlan" && o.Backend != "host-gw" {
 		return fmt.Errorf("--backend %q: want vxlan or host-gw", o.Backend)
 	}
-	if !o.Network.IsValid() || !o.Network.Addr().Is4() || o.Network.Bits() > 22 || o.Network.Masked() != o.Network {
+	if !o.NoIPv4 && (!o.Network.IsValid() || !o.Network.Addr().Is4() || o.Network.Bits() > 22 || o.Network.Masked() != o.Network) {
 		return fmt.Errorf("--network %s: want an IPv4 network of /22 or larger, e.g. 10.244.0.0/16", o.Network)
+	}
+	if o.NoIPv4 && !o.IPv6Network.IsValid() {
+		return errors.New("an IPv6-only lab needs an IPv6 network")
+	}
+	if o.IPv6Network.IsValid() && (!o.IPv6Network.Addr().Is6() || o.IPv6Network.Addr().Is4In6() || o.IPv6Network.Bits() > 56 || o.IPv6Network.Masked() != o.IPv6Network) {
+		return fmt.Errorf("--ipv6-network %s: want an IPv6 network of /56 or larger, e.g. fd00:10:244::/56", o.IPv6Network)
 	}
 	for _, b := range requiredBins {
 		p := filepath.Join(o.BinDir, b)
@@ -93,17 +103,32 @@ func (o *Options) checkUp() error {
 	return nil
 }
 
-// networkConfig returns the JSON written to <prefix>/config.
-func networkConfig(network netip.Prefix, backend string, nft bool) string {
+// networkConfig returns the JSON written to <prefix>/config: IPv4 on
+// network (unless noIPv4), IPv6 on ipv6Network when it is valid, the
+// firewall in nftables mode with nft.
+func networkConfig(network, ipv6Network netip.Prefix, noIPv4 bool, backend string, nft bool) string {
 	b := `{"Type":"vxlan","VNI":1,"Port":8472}`
 	if backend == "host-gw" {
 		b = `{"Type":"host-gw"}`
 	}
-	if nft {
-		return fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"EnableNFTables":true,"Backend":%s}`, network.String(), b)
+	var fam string
+	if !noIPv4 {
+		fam = fmt.Sprintf(`"Network":%q,"SubnetLen":24,`, network.String())
+	} else {
+		fam = `"EnableIPv4":false,`
 	}
-	return fmt.Sprintf(`{"Network":%q,"SubnetLen":24,"Backend":%s}`, network.String(), b)
+	if ipv6Network.IsValid() {
+		fam += fmt.Sprintf(`"EnableIPv6":true,"IPv6Network":%q,"IPv6SubnetLen":64,`, ipv6Network.String())
+	}
+	if nft {
+		fam += `"EnableNFTables":true,`
+	}
+	return fmt.Sprintf(`{%s"Backend":%s}`, fam, b)
 }
+
+// ipv6Underlay is the IPv6 underlay of every lab's hosts (each lab has
+// its own bridge, and no address of it is in the root namespace).
+var ipv6Underlay = netip.MustParsePrefix("fd00:1ab::/64")
 
 // progress prints one progress line with the time since start.
 type progress struct {
@@ -220,6 +245,7 @@ func (u *upper) run(ctx context.Context) error {
 	st := &State{
 		Version: stateVersion, Prefix: u.n.Prefix, StateDir: u.o.StateDir, Created: time.Now(),
 		Backend: u.o.Backend, NFTables: u.o.NFTables, Network: u.o.Network, BinDir: u.o.BinDir,
+		IPv6Network: u.o.IPv6Network, NoIPv4: u.o.NoIPv4,
 		Underlay: underlay, BridgeAddr: nthAddr(underlay, 1),
 		EtcdPort: etcdPort, EtcdPeer: peerPort, HealthzPort: healthzPort,
 	}
@@ -228,6 +254,9 @@ func (u *upper) run(ctx context.Context) error {
 		h := Host{
 			Name: u.n.Host(i), NS: u.n.HostNS(i), Veth: u.n.HostVeth(i), Addr: nthAddr(underlay, 1+i),
 			SubnetFile: filepath.Join(dir, "subnet.env"), DataDir: dir,
+		}
+		if u.o.IPv6Network.IsValid() {
+			h.Addr6 = nthAddr(ipv6Underlay, 1+i)
 		}
 		for j := 1; j <= u.o.Pods; j++ {
 			h.Pods = append(h.Pods, Pod{Name: u.n.Pod(i, j), NS: u.n.PodNS(i, j)})
@@ -239,6 +268,11 @@ func (u *upper) run(ctx context.Context) error {
 		return err
 	}
 
+	if err := sizeNeigh(u.o.Hosts, u.o.Pods, u.p.say, func(old, set NeighThresh) error {
+		return u.rec.update(func(s *State) { s.NeighSaved, s.NeighSet = &old, &set })
+	}); err != nil {
+		return err
+	}
 	u.p.say("creating the underlay bridge %s (%s) in the root namespace", u.n.Bridge(), underlay)
 	if err := u.bridge(ctx, st); err != nil {
 		return err
@@ -266,7 +300,7 @@ func (u *upper) run(ctx context.Context) error {
 	if err := waitEtcd(ctx, c, etcdPID, u.exitedCh("etcd"), filepath.Join(u.o.StateDir, "etcd.log")); err != nil {
 		return err
 	}
-	cfg := networkConfig(u.o.Network, u.o.Backend, u.o.NFTables)
+	cfg := networkConfig(u.o.Network, u.o.IPv6Network, u.o.NoIPv4, u.o.Backend, u.o.NFTables)
 	if _, err := c.Put(ctx, EtcdPrefix+"/config", cfg); err != nil {
 		return fmt.Errorf("writing the network config to the lab's etcd: %w", err)
 	}
@@ -287,7 +321,7 @@ func (u *upper) run(ctx context.Context) error {
 
 	snap := u.rec.snapshot()
 	u.p.say("pinging every pod from every other pod")
-	m := pingMatrix(ctx, endpoints(&snap), pingFromNS, time.Now().Add(10*time.Second))
+	ms := matrices(ctx, &snap, pingFromNS, time.Now().Add(10*time.Second))
 	if err := u.rec.update(func(s *State) { s.Ready = true }); err != nil {
 		return err
 	}
@@ -296,14 +330,20 @@ func (u *upper) run(ctx context.Context) error {
 		return err
 	}
 	fmt.Fprintln(u.o.Out)
-	if err := RenderMatrix(u.o.Out, m); err != nil {
-		return err
+	failures, pings, pods := 0, 0, 0
+	for _, m := range ms {
+		if err := renderFamilyMatrix(u.o.Out, m, len(ms) > 1); err != nil {
+			return err
+		}
+		fmt.Fprintln(u.o.Out)
+		failures += m.Failures()
+		pings += len(m.Pods) * (len(m.Pods) - 1)
+		pods = len(m.Pods)
 	}
-	fmt.Fprintln(u.o.Out)
-	if !m.Green() {
-		return fmt.Errorf("%d of %d pings unanswered after %s", m.Failures(), len(m.Pods)*(len(m.Pods)-1), time.Since(u.p.start).Round(time.Millisecond))
+	if failures > 0 {
+		return fmt.Errorf("%d of %d pings unanswered after %s", failures, pings, time.Since(u.p.start).Round(time.Millisecond))
 	}
-	fmt.Fprintf(u.o.Out, "lab ready in %s: %d hosts, %d pods, every ping answered\n\n", time.Since(u.p.start).Round(time.Millisecond), len(snap.Hosts), len(m.Pods))
+	fmt.Fprintf(u.o.Out, "lab ready in %s: %d hosts, %d pods, every ping answered\n\n", time.Since(u.p.start).Round(time.Millisecond), len(snap.Hosts), pods)
 	return RenderHints(u.o.Out, &snap)
 }
 
@@ -377,14 +417,22 @@ func (u *upper) makeHost(ctx context.Context, h Host) error {
 		return err
 	}
 	addr := netip.PrefixFrom(h.Addr, 24).String()
-	for _, args := range [][]string{
+	cmds := [][]string{
 		{"netns", "add", h.NS},
 		{"link", "add", h.Veth, "type", "veth", "peer", "name", "eth0", "netns", h.NS},
 		{"link", "set", h.Veth, "master", u.n.Bridge(), "up"},
 		{"-n", h.NS, "addr", "add", addr, "dev", "eth0"},
-		{"-n", h.NS, "link", "set", "eth0", "up"},
-		{"-n", h.NS, "link", "set", "lo", "up"},
-	} {
+	}
+	if h.Addr6.IsValid() {
+		// No duplicate address detection in the lab's namespaces: an IPv6
+		// address (the host's, cni0's, a pod's) is usable when added.
+		cmds = append(cmds, noDAD(h.NS),
+			[]string{"-n", h.NS, "addr", "add", netip.PrefixFrom(h.Addr6, ipv6Underlay.Bits()).String(), "dev", "eth0", "nodad"})
+	}
+	cmds = append(cmds,
+		[]string{"-n", h.NS, "link", "set", "eth0", "up"},
+		[]string{"-n", h.NS, "link", "set", "lo", "up"})
+	for _, args := range cmds {
 		if _, err := run(ctx, u.ip, args...); err != nil {
 			return fmt.Errorf("creating host %s: %w", h.Name, err)
 		}
@@ -399,13 +447,31 @@ func (u *upper) makeHost(ctx context.Context, h Host) error {
 		if _, err := run(ctx, u.ip, "-n", p.NS, "link", "set", "lo", "up"); err != nil {
 			return fmt.Errorf("creating pod %s: %w", p.Name, err)
 		}
+		if h.Addr6.IsValid() {
+			if _, err := run(ctx, u.ip, noDAD(p.NS)...); err != nil {
+				return fmt.Errorf("creating pod %s: %w", p.Name, err)
+			}
+		}
 	}
 	return nil
 }
 
+// noDAD returns the ip arguments that turn duplicate address detection off
+// in namespace ns (for links made after it too).
+func noDAD(ns string) []string {
+	return []string{"netns", "exec", ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"}
+}
+
 // weftdArgs returns the command line that runs weftd inside host h.
 func weftdArgs(ip, binDir string, h Host, st *State) []string {
-	return []string{ip, "netns", "exec", h.NS, filepath.Join(binDir, "weftd"),
+	args := append([]string{ip, "netns", "exec", h.NS, filepath.Join(binDir, "weftd")}, nodeArgs(h, st)...)
+	return append(args, "-log-level", "info")
+}
+
+// nodeArgs returns the flags, shared by weftd and weft doctor, that say
+// where host h's overlay is.
+func nodeArgs(h Host, st *State) []string {
+	args := []string{
 		"-etcd-endpoints", "http://" + st.BridgeAddr.String() + ":" + strconv.Itoa(st.EtcdPort),
 		"-etcd-prefix", EtcdPrefix,
 		"-iface", "eth0",
@@ -414,8 +480,11 @@ func weftdArgs(ip, binDir string, h Host, st *State) []string {
 		"-ip-masq",
 		"-healthz-ip", h.Addr.String(),
 		"-healthz-port", strconv.Itoa(st.HealthzPort),
-		"-log-level", "info",
 	}
+	if h.Addr6.IsValid() {
+		args = append(args, "-public-ipv6", h.Addr6.String())
+	}
+	return args
 }
 
 // startWeftd starts host h's agent and records its PID.
@@ -451,7 +520,7 @@ func (u *upper) waitWeftd(ctx context.Context, h Host) error {
 			if resp.StatusCode == http.StatusOK {
 				env, err := subnetenv.Read(h.SubnetFile)
 				if err == nil {
-					u.p.say("weftd on %s ready: subnet %s", h.Name, env.Subnet.Masked())
+					u.p.say("weftd on %s ready: subnet %s", h.Name, envSubnets(env))
 					return nil
 				}
 			}
@@ -485,13 +554,19 @@ func (u *upper) attachPods(ctx context.Context, h Host) error {
 				return
 			}
 			t0 := time.Now()
-			addr, err := hc.add(ctx, p)
+			addr, addr6, err := hc.add(ctx, p)
 			if err != nil {
 				errs[j] = err
 				return
 			}
-			u.p.say("pod %s attached: %s (%s)", p.Name, addr.Addr(), time.Since(t0).Round(time.Millisecond))
-			errs[j] = u.setPod(h.Name, j, func(p *Pod) { p.Addr = addr })
+			var shown []string
+			for _, a := range []netip.Prefix{addr, addr6} {
+				if a.IsValid() {
+					shown = append(shown, a.Addr().String())
+				}
+			}
+			u.p.say("pod %s attached: %s (%s)", p.Name, strings.Join(shown, " "), time.Since(t0).Round(time.Millisecond))
+			errs[j] = u.setPod(h.Name, j, func(p *Pod) { p.Addr, p.Addr6 = addr, addr6 })
 		})
 	}
 	wg.Wait()
@@ -509,25 +584,66 @@ func (u *upper) setPod(host string, j int, fn func(*Pod)) error {
 	})
 }
 
-// endpoints lists the pods of st that have an address.
-func endpoints(st *State) []Endpoint {
+// endpoints lists the pods of st that have an IPv4 address (an IPv6 one
+// with six).
+func endpoints(st *State, six bool) []Endpoint {
 	var eps []Endpoint
 	for _, h := range st.Hosts {
 		for _, p := range h.Pods {
-			if p.Addr.IsValid() {
-				eps = append(eps, Endpoint{Name: p.Name, NS: p.NS, Addr: p.Addr.Addr()})
+			a := p.Addr
+			if six {
+				a = p.Addr6
+			}
+			if a.IsValid() {
+				eps = append(eps, Endpoint{Name: p.Name, NS: p.NS, Addr: a.Addr()})
 			}
 		}
 	}
 	return eps
 }
 
-// subnetsFromEnv reads each host's leased subnet from its subnet.env.
-func subnetsFromEnv(st *State) map[string]netip.Prefix {
-	m := map[string]netip.Prefix{}
+// matrices pings every pod from every other pod in each family the lab
+// has (see pingMatrix).
+func matrices(ctx context.Context, st *State, ping pinger, deadline time.Time) []*Matrix {
+	var ms []*Matrix
+	for _, six := range []bool{false, true} {
+		if eps := endpoints(st, six); len(eps) > 0 {
+			ms = append(ms, pingMatrix(ctx, eps, ping, deadline))
+		}
+	}
+	return ms
+}
+
+// renderFamilyMatrix renders m, under a title naming its family when the
+// lab has two.
+func renderFamilyMatrix(w io.Writer, m *Matrix, titled bool) error {
+	if titled && len(m.Pods) > 0 {
+		fam := "IPv4"
+		if m.Pods[0].Addr.Is6() {
+			fam = "IPv6"
+		}
+		fmt.Fprintf(w, "%s:\n", fam)
+	}
+	return RenderMatrix(w, m)
+}
+
+// envSubnets names the subnets of a subnet.env.
+func envSubnets(env *subnetenv.Env) string {
+	var s []string
+	for _, p := range []netip.Prefix{env.Subnet, env.IPv6Subnet} {
+		if p.IsValid() {
+			s = append(s, p.Masked().String())
+		}
+	}
+	return strings.Join(s, " ")
+}
+
+// subnetsFromEnv reads each host's leased subnets from its subnet.env.
+func subnetsFromEnv(st *State) map[string]string {
+	m := map[string]string{}
 	for _, h := range st.Hosts {
 		if env, err := subnetenv.Read(h.SubnetFile); err == nil {
-			m[h.Name] = env.Subnet.Masked()
+			m[h.Name] = envSubnets(env)
 		}
 	}
 	return m

@@ -29,8 +29,10 @@ type Row struct {
 	Subnet     string `json:"subnet,omitempty"`
 	IPv6Subnet string `json:"ipv6Subnet,omitempty"`
 	PublicIP   string `json:"publicIP,omitempty"`
+	PublicIPv6 string `json:"publicIPv6,omitempty"`
 	Backend    string `json:"backendType,omitempty"`
 	VtepMAC    string `json:"vtepMAC,omitempty"`
+	VtepMACv6  string `json:"vtepMACv6,omitempty"`
 	// Reservation is true for a key with no etcd lease.
 	Reservation bool `json:"reservation"`
 	// EtcdLease is the etcd lease ID (hex, as etcdctl prints it).
@@ -52,6 +54,7 @@ type Report struct {
 	Config      json.RawMessage `json:"config,omitempty"`
 	ConfigError string          `json:"configError,omitempty"`
 	Network     string          `json:"network,omitempty"`
+	IPv6Network string          `json:"ipv6Network,omitempty"`
 	BackendType string          `json:"backendType,omitempty"`
 	Leases      []Row           `json:"leases"`
 }
@@ -89,7 +92,13 @@ func List(ctx context.Context, s Store) (*Report, error) {
 	if ls.ConfigErr != nil {
 		rep.ConfigError = ls.ConfigErr.Error()
 	} else {
-		rep.Network, rep.BackendType = ls.Config.Network.String(), ls.Config.BackendType
+		if ls.Config.EnableIPv4 {
+			rep.Network = ls.Config.Network.String()
+		}
+		if ls.Config.EnableIPv6 {
+			rep.IPv6Network = ls.Config.IPv6Network.String()
+		}
+		rep.BackendType = ls.Config.BackendType
 	}
 	for _, e := range ls.Entries {
 		rep.Leases = append(rep.Leases, row(e))
@@ -119,20 +128,36 @@ func row(e etcd.Entry) Row {
 	if l.Attrs.PublicIP.IsValid() {
 		r.PublicIP = l.Attrs.PublicIP.String()
 	}
+	if v6 := l.Attrs.IPv6(); v6.IsValid() {
+		r.PublicIPv6 = v6.String()
+	}
 	r.Backend = l.Attrs.BackendType
-	var bd struct {
-		VtepMAC string `json:"VtepMAC"`
-	}
-	if len(l.Attrs.BackendData) > 0 && json.Unmarshal(l.Attrs.BackendData, &bd) == nil {
-		r.VtepMAC = bd.VtepMAC
-	}
+	r.VtepMAC, r.VtepMACv6 = vtepMAC(l.Attrs.BackendData), vtepMAC(l.Attrs.BackendV6Data)
 	return r
 }
 
-// lessRow orders rows by subnet address, undecodable keys last.
+// vtepMAC returns the VtepMAC of vxlan backend data, or "".
+func vtepMAC(data json.RawMessage) string {
+	var bd struct {
+		VtepMAC string `json:"VtepMAC"`
+	}
+	if len(data) > 0 && json.Unmarshal(data, &bd) == nil {
+		return bd.VtepMAC
+	}
+	return ""
+}
+
+// lessRow orders rows by subnet address (IPv6-only rows by their IPv6
+// subnet, after the others), undecodable keys last.
 func lessRow(a, b Row) bool {
-	pa, ea := netip.ParsePrefix(a.Subnet)
-	pb, eb := netip.ParsePrefix(b.Subnet)
+	first := func(r Row) string {
+		if r.Subnet != "" {
+			return r.Subnet
+		}
+		return r.IPv6Subnet
+	}
+	pa, ea := netip.ParsePrefix(first(a))
+	pb, eb := netip.ParsePrefix(first(b))
 	switch {
 	case ea == nil && eb == nil:
 		if c := pa.Addr().Compare(pb.Addr()); c != 0 {
@@ -174,25 +199,31 @@ func RenderTable(w io.Writer, rep *Report) error {
 	case rep.ConfigError != "":
 		fmt.Fprintf(tw, "network config: %s\n", rep.ConfigError)
 	default:
-		fmt.Fprintf(tw, "network %s, backend %s, %d leases under %s/subnets\n", rep.Network, rep.BackendType, len(rep.Leases), rep.Prefix)
+		nets := rep.Network
+		switch {
+		case nets == "":
+			nets = rep.IPv6Network
+		case rep.IPv6Network != "":
+			nets += " and " + rep.IPv6Network
+		}
+		fmt.Fprintf(tw, "network %s, backend %s, %d leases under %s/subnets\n", nets, rep.BackendType, len(rep.Leases), rep.Prefix)
 	}
 	if len(rep.Leases) == 0 {
 		return tw.Flush()
 	}
 	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tVTEP MAC\tEXPIRES IN\tVALID")
 	for _, r := range rep.Leases {
-		subnet := r.Subnet
+		subnet := strings.TrimSpace(r.Subnet + " " + r.IPv6Subnet)
 		if subnet == "" {
 			subnet = r.Key
 		}
-		if r.IPv6Subnet != "" {
-			subnet += " " + r.IPv6Subnet
-		}
+		pub := strings.TrimSpace(r.PublicIP + " " + r.PublicIPv6)
+		mac := strings.TrimSpace(r.VtepMAC + " " + r.VtepMACv6)
 		valid := "ok"
 		if r.Invalid != "" {
 			valid = "INVALID: " + r.Invalid
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", subnet, dash(r.PublicIP), dash(r.Backend), dash(r.VtepMAC), FormatExpiry(r), valid)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", subnet, dash(pub), dash(r.Backend), dash(mac), FormatExpiry(r), valid)
 	}
 	return tw.Flush()
 }
@@ -214,19 +245,86 @@ func RenderJSON(w io.Writer, rep *Report) error {
 	return nil
 }
 
-// ParseSubnet accepts a subnet as "10.244.5.0/24" or in key form
+// ParseSubnet accepts an IPv4 subnet as "10.244.5.0/24" or in key form
 // "10.244.5.0-24".
 func ParseSubnet(s string) (netip.Prefix, error) {
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		v4, v6, kerr := subnet.ParseSubnetKey(s)
-		if kerr != nil || v6.IsValid() || !v4.IsValid() {
-			return netip.Prefix{}, fmt.Errorf("subnet %q: want e.g. 10.244.5.0/24", s)
-		}
-		p = v4
-	}
-	if !p.Addr().Is4() || p.Masked() != p {
+	sn, err := ParseSubnets(s)
+	if err != nil || sn.V6.IsValid() || !sn.V4.IsValid() {
 		return netip.Prefix{}, fmt.Errorf("subnet %q: want an IPv4 subnet base address with its length, e.g. 10.244.5.0/24", s)
 	}
-	return p, nil
+	return sn.V4, nil
+}
+
+// Subnets names a node's subnets: one of each family it leases.
+type Subnets struct {
+	V4, V6 netip.Prefix
+}
+
+// String renders the subnets as ParseSubnets reads them.
+func (s Subnets) String() string {
+	var parts []string
+	for _, p := range []netip.Prefix{s.V4, s.V6} {
+		if p.IsValid() {
+			parts = append(parts, p.String())
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// ParseSubnets accepts a node's subnets: "10.244.5.0/24", "fd00:10:244:5::/64"
+// (IPv6-only), "10.244.5.0/24,fd00:10:244:5::/64" (dual-stack), or a lease
+// key ("10.244.5.0-24&fd00:10:244:5::-64", "0.0.0.0-0&fd00:10:244:5::-64").
+func ParseSubnets(s string) (Subnets, error) {
+	var out Subnets
+	if v4, v6, err := subnet.ParseSubnetKey(s); err == nil {
+		return Subnets{v4, v6}, nil
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return out, fmt.Errorf("subnets %q: want at most one IPv4 and one IPv6 subnet, e.g. 10.244.5.0/24,fd00:10:244:5::/64", s)
+	}
+	for _, part := range parts {
+		p, err := netip.ParsePrefix(strings.TrimSpace(part))
+		if err != nil {
+			if v4, v6, kerr := subnet.ParseSubnetKey(part); kerr == nil && !v6.IsValid() {
+				p, err = v4, nil
+			}
+		}
+		if err != nil || p.Masked() != p || p.Addr().Zone() != "" || p.Addr().Is4In6() {
+			return out, fmt.Errorf("subnet %q: want a subnet base address with its length, e.g. 10.244.5.0/24 or fd00:10:244:5::/64", part)
+		}
+		dst := &out.V6
+		if p.Addr().Is4() {
+			dst = &out.V4
+		}
+		if dst.IsValid() {
+			return out, fmt.Errorf("subnets %q: two subnets of one family", s)
+		}
+		*dst = p
+	}
+	return out, nil
+}
+
+// ParseAddrs accepts a node's public addresses: "192.0.2.5", "2001:db8::5"
+// or "192.0.2.5,2001:db8::5".
+func ParseAddrs(s string) (v4, v6 netip.Addr, err error) {
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return v4, v6, fmt.Errorf("public IP %q: want at most one IPv4 and one IPv6 address", s)
+	}
+	for _, part := range parts {
+		a, perr := netip.ParseAddr(strings.TrimSpace(part))
+		if perr != nil {
+			return netip.Addr{}, netip.Addr{}, fmt.Errorf("public IP %q: %v", part, perr)
+		}
+		dst := &v6
+		if a.Is4() {
+			dst = &v4
+		}
+		if dst.IsValid() {
+			return netip.Addr{}, netip.Addr{}, fmt.Errorf("public IP %q: two addresses of one family", s)
+		}
+		*dst = a
+	}
+	return v4, v6, nil
 }

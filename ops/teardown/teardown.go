@@ -7,6 +7,7 @@
 package teardown
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,7 +30,8 @@ import (
 type Leases interface {
 	// ReadConfig reads the network config once.
 	ReadConfig(ctx context.Context) (*subnet.Config, error)
-	// GetLease returns the lease or reservation on a subnet, or nil.
+	// GetLease returns the lease or reservation holding a subnet (of either
+	// family), or nil.
 	GetLease(ctx context.Context, sn netip.Prefix) (*subnet.Lease, error)
 	// ReleaseLease deletes the lease if it is still bound to its etcd
 	// lease, and revokes that etcd lease.
@@ -42,10 +44,12 @@ type Options struct {
 	Leases Leases
 	// SubnetFile is the agent's subnet.env, which names the node's subnet.
 	SubnetFile string
-	// Subnet is the node's subnet when subnet.env is gone (optional).
-	Subnet netip.Prefix
+	// Subnet and IPv6Subnet are the node's subnets when subnet.env is gone
+	// (optional).
+	Subnet, IPv6Subnet netip.Prefix
 	// PublicIP, when set, guards the release: a lease advertising another
-	// address belongs to another node and is kept.
+	// address (PublicIP, or PublicIPv6 for an IPv6-only node) belongs to
+	// another node and is kept.
 	PublicIP netip.Addr
 	// KeepIPTables leaves the firewall rules in place: the iptables chains
 	// and the nftables tables.
@@ -80,13 +84,13 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	r := &Report{}
 	var errs []error
 
-	own := o.Subnet
+	own, own6 := o.Subnet, o.IPv6Subnet
 	var networks []netip.Prefix
 	env, err := subnetenv.Read(o.SubnetFile)
 	switch {
 	case err == nil:
-		own = env.Subnet.Masked()
-		networks = env.Networks
+		own, own6 = env.Subnet.Masked(), env.IPv6Subnet.Masked()
+		networks = append(append(networks, env.Networks...), env.IPv6Networks...)
 	case errors.Is(err, fs.ErrNotExist):
 		log.Info("no subnet.env", "path", o.SubnetFile)
 	default:
@@ -97,10 +101,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		if err != nil {
 			errs = append(errs, err)
 		} else if len(networks) == 0 {
-			networks = []netip.Prefix{cfg.Network}
+			for _, n := range []netip.Prefix{cfg.Network, cfg.IPv6Network} {
+				if n.IsValid() {
+					networks = append(networks, n)
+				}
+			}
 		}
-		if own.IsValid() {
-			released, err := release(ctx, o.Leases, own, o.PublicIP)
+		if first := cmp.Or(own, own6); first.IsValid() {
+			released, err := release(ctx, o.Leases, first, o.PublicIP)
 			if err != nil {
 				errs = append(errs, err)
 			} else if released != "" {
@@ -110,7 +118,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 
-	links, routes, err := removeKernelState(networks, own)
+	links, routes, err := removeKernelState(networks, own, own6)
 	r.Links, r.Routes = links, routes
 	if err != nil {
 		errs = append(errs, err)
@@ -162,8 +170,9 @@ func hostFirewalls(log *slog.Logger) map[firewall.Mode]firewall.Firewall {
 	return fws
 }
 
-// release releases the node's lease on own if it still advertises publicIP
-// (when given) and returns the subnet it released. A reservation is kept:
+// release releases the node's lease holding own (a subnet of either
+// family) if it still advertises publicIP (when given: its PublicIP, or
+// PublicIPv6) and returns the subnets it released. A reservation is kept:
 // it is the operator's, not the agent's.
 func release(ctx context.Context, ls Leases, own netip.Prefix, publicIP netip.Addr) (string, error) {
 	l, err := ls.GetLease(ctx, own)
@@ -174,19 +183,26 @@ func release(ctx context.Context, ls Leases, own netip.Prefix, publicIP netip.Ad
 		return "", fmt.Errorf("%s is a reservation (no etcd lease); remove it with 'weft leases release %s' if you mean to", own, own)
 	}
 	// An undecodable value names no owner: it is released like any other.
-	if publicIP.IsValid() && err == nil && l.Attrs.PublicIP != publicIP {
-		return "", fmt.Errorf("the lease of %s now belongs to %s, not %s: kept", own, l.Attrs.PublicIP, publicIP)
+	if publicIP.IsValid() && err == nil && l.Attrs.PublicIP != publicIP && l.Attrs.IPv6() != publicIP {
+		return "", fmt.Errorf("the lease of %s now belongs to %s, not %s: kept", own, l.Attrs.NodeIP(), publicIP)
 	}
 	if err := ls.ReleaseLease(ctx, l); err != nil {
 		return "", err
 	}
-	return l.Subnet.String(), nil
+	var sns []string
+	for _, p := range []netip.Prefix{l.Subnet, l.IPv6Subnet} {
+		if p.IsValid() {
+			sns = append(sns, p.String())
+		}
+	}
+	return strings.Join(sns, " "), nil
 }
 
-// removeKernelState deletes flannel.* VXLAN devices (their routes,
-// neighbours and FDB entries go with them) and routes to other subnets of
-// the networks through a gateway (host-gw, DirectRouting).
-func removeKernelState(networks []netip.Prefix, own netip.Prefix) (links, routes []string, err error) {
+// removeKernelState deletes flannel.* and flannel-v6.* VXLAN devices
+// (their routes, neighbours and FDB entries go with them) and routes of
+// either family to other subnets of the networks through a gateway
+// (host-gw, DirectRouting).
+func removeKernelState(networks []netip.Prefix, own, own6 netip.Prefix) (links, routes []string, err error) {
 	h, err := netlinkx.Open()
 	if err != nil {
 		return nil, nil, err
@@ -215,7 +231,7 @@ func removeKernelState(networks []netip.Prefix, own netip.Prefix) (links, routes
 		return links, routes, errors.Join(append(errs, err)...)
 	}
 	for _, rt := range rs {
-		if !rt.Gw.IsValid() || rt.Dst == own || !inAny(networks, rt.Dst) {
+		if !rt.Gw.IsValid() || rt.Dst == own || rt.Dst == own6 || !inAny(networks, rt.Dst) {
 			continue
 		}
 		if err := h.DeleteRoute(rt); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {

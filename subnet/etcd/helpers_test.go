@@ -141,9 +141,9 @@ func (m *peerModel) apply(evs []subnet.Event) {
 		m.events = append(m.events, ev)
 		switch ev.Type {
 		case subnet.EventAdded, subnet.EventChanged:
-			m.peers[ev.Lease.Subnet] = ev.Lease.Attrs
+			m.peers[ev.Lease.Primary()] = ev.Lease.Attrs
 		case subnet.EventRemoved:
-			delete(m.peers, ev.Lease.Subnet)
+			delete(m.peers, ev.Lease.Primary())
 		}
 	}
 	m.mu.Unlock()

@@ -34,7 +34,7 @@ func (s *Store) KeepLease(ctx context.Context, cfg *subnet.Config, lease *subnet
 		if ctx.Err() != nil {
 			break
 		}
-		s.log.Warn("lease lost; acquiring again", "subnet", cur.Subnet, "reason", reason)
+		s.log.Warn("lease lost; acquiring again", "subnet", cur.Subnet, "ipv6_subnet", cur.IPv6Subnet, "reason", reason)
 		if !cur.Reserved() {
 			s.revokeQuietly(cur.EtcdLease)
 		}
@@ -56,7 +56,7 @@ func (s *Store) reacquire(ctx context.Context, cfg *subnet.Config, cur *subnet.L
 	b := s.newBackoff()
 	var failed logonce.Errors
 	for {
-		l, err := s.AcquireLease(ctx, cfg, cur.Attrs, subnet.AcquireOptions{Hint: cur.Subnet, TTL: ttl})
+		l, err := s.AcquireLease(ctx, cfg, cur.Attrs, subnet.AcquireOptions{Hint: cur.Subnet, HintIPv6: cur.IPv6Subnet, TTL: ttl})
 		if err == nil {
 			s.log.Info("lease acquired again", "subnet", l.Subnet, "previous", cur.Subnet)
 			return l, nil
@@ -195,8 +195,8 @@ func (s *Store) stillOurs(l *subnet.Lease, key []byte, leaseID int64, value []by
 	if err != nil {
 		return fmt.Errorf("%w: key %s overwritten: %w", errLost, key, err)
 	}
-	if a.PublicIP != l.Attrs.PublicIP {
-		return fmt.Errorf("%w: key %s overwritten with PublicIP %s", errLost, key, a.PublicIP)
+	if a.NodeIP() != l.Attrs.NodeIP() {
+		return fmt.Errorf("%w: key %s overwritten with PublicIP %s (PublicIPv6 %v)", errLost, key, a.PublicIP, a.IPv6())
 	}
 	return nil
 }

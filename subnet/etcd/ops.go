@@ -54,21 +54,40 @@ func decodeLease(name string, kv *mvccpb.KeyValue) (subnet.Lease, error) {
 	return l, nil
 }
 
-// GetLease returns the lease or reservation held on sn (an IPv4 subnet), or
-// nil and no error when there is none. A key whose value does not decode is
-// returned with an error wrapping subnet.ErrInvalidLease beside it.
-func (s *Store) GetLease(ctx context.Context, sn netip.Prefix) (*subnet.Lease, error) {
-	name := subnet.SubnetKey(sn, netip.Prefix{})
+// findSubnet returns the key holding sn, a subnet of either family (with
+// its name below the subnets prefix), or nil. An IPv4 subnet is found with
+// one Get of the keys it starts (the IPv4-only key and any dual-stack one);
+// an IPv6 subnet needs a listing of the keys.
+func (s *Store) findSubnet(ctx context.Context, sn netip.Prefix) (*mvccpb.KeyValue, string, error) {
+	from := s.subnets
+	if sn.Addr().Is4() {
+		from += subnet.SubnetKey(sn, netip.Prefix{})
+	}
 	start := time.Now()
-	resp, err := s.cli.Get(ctx, s.subnets+name)
+	resp, err := s.cli.Get(ctx, from, clientv3.WithPrefix())
 	s.track("get", start)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", s.subnets+name, err)
+		return nil, "", fmt.Errorf("reading %s: %w", from, err)
 	}
-	if len(resp.Kvs) == 0 {
-		return nil, nil
+	for _, kv := range resp.Kvs {
+		name := string(kv.Key[len(s.subnets):])
+		if v4, v6, err := subnet.ParseSubnetKey(name); err == nil && (v4 == sn || v6 == sn) {
+			return kv, name, nil
+		}
 	}
-	l, err := decodeLease(name, resp.Kvs[0])
+	return nil, "", nil
+}
+
+// GetLease returns the lease or reservation holding sn (a subnet of either
+// family), or nil and no error when there is none. A key whose value does
+// not decode is returned with an error wrapping subnet.ErrInvalidLease
+// beside it.
+func (s *Store) GetLease(ctx context.Context, sn netip.Prefix) (*subnet.Lease, error) {
+	kv, name, err := s.findSubnet(ctx, sn)
+	if kv == nil {
+		return nil, err
+	}
+	l, err := decodeLease(name, kv)
 	if err != nil {
 		return &l, fmt.Errorf("%s: %w", s.subnets+name, err)
 	}
@@ -154,49 +173,81 @@ func (s *Store) ListLeases(ctx context.Context) (*Listing, error) {
 	return out, nil
 }
 
-// Reserve writes a reservation of sn for publicIP: a lease key with no etcd
-// lease, which agents never expire and which the node with that PublicIP
-// takes. sn must be a subnet of the configured network. A subnet leased by
-// the same PublicIP becomes a reservation keeping its attributes (so its
-// peers keep their routes); one held by another address is refused with
-// ErrHeld. It says what it did.
+// Reserve writes a reservation of the IPv4 subnet sn for publicIP; see
+// ReserveSubnets.
 func (s *Store) Reserve(ctx context.Context, sn netip.Prefix, publicIP netip.Addr) (string, error) {
-	if !publicIP.Is4() || !subnet.IsUsableUnicast(publicIP) {
-		return "", fmt.Errorf("public IP %s: want a unicast IPv4 address", publicIP)
-	}
+	return s.ReserveSubnets(ctx, sn, netip.Prefix{}, publicIP, netip.Addr{})
+}
+
+// ReserveSubnets writes a reservation of sn4 and sn6 for the node with
+// public addresses ip4 and ip6: a lease key with no etcd lease, which
+// agents never expire and which that node takes (a node is its PublicIP,
+// or its PublicIPv6 in an IPv6-only network). It needs a subnet and an
+// address of each family the config has on, and none of a family that is
+// off. A subnet leased by the same node becomes a reservation keeping its
+// attributes (so its peers keep their routes); a subnet of either family
+// held by another key is refused with ErrHeld. It says what it did.
+func (s *Store) ReserveSubnets(ctx context.Context, sn4, sn6 netip.Prefix, ip4, ip6 netip.Addr) (string, error) {
 	cfg, err := s.ReadConfig(ctx)
 	if err != nil {
 		return "", err
 	}
-	if !cfg.Contains(sn) {
-		return "", fmt.Errorf("subnet %s is not a /%d inside network %s", sn, cfg.SubnetLen, cfg.Network)
+	if cfg.EnableIPv4 {
+		if !ip4.Is4() || !subnet.IsUsableUnicast(ip4) {
+			return "", fmt.Errorf("public IP %v: want a unicast IPv4 address", ip4)
+		}
+		if !cfg.Contains(sn4) {
+			return "", fmt.Errorf("subnet %s is not a /%d inside network %s", sn4, cfg.SubnetLen, cfg.Network)
+		}
+	} else if sn4.IsValid() || ip4.IsValid() {
+		return "", errors.New("the network is IPv6-only: give an IPv6 subnet and address only")
 	}
-	key := s.subnets + subnet.SubnetKey(sn, netip.Prefix{})
-	attrs := subnet.LeaseAttrs{PublicIP: publicIP, BackendType: cfg.BackendType}
+	if cfg.EnableIPv6 {
+		if !subnet.IsUsableUnicast6(ip6) {
+			return "", fmt.Errorf("public IPv6 %v: IPv6 is on; give the node's global IPv6 address too (PUBLIC-IP as 192.0.2.5,2001:db8::5)", ip6)
+		}
+		if !cfg.ContainsIPv6(sn6) {
+			return "", fmt.Errorf("IPv6 subnet %v is not a /%d inside IPv6 network %s (IPv6 is on; give SUBNET as 10.244.5.0/24,fd00:10:244:5::/64)", sn6, cfg.IPv6SubnetLen, cfg.IPv6Network)
+		}
+	} else if sn6.IsValid() || ip6.IsValid() {
+		return "", errors.New("IPv6 is off in the network config: give an IPv4 subnet and address only")
+	}
+	name := subnet.SubnetKey(sn4, sn6)
+	key := s.subnets + name
+	attrs := subnet.LeaseAttrs{PublicIP: ip4, BackendType: cfg.BackendType}
+	if ip6.IsValid() {
+		attrs.PublicIPv6 = &ip6
+	}
+	// Any key naming one of the subnets: one Get of the prefix.
 	start := time.Now()
-	cur, err := s.cli.Get(ctx, key)
+	all, err := s.cli.Get(ctx, s.subnets, clientv3.WithPrefix())
 	s.track("get", start)
 	if err != nil {
-		return "", fmt.Errorf("reading %s: %w", key, err)
+		return "", fmt.Errorf("reading %s: %w", s.subnets, err)
 	}
 	cmp := clientv3.Compare(clientv3.Version(key), "=", 0)
 	what := "reserved"
-	if len(cur.Kvs) > 0 {
-		kv := cur.Kvs[0]
+	for _, kv := range all.Kvs {
+		v4, v6, perr := subnet.ParseSubnetKey(string(kv.Key[len(s.subnets):]))
+		mine := string(kv.Key) == key
+		if !mine && (perr != nil || (!sn4.IsValid() || v4 != sn4) && (!sn6.IsValid() || v6 != sn6)) {
+			continue
+		}
 		old, err := subnet.ParseLeaseAttrs(kv.Value)
-		if err != nil || old.PublicIP != publicIP {
-			holder := "an unreadable value"
-			if err == nil {
-				holder = old.PublicIP.String()
+		if mine && err == nil && old.NodeIP() == attrs.NodeIP() {
+			if kv.Lease == 0 {
+				return "already reserved", nil
 			}
-			return "", fmt.Errorf("%w: %s is held by %s; release it first (weft leases release %s)", ErrHeld, sn, holder, sn)
+			attrs = old // keep the node's backend data
+			what = "turned the lease into a reservation"
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+			continue
 		}
-		if kv.Lease == 0 {
-			return "already reserved", nil
+		holder := "an unreadable value"
+		if err == nil {
+			holder = old.NodeIP().String()
 		}
-		attrs = old // keep the node's backend data
-		what = "turned the lease into a reservation"
-		cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+		return "", fmt.Errorf("%w: %s is held by %s (key %s); release it first (weft leases release %s)", ErrHeld, strings.ReplaceAll(name, "-", "/"), holder, kv.Key, cmpOr(sn4, sn6))
 	}
 	val, err := attrs.Marshal()
 	if err != nil {
@@ -214,16 +265,36 @@ func (s *Store) Reserve(ctx context.Context, sn netip.Prefix, publicIP netip.Add
 	return what, nil
 }
 
-// DeleteSubnet deletes the lease or reservation of sn, whoever holds it (an
-// operator's release); ErrNotFound when there is none.
+// cmpOr returns the first valid prefix.
+func cmpOr(ps ...netip.Prefix) netip.Prefix {
+	for _, p := range ps {
+		if p.IsValid() {
+			return p
+		}
+	}
+	return netip.Prefix{}
+}
+
+// DeleteSubnet deletes the lease or reservation holding sn (a subnet of
+// either family: the whole key goes, with the node's other subnet),
+// whoever holds it (an operator's release); ErrNotFound when there is none.
 func (s *Store) DeleteSubnet(ctx context.Context, sn netip.Prefix) error {
-	key := s.subnets + subnet.SubnetKey(sn, netip.Prefix{})
-	resp, err := s.cli.Delete(ctx, key)
+	kv, name, err := s.findSubnet(ctx, sn)
+	if err != nil {
+		return err
+	}
+	if kv == nil {
+		return fmt.Errorf("%w for %s (no key under %s names it)", ErrNotFound, sn, s.subnets)
+	}
+	key := s.subnets + name
+	start := time.Now()
+	resp, err := s.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)).Then(clientv3.OpDelete(key)).Commit()
+	s.track("txn", start)
 	if err != nil {
 		return fmt.Errorf("deleting %s: %w", key, err)
 	}
-	if resp.Deleted == 0 {
-		return fmt.Errorf("%w for %s (no key %s)", ErrNotFound, sn, key)
+	if !resp.Succeeded {
+		return fmt.Errorf("%s changed while deleting it; try again", key)
 	}
 	return nil
 }

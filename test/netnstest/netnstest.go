@@ -134,6 +134,13 @@ func NewNS(t testing.TB, prefix string) *NS {
 		t.Fatalf("opening namespace %s: %v", name, err)
 	}
 	n.handle = h
+	// No duplicate address detection on the namespace's links: an IPv6
+	// address is usable (not tentative) as soon as it is added.
+	for _, key := range []string{"net/ipv6/conf/all/accept_dad", "net/ipv6/conf/default/accept_dad"} {
+		if err := n.WriteSysctl(key, "0"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return n
 }
 
@@ -289,15 +296,24 @@ func NewVeth(t testing.TB, a *NS, aName string, aAddr netip.Prefix, b *NS, bName
 	}
 }
 
-// EnableForwarding turns on IPv4 forwarding in the namespace (off by
-// default in a new namespace). It writes /proc/sys from a thread inside
-// the namespace (the file belongs to the namespace of the thread that
-// opens it), so it needs no sysctl(8).
+// EnableForwarding turns on IPv4 and IPv6 forwarding in the namespace
+// (off by default in a new namespace). It writes /proc/sys from a thread
+// inside the namespace (the file belongs to the namespace of the thread
+// that opens it), so it needs no sysctl(8).
 func (n *NS) EnableForwarding(t testing.TB) {
 	t.Helper()
-	if err := n.WriteSysctl("net/ipv4/ip_forward", "1"); err != nil {
-		t.Fatal(err)
+	for _, key := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
+		if err := n.WriteSysctl(key, "1"); err != nil {
+			t.Fatal(err)
+		}
 	}
+}
+
+// AddAddr adds addr to the link ifname in the namespace (an IPv6 address
+// is usable at once: NewNS turned duplicate address detection off).
+func (n *NS) AddAddr(t testing.TB, ifname string, addr netip.Prefix) {
+	t.Helper()
+	n.MustExec(t, "ip", "addr", "add", addr.String(), "dev", ifname)
 }
 
 // WriteSysctl writes value to /proc/sys/<key> (e.g. "net/ipv4/ip_forward")

@@ -43,7 +43,8 @@ type Kind struct {
 	// DefaultVerify is the backend's DefaultVerifyEvery.
 	DefaultVerify time.Duration
 	// Owns tells the programmer which routes are the backend's (see
-	// netlinkx.NewProgrammer).
+	// netlinkx.NewProgrammer); nil makes no programmer (a backend that
+	// keeps one per device, from Verify).
 	Owns func(r netlinkx.Route, link int) bool
 }
 
@@ -71,16 +72,24 @@ type Base struct {
 	NL   netlinkx.Interface
 	Sess *netlinkx.Session
 	Prog *netlinkx.Programmer
+	// Verify is how long a programmer trusts its memory (Options or the
+	// backend's default).
+	Verify time.Duration
 	// SetMu serialises Set; hold it around Begin and the rest of Set.
 	SetMu sync.Mutex
-	own   atomic.Pointer[netip.Prefix]
+	// own and own6 are this node's subnets of each family (zero when off).
+	own, own6 atomic.Pointer[netip.Prefix]
 }
 
-// New checks the underlay, opens the netlink session and the programmer.
-// It does not follow netlink yet (see Follow).
+// New checks the underlay (an address of each family the network config
+// has on), opens the netlink session and the programmer. It does not follow
+// netlink yet (see Follow).
 func New(ctx context.Context, p backend.Params, o Options, c Kind) (*Base, error) {
-	if !p.Ext.Addr.Is4() || p.Ext.Index <= 0 {
+	if p.Ext.Index <= 0 || (p.Config.EnableIPv4 && !p.Ext.Addr.Is4()) {
 		return nil, fmt.Errorf("%s backend: external interface %q (index %d) needs an IPv4 address, has %v", c.Name, p.Ext.Name, p.Ext.Index, p.Ext.Addr)
+	}
+	if p.Config.EnableIPv6 && !subnet.IsUsableUnicast6(p.Ext.Addr6) {
+		return nil, fmt.Errorf("%s backend: external interface %q (index %d) needs a global IPv6 address, has %v", c.Name, p.Ext.Name, p.Ext.Index, p.Ext.Addr6)
 	}
 	log := p.Log
 	if log == nil {
@@ -96,9 +105,13 @@ func New(ctx context.Context, p backend.Params, o Options, c Kind) (*Base, error
 	if verify == 0 {
 		verify = c.DefaultVerify
 	}
-	b.Prog = netlinkx.NewProgrammer(b.NL, c.Owns, verify)
-	var none netip.Prefix
+	b.Verify = verify
+	if c.Owns != nil {
+		b.Prog = netlinkx.NewProgrammer(b.NL, c.Owns, verify)
+	}
+	var none, none6 netip.Prefix
 	b.own.Store(&none)
+	b.own6.Store(&none6)
 	return b, nil
 }
 
@@ -120,25 +133,33 @@ func (b *Base) Close() error {
 }
 
 // Begin is the guard at the top of Set, called with SetMu held: it fails
-// when ctx has ended or when the own subnet is not a subnet of the network,
-// and records the own subnet for PeerSubnet.
+// when ctx has ended or when the own subnet of a family that is on is not a
+// subnet of that family's network, and records the own subnets for
+// PeerSubnet.
 func (b *Base) Begin(ctx context.Context, s backend.State) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if !s.Own.Subnet.IsValid() || !b.Cfg.Contains(s.Own.Subnet) {
+	if b.Cfg.EnableIPv4 && !b.Cfg.Contains(s.Own.Subnet) {
 		return fmt.Errorf("%s backend: own subnet %v is not a /%d of network %s", b.Name, s.Own.Subnet, b.Cfg.SubnetLen, b.Cfg.Network)
 	}
-	own := s.Own.Subnet
+	if b.Cfg.EnableIPv6 && !b.Cfg.ContainsIPv6(s.Own.IPv6Subnet) {
+		return fmt.Errorf("%s backend: own IPv6 subnet %v is not a /%d of network %s", b.Name, s.Own.IPv6Subnet, b.Cfg.IPv6SubnetLen, b.Cfg.IPv6Network)
+	}
+	own, own6 := s.Own.Subnet, s.Own.IPv6Subnet
 	b.own.Store(&own)
+	b.own6.Store(&own6)
 	return nil
 }
 
-// PeerSubnet reports whether dst is a subnet of the network (of the
-// configured length) other than this node's: the routes a backend may own.
-// It is safe from any goroutine.
+// PeerSubnet reports whether dst is a subnet of a network of a family that
+// is on (of the configured length) other than this node's: the routes a
+// backend may own. It is safe from any goroutine.
 func (b *Base) PeerSubnet(dst netip.Prefix) bool {
-	return dst.Bits() == b.Cfg.SubnetLen && b.Cfg.Network.Contains(dst.Addr()) && dst != *b.own.Load()
+	if dst.Addr().Is4() {
+		return b.Cfg.EnableIPv4 && dst.Bits() == b.Cfg.SubnetLen && b.Cfg.Network.Contains(dst.Addr()) && dst != *b.own.Load()
+	}
+	return b.Cfg.EnableIPv6 && dst.Bits() == b.Cfg.IPv6SubnetLen && b.Cfg.IPv6Network.Contains(dst.Addr()) && dst != *b.own6.Load()
 }
 
 // Skip returns the error that says why peer p is left out.
@@ -162,10 +183,11 @@ func (b *Base) Done(peers int, st netlinkx.Stats, err error, peerErrs []error) e
 
 // OnLink reports whether ip is on one of the directly connected prefixes
 // (and is not the address itself): a peer the underlay reaches without a
-// router.
+// router. IPv6 link-local prefixes do not count (a peer's public address is
+// never link-local).
 func OnLink(prefixes []netip.Prefix, ip netip.Addr) bool {
 	for _, p := range prefixes {
-		if p.Contains(ip) && p.Addr() != ip && p.Bits() < p.Addr().BitLen() {
+		if p.Contains(ip) && p.Addr() != ip && p.Bits() < p.Addr().BitLen() && !p.Addr().IsLinkLocalUnicast() {
 			return true
 		}
 	}

@@ -66,7 +66,9 @@ func run(ctx context.Context, section, bin, out, stateDir, prefix string) error 
 	case "dataplane":
 		title = report.SecDataPlane
 		ms, err = each([]string{"vxlan", "host-gw"}, func(backend string) ([]report.Measurement, error) {
-			return b.DataPlane(ctx, backend, 5, 3)
+			return each([]bool{false, true}, func(six bool) ([]report.Measurement, error) {
+				return b.DataPlane(ctx, backend, 5, 3, six)
+			})
 		})
 	case "convergence":
 		title = report.SecConvergence
