@@ -10,7 +10,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 )
@@ -219,7 +218,7 @@ exit 0
 	t.Setenv("CNI_CONTAINERID", "c1")
 	var out bytes.Buffer
 	p := &Plugin{Stdout: &out, Stderr: &bytes.Buffer{}}
-	args := &skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/var/run/netns/x", StdinData: conf}
+	args := &CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/var/run/netns/x", StdinData: conf}
 	t.Setenv("CNI_COMMAND", "ADD")
 	if err := p.Add(args); err != nil {
 		t.Fatalf("ADD: %v", err)

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
@@ -34,15 +33,10 @@ type Plugin struct {
 	Stderr io.Writer
 }
 
-// Funcs returns the verbs for skel.PluginMainFuncs.
-func (p *Plugin) Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, GC: p.GC, Status: p.Status}
-}
-
 // Add generates the delegate config, caches it in dataDir/<containerID>
 // and delegates ADD. If the delegate fails, it is asked to DEL and the
 // cache is removed before the error is returned.
-func (p *Plugin) Add(args *skel.CmdArgs) error {
+func (p *Plugin) Add(args *CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -91,7 +85,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 // delegates release by container ID and interface name, not by address.
 // DEL of an unknown or already deleted container succeeds; so does DEL
 // after the netns is gone (the delegate then only releases the address).
-func (p *Plugin) Del(args *skel.CmdArgs) error {
+func (p *Plugin) Del(args *CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -117,7 +111,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 
 // Check delegates CHECK with the cached config (rebuilt from subnet.env if
 // the cache is missing) and the runtime's prevResult.
-func (p *Plugin) Check(args *skel.CmdArgs) error {
+func (p *Plugin) Check(args *CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -148,7 +142,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 // flannel's own plugin) is kept while its container has any valid
 // attachment. A corrupt cache file is removed; the address it held is
 // released by the IPAM plugin's GC, which is run after the delegate's.
-func (p *Plugin) GC(args *skel.CmdArgs) error {
+func (p *Plugin) GC(args *CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -243,7 +237,7 @@ func (p *Plugin) delAttachment(ctx context.Context, c *cached, cniPath string) e
 
 // Status fails with code 50 while subnet.env is missing or unusable, and
 // otherwise forwards STATUS to the delegate.
-func (p *Plugin) Status(args *skel.CmdArgs) error {
+func (p *Plugin) Status(args *CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return err

@@ -11,7 +11,9 @@ import (
 // path: etcd, gRPC and Kubernetes are the agent's business; OpenTelemetry
 // (which libcni's pkg/invoke links, and with it net/http and crypto/tls)
 // made the plugin start slower than the reference plugins, so the plugin
-// runs its delegate itself (cniplugin/delegate.go). An entry ending in "/"
+// runs its delegate itself (cniplugin/delegate.go); pkg/skel links pkg/ns
+// (netns, x/sys/unix) and compiles a regexp at start, so the plugin reads
+// its call itself too (cniplugin/dispatch.go). An entry ending in "/"
 // is a tree; one without is that package and its subpackages.
 var heavy = []string{
 	"go.etcd.io/",
@@ -21,6 +23,10 @@ var heavy = []string{
 	"go.opentelemetry.io/",
 	"github.com/containernetworking/cni/pkg/invoke",
 	"github.com/containernetworking/cni/libcni",
+	"github.com/containernetworking/cni/pkg/skel",
+	"github.com/containernetworking/cni/pkg/ns",
+	"github.com/vishvananda/netns",
+	"regexp",
 	"github.com/vishvananda/netlink",
 	"net/http",
 	"crypto/tls",
