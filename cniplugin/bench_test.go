@@ -112,8 +112,7 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // answering VERSION (a Go CNI plugin doing nothing), and flannel answering
 // VERSION, taking turns in every iteration. Median wall time of each, in
 // milliseconds. loopback stands in for flannel's own plugin (which is not
-// built here): flannel must
-// start no slower than it.
+// built here): flannel must start no slower than it.
 //
 //	go test -run '^$' -bench ExecFloor -benchtime 100x ./cniplugin/
 func BenchmarkExecFloor(b *testing.B) {
