@@ -66,6 +66,13 @@ type Options struct {
 	// Resync is how often the backend compares the kernel with the desired
 	// state even without events (default 10 s).
 	Resync time.Duration
+	// Coalesce is how long, while lease changes keep arriving, the agent
+	// gathers them into one Set: once streamMin Sets in a row each followed
+	// the one before within Coalesce, the next waits until Coalesce after
+	// the last one ended, taking every change that arrived meanwhile. A
+	// change after a quiet Coalesce goes to the backend at once. 0 means
+	// DefaultCoalesce; negative, never wait.
+	Coalesce time.Duration
 	// Log receives the agent's log lines.
 	Log *slog.Logger
 	// Metrics, if not nil, is updated as the agent works.
@@ -134,6 +141,9 @@ func New(o Options) (*Agent, error) {
 	if o.Resync <= 0 {
 		o.Resync = 10 * time.Second
 	}
+	if o.Coalesce == 0 {
+		o.Coalesce = DefaultCoalesce
+	}
 	if o.FirewallResync <= 0 {
 		o.FirewallResync = 5 * time.Second
 	}
@@ -194,6 +204,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("starting the %s backend: %w", cfg.BackendType, err)
 	}
 	a.be = be
+	engine := backend.EngineOf(be)
+	a.m.BackendInfo.Reset()
+	a.m.BackendInfo.WithLabelValues(be.Type(), engine).Set(1)
+	a.log.Info("backend started", "backend", be.Type(), "engine", engine, "mtu", be.MTU())
 	defer func() {
 		if err := be.Close(); err != nil {
 			a.log.Warn("closing the backend", "err", err)
@@ -374,8 +388,19 @@ func (a *Agent) writeSubnetEnv(l subnet.Lease) error {
 	return nil
 }
 
+// DefaultCoalesce is Options.Coalesce's default: a stream of lease changes
+// (nodes registering one by one) costs one Set per few milliseconds rather
+// than one per lease, and the last change of the stream waits at most this.
+const DefaultCoalesce = 5 * time.Millisecond
+
+// streamMin is how many Sets in a row, each within Coalesce of the one
+// before, make a stream (see Options.Coalesce): a change or two after
+// another is programmed at once.
+const streamMin = 4
+
 // reconcileLoop owns the peer set. It batches whatever arrived while the
-// previous Set ran, so that a burst of events costs one reconcile.
+// previous Set ran, so that a burst of events costs one reconcile, and
+// while changes keep arriving it gathers them (Options.Coalesce).
 func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan subnet.Lease, evCh <-chan []subnet.Event) {
 	peers := newPeerSet()
 	own := a.Own()
@@ -385,12 +410,27 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 	snapshot := false // the watch's first batch has arrived
 	dirty := true     // the desired state changed since the last Set
 	bulk := 0         // leases changed since the last Set
+	// The subnets changed since the last Set, handed to the backend so that
+	// it looks at those alone (backend.State.Incremental); incremental is
+	// false when the backend must compare every peer (the first Set, a new
+	// own lease).
+	var changed []netip.Prefix
+	incremental := false
 	var failed logonce.Errors
+	// Coalescing: when the last Set ended, how many Sets in a row came
+	// within Coalesce of the one before, and the timer a held Set waits on.
+	var lastSet time.Time
+	streak := 0
+	hold := time.NewTimer(time.Hour)
+	hold.Stop()
+	defer hold.Stop()
+	var holdC <-chan time.Time // hold.C while the timer runs
+	waiting := false           // a Set is held for more changes
 
 	handleEvents := func(evs []subnet.Event) {
 		first := !snapshot
 		snapshot = true
-		added, changed, removed := peers.apply(evs)
+		added, changedL, removed := peers.apply(evs)
 		if first {
 			a.log.Info("leases listed", "leases", peers.len())
 			for _, l := range added {
@@ -402,7 +442,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 					a.log.Info("peer added", "key", l.Key(), "public_ip", l.Attrs.PublicIP, "public_ipv6", l.Attrs.IPv6())
 				}
 			}
-			for _, l := range changed {
+			for _, l := range changedL {
 				if l.Primary() != own.Primary() {
 					a.log.Info("peer changed", "key", l.Key(), "public_ip", l.Attrs.PublicIP, "public_ipv6", l.Attrs.IPv6())
 				}
@@ -413,9 +453,14 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 				}
 			}
 		}
-		if n := len(added) + len(changed) + len(removed); n > 0 {
+		if n := len(added) + len(changedL) + len(removed); n > 0 {
 			dirty = true
 			bulk += n
+			for _, ls := range [][]subnet.Lease{added, changedL, removed} {
+				for i := range ls {
+					changed = append(changed, ls[i].Primary())
+				}
+			}
 		}
 		a.m.LeasesKnown.Set(float64(peers.len()))
 	}
@@ -432,6 +477,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		}
 		a.setFirewallPolicy(l)
 		dirty = true
+		incremental = false
 	}
 
 	for {
@@ -447,6 +493,8 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			force = true
 		case <-changes:
 			force = true
+		case <-holdC:
+			holdC = nil
 		}
 		// Take whatever else is already waiting, so a burst costs one Set.
 	drain:
@@ -463,6 +511,26 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if !snapshot || (!dirty && !force) {
 			continue
 		}
+		if c := a.o.Coalesce; c > 0 && !force && a.ready.Load() {
+			switch since := time.Since(lastSet); {
+			case since < c && streak >= streamMin:
+				// A stream: wait until Coalesce after the last Set.
+				if !waiting {
+					hold.Reset(c - since)
+					holdC, waiting = hold.C, true
+				}
+				continue
+			case since < c:
+				streak++
+			case !waiting:
+				streak = 0 // a lone change, after a quiet Coalesce
+			}
+		}
+		if waiting {
+			// The held Set runs now (or a forced one takes its changes).
+			hold.Stop()
+			holdC, waiting = nil, false
+		}
 		first := !a.ready.Load() // this Set programs every peer listed at start
 		var cpu0 time.Duration
 		var cpuErr error
@@ -474,7 +542,18 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		// per event. backend.State's contract: the backend skips the own
 		// subnet's lease and keeps nothing of the slice after Set.
 		state := backend.State{Own: own, Peers: peers.all()}
+		if incremental && !force {
+			// A resync or a foreign change compares every peer: a
+			// backstop should not rest on the bookkeeping it backs up.
+			state.Incremental, state.Changed = true, changed
+		}
 		err := a.be.Set(ctx, state)
+		lastSet = time.Now()
+		changed = changed[:0]
+		if cap(changed) > bulkRelease {
+			changed = nil // a burst's list: let it go
+		}
+		incremental = true
 		took := time.Since(t0)
 		if first {
 			// Set returns once the kernel has acknowledged every entry.

@@ -643,3 +643,59 @@ func TestShutdownWhileAcquiring(t *testing.T) {
 		t.Errorf("subnet.env written without a lease: %v", statErr)
 	}
 }
+
+// A stream of changes is gathered: once streamMin Sets in a row came within
+// Coalesce of each other, the next changes wait for one Set at Coalesce
+// after the last; the first changes of a stream, and a change after a quiet
+// Coalesce, are programmed at once (well before Coalesce).
+func TestStreamIsCoalesced(t *testing.T) {
+	const coalesce = 2 * time.Second
+	r := newRig(t, func(o *Options) { o.Coalesce = coalesce })
+	r.start()
+	r.mgr.send(t) // the first listing: no peers
+	r.waitReady()
+
+	programmed := func(l subnet.Lease) bool { return strings.Contains(r.nl.Dump(), routeLine(l)) }
+	// quick sends l and checks that it is programmed well before Coalesce.
+	quick := func(l subnet.Lease) {
+		t.Helper()
+		t0 := time.Now()
+		r.mgr.send(t, added(l)...)
+		r.eventually("a peer to be programmed", func() bool { return programmed(l) })
+		if took := time.Since(t0); took > coalesce/2 {
+			t.Errorf("peer %s programmed %s after its event: held back (Coalesce %s)", l.Subnet, took, coalesce)
+		}
+	}
+	for k := 2; k < 2+streamMin; k++ {
+		quick(peer(k))
+	}
+	before := len(r.be.sets())
+	held := []subnet.Lease{peer(10), peer(11), peer(12)}
+	r.mgr.send(t, added(held[0])...)
+	// Not programmed for a while (the Set waits until Coalesce after the
+	// last one): an agent that does not coalesce programs it in
+	// milliseconds.
+	for deadline := time.Now().Add(coalesce / 4); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if programmed(held[0]) {
+			t.Fatalf("peer %s of a stream programmed at once: not coalesced", held[0].Subnet)
+		}
+	}
+	for _, l := range held[1:] {
+		r.mgr.send(t, added(l)...)
+	}
+	r.eventually("the held peers to be programmed", func() bool { return programmed(held[len(held)-1]) })
+	for _, l := range held {
+		if !programmed(l) {
+			t.Errorf("peer %s not programmed with the held Set", l.Subnet)
+		}
+	}
+	if sets := r.be.sets()[before:]; len(sets) != 1 || sets[0] != streamMin+len(held) {
+		t.Errorf("Sets after the stream's first %d: %v, want one with %d leases", streamMin, sets, streamMin+len(held))
+	}
+
+	// After a quiet Coalesce, a change is a lone change again, and the next
+	// one starts a new stream.
+	time.Sleep(coalesce + coalesce/4)
+	quick(peer(20))
+	quick(peer(21))
+}

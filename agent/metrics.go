@@ -23,6 +23,7 @@ type Metrics struct {
 	// backend Set): its wall time and the process's CPU time meanwhile.
 	InitialProgram    prometheus.Gauge
 	InitialProgramCPU prometheus.Gauge
+	BackendInfo       *prometheus.GaugeVec
 }
 
 // NewMetrics creates and registers the agent's metrics.
@@ -61,9 +62,13 @@ func NewMetrics() *Metrics {
 		InitialProgramCPU: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_initial_program_cpu_seconds", Help: "CPU time (user+system, all threads) of the agent process during its first programming of the data plane; 0 until the agent is first ready.",
 		}),
+		BackendInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "weft_backend_info", Help: "Always 1, labelled with the backend type and its engine (kernel, or userspace for wireguard-go).",
+		}, []string{"backend", "engine"}),
 	}
 	m.Registry.MustRegister(m.LeasesKnown, m.PeersProgrammed, m.ReconcileRuns, m.ReconcileErrors,
 		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges, m.InitialProgram, m.InitialProgramCPU,
+		m.BackendInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -44,6 +44,14 @@ type State struct {
 	// include Own's subnet, which the backend skips. Set must not keep or
 	// change the slice after it returns: the caller reuses it.
 	Peers []subnet.Lease
+	// Incremental says that Changed names every subnet whose leases in Peers
+	// may differ from those in the previous Set's Peers (added, changed or
+	// removed; a subnet may be named more than once), and that Peers is
+	// sorted by subnet. A backend may then derive entries for those subnets
+	// alone, so that a change costs what it touches, not the whole peer
+	// set. When false the backend compares every peer.
+	Incremental bool
+	Changed     []netip.Prefix
 }
 
 // Backend programs the kernel for one network. Set is declarative and
@@ -69,6 +77,23 @@ type Backend interface {
 	// Close releases the backend's goroutines and sockets. It leaves the
 	// kernel state in place: restarting the agent must not drop traffic.
 	Close() error
+}
+
+// EngineReporter is implemented by a backend with more than one
+// implementation of its data plane (wireguard: "kernel" or "userspace").
+// A backend without it programs the kernel directly ("kernel").
+type EngineReporter interface {
+	Engine() string
+}
+
+// EngineOf returns the engine of b: EngineReporter's answer, else "kernel".
+func EngineOf(b Backend) string {
+	if e, ok := b.(EngineReporter); ok {
+		if s := e.Engine(); s != "" {
+			return s
+		}
+	}
+	return "kernel"
 }
 
 // Params is what every backend's constructor gets.

@@ -34,6 +34,15 @@ func TestDelegateConf(t *testing.T) {
 		conf: `{"name":"n","cniVersion":"1.1.0","type":"flannel"}`,
 		want: `{"cniVersion":"1.1.0","ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.52.0/24"}],[{"subnet":"fd00:0:0:34::/64"}]],"routes":[{"dst":"10.244.0.0/16"},{"dst":"fd00::/56"}],"type":"host-local"},"isGateway":true,"mtu":1450,"name":"n","type":"bridge"}`,
 	}, {
+		// flannel's own delegate for kube-flannel.yml's conflist on a
+		// dual-stack node, byte for byte: flannel CNI plugin
+		// v1.9.1-flannel1, cni-plugin/flannel_linux.go doCmdAdd and
+		// getDelegateIPAM (its flannel_linux_test.go "dual stack" case).
+		name: "flannel's dual-stack delegate",
+		env:  "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.1.1/24\nFLANNEL_IPV6_NETWORK=2001:cafe:42::/56\nFLANNEL_IPV6_SUBNET=2001:cafe:42:1::1/64\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+		conf: `{"name":"cbr0","cniVersion":"0.3.1","type":"flannel","delegate":{"hairpinMode":true,"isDefaultGateway":true}}`,
+		want: `{"cniVersion":"0.3.1","hairpinMode":true,"ipMasq":false,"ipam":{"ranges":[[{"subnet":"10.244.1.0/24"}],[{"subnet":"2001:cafe:42:1::/64"}]],"routes":[{"dst":"10.244.0.0/16"},{"dst":"2001:cafe:42::/56"}],"type":"host-local"},"isDefaultGateway":true,"isGateway":true,"mtu":1450,"name":"cbr0","type":"bridge"}`,
+	}, {
 		name: "delegate overrides, other type, ipam base, runtimeConfig",
 		env:  v4,
 		conf: `{"name":"n","cniVersion":"1.0.0","type":"flannel","delegate":{"type":"ptp","mtu":1400,"ipMasq":true},"ipam":{"dataDir":"/x","routes":[{"dst":"0.0.0.0/0"},{"dst":"10.244.0.0/16"}]},"runtimeConfig":{"portMappings":[]}}`,

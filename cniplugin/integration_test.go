@@ -635,3 +635,52 @@ func TestGCKeepsOtherNetworks(t *testing.T) {
 		t.Errorf("GC of another network released cbr0's addresses: %v", ips)
 	}
 }
+
+// TestDualStackLifecycle: on a dual-stack node a pod gets one address of
+// each family from FLANNEL_SUBNET and FLANNEL_IPV6_SUBNET, CHECK passes, and
+// GC releases both once the runtime no longer lists the pod; STATUS reads
+// the same subnet.env.
+func TestDualStackLifecycle(t *testing.T) {
+	env := cnitest.DefaultEnv()
+	env.IPv6Networks = []netip.Prefix{netip.MustParsePrefix("fd00:42::/56")}
+	env.IPv6Subnet = netip.MustParsePrefix("fd00:42:0:34::1/64")
+	h := cnitest.NewHost(t, binDir, env)
+	list := h.StockConfList(t, "1.1.0")
+	p := h.NewPod(t)
+	if err := h.Add(list, p); err != nil {
+		t.Fatal(err)
+	}
+	out, err := p.Exec("ip", "-o", "addr", "show", "dev", p.IfName, "scope", "global")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v4, v6 := netip.MustParsePrefix("10.244.52.0/24"), netip.MustParsePrefix("fd00:42:0:34::/64")
+	var got4, got6 bool
+	for _, f := range strings.Fields(out) {
+		if a, err := netip.ParsePrefix(f); err == nil {
+			got4 = got4 || v4.Contains(a.Addr())
+			got6 = got6 || v6.Contains(a.Addr())
+		}
+	}
+	if !got4 || !got6 {
+		t.Fatalf("pod addresses %q: want one in %s and one in %s", out, v4, v6)
+	}
+	if ips := h.AllocatedIPs(t, "cbr0"); len(ips) != 2 {
+		t.Errorf("host-local holds %v, want one address per family", ips)
+	}
+	if err := h.Check(list, p); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	if err := h.Do(func() error { return h.CNI.GetStatusNetworkList(context.Background(), list) }); err != nil {
+		t.Errorf("STATUS: %v", err)
+	}
+	if err := p.DeleteNS(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := cnitest.NewCNIConfig(binDir, t.TempDir())
+	gc := &libcni.GCArgs{ValidAttachments: []types.GCAttachment{}}
+	if err := h.Do(func() error { return fresh.GCNetworkList(context.Background(), list, gc) }); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	assertClean(t, h)
+}

@@ -15,6 +15,7 @@ import (
 func TestMetricsDoc(t *testing.T) {
 	m := agent.NewMetrics()
 	m.ObserveEtcd("get", 0) // a vector is gathered once it has a series
+	m.BackendInfo.WithLabelValues("vxlan", "kernel").Set(1)
 	families, err := m.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)

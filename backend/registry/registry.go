@@ -14,6 +14,7 @@ import (
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/hostgw"
 	"github.com/weftnet/weft/backend/vxlan"
+	"github.com/weftnet/weft/backend/wireguard"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -23,8 +24,9 @@ var ErrUnknownBackend = errors.New("unknown backend type")
 // specs is the registry: backend type name (as in the config's
 // Backend.Type and in leases) to backend.
 var specs = map[string]backend.Spec{
-	vxlan.TypeName:  vxlan.Spec(),
-	hostgw.TypeName: hostgw.Spec(),
+	vxlan.TypeName:     vxlan.Spec(),
+	hostgw.TypeName:    hostgw.Spec(),
+	wireguard.TypeName: wireguard.Spec(),
 }
 
 // Names returns the known backend types, sorted.

@@ -12,17 +12,17 @@ import (
 )
 
 func TestLookup(t *testing.T) {
-	if got := Names(); !slices.Equal(got, []string{"host-gw", "vxlan"}) {
+	if got := Names(); !slices.Equal(got, []string{"host-gw", "vxlan", "wireguard"}) {
 		t.Errorf("Names() = %v", got)
 	}
-	for _, name := range []string{"vxlan", "host-gw", "VXLAN"} {
+	for _, name := range []string{"vxlan", "host-gw", "VXLAN", "wireguard", "WireGuard"} {
 		s, err := Lookup(name)
 		if err != nil || s.New == nil || s.ValidateData == nil {
 			t.Errorf("Lookup(%q) = %+v, %v", name, s, err)
 		}
 	}
 	_, err := Lookup("udp")
-	if !errors.Is(err, ErrUnknownBackend) || !strings.Contains(err.Error(), `"udp"`) || !strings.Contains(err.Error(), `"host-gw", "vxlan"`) {
+	if !errors.Is(err, ErrUnknownBackend) || !strings.Contains(err.Error(), `"udp"`) || !strings.Contains(err.Error(), `"host-gw", "vxlan", "wireguard"`) {
 		t.Errorf("Lookup(udp) error = %v", err)
 	}
 }
@@ -43,6 +43,13 @@ func TestValidateData(t *testing.T) {
 		{"host-gw", ``, true},
 		{"host-gw", `null`, true},
 		{"udp", `{}`, false},
+		{"wireguard", `{"PublicKey":"CdgE0xWbN2Npyy6Xmvd0xTutE7sM63Mb1Z1fM+PEdTc=","Port":51820}`, true},
+		{"wireguard", `{"PublicKey":"CdgE0xWbN2Npyy6Xmvd0xTutE7sM63Mb1Z1fM+PEdTc=","Port":51820,"Engine":"userspace"}`, true},
+		{"wireguard", `{"PublicKey":"CdgE0xWbN2Npyy6Xmvd0xTutE7sM63Mb1Z1fM+PEdTc="}`, true},
+		{"wireguard", `{"PublicKey":"not-a-key","Port":51820}`, false},
+		{"wireguard", `{"PublicKey":"CdgE0xWbN2Npyy6Xmvd0xTutE7sM63Mb1Z1fM+PEdTc=","Port":70000}`, false},
+		{"wireguard", `{"PublicKey":"CdgE0xWbN2Npyy6Xmvd0xTutE7sM63Mb1Z1fM+PEdTc=","Port":"51820"}`, false},
+		{"wireguard", `null`, false},
 	} {
 		if err := v(tc.typ, json.RawMessage(tc.data)); (err == nil) != tc.ok {
 			t.Errorf("validate(%s, %s) = %v, want ok=%v", tc.typ, tc.data, err, tc.ok)

@@ -102,7 +102,7 @@ func (t *tunnel) plan(pl *backend.Plan, s backend.State) error {
 	if t.extPrefix, err = nl.Addrs(ext.Index); err != nil {
 		return fmt.Errorf("vxlan backend: addresses of %s: %w", ext.Name, err)
 	}
-	t.desired(s)
+	t.desired(s, false)
 	pl.Skipped = append(pl.Skipped, t.d.errors()...)
 	changes, err := netlinkx.NewProgrammer(nl, t.ownsRoute, 0).Plan(l.Index, t.d.want)
 	if err != nil {

@@ -113,6 +113,10 @@ type Backend struct {
 	// v4 and v6 are the tunnels of the families that are on (nil when off),
 	// each with its own programmer (Base has none).
 	v4, v6 *tunnel
+	// sets counts the calls of Set (guarded by SetMu): a tunnel that took
+	// the state of call sets-1 may take the next one's changes alone
+	// (backend.State.Incremental).
+	sets uint64
 }
 
 // tunnel is one family's device and the entries it carries.
@@ -549,6 +553,7 @@ func (t *tunnel) ownsRoute(r netlinkx.Route, link int) bool {
 func (b *Backend) Set(ctx context.Context, s backend.State) error {
 	b.SetMu.Lock()
 	defer b.SetMu.Unlock()
+	b.sets++
 	if err := b.Begin(ctx, s); err != nil {
 		return err
 	}
@@ -572,7 +577,14 @@ func (t *tunnel) set(ctx context.Context, s backend.State) error {
 			return err
 		}
 	}
-	t.desired(s)
+	// Only a tunnel that took the previous Set's state has the changes up to
+	// it (a Set may return before it takes its state); and the changed
+	// subnets are named by the lease's primary subnet, which is the
+	// tunnel's own subnet only in the family that comes first (IPv4, or
+	// IPv6 in an IPv6-only network).
+	incremental := s.Incremental && t.d.took == t.b.sets-1 && t.six == !t.b.cfg.EnableIPv4
+	t.desired(s, incremental)
+	t.d.took = t.b.sets
 	var st netlinkx.Stats
 	var err error
 	if t.d.full {
@@ -589,14 +601,25 @@ func (t *tunnel) set(ctx context.Context, s backend.State) error {
 // to the peer set s, and records in t.d.delta the keys it changed. When the
 // own subnet, the device or the underlay's prefixes changed since the last
 // Set it starts from nothing; otherwise it derives entries only for the
-// peers whose lease changed. Peers without a subnet of the tunnel's family
-// (IPv4-only nodes of a network turning IPv6 on) have no entries in it.
-func (t *tunnel) desired(s backend.State) {
+// peers whose lease changed: with incremental, only for those s.Changed
+// names. Peers without a subnet of the tunnel's family (IPv4-only nodes of
+// a network turning IPv6 on) have no entries in it.
+func (t *tunnel) desired(s backend.State, incremental bool) {
 	d := &t.d
 	own := t.subnetOf(&s.Own)
 	basis := basis{own: own, link: t.link.Index, ext: fmt.Sprint(t.extPrefix)}
 	if d.recs == nil || d.basis != basis {
 		d.reset(basis, t.b.ext.Index)
+	}
+	if incremental && !d.full {
+		// Only the named peers; every other one is as the last Set left it.
+		for _, sn := range s.Changed {
+			if sn.Addr().Is6() == t.six && sn != own && sn.IsValid() {
+				t.derivePeer(sn, t.sortGroup(leaseGroup(s.Peers, sn)))
+			}
+		}
+		d.resolve()
+		return
 	}
 	peers := s.Peers
 	// The peers in order of the tunnel's subnets: as given when they are
@@ -638,27 +661,14 @@ func (t *tunnel) desired(s backend.State) {
 			for k := i; k < j; k++ {
 				group = append(group, *at(k))
 			}
-			slices.SortFunc(group, func(x, y subnet.Lease) int {
-				return strings.Compare(x.Key()+" "+t.publicIP(&x).String(), y.Key()+" "+t.publicIP(&y).String())
-			})
+			group = t.sortGroup(group)
 		}
 		i = j
 		if sn == own || !sn.IsValid() {
 			continue
 		}
 		seen++
-		rec := d.recs[sn]
-		if rec != nil {
-			rec.seen = d.gen
-			if t.same(rec, group) {
-				continue
-			}
-		}
-		d.retract(sn, rec)
-		rec = t.derive(group)
-		rec.seen = d.gen
-		d.recs[sn] = rec
-		d.contribute(sn, rec)
+		t.derivePeer(sn, group)
 	}
 	if seen < len(d.recs) {
 		for sn, rec := range d.recs {
@@ -699,6 +709,59 @@ type peerRec struct {
 	owns   bool  // its tunnel entries are in the desired state
 	seen   uint64
 	name   string // the lease's key and public address, for messages
+	// other is the lease's subnet of the other family: with this one, it
+	// makes the key that name holds.
+	other netip.Prefix
+}
+
+// derivePeer brings the desired state for subnet sn to group, the leases
+// that claim it (none: the peer is gone), and marks it seen.
+func (t *tunnel) derivePeer(sn netip.Prefix, group []subnet.Lease) {
+	d := &t.d
+	rec := d.recs[sn]
+	if len(group) == 0 {
+		if rec != nil {
+			d.retract(sn, rec)
+			delete(d.recs, sn)
+		}
+		return
+	}
+	if rec != nil {
+		rec.seen = d.gen
+		if t.same(rec, group) {
+			return
+		}
+	}
+	d.retract(sn, rec)
+	rec = t.derive(group)
+	rec.seen = d.gen
+	d.recs[sn] = rec
+	d.contribute(sn, rec)
+}
+
+// sortGroup puts the leases claiming one subnet (two or more: rare) in an
+// order of their own, so that the outcome does not depend on the order
+// given.
+func (t *tunnel) sortGroup(g []subnet.Lease) []subnet.Lease {
+	if len(g) < 2 {
+		return g
+	}
+	g = slices.Clone(g)
+	slices.SortFunc(g, func(x, y subnet.Lease) int {
+		return strings.Compare(x.Key()+" "+t.publicIP(&x).String(), y.Key()+" "+t.publicIP(&y).String())
+	})
+	return g
+}
+
+// leaseGroup returns the leases of peers (sorted by primary subnet, as
+// backend.State.Incremental promises) whose primary subnet is sn.
+func leaseGroup(peers []subnet.Lease, sn netip.Prefix) []subnet.Lease {
+	i, _ := slices.BinarySearchFunc(peers, sn, func(l subnet.Lease, p netip.Prefix) int { return comparePrefix(l.Primary(), p) })
+	j := i
+	for j < len(peers) && peers[j].Primary() == sn {
+		j++
+	}
+	return peers[i:j]
 }
 
 // same reports whether rec was derived from a group of leases like g.
@@ -710,7 +773,15 @@ func (t *tunnel) same(rec *peerRec, g []subnet.Lease) bool {
 		return false // rare: derive the errors again
 	}
 	p := &g[0]
-	return t.publicIP(p) == rec.ip && p.Attrs.BackendType == rec.typ && string(t.data(p)) == rec.data
+	return t.publicIP(p) == rec.ip && p.Attrs.BackendType == rec.typ && string(t.data(p)) == rec.data && t.otherSubnetOf(p) == rec.other
+}
+
+// otherSubnetOf returns the lease's subnet of the other family.
+func (t *tunnel) otherSubnetOf(l *subnet.Lease) netip.Prefix {
+	if t.six {
+		return l.Subnet
+	}
+	return l.IPv6Subnet
 }
 
 // derive validates a peer (a group of leases for one subnet, normally one)
@@ -719,7 +790,7 @@ func (t *tunnel) derive(g []subnet.Lease) *peerRec {
 	p := &g[0]
 	ip := t.publicIP(p)
 	sn := t.subnetOf(p)
-	rec := &peerRec{ip: ip, typ: p.Attrs.BackendType, data: string(t.data(p)), dup: len(g)}
+	rec := &peerRec{ip: ip, typ: p.Attrs.BackendType, data: string(t.data(p)), dup: len(g), other: t.otherSubnetOf(p)}
 	what := "PublicIP"
 	if t.six {
 		what = "PublicIPv6"
@@ -772,7 +843,8 @@ type desiredState struct {
 	bad     map[netip.Prefix]error
 	want    netlinkx.Entries
 	delta   netlinkx.Delta
-	full    bool // the next Sync compares everything (want was rebuilt)
+	full    bool   // the next Sync compares everything (want was rebuilt)
+	took    uint64 // the Backend.Set call whose state this is
 	touched map[netlinkx.MAC]bool
 	extIdx  int // the underlay's index, for DirectRouting routes
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -543,5 +544,102 @@ func TestIncrementalMatchesScratch(t *testing.T) {
 				fresh.b.Close()
 			}
 		}
+	}
+}
+
+// TestChangedMatchesScratch is TestIncrementalMatchesScratch for a caller
+// that names the changed subnets (backend.State.Incremental), in IPv4,
+// dual-stack and IPv6-only networks: after each step the kernel matches a
+// backend that derived the same set from nothing, and a Set that failed
+// before it took its state (a cancelled context) does not lose the changes
+// it named.
+func TestChangedMatchesScratch(t *testing.T) {
+	mutate := func(rng *rand.Rand, p subnet.Lease) subnet.Lease {
+		switch rng.IntN(8) {
+		case 0: // another node's MAC
+			if p.Subnet.IsValid() {
+				p.Attrs.BackendData = peer(2+rng.IntN(6), false).Attrs.BackendData
+			} else {
+				p.Attrs.BackendV6Data = peer6(2+rng.IntN(6), false).Attrs.BackendV6Data
+			}
+		case 1:
+			if p.Subnet.IsValid() {
+				p.Attrs.PublicIP = netip.MustParseAddr("127.0.0.1")
+			}
+		}
+		return p
+	}
+	for _, tc := range []struct {
+		name  string
+		rig   func(t *testing.T) *rig
+		lease func(rng *rand.Rand, i int) subnet.Lease
+	}{
+		{"ipv4", func(t *testing.T) *rig { return newRig(t, nil, `{"Type":"vxlan"}`) },
+			func(rng *rand.Rand, i int) subnet.Lease { return mutate(rng, peer(i, rng.IntN(3) == 0)) }},
+		{"ipv4-direct", func(t *testing.T) *rig { return newRig(t, nil, `{"Type":"vxlan","DirectRouting":true}`) },
+			func(rng *rand.Rand, i int) subnet.Lease { return mutate(rng, peer(i, rng.IntN(3) == 0)) }},
+		{"dual", func(t *testing.T) *rig { return newRig6(t, nil, dualConfig, `{"Type":"vxlan"}`) },
+			func(rng *rand.Rand, i int) subnet.Lease { return mutate(rng, peer6(i, rng.IntN(4) == 0)) }},
+		{"ipv6", func(t *testing.T) *rig { return newRig6(t, nil, v6Config, `{"Type":"vxlan"}`) },
+			func(rng *rand.Rand, i int) subnet.Lease { return mutate(rng, v6only(peer6(i, false))) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			groups := func(ps []subnet.Lease) map[netip.Prefix]string {
+				m := map[netip.Prefix]string{}
+				for _, p := range ps {
+					m[p.Primary()] += fmt.Sprintf("%+v;", p)
+				}
+				return m
+			}
+			for seed := range uint64(10) {
+				rng := rand.New(rand.NewPCG(seed, 11))
+				r := tc.rig(t)
+				var prev []subnet.Lease
+				for step := range 16 {
+					ps := slices.Clone(prev)
+					for range 1 + rng.IntN(3) { // a few changes: add, replace or remove one node
+						i := 2 + rng.IntN(8)
+						l := tc.lease(rng, i)
+						ps = slices.DeleteFunc(ps, func(o subnet.Lease) bool { return o.Primary() == l.Primary() })
+						if rng.IntN(4) > 0 {
+							ps = append(ps, l)
+						}
+					}
+					slices.SortStableFunc(ps, func(x, y subnet.Lease) int { return comparePrefix(x.Primary(), y.Primary()) })
+					was, now := groups(prev), groups(ps)
+					var changed []netip.Prefix
+					for sn, g := range now {
+						if was[sn] != g {
+							changed = append(changed, sn)
+						}
+					}
+					for sn := range was {
+						if _, ok := now[sn]; !ok {
+							changed = append(changed, sn)
+						}
+					}
+					st := backend.State{Own: r.own, Peers: ps, Incremental: step > 0, Changed: changed}
+					if rng.IntN(6) == 0 {
+						ctx, cancel := context.WithCancel(context.Background())
+						cancel()
+						if err := r.b.Set(ctx, st); err == nil {
+							t.Fatal("Set with a cancelled context succeeded")
+						}
+						st.Changed = nil // the next Set names nothing, yet must catch up
+					}
+					errInc := r.b.Set(context.Background(), st)
+					fresh := tc.rig(t)
+					errScratch := fresh.set(t, ps)
+					if fmt.Sprint(errInc) != fmt.Sprint(errScratch) {
+						t.Fatalf("seed %d step %d: error\n%v\nfrom scratch:\n%v", seed, step, errInc, errScratch)
+					}
+					if got, want := r.fake.Dump(), fresh.fake.Dump(); got != want {
+						t.Fatalf("seed %d step %d: state\n%s\nfrom scratch:\n%s", seed, step, got, want)
+					}
+					fresh.b.Close()
+					prev = ps
+				}
+			}
+		})
 	}
 }

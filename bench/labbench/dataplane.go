@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/bench/report"
+	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
 // LabUp times `weft lab up --hosts 3 --pods 2` (which returns once its
@@ -35,10 +36,11 @@ func (b *Bench) LabUp(ctx context.Context, reps int) ([]report.Measurement, erro
 // of the given backend: pod to pod over the overlay, and host to host on
 // the underlay as the baseline, alternating, reps times each for secs
 // seconds. With six, the lab is dual-stack and both run over IPv6. For
-// vxlan over IPv4 it also measures host to host through the VXLAN device
-// (host 1 to host 2's flannel.<VNI> address): encapsulation without the
-// pods' veth, bridge and forwarding, which splits the overlay's cost into
-// the tunnel's and the pod attachment's.
+// the tunnelling backends over IPv4 it also measures host to host through
+// the tunnel device (host 1 to host 2's own address on flannel.<VNI> or
+// flannel-wg, <subnet>.0): encapsulation without the pods' veth, bridge
+// and forwarding, which splits the overlay's cost into the tunnel's and
+// the pod attachment's (for wireguard, the wireguard-go floor).
 //
 // Beside each throughput it reports the CPU the transfer cost per GB
 // (iperf3's own client and server processes, which on veth links also run
@@ -81,11 +83,22 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, s
 		under = newLeg("host to host on the underlay", h1.NS, h2.Addr, h1.Name)
 		over = newLeg(backend+": TCP pod to pod across two hosts (overlay)", p1.NS, p2.Addr.Addr(), p1.Name)
 		legs = append(legs, under)
-		if backend == "vxlan" {
-			// The device carries <subnet>.0/32 (backend/vxlan).
-			legs = append(legs, newLeg("vxlan: TCP host to host through the VXLAN device (no pods)", h1.NS, p2.Addr.Masked().Addr(), h1.Name))
+		device := map[string]string{
+			"vxlan":     "vxlan: TCP host to host through the VXLAN device (no pods)",
+			"wireguard": "wireguard-go floor: TCP host to host through both hosts' flannel-wg (no pods)",
+		}[backend]
+		if device != "" {
+			env, err := subnetenv.Read(h2.SubnetFile)
+			if err != nil {
+				return nil, err
+			}
+			// The device carries <subnet>.0 (backend/vxlan, backend/wireguard).
+			legs = append(legs, newLeg(device, h1.NS, env.Subnet.Masked().Addr(), h1.Name))
 		}
 		legs = append(legs, over)
+	}
+	if backend == "wireguard" {
+		over.gbps.Note = "target: at least 0.3 of the underlay, or the wireguard-go floor's ratio (previous row) if lower"
 	}
 	for i := range reps {
 		for _, c := range legs {

@@ -104,7 +104,13 @@ func (b *Bench) Down() {
 
 // start starts argv as a child that the kernel kills if this process dies.
 func start(argv []string, stdout io.Writer) (*exec.Cmd, error) {
+	return startEnv(argv, nil, stdout)
+}
+
+// startEnv is start with the environment env (nil: this process's).
+func startEnv(argv, env []string, stdout io.Writer) (*exec.Cmd, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = stdout, stdout
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

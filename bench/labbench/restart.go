@@ -56,7 +56,7 @@ func (b *Bench) Restart(ctx context.Context, backend string) ([]report.Measureme
 	b.say("%s: %d pings sent, %d answered", backend, sent, recv)
 	cmd := fmt.Sprintf("%s; %s while kill -9 of host2's then host1's weftd and a restart with the same command line", upCmd, b.show(pingArgv...))
 	return []report.Measurement{
-		{What: backend + ": pings lost (every 10 ms, pod to pod across two hosts) while each agent is SIGKILLed and restarted (must be 0)",
+		{What: backend + ": pings lost (every 10 ms, pod to pod across two hosts) while each agent is SIGKILLed and restarted " + lossGoal(backend),
 			Unit: "packets", Stat: "sum", Samples: []float64{float64(sent - recv)}, Command: cmd,
 			Note: fmt.Sprintf("%d sent", sent)},
 		{What: backend + ": agent restart until ready", Unit: "ms", Stat: "median", Samples: ready, Command: cmd},
@@ -79,6 +79,13 @@ func (b *Bench) killAndRestart(ctx context.Context, st *lab.State, h lab.Host) (
 	if err != nil || p.PID <= 1 || !strings.HasSuffix(argv[0], "weftd") {
 		return 0, nil, fmt.Errorf("%s's agent (pid %d) is not a running weftd: %q %v", h.Name, p.PID, argv, err)
 	}
+	// Its environment too: the lab gives each host its own WireGuard key
+	// file and socket directory there.
+	rawEnv, err := os.ReadFile("/proc/" + strconv.Itoa(p.PID) + "/environ")
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s's agent (pid %d): %w", h.Name, p.PID, err)
+	}
+	env := strings.Split(strings.TrimSuffix(string(rawEnv), "\x00"), "\x00")
 	if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
 		return 0, nil, fmt.Errorf("killing %s's agent: %w", h.Name, err)
 	}
@@ -93,7 +100,7 @@ func (b *Bench) killAndRestart(ctx context.Context, st *lab.State, h lab.Host) (
 	t0 := time.Now()
 	// The agent was started in its host's namespace by `ip netns exec`;
 	// its own command line runs in ours, so enter it again.
-	agent, err := start(nsArgv(h.NS, argv...), logf)
+	agent, err := startEnv(nsArgv(h.NS, argv...), env, logf)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -117,4 +124,15 @@ func parsePingSummary(out string) (sent, recv int, err error) {
 	sent, _ = strconv.Atoi(m[1])
 	recv, _ = strconv.Atoi(m[2])
 	return sent, recv, nil
+}
+
+// lossGoal says what a restart may lose: nothing where the kernel keeps the
+// data plane; with the wireguard backend on the userspace engine (this
+// kernel has no WireGuard), what the peers re-configured and a handshake
+// cost, stated as at most 1 s per restart (100 pings).
+func lossGoal(backend string) string {
+	if backend == "wireguard" {
+		return "(userspace engine: at most 100 per restart, the stated 1 s window)"
+	}
+	return "(must be 0)"
 }

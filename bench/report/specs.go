@@ -40,6 +40,9 @@ var Specs = []BenchRow{
 	{Section: SecScale, What: "agent CPU to program 5,000 peers at start (first Set)", File: "weftd", Name: "BenchmarkColdStart/peers=5000", Unit: "program-cpu-s", BaseName: "BenchmarkIPBatch/peers=5000", BaseUnit: "cpu-s", Scale: 1000, Show: "CPU-ms"},
 	{Section: SecScale, What: "agent resident memory, 1,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=1000", Unit: "rss-MB", Show: "MB"},
 	{Section: SecScale, What: "agent resident memory, 5,000 peers", File: "weftd", Name: "BenchmarkColdStart/peers=5000", Unit: "rss-MB", Show: "MB"},
+	{Section: SecScale, What: "agent at start programs 20,000 peers: first Set until the kernel holds every entry", File: "weftd", Name: "BenchmarkColdStart/peers=20000", Unit: "program-ms", BaseName: "BenchmarkIPBatch/peers=20000", BaseUnit: "ns/op", Show: "ms", BaseScale: 1e-6},
+	{Section: SecScale, What: "agent CPU to program 20,000 peers at start (first Set)", File: "weftd", Name: "BenchmarkColdStart/peers=20000", Unit: "program-cpu-s", BaseName: "BenchmarkIPBatch/peers=20000", BaseUnit: "cpu-s", Scale: 1000, Show: "CPU-ms"},
+	{Section: SecScale, What: "agent resident memory, 20,000 peers (target 50 MB)", File: "weftd", Name: "BenchmarkColdStart/peers=20000", Unit: "rss-MB", Show: "MB"},
 	{Section: SecScale, What: "agent idle CPU, 5,000 peers", File: "weftd", Name: "BenchmarkOneChange5000", Unit: "idle-cpu-%", Show: "% of a CPU",
 		Notes: []Note{{Unit: "idle-window-s", Format: "over %s s"}, {Unit: "cpu-clock-res-ns", Format: "process CPU clock, resolution %s ns"}}},
 	{Section: SecScale, What: "agent resident memory idle, 5,000 peers", File: "weftd", Name: "BenchmarkOneChange5000", Unit: "rss-MB", Show: "MB"},
@@ -47,6 +50,13 @@ var Specs = []BenchRow{
 	{Section: SecScale, What: "one lease removed with 5,000 present: etcd delete to route gone", File: "weftd", Name: "BenchmarkOneChange5000", Unit: "ms-del-to-kernel", Show: "ms"},
 	{Section: SecScale, What: "4,000 leases at once onto an agent with 1,000: last route in kernel", File: "weftd", Name: "BenchmarkBurst4000", Unit: "ms-to-kernel", Show: "ms"},
 	{Section: SecScale, What: "4,000 leases at once onto an agent with 1,000: agent CPU", File: "weftd", Name: "BenchmarkBurst4000", Unit: "cpu-s", Show: "CPU-s"},
+	{Section: SecScale, What: "4,000 leases one by one (a writer process, one transaction each) onto an agent with 1,000: agent CPU (target 0.8)", File: "weftd", Name: "BenchmarkStream4000", Unit: "cpu-s", Show: "CPU-s", BaseName: "BenchmarkBurst4000", BaseUnit: "cpu-s", BaseLabel: "the same 4,000 at once (Burst4000)",
+		Notes: []Note{{Unit: "writer-s", Format: "written over %s s"}}},
+	{Section: SecScale, What: "4,000 leases one by one onto an agent with 1,000: last write to last route in kernel (target 100 ms)", File: "weftd", Name: "BenchmarkStream4000", Unit: "ms-after-last-write", Show: "ms"},
+	{Section: SecScale, What: "1,000 leases one by one onto an agent with 1,000: agent CPU per lease", File: "weftd", Name: "BenchmarkStreamPerLease/peers=1000", Unit: "cpu-ms-per-lease", Show: "CPU-ms", BaseName: "BenchmarkIPBatch/peers=1000", BaseUnit: "cpu-s", BaseScale: 1000.0 / 1000, BaseLabel: "ip -batch, CPU per peer programming 1,000 from empty"},
+	{Section: SecScale, What: "1,000 leases one by one onto an agent with 5,000: agent CPU per lease", File: "weftd", Name: "BenchmarkStreamPerLease/peers=5000", Unit: "cpu-ms-per-lease", Show: "CPU-ms", BaseName: "BenchmarkIPBatch/peers=5000", BaseUnit: "cpu-s", BaseScale: 1000.0 / 5000, BaseLabel: "ip -batch, CPU per peer programming 5,000 from empty"},
+	{Section: SecScale, What: "1,000 leases one by one onto an agent with 20,000: agent CPU per lease", File: "weftd", Name: "BenchmarkStreamPerLease/peers=20000", Unit: "cpu-ms-per-lease", Show: "CPU-ms", BaseName: "BenchmarkIPBatch/peers=20000", BaseUnit: "cpu-s", BaseScale: 1000.0 / 20000, BaseLabel: "ip -batch, CPU per peer programming 20,000 from empty"},
+	{Section: SecScale, What: "agent resident memory after 1,000 leases streamed onto 20,000 (target 50 MB)", File: "weftd", Name: "BenchmarkStreamPerLease/peers=20000", Unit: "rss-MB", Show: "MB"},
 
 	// cniplugin: ADD/DEL through libcni; bare bridge+host-local is the baseline.
 	{Section: SecCNI, What: "ADD median, flannel (go bench, sequential)", File: "cni", Name: "BenchmarkAddDel", Unit: "flannel-add-median-ms", BaseName: "BenchmarkAddDel", BaseUnit: "bare-add-median-ms", Show: "ms"},

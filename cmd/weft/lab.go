@@ -37,7 +37,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "up":
 		fs.IntVar(&o.Hosts, "hosts", 3, "number of hosts")
 		fs.IntVar(&o.Pods, "pods", 2, "pods per host")
-		fs.StringVar(&o.Backend, "backend", "vxlan", "backend: vxlan or host-gw")
+		fs.StringVar(&o.Backend, "backend", "vxlan", "backend: vxlan, host-gw or wireguard")
 		fs.StringVar(&network, "network", "10.244.0.0/16", "the cluster network")
 		fs.BoolVar(&dualStack, "dual-stack", false, "lease every node an IPv4 and an IPv6 subnet (IPv6 underlay beside the IPv4 one)")
 		fs.BoolVar(&ipv6Only, "ipv6", false, "an IPv6-only pod network (etcd and /readyz stay on the IPv4 underlay)")
@@ -45,7 +45,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.BoolVar(&o.NFTables, "nftables", false, "keep the hosts' firewall rules in nftables (EnableNFTables) instead of iptables")
 		fs.StringVar(&o.BinDir, "bin-dir", "", "directory holding weftd, flannel, bridge and host-local (default: weft's own directory)")
 		fs.DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
-		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw] [--network 10.244.0.0/16] [--dual-stack | --ipv6] [--ipv6-network fd00:10:244::/56] [--nftables] [--bin-dir DIR]", "state-dir", "prefix")
+		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw|wireguard] [--network 10.244.0.0/16] [--dual-stack | --ipv6] [--ipv6-network fd00:10:244::/56] [--nftables] [--bin-dir DIR]", "state-dir", "prefix")
 	case "status", "check", "down":
 		setUsage(fs, "weft lab "+verb, "state-dir", "prefix")
 	case "doctor":

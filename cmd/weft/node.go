@@ -29,7 +29,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	publicIP := fs.String("public-ip", "", "release the lease only if it still advertises this address (default: the address in the lease is not checked)")
 	keepLease := fs.Bool("keep-lease", false, "leave the lease in etcd (remove only what is on this machine)")
 	keepIPT := fs.Bool("keep-iptables", false, "leave the firewall rules in place (the FLANNEL-POSTRTG and FLANNEL-FWD chains, the flannel-ipv4 and flannel-ipv6 nftables tables)")
-	setUsage(fs, "weft node teardown [flags]\n\nRemoves what weftd programmed on this node (the flannel.<VNI> and\nflannel-v6.<VNI> devices with their routes, neighbours and FDB entries, host-gw routes, iptables chains, nftables tables, subnet.env)\nand releases its lease. Stop weftd first, or it puts everything back.")
+	setUsage(fs, "weft node teardown [flags]\n\nRemoves what weftd programmed on this node (the flannel.<VNI> and\nflannel-v6.<VNI> devices with their routes, neighbours and FDB entries, the flannel-wg device, host-gw routes, iptables chains, nftables tables, subnet.env)\nand releases its lease. Stop weftd first, or it puts everything back.")
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return err

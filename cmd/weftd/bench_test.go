@@ -33,6 +33,9 @@ import (
 //	                            bridge -batch
 //	BenchmarkBurst4000          4,000 leases arriving at once at an agent with 1,000
 //	BenchmarkOneChange5000      one lease added and removed with 5,000 present
+//	BenchmarkStream4000         the burst's 4,000 leases written one by one by
+//	                            a writer process (stream_bench_test.go)
+//	BenchmarkStreamPerLease     CPU per lease streamed onto 1,000, 5,000, 20,000
 //
 // Run: go test -run '^$' -bench . -benchtime 3x ./cmd/weftd/
 //
@@ -59,17 +62,23 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	return &benchEnv{c: c, cli: c.etcd.Client()}
 }
 
-// fakePeer returns the i-th synthetic peer lease (subnet 10.x.y.0/24 from
+// fakeLease returns the i-th synthetic peer lease (subnet 10.x.y.0/24 from
 // index i+1, public IP in 172.31.0.0/16 — a documentation of intent only:
 // no packet is sent to these addresses, they only fill FDB entries).
-func fakePeer(i int) (key, value string) {
+func fakeLease(i int) subnet.Lease {
 	n := i + 1
 	sn := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(n >> 8), byte(n), 0}), 24)
 	pub := netip.AddrFrom4([4]byte{172, 31, byte(n >> 8), byte(n)})
 	mac := fmt.Sprintf("0a:%02x:%02x:%02x:%02x:01", byte(n>>16), byte(n>>8), byte(n), byte(i%7))
 	attrs := subnet.LeaseAttrs{PublicIP: pub, BackendType: "vxlan", BackendData: []byte(`{"VNI":1,"VtepMAC":"` + mac + `"}`)}
-	v, _ := attrs.Marshal()
-	return "/coreos.com/network/subnets/" + subnet.SubnetKey(sn, netip.Prefix{}), string(v)
+	return subnet.Lease{Subnet: sn, Attrs: attrs}
+}
+
+// fakePeer returns fakeLease(i) as an etcd key and value.
+func fakePeer(i int) (key, value string) {
+	l := fakeLease(i)
+	v, _ := l.Attrs.Marshal()
+	return "/coreos.com/network/subnets/" + subnet.SubnetKey(l.Subnet, netip.Prefix{}), string(v)
 }
 
 // putPeers writes peers [from, to) in transactions of 100.
@@ -159,7 +168,7 @@ func procStats(b *testing.B, pid int) (cpu float64, rssMB float64) {
 //     then holds a route to every peer.
 func BenchmarkColdStart(b *testing.B) {
 	// 5: the "handful of peers" of the start-to-ready target.
-	for _, n := range []int{5, 1000, 5000} {
+	for _, n := range []int{5, 1000, 5000, 20000} {
 		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
 			e := newBenchEnv(b)
 			e.putPeers(b, 0, n)
@@ -269,7 +278,7 @@ func peerRoutes(b *testing.B, h *host) int {
 // ns/op is the wall time of both commands, cpu-s their CPU time.
 func BenchmarkIPBatch(b *testing.B) {
 	netnstest.SkipUnlessRoot(b)
-	for _, n := range []int{1000, 5000} {
+	for _, n := range []int{1000, 5000, 20000} {
 		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
 			dir := b.TempDir()
 			var ipb, brb strings.Builder
@@ -312,12 +321,28 @@ func BenchmarkIPBatch(b *testing.B) {
 type routeWatcher struct {
 	ch   chan netlink.RouteUpdate
 	done chan struct{}
+	errs chan error
 }
 
+// watchRoutes subscribes to a host's route updates, with a receive buffer
+// big enough for a burst of thousands (a smaller one overflows, and the
+// subscription ends with ENOBUFS: waitFor then fails naming the error).
 func watchRoutes(b *testing.B, h *host) *routeWatcher {
 	b.Helper()
-	w := &routeWatcher{ch: make(chan netlink.RouteUpdate, 65536), done: make(chan struct{})}
-	if err := netlink.RouteSubscribeAt(h.ns.Handle(), w.ch, w.done); err != nil {
+	w := &routeWatcher{ch: make(chan netlink.RouteUpdate, 65536), done: make(chan struct{}), errs: make(chan error, 1)}
+	ns := h.ns.Handle()
+	err := netlink.RouteSubscribeWithOptions(w.ch, w.done, netlink.RouteSubscribeOptions{
+		Namespace:              &ns,
+		ReceiveBufferSize:      64 << 20,
+		ReceiveBufferForceSize: true,
+		ErrorCallback: func(err error) {
+			select {
+			case w.errs <- err:
+			default:
+			}
+		},
+	})
+	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { close(w.done) })
@@ -333,7 +358,15 @@ func (w *routeWatcher) waitFor(b *testing.B, typ uint16, n int, timeout time.Dur
 	var last time.Time
 	for got := 0; got < n; {
 		select {
-		case u := <-w.ch:
+		case u, ok := <-w.ch:
+			if !ok {
+				var err error
+				select {
+				case err = <-w.errs:
+				default:
+				}
+				b.Fatalf("the route subscription ended after %d of %d route updates (type %d): %v", got, n, typ, err)
+			}
 			if u.Type != typ || u.Dst == nil {
 				continue
 			}

@@ -51,6 +51,11 @@ func buildWeftd(t testing.TB) string {
 }
 
 func TestMain(m *testing.M) {
+	if os.Getenv(streamWriterEnv) != "" {
+		// Not a test run: the lease writer process of the streamed
+		// benchmarks (bench_test.go), re-executed from this binary.
+		os.Exit(runStreamWriter())
+	}
 	code := m.Run()
 	if weftdBin != "" {
 		os.RemoveAll(filepath.Dir(weftdBin))
@@ -90,6 +95,8 @@ type host struct {
 	done    chan struct{}
 	pod     *netnstest.NS
 	podAddr netip.Addr
+	// env is added to weftd's environment (per-host paths).
+	env []string
 }
 
 // newCluster makes n hosts and an etcd holding the given network config.
@@ -192,6 +199,7 @@ func (h *host) start(extra ...string) {
 		t.Fatal(err)
 	}
 	h.cmd = exec.Command("ip", args...)
+	h.cmd.Env = append(os.Environ(), h.env...)
 	h.cmd.Stdout, h.cmd.Stderr = logf, logf
 	if err := h.cmd.Start(); err != nil {
 		t.Fatal(err)

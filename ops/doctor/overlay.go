@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/backend/wireguard"
 	"github.com/weftnet/weft/kernel/netlinkx"
 )
 
@@ -44,6 +45,8 @@ func (n *node) checkOverlay(ctx context.Context, extErr error) []Result {
 	switch {
 	case n.device == "":
 		dev.Status, dev.Verdict = Skipped, "backend "+n.cfg.BackendType+" has no overlay device"
+	case len(pl.Device) == 0 && n.cfg.BackendType == wireguard.TypeName:
+		dev.Status, dev.Verdict = OK, n.device+" exists, is up and matches the config (MTU, address, engine)"
 	case len(pl.Device) == 0:
 		dev.Status, dev.Verdict = OK, n.device+" exists, is up and matches the config (VNI, port, local address, underlay, MTU, MAC)"
 	default:

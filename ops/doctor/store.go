@@ -8,6 +8,7 @@ import (
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend/vxlan"
+	"github.com/weftnet/weft/backend/wireguard"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
@@ -39,6 +40,9 @@ func (n *node) checkStore(ctx context.Context) []Result {
 		if opts, err := vxlan.ParseOptions(cfg.Backend); err == nil {
 			n.device = opts.DeviceName()
 		}
+	}
+	if cfg.BackendType == wireguard.TypeName {
+		n.device = wireguard.DeviceName
 	}
 	ls, err := n.o.Store.ListLeases(ctx)
 	if err != nil {

@@ -53,6 +53,8 @@ func Doctor(ctx context.Context, o Options, host string, extra []string) (int, e
 		}
 		argv := DoctorArgs(o.Self, h, st, extra...)
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		// The host's own WireGuard paths, as its weftd has them.
+		cmd.Env = weftdEnv(os.Environ(), h)
 		cmd.Stdout, cmd.Stderr = o.Out, os.Stderr
 		err := cmd.Run()
 		code := 0

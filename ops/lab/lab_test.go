@@ -303,3 +303,56 @@ func TestLabIPv6(t *testing.T) {
 		l.assertGone()
 	}
 }
+
+// TestLabWireGuard runs a lab on the wireguard backend: a green matrix,
+// each host with a key of its own, and the engine shown by status.
+func TestLabWireGuard(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("TestLabWireGuard needs root (network namespaces, links, iptables); run it as root, as CI does")
+	}
+	l := &testLab{
+		t:        t,
+		bin:      buildBins(t),
+		prefix:   fmt.Sprintf("wg%d", os.Getpid()%100000),
+		stateDir: filepath.Join(t.TempDir(), "lab"),
+	}
+	t.Cleanup(func() {
+		if out, err := l.run("down"); err != nil {
+			t.Errorf("cleanup: weft lab down: %v\n%s", err, out)
+		}
+	})
+	out := l.mustRun("up", "--hosts", "3", "--pods", "1", "--backend", "wireguard", "--bin-dir="+l.bin)
+	if !strings.Contains(out, "every ping answered") {
+		t.Fatalf("up did not report a green matrix")
+	}
+	st, err := lab.LoadState(l.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]string{}
+	for _, h := range st.Hosts {
+		b, err := os.ReadFile(filepath.Join(h.DataDir, "wgkey"))
+		if err != nil {
+			t.Fatalf("%s: %v", h.Name, err)
+		}
+		if other, dup := keys[string(b)]; dup {
+			t.Errorf("%s and %s share a WireGuard key", other, h.Name)
+		}
+		keys[string(b)] = h.Name
+		if _, err := os.Stat(filepath.Join(h.DataDir, "wireguard", "flannel-wg.sock")); err != nil {
+			t.Errorf("%s: UAPI socket: %v", h.Name, err)
+		}
+	}
+	out = l.mustRun("status")
+	if !strings.Contains(out, "backend wireguard") || strings.Count(out, "userspace") != 3 {
+		t.Errorf("status does not show 3 wireguard leases on the userspace engine:\n%s", out)
+	}
+	// The doctor reads each host's device and peers through that host's
+	// own UAPI socket.
+	out = l.mustRun("doctor")
+	if strings.Count(out, "flannel-wg exists, is up and matches the config") != 3 || strings.Count(out, "the kernel matches the leases of 2 peers") != 3 {
+		t.Errorf("lab doctor does not find the 3 hosts' flannel-wg and peers in order:\n%s", out)
+	}
+	l.mustRun("down")
+	l.assertGone()
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -327,6 +328,7 @@ func TestNetworkConfig(t *testing.T) {
 	}{
 		{"vxlan", netip.Prefix{}, false, false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
 		{"host-gw", netip.Prefix{}, false, false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"}}`},
+		{"wireguard", netip.Prefix{}, false, false, `{"Network":"10.244.0.0/16","SubnetLen":24,"Backend":{"Type":"wireguard"}}`},
 		{"vxlan", netip.Prefix{}, false, true, `{"Network":"10.244.0.0/16","SubnetLen":24,"EnableNFTables":true,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
 		{"vxlan", v6, false, false, `{"Network":"10.244.0.0/16","SubnetLen":24,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetLen":64,"Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
 		{"host-gw", v6, true, false, `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","IPv6SubnetLen":64,"Backend":{"Type":"host-gw"}}`},
@@ -379,5 +381,20 @@ func TestConflistsKeepRuntimesApart(t *testing.T) {
 		if l.CNIVersion != "1.0.0" {
 			t.Errorf("cniVersion %s, want 1.0.0 (no GC across runtimes)", l.CNIVersion)
 		}
+	}
+}
+
+// TestWeftdEnvPerHost: each host of a lab gets its own WireGuard key file
+// and UAPI socket directory (they share /run).
+func TestWeftdEnvPerHost(t *testing.T) {
+	base := []string{"PATH=/usr/bin"}
+	a := weftdEnv(base, Host{DataDir: "/lab/h1"})
+	b := weftdEnv(base, Host{DataDir: "/lab/h2"})
+	want := []string{"PATH=/usr/bin", "WIREGUARD_KEY_FILE=/lab/h1/wgkey", "WEFT_WIREGUARD_SOCKET_DIR=/lab/h1/wireguard"}
+	if !slices.Equal(a, want) {
+		t.Errorf("weftdEnv = %q, want %q", a, want)
+	}
+	if slices.Equal(a, b) {
+		t.Errorf("two hosts share one environment: %q", a)
 	}
 }

@@ -33,7 +33,7 @@ const healthzPort = 8471
 type Options struct {
 	Hosts   int
 	Pods    int
-	Backend string       // "vxlan" or "host-gw"
+	Backend string       // "vxlan", "host-gw" or "wireguard"
 	Network netip.Prefix // the cluster network (IPv4)
 	// IPv6Network, when valid, turns IPv6 on: a dual-stack lab, or an
 	// IPv6-only one with NoIPv4.
@@ -82,8 +82,8 @@ func (o *Options) checkUp() error {
 	if o.Pods < 0 || o.Pods > maxPods {
 		return fmt.Errorf("--pods %d: want 0 to %d", o.Pods, maxPods)
 	}
-	if o.Backend != "vxlan" && o.Backend != "host-gw" {
-		return fmt.Errorf("--backend %q: want vxlan or host-gw", o.Backend)
+	if o.Backend != "vxlan" && o.Backend != "host-gw" && o.Backend != "wireguard" {
+		return fmt.Errorf("--backend %q: want vxlan, host-gw or wireguard", o.Backend)
 	}
 	if !o.NoIPv4 && (!o.Network.IsValid() || !o.Network.Addr().Is4() || o.Network.Bits() > 22 || o.Network.Masked() != o.Network) {
 		return fmt.Errorf("--network %s: want an IPv4 network of /22 or larger, e.g. 10.244.0.0/16", o.Network)
@@ -108,8 +108,11 @@ func (o *Options) checkUp() error {
 // firewall in nftables mode with nft.
 func networkConfig(network, ipv6Network netip.Prefix, noIPv4 bool, backend string, nft bool) string {
 	b := `{"Type":"vxlan","VNI":1,"Port":8472}`
-	if backend == "host-gw" {
+	switch backend {
+	case "host-gw":
 		b = `{"Type":"host-gw"}`
+	case "wireguard":
+		b = `{"Type":"wireguard"}`
 	}
 	var fam string
 	if !noIPv4 {
@@ -487,10 +490,20 @@ func nodeArgs(h Host, st *State) []string {
 	return args
 }
 
+// weftdEnv returns host h's weftd environment: the lab's own, plus the
+// per-host paths of the wireguard backend (the hosts share /run, so each
+// needs its own key file and UAPI socket directory, or all would share one
+// key).
+func weftdEnv(environ []string, h Host) []string {
+	return append(environ,
+		"WIREGUARD_KEY_FILE="+filepath.Join(h.DataDir, "wgkey"),
+		"WEFT_WIREGUARD_SOCKET_DIR="+filepath.Join(h.DataDir, "wireguard"))
+}
+
 // startWeftd starts host h's agent and records its PID.
 func (u *upper) startWeftd(h Host, st *State) error {
 	logPath := filepath.Join(h.DataDir, "weftd.log")
-	pid, exited, err := startDetached(weftdArgs(u.ip, u.o.BinDir, h, st), logPath, os.Environ())
+	pid, exited, err := startDetached(weftdArgs(u.ip, u.o.BinDir, h, st), logPath, weftdEnv(os.Environ(), h))
 	if err != nil {
 		return fmt.Errorf("starting weftd on %s: %w", h.Name, err)
 	}

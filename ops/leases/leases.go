@@ -33,6 +33,12 @@ type Row struct {
 	Backend    string `json:"backendType,omitempty"`
 	VtepMAC    string `json:"vtepMAC,omitempty"`
 	VtepMACv6  string `json:"vtepMACv6,omitempty"`
+	// PublicKey is a wireguard lease's public key.
+	PublicKey string `json:"publicKey,omitempty"`
+	// Engine is what carries the node's traffic: "userspace" for a Weft
+	// wireguard node on wireguard-go, otherwise "kernel" (flanneld's
+	// wireguard, vxlan, host-gw).
+	Engine string `json:"engine,omitempty"`
 	// Reservation is true for a key with no etcd lease.
 	Reservation bool `json:"reservation"`
 	// EtcdLease is the etcd lease ID (hex, as etcdctl prints it).
@@ -133,6 +139,14 @@ func row(e etcd.Entry) Row {
 	}
 	r.Backend = l.Attrs.BackendType
 	r.VtepMAC, r.VtepMACv6 = vtepMAC(l.Attrs.BackendData), vtepMAC(l.Attrs.BackendV6Data)
+	r.PublicKey = wireguardData(l.Attrs.BackendData)
+	if r.PublicKey == "" {
+		r.PublicKey = wireguardData(l.Attrs.BackendV6Data)
+	}
+	r.Engine = engineOf(l.Attrs.BackendData, l.Attrs.BackendV6Data)
+	if r.Engine == "" && r.Backend != "" {
+		r.Engine = "kernel"
+	}
 	return r
 }
 
@@ -143,6 +157,31 @@ func vtepMAC(data json.RawMessage) string {
 	}
 	if len(data) > 0 && json.Unmarshal(data, &bd) == nil {
 		return bd.VtepMAC
+	}
+	return ""
+}
+
+// wireguardData returns the PublicKey of a wireguard lease's data, or "".
+func wireguardData(data json.RawMessage) string {
+	var bd struct {
+		PublicKey string `json:"PublicKey"`
+	}
+	if len(data) > 0 && json.Unmarshal(data, &bd) == nil {
+		return bd.PublicKey
+	}
+	return ""
+}
+
+// engineOf returns the Engine a Weft wireguard node writes in its lease
+// data (either family's), or "".
+func engineOf(datas ...json.RawMessage) string {
+	for _, data := range datas {
+		var bd struct {
+			Engine string `json:"Engine"`
+		}
+		if len(data) > 0 && json.Unmarshal(data, &bd) == nil && bd.Engine != "" {
+			return bd.Engine
+		}
 	}
 	return ""
 }
@@ -211,7 +250,7 @@ func RenderTable(w io.Writer, rep *Report) error {
 	if len(rep.Leases) == 0 {
 		return tw.Flush()
 	}
-	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tVTEP MAC\tEXPIRES IN\tVALID")
+	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tENGINE\tVTEP MAC / PUBLIC KEY\tEXPIRES IN\tVALID")
 	for _, r := range rep.Leases {
 		subnet := strings.TrimSpace(r.Subnet + " " + r.IPv6Subnet)
 		if subnet == "" {
@@ -223,7 +262,11 @@ func RenderTable(w io.Writer, rep *Report) error {
 		if r.Invalid != "" {
 			valid = "INVALID: " + r.Invalid
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", subnet, dash(pub), dash(r.Backend), dash(mac), FormatExpiry(r), valid)
+		id := mac
+		if id == "" {
+			id = r.PublicKey
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", subnet, dash(pub), dash(r.Backend), dash(r.Engine), dash(id), FormatExpiry(r), valid)
 	}
 	return tw.Flush()
 }

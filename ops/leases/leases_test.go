@@ -109,8 +109,8 @@ func TestList(t *testing.T) {
 	}
 	for _, want := range []string{
 		"network 10.244.0.0/16, backend vxlan, 6 leases",
-		"SUBNET", "VTEP MAC", "EXPIRES IN",
-		"10.244.3.0/24   192.0.2.10  vxlan    c6:d2:32:6f:8f:44  59m", // the TTL, just granted
+		"SUBNET", "ENGINE", "VTEP MAC / PUBLIC KEY", "EXPIRES IN",
+		"10.244.3.0/24   192.0.2.10  vxlan    kernel  c6:d2:32:6f:8f:44      59m", // the TTL, just granted
 		"reservation", "INVALID: key \"10.244.4.0-24\"",
 	} {
 		if !strings.Contains(table.String(), want) {
@@ -124,6 +124,44 @@ func TestList(t *testing.T) {
 	var back Report
 	if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Leases) != 6 {
 		t.Errorf("JSON round trip: %v, %d leases\n%s", err, len(back.Leases), js.String())
+	}
+}
+
+// TestListWireGuard: the engine and public key of wireguard leases, from
+// Weft's lease data and from flanneld's (no engine: the kernel's).
+func TestListWireGuard(t *testing.T) {
+	srv := etcdtest.Start(t)
+	c := srv.Client()
+	ctx := context.Background()
+	for k, v := range map[string]string{
+		"/config":                `{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`,
+		"/subnets/10.244.3.0-24": `{"PublicIP":"192.0.2.10","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"CdgE0xWbN2Npyy6Xmvd0xTutE7sM63Mb1Z1fM+PEdTc=","Port":51820,"Engine":"userspace"}}`,
+		"/subnets/10.244.4.0-24": `{"PublicIP":"192.0.2.11","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"3c0pKqqrMSp6PVBS8hDlQD2bGfhUsUiRqRzS4ua/2nY=","Port":51820}}`,
+		"/subnets/10.244.5.0-24": `{"PublicIP":"192.0.2.12","PublicIPv6":null,"BackendType":"wireguard","BackendData":{"PublicKey":"bad","Port":51820}}`,
+	} {
+		if _, err := c.Put(ctx, prefix+k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := List(ctx, store(t, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var table bytes.Buffer
+	if err := RenderTable(&table, rep); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"10.244.3.0/24  192.0.2.10  wireguard  userspace  CdgE0xWbN2Npyy6Xmvd0xTutE7sM63Mb1Z1fM+PEdTc=",
+		"10.244.4.0/24  192.0.2.11  wireguard  kernel     3c0pKqqrMSp6PVBS8hDlQD2bGfhUsUiRqRzS4ua/2nY=",
+		`INVALID: key "10.244.5.0-24": BackendData`, `PublicKey "bad" is not a base64-encoded 32-byte key`,
+	} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+	if r := rep.Leases[0]; r.Engine != "userspace" || r.PublicKey != "CdgE0xWbN2Npyy6Xmvd0xTutE7sM63Mb1Z1fM+PEdTc=" {
+		t.Errorf("row %+v", r)
 	}
 }
 

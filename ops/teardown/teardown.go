@@ -1,8 +1,9 @@
 // Package teardown removes what weftd set up on a node, for decommissioning
 // it: the node's lease in etcd, the VXLAN device (with its routes,
-// neighbours and FDB entries) or the host-gw routes, the firewall rules (the
-// iptables chains and the nftables tables, whichever mode left them), and
-// subnet.env. It works in the network namespace of the calling thread.
+// neighbours and FDB entries), the WireGuard device or the host-gw routes,
+// the firewall rules (the iptables chains and the nftables tables, whichever
+// mode left them), and subnet.env. It works in the network namespace of the
+// calling thread.
 // A plain agent stop never does any of this: only an explicit teardown does.
 package teardown
 
@@ -199,7 +200,8 @@ func release(ctx context.Context, ls Leases, own netip.Prefix, publicIP netip.Ad
 }
 
 // removeKernelState deletes flannel.* and flannel-v6.* VXLAN devices
-// (their routes, neighbours and FDB entries go with them) and routes of
+// (their routes, neighbours and FDB entries go with them), the WireGuard
+// devices flannel-wg and flannel-wg-v6 (with their routes), and routes of
 // either family to other subnets of the networks through a gateway
 // (host-gw, DirectRouting).
 func removeKernelState(networks []netip.Prefix, own, own6 netip.Prefix) (links, routes []string, err error) {
@@ -214,7 +216,11 @@ func removeKernelState(networks []netip.Prefix, own, own6 netip.Prefix) (links, 
 		return nil, nil, err
 	}
 	for _, l := range all {
-		if l.Type != "vxlan" || !(strings.HasPrefix(l.Name, "flannel.") || strings.HasPrefix(l.Name, "flannel-v6.")) {
+		vxlan := l.Type == "vxlan" && (strings.HasPrefix(l.Name, "flannel.") || strings.HasPrefix(l.Name, "flannel-v6."))
+		// The wireguard backend's device: a kernel WireGuard link, or the
+		// userspace engine's persistent TUN.
+		wireguard := (l.Name == "flannel-wg" || l.Name == "flannel-wg-v6") && (l.Type == "wireguard" || l.Type == "tuntap" || l.Type == "tun")
+		if !vxlan && !wireguard {
 			continue
 		}
 		if err := h.DeleteLink(l.Index); err != nil {

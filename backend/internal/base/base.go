@@ -1,5 +1,6 @@
-// Package base is what the netlink backends (vxlan, host-gw) share: the
-// start-up preamble (underlay check, logger, netlink session, programmer),
+// Package base is what the netlink backends (vxlan, host-gw, and wireguard
+// around its engine) share: the start-up preamble (underlay check, logger,
+// netlink session, programmer),
 // the guard at the top of every Set, this node's subnet as the
 // route-ownership tests read it from netlink goroutines, the report at the
 // end of a Set, and the on-link test for a peer's PublicIP. A backend embeds

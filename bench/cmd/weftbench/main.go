@@ -65,8 +65,12 @@ func run(ctx context.Context, section, bin, out, stateDir, prefix string) error 
 		ms, err = b.LabUp(ctx, 3)
 	case "dataplane":
 		title = report.SecDataPlane
-		ms, err = each([]string{"vxlan", "host-gw"}, func(backend string) ([]report.Measurement, error) {
-			return each([]bool{false, true}, func(six bool) ([]report.Measurement, error) {
+		ms, err = each([]string{"vxlan", "host-gw", "wireguard"}, func(backend string) ([]report.Measurement, error) {
+			sixes := []bool{false, true}
+			if backend == "wireguard" {
+				sixes = sixes[:1] // IPv4 only: the backend has no IPv6 yet
+			}
+			return each(sixes, func(six bool) ([]report.Measurement, error) {
 				return b.DataPlane(ctx, backend, 5, 3, six)
 			})
 		})
@@ -82,9 +86,14 @@ func run(ctx context.Context, section, bin, out, stateDir, prefix string) error 
 		title = report.SecScale
 		// 20 s: several of the agent's periodic tasks fall in the window.
 		ms, err = b.Idle(ctx, []int{1000, 5000}, 20*time.Second)
+		if err == nil {
+			var wg []report.Measurement
+			wg, err = b.IdleWireGuard(ctx, 100, 10*time.Second)
+			ms = append(ms, wg...)
+		}
 	case "restart":
 		title = report.SecRestart
-		ms, err = each([]string{"vxlan", "host-gw"}, func(backend string) ([]report.Measurement, error) {
+		ms, err = each([]string{"vxlan", "host-gw", "wireguard"}, func(backend string) ([]report.Measurement, error) {
 			return b.Restart(ctx, backend)
 		})
 	default:

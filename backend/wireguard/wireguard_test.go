@@ -1,0 +1,429 @@
+package wireguard
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/backend"
+	"github.com/weftnet/weft/kernel/netlinkx"
+	"github.com/weftnet/weft/kernel/wg"
+	"github.com/weftnet/weft/subnet"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+func mustConfig(t testing.TB, backendJSON string) *subnet.Config {
+	t.Helper()
+	cfg, _, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","Backend":` + backendJSON + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// peerKey is host i's key pair, fixed so that goldens can name it.
+func peerKey(i int) wgtypes.Key {
+	var k wgtypes.Key
+	k[1], k[2] = byte(i), 0x5a
+	return k.PublicKey()
+}
+
+// lease returns host i's lease: subnet 10.244.i.0/24, PublicIP
+// 192.168.0.(100+i), its public key and the port.
+func lease(i, port int) subnet.Lease {
+	ip := netip.AddrFrom4([4]byte{192, 168, 0, byte(100 + i)})
+	data, _ := json.Marshal(BackendData{PublicKey: peerKey(i).String(), Port: port})
+	return subnet.Lease{
+		Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(i), 0}), 24),
+		Attrs:  subnet.LeaseAttrs{PublicIP: ip, BackendType: TypeName, BackendData: data},
+	}
+}
+
+type rig struct {
+	nl     *netlinkx.Fake
+	engine *wg.Fake
+	opened []wg.Device
+	b      *Backend
+	own    subnet.Lease
+}
+
+func newRig(t testing.TB, backendJSON string) *rig {
+	t.Helper()
+	r := &rig{nl: netlinkx.NewFake()}
+	eth0 := r.nl.AddLink("eth0", 1500, netip.MustParsePrefix("192.168.0.1/24"))
+	addr := netip.MustParseAddr("192.168.0.1")
+	open := func(d wg.Device, o wg.Options) (wg.Engine, error) {
+		if _, err := r.nl.LinkByName(d.Name); err != nil {
+			r.nl.AddLink(d.Name, d.MTU)
+		}
+		r.opened = append(r.opened, d)
+		r.engine = wg.NewFake(wg.Userspace)
+		return r.engine, nil
+	}
+	b, err := New(context.Background(), backend.Params{
+		Config: mustConfig(t, backendJSON),
+		Ext:    backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: addr, PublicIP: addr},
+	}, Config{Host: Host{KeyFile: filepath.Join(t.TempDir(), "wgkey")}, Netlink: r.nl, Open: open, VerifyEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	r.b = b
+	r.own = lease(1, 51820)
+	r.own.Attrs.BackendData, _ = json.Marshal(BackendData{PublicKey: b.PublicKey().String(), Port: 51820})
+	return r
+}
+
+func (r *rig) set(t testing.TB, peers ...subnet.Lease) error {
+	t.Helper()
+	return r.b.Set(context.Background(), backend.State{Own: r.own, Peers: peers})
+}
+
+// dump is the engine's peers and the kernel's state of the device, as
+// text.
+func (r *rig) dump() string {
+	var lines []string
+	for _, l := range strings.Split(r.nl.Dump(), "\n") {
+		if strings.Contains(l, "flannel-wg") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n") + "\n" + r.engine.Dump()
+}
+
+func TestSetGolden(t *testing.T) {
+	r := newRig(t, `{"Type":"wireguard","PersistentKeepaliveInterval":25}`)
+	if err := r.set(t, r.own, lease(2, 51820), lease(3, 0)); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf(`addr flannel-wg 10.244.1.0/32
+link flannel-wg veth mtu 1440 mac 02:ee:00:00:00:03 up
+route 10.244.0.0/16 dev flannel-wg
+peer %s endpoint 192.168.0.102:51820 allowed-ips 10.244.2.0/24 keepalive 25s
+peer %s endpoint 192.168.0.103:51820 allowed-ips 10.244.3.0/24 keepalive 25s
+`, peerKey(2), peerKey(3))
+	// The fake lists peers by key; put the expected lines in that order.
+	if got := r.dump(); sortedLines(got) != sortedLines(want) {
+		t.Errorf("state:\n%s\nwant:\n%s", got, want)
+	}
+	if r.b.MTU() != 1440 {
+		t.Errorf("MTU = %d, want 1500 - 60", r.b.MTU())
+	}
+	if got := r.opened; len(got) != 1 || got[0].Name != "flannel-wg" || got[0].ListenPort != 51820 || got[0].MTU != 1440 || got[0].PrivateKey == (wgtypes.Key{}) {
+		t.Errorf("engine opened with %+v", got)
+	}
+	// The same state again changes nothing.
+	r.engine.TakeOps()
+	w := r.nl.Writes()
+	if err := r.set(t, r.own, lease(2, 51820), lease(3, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if ops := r.engine.TakeOps(); len(ops) != 0 || r.nl.Writes() != w {
+		t.Errorf("an unchanged state wrote %v and %d netlink writes", ops, r.nl.Writes()-w)
+	}
+}
+
+func sortedLines(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	slices.Sort(l)
+	return strings.Join(l, "\n")
+}
+
+// TestSetSequence applies a sequence of peer sets and checks the engine's
+// operations: added (or changed) before removed, a rotated key followed, a
+// removed peer gone.
+func TestSetSequence(t *testing.T) {
+	r := newRig(t, `{"Type":"wireguard","PSK":"`+testKey+`"}`)
+	if err := r.set(t, lease(2, 51820), lease(3, 51820)); err != nil {
+		t.Fatal(err)
+	}
+	r.engine.TakeOps()
+
+	// host3's key rotated and host4 joins, host2 leaves: the new and
+	// changed peers are set before the old ones are removed.
+	rot := lease(3, 51820)
+	rot.Attrs.BackendData, _ = json.Marshal(BackendData{PublicKey: peerKey(33).String(), Port: 51820})
+	if err := r.set(t, rot, lease(4, 51820)); err != nil {
+		t.Fatal(err)
+	}
+	ops := r.engine.TakeOps()
+	if len(ops) != 4 || !strings.HasPrefix(ops[0], "set") || !strings.HasPrefix(ops[1], "set") || !strings.HasPrefix(ops[2], "remove") || !strings.HasPrefix(ops[3], "remove") {
+		t.Fatalf("ops = %q, want two sets, then two removes", ops)
+	}
+	peers, _ := r.engine.Peers()
+	var got []string
+	for _, p := range peers {
+		if p.PresharedKey.String() != testKey {
+			t.Errorf("peer %s has no PSK", p.PublicKey)
+		}
+		got = append(got, p.PublicKey.String()+" "+p.AllowedIPs[0].String())
+	}
+	slices.Sort(got)
+	want := []string{peerKey(33).String() + " 10.244.3.0/24", peerKey(4).String() + " 10.244.4.0/24"}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("peers = %v, want %v", got, want)
+	}
+
+	// A changed endpoint (the peer moved) is an update, not a remove.
+	moved := lease(4, 51900)
+	if err := r.set(t, rot, moved); err != nil {
+		t.Fatal(err)
+	}
+	if ops := r.engine.TakeOps(); len(ops) != 1 || !strings.Contains(ops[0], "192.168.0.104:51900") {
+		t.Errorf("ops after a port change = %q", ops)
+	}
+
+	// Everyone leaves.
+	if err := r.set(t); err != nil {
+		t.Fatal(err)
+	}
+	if d := r.engine.Dump(); d != "" {
+		t.Errorf("peers left: %s", d)
+	}
+	// The route stays: it is the network's, not a peer's.
+	if !strings.Contains(r.nl.Dump(), "route 10.244.0.0/16 dev flannel-wg") {
+		t.Errorf("route gone with the peers:\n%s", r.nl.Dump())
+	}
+}
+
+// TestSetBadPeers: peers that cannot be used are skipped with an error
+// naming them; the others are programmed; duplicates skip every holder.
+func TestSetBadPeers(t *testing.T) {
+	r := newRig(t, `{"Type":"wireguard"}`)
+	badKey := lease(3, 51820)
+	badKey.Attrs.BackendData = json.RawMessage(`{"PublicKey":"nope","Port":51820}`)
+	badPort := lease(4, 51820)
+	badPort.Attrs.BackendData = json.RawMessage(`{"PublicKey":"` + peerKey(4).String() + `","Port":99999}`)
+	vx := lease(5, 51820)
+	vx.Attrs.BackendType = "vxlan"
+	dupA, dupB := lease(6, 51820), lease(7, 51820)
+	dupB.Attrs.BackendData = dupA.Attrs.BackendData
+	ownKey := lease(8, 51820)
+	ownKey.Attrs.BackendData = r.own.Attrs.BackendData
+	noIP := lease(9, 51820)
+	noIP.Attrs.PublicIP = netip.MustParseAddr("0.0.0.0")
+	twinA, twinB := lease(10, 51820), lease(10, 51820)
+	twinB.Attrs.PublicIP = netip.MustParseAddr("192.168.0.210")
+	outside := lease(11, 51820)
+	outside.Subnet = netip.MustParsePrefix("10.99.11.0/24")
+
+	err := r.set(t, lease(2, 51820), badKey, badPort, vx, dupA, dupB, ownKey, noIP, twinA, twinB, outside)
+	if err == nil {
+		t.Fatal("no error for the bad peers")
+	}
+	for _, want := range []string{"10.244.3.0-24", `PublicKey "nope"`, "10.244.4.0-24", "Port 99999", "10.244.5.0-24", `BackendType "vxlan"`,
+		"10.244.6.0-24", "10.244.7.0-24", "also advertised", "10.244.8.0-24", "this node's own", "10.244.9.0-24", "PublicIP",
+		"10.244.10.0-24", "another peer holds", "10.99.11.0-24"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	peers, _ := r.engine.Peers()
+	if len(peers) != 1 || peers[0].PublicKey != peerKey(2) {
+		t.Errorf("peers = %v, want host2's only", peers)
+	}
+}
+
+// TestSetOrderIndependent: the same peer set in any order gives the same
+// device state, whatever came before.
+func TestSetOrderIndependent(t *testing.T) {
+	var all []subnet.Lease
+	for i := 2; i < 30; i++ {
+		all = append(all, lease(i, 51820+i%3))
+	}
+	dup := lease(40, 51820)
+	dup.Attrs.BackendData = all[5].Attrs.BackendData
+	all = append(all, dup)
+	ref := newRig(t, `{"Type":"wireguard"}`)
+	refErr := ref.set(t, all...)
+	want := ref.engine.Dump()
+	for seed := range uint64(5) {
+		r := newRig(t, `{"Type":"wireguard"}`)
+		rng := rand.New(rand.NewPCG(seed, 1))
+		// Some history first.
+		part := slices.Clone(all[:10])
+		rng.Shuffle(len(part), func(i, j int) { part[i], part[j] = part[j], part[i] })
+		_ = r.set(t, part...)
+		shuffled := slices.Clone(all)
+		rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		err := r.set(t, shuffled...)
+		if got := r.engine.Dump(); got != want {
+			t.Errorf("seed %d: state differs:\n%s\nwant\n%s", seed, got, want)
+		}
+		if fmt.Sprint(err) != fmt.Sprint(refErr) {
+			t.Errorf("seed %d: error %v, want %v", seed, err, refErr)
+		}
+	}
+}
+
+// TestSetRepairs: a deleted route comes back, a deleted device is made
+// again (and its peers programmed again), a failing peer does not block the
+// others.
+func TestSetRepairs(t *testing.T) {
+	r := newRig(t, `{"Type":"wireguard"}`)
+	if err := r.set(t, lease(2, 51820), lease(3, 51820)); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := r.nl.LinkByName("flannel-wg")
+	if err := r.nl.DeleteRoute(netlinkx.Route{Dst: netip.MustParsePrefix("10.244.0.0/16"), LinkIndex: l.Index}); err != nil {
+		t.Fatal(err)
+	}
+	r.b.Resync() // what the netlink subscription does on the echo
+	if err := r.set(t, lease(2, 51820), lease(3, 51820)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(r.nl.Dump(), "route 10.244.0.0/16 dev flannel-wg") {
+		t.Errorf("route not restored:\n%s", r.nl.Dump())
+	}
+
+	old := r.engine
+	if err := r.nl.DeleteLink(l.Index); err != nil {
+		t.Fatal(err)
+	}
+	r.b.Resync()
+	if err := r.set(t, lease(2, 51820), lease(3, 51820)); err != nil {
+		t.Fatal(err)
+	}
+	if !old.Closed || r.engine == old || len(r.opened) != 2 {
+		t.Errorf("the engine was not opened again on a new device (opened %d times, old closed %v)", len(r.opened), old.Closed)
+	}
+	if d := r.engine.Dump(); strings.Count(d, "peer ") != 2 {
+		t.Errorf("peers on the new device:\n%s", d)
+	}
+	dump := r.nl.Dump()
+	for _, want := range []string{"addr flannel-wg 10.244.1.0/32", "route 10.244.0.0/16 dev flannel-wg", "link flannel-wg veth mtu 1440"} {
+		if !strings.Contains(dump, want) {
+			t.Errorf("after the device was made again, lacks %q:\n%s", want, dump)
+		}
+	}
+
+	r.engine.FailSet = map[wg.Key]error{peerKey(4): errors.New("no memory")}
+	err := r.set(t, lease(2, 51820), lease(3, 51820), lease(4, 51820), lease(5, 51820))
+	if err == nil || !strings.Contains(err.Error(), "no memory") {
+		t.Errorf("a failing peer: %v", err)
+	}
+	if d := r.engine.Dump(); !strings.Contains(d, peerKey(5).String()) {
+		t.Errorf("host5 not programmed beside the failing host4:\n%s", d)
+	}
+}
+
+// TestOwnSubnetChanges: a new own lease moves the device's address.
+func TestOwnSubnetChanges(t *testing.T) {
+	r := newRig(t, `{"Type":"wireguard"}`)
+	if err := r.set(t, lease(2, 51820)); err != nil {
+		t.Fatal(err)
+	}
+	r.own.Subnet = netip.MustParsePrefix("10.244.77.0/24")
+	if err := r.set(t, lease(2, 51820)); err != nil {
+		t.Fatal(err)
+	}
+	d := r.nl.Dump()
+	if !strings.Contains(d, "addr flannel-wg 10.244.77.0/32") || strings.Contains(d, "10.244.1.0/32") {
+		t.Errorf("addresses after the own subnet changed:\n%s", d)
+	}
+	if err := r.b.Set(context.Background(), backend.State{Own: subnet.Lease{Subnet: netip.MustParsePrefix("10.1.0.0/24")}}); err == nil {
+		t.Error("an own subnet outside the network was accepted")
+	}
+}
+
+func TestLeaseAttrsAndClose(t *testing.T) {
+	r := newRig(t, `{"Type":"wireguard","ListenPort":51830}`)
+	var a subnet.LeaseAttrs
+	if err := r.b.LeaseAttrs(&a); err != nil {
+		t.Fatal(err)
+	}
+	want := `{"PublicKey":"` + r.b.PublicKey().String() + `","Port":51830,"Engine":"userspace"}`
+	if a.BackendType != "wireguard" || string(a.BackendData) != want || a.BackendV6Data != nil {
+		t.Errorf("lease attrs = %s %s %s, want %s", a.BackendType, a.BackendData, a.BackendV6Data, want)
+	}
+	if _, err := ParseBackendData(a.BackendData); err != nil {
+		t.Errorf("own data does not parse: %v", err)
+	}
+	if r.b.Engine() != "userspace" {
+		t.Errorf("Engine() = %q", r.b.Engine())
+	}
+	if err := r.set(t, lease(2, 51820)); err != nil {
+		t.Fatal(err)
+	}
+	before := r.nl.Dump()
+	if err := r.b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !r.engine.Closed {
+		t.Error("Close did not close the engine")
+	}
+	if after := r.nl.Dump(); after != before {
+		t.Errorf("Close changed the kernel state:\n%s\nwas\n%s", after, before)
+	}
+}
+
+func TestNewErrors(t *testing.T) {
+	dir := t.TempDir()
+	nl := netlinkx.NewFake()
+	eth0 := nl.AddLink("eth0", 1500, netip.MustParsePrefix("192.168.0.1/24"))
+	addr := netip.MustParseAddr("192.168.0.1")
+	ext := backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: addr, PublicIP: addr}
+	open := func(d wg.Device, o wg.Options) (wg.Engine, error) { return nil, wg.ErrNoKernelWireGuard }
+	bad := filepath.Join(dir, "bad")
+	if err := os.WriteFile(bad, []byte("garbage"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, backend, keyFile, want string
+	}{
+		{"bad options", `{"Type":"wireguard","Mode":"x"}`, filepath.Join(dir, "k1"), `Mode "x"`},
+		{"malformed key file", `{"Type":"wireguard"}`, bad, bad},
+		{"engine fails", `{"Type":"wireguard","Engine":"kernel"}`, filepath.Join(dir, "k2"), "no WireGuard"},
+		{"IPv6 on", `{"Type":"wireguard"}`, filepath.Join(dir, "k3"), "EnableIPv6 true"},
+	} {
+		cfg := mustConfig(t, tc.backend)
+		if tc.name == "IPv6 on" {
+			dual, _, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":` + tc.backend + `}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg = dual
+		}
+		_, err := New(context.Background(), backend.Params{Config: cfg, Ext: ext},
+			Config{Host: Host{KeyFile: tc.keyFile}, Netlink: nl, Open: open})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: New error = %v, want one containing %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// TestLeaseAttrsV6: with IPv6 on (the dual-stack config, once it lands),
+// BackendV6Data carries the same key and the port IPv6 traffic arrives
+// on: ListenPortV6 in separate mode, ListenPort in single-tunnel modes.
+func TestLeaseAttrsV6(t *testing.T) {
+	for _, tc := range []struct {
+		backend string
+		port    int
+	}{
+		{`{"Type":"wireguard"}`, 51821},
+		{`{"Type":"wireguard","Mode":"auto"}`, 51820},
+		{`{"Type":"wireguard","Mode":"ipv6","ListenPort":51900}`, 51900},
+	} {
+		r := newRig(t, tc.backend)
+		r.b.Cfg.EnableIPv6 = true
+		var a subnet.LeaseAttrs
+		if err := r.b.LeaseAttrs(&a); err != nil {
+			t.Fatal(err)
+		}
+		d4, err4 := ParseBackendData(a.BackendData)
+		d6, err6 := ParseBackendData(a.BackendV6Data)
+		if err4 != nil || err6 != nil || d6.PublicKey != r.b.PublicKey() || d4.PublicKey != d6.PublicKey || d6.Port != tc.port {
+			t.Errorf("%s: BackendData %s, BackendV6Data %s (%v %v), want v6 port %d", tc.backend, a.BackendData, a.BackendV6Data, err4, err6, tc.port)
+		}
+	}
+}
