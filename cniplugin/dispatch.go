@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -116,12 +117,14 @@ func (p *Plugin) dispatch(getenv func(string) string, stdin io.Reader, stdout, s
 		Path:          getenv("CNI_PATH"),
 		NetnsOverride: getenv("CNI_NETNS_OVERRIDE"),
 	}
-	if args.ContainerID != "" {
+	// The container ID and interface name are checked where the verb
+	// uses them (a runtime may leave stale values for GC or STATUS).
+	if slices.Contains(v.needs, "CNI_CONTAINERID") {
 		if e := validName("CNI_CONTAINERID", args.ContainerID, types.ErrInvalidEnvironmentVariables); e != nil {
 			return e
 		}
 	}
-	if args.IfName != "" {
+	if slices.Contains(v.needs, "CNI_IFNAME") {
 		if e := validIfName(args.IfName); e != nil {
 			return e
 		}

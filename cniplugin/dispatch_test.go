@@ -48,6 +48,7 @@ exit 0
 			code: types.ErrInvalidEnvironmentVariables, says: `CNI_CONTAINERID "-c1"`},
 		{name: "container ID with a slash", env: map[string]string{"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "../etc"}, stdin: conf("1.0.0"),
 			code: types.ErrInvalidEnvironmentVariables, says: `CNI_CONTAINERID "../etc"`},
+		{name: "STATUS ignores a stale container ID", env: map[string]string{"CNI_COMMAND": "STATUS", "CNI_CONTAINERID": "bad id"}, stdin: conf("1.1.0")},
 		{name: "interface name too long", env: map[string]string{"CNI_COMMAND": "ADD", "CNI_IFNAME": "abcdefghijklmnop"}, stdin: conf("1.0.0"),
 			code: types.ErrInvalidEnvironmentVariables, says: "longer than 15 bytes"},
 		{name: "interface name with a colon", env: map[string]string{"CNI_COMMAND": "ADD", "CNI_IFNAME": "eth0:1"}, stdin: conf("1.0.0"),
@@ -104,7 +105,7 @@ exit 0
 		})
 	}
 	got, _ := os.ReadFile(log)
-	if want := "DEL c1 eth0\nADD c1 eth0\nADD c3 eth0\n"; string(got) != want {
+	if want := "DEL c1 eth0\nSTATUS bad id eth0\nADD c1 eth0\nADD c3 eth0\n"; string(got) != want {
 		t.Errorf("the delegate ran\n%s\nwant\n%s", got, want)
 	}
 }
