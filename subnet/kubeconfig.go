@@ -71,13 +71,10 @@ func ParseKubeConfig(data []byte) (cfg *Config, unknown, ignored []string, err e
 		}
 		cfg.IPv6Network = p
 	}
-	// The Kubernetes store leases IPv4 podCIDRs only for now: refuse
-	// rather than ignore what it cannot do yet.
-	if cfg.EnableIPv6 {
-		return nil, unknown, ignored, fmt.Errorf("%w: EnableIPv6 is true, but this version of weft supports IPv4 only in Kubernetes mode; set EnableIPv6 to false", ErrInvalidConfig)
-	}
+	// The Kubernetes store leases IPv4 and dual-stack podCIDRs; IPv6-only
+	// is not done yet: refuse rather than ignore what it cannot do.
 	if !cfg.EnableIPv4 {
-		return nil, unknown, ignored, fmt.Errorf("%w: EnableIPv4 is false, but this version of weft supports IPv4 only in Kubernetes mode", ErrInvalidConfig)
+		return nil, unknown, ignored, fmt.Errorf("%w: EnableIPv4 is false, but this version of weft supports IPv4 and dual-stack (EnableIPv4 and EnableIPv6) only in Kubernetes mode, not IPv6-only", ErrInvalidConfig)
 	}
 	return cfg, unknown, ignored, nil
 }
@@ -110,5 +107,20 @@ func (c *Config) WithSubnetLen(podCIDR netip.Prefix) (*Config, error) {
 	out.SubnetLen = podCIDR.Bits()
 	out.SubnetMin = SubnetAt(c.Network, out.SubnetLen, 0).Addr()
 	out.SubnetMax = lastSubnet(c.Network, out.SubnetLen).Addr()
+	return &out, nil
+}
+
+// WithIPv6SubnetLen is WithSubnetLen for the IPv6 family: a copy whose
+// IPv6 subnets are podCIDRs of podCIDR's length (the own node's v6
+// podCIDR), which must lie inside IPv6Network and be longer than it.
+func (c *Config) WithIPv6SubnetLen(podCIDR netip.Prefix) (*Config, error) {
+	if !podCIDR.IsValid() || !podCIDR.Addr().Is6() || podCIDR.Addr().Is4In6() || podCIDR.Masked() != podCIDR ||
+		podCIDR.Bits() <= c.IPv6Network.Bits() || !c.IPv6Network.Contains(podCIDR.Addr()) {
+		return nil, fmt.Errorf("%w: IPv6Network %s does not contain podCIDR %s", ErrInvalidConfig, c.IPv6Network, podCIDR)
+	}
+	out := *c
+	out.IPv6SubnetLen = podCIDR.Bits()
+	out.IPv6SubnetMin = SubnetAt(c.IPv6Network, out.IPv6SubnetLen, 0).Addr()
+	out.IPv6SubnetMax = lastSubnet(c.IPv6Network, out.IPv6SubnetLen).Addr()
 	return &out, nil
 }

@@ -21,6 +21,10 @@ func TestParseKubeConfig(t *testing.T) {
 		{"host bits", `{"Network":"10.244.1.0/16"}`, "host bits", nil},
 		{"bad json", `{"Network":`, "invalid network config", nil},
 		{"both off", `{"EnableIPv4":false}`, "both false", nil},
+		{"dual-stack", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`, "", nil},
+		{"IPv6 on without network", `{"Network":"10.244.0.0/16","EnableIPv6":true}`, "IPv6Network is missing", nil},
+		{"IPv6-only refused", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`, "not IPv6-only", nil},
+		{"v6 host bits", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::1/56"}`, "host bits", nil},
 	} {
 		cfg, _, ignored, err := ParseKubeConfig([]byte(tc.in))
 		if tc.err != "" {
@@ -45,6 +49,21 @@ func TestParseKubeConfig(t *testing.T) {
 	for _, bad := range []string{"10.99.0.0/24", "10.244.0.0/16", "10.0.0.0/8"} {
 		if _, err := cfg.WithSubnetLen(netip.MustParsePrefix(bad)); err == nil || !strings.Contains(err.Error(), bad) {
 			t.Errorf("WithSubnetLen(%s): %v", bad, err)
+		}
+	}
+
+	dual, _, _, err := ParseKubeConfig([]byte(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k6, err := dual.WithIPv6SubnetLen(netip.MustParsePrefix("fd00:10:244:7::/64"))
+	if err != nil || k6.IPv6SubnetLen != 64 || !k6.ContainsIPv6(netip.MustParsePrefix("fd00:10:244:ff::/64")) ||
+		k6.ContainsIPv6(netip.MustParsePrefix("fd00:10:245::/64")) || k6.IPv6SubnetMax.String() != "fd00:10:244:ff::" || dual.IPv6SubnetLen != 0 {
+		t.Errorf("WithIPv6SubnetLen: %+v, %v", k6, err)
+	}
+	for _, bad := range []string{"fd00:99::/64", "fd00:10:244::/56", "fd00::/8", "10.244.7.0/24"} {
+		if _, err := dual.WithIPv6SubnetLen(netip.MustParsePrefix(bad)); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("WithIPv6SubnetLen(%s): %v", bad, err)
 		}
 	}
 }

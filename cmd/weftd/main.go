@@ -54,6 +54,7 @@ func run(args []string) int {
 	if o.node.PublicIP != "" {
 		publicIP = netip.MustParseAddr(o.node.PublicIP) // checked by parseOptions
 	}
+	publicIPv6 := o.node.PublicV6()
 	var st store
 	storeName := "etcd"
 	if o.kubeSubnetMgr {
@@ -69,13 +70,18 @@ func run(args []string) int {
 		// As flanneld: the Node's node-public-ip annotation, when an
 		// operator set it, wins over -public-ip.
 		nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		v4, _, err := ks.NodePublicIP(nctx)
+		v4, v6, err := ks.NodePublicIP(nctx)
 		cancel()
 		if err != nil {
-			log.Warn("cannot read this node's node-public-ip annotation; using -public-ip or the interface's address", "err", err)
-		} else if v4.IsValid() {
+			log.Warn("cannot read this node's node-public-ip annotations; using -public-ip/-public-ipv6 or the interface's address", "err", err)
+		}
+		if v4.IsValid() {
 			log.Info("public IP from the node's annotation", "annotation", ks.Annotations().NodePublicIP, "public_ip", v4)
 			publicIP = v4
+		}
+		if v6.IsValid() {
+			log.Info("public IPv6 from the node's annotation", "annotation", ks.Annotations().NodePublicIPv6, "public_ipv6", v6)
+			publicIPv6 = v6
 		}
 	} else {
 		es, err := newStore(o, log, metrics, live)
@@ -91,7 +97,7 @@ func run(args []string) int {
 		Manager:        st,
 		StoreName:      storeName,
 		Backends:       lookupBackend,
-		Iface:          agent.IfaceOptions{Ifaces: o.node.Ifaces, Regexes: o.node.IfaceRegexes, PublicIP: publicIP, PublicIPv6: o.node.PublicV6()},
+		Iface:          agent.IfaceOptions{Ifaces: o.node.Ifaces, Regexes: o.node.IfaceRegexes, PublicIP: publicIP, PublicIPv6: publicIPv6},
 		SubnetFile:     o.node.SubnetFile,
 		RenewMargin:    time.Duration(o.renewMargin) * time.Minute,
 		LeaseTTL:       o.leaseTTL,

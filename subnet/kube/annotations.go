@@ -115,56 +115,86 @@ var errNotPeer = errors.New("not a flannel node")
 // nodeLease turns a peer node's podCIDRs and annotations into a lease and
 // validates it as the etcd store validates a lease. Errors name the node
 // and the annotation.
-func (a Annotations) nodeLease(cfg *subnet.Config, n *nodeInfo, validate subnet.DataValidator) (subnet.Lease, error) {
+//
+// In a dual-stack network a node whose IPv6 part is missing or unusable (no
+// v6 podCIDR, no or bad public-ipv6, bad backend-v6-data) is not dropped as
+// flanneld drops it: its lease carries the IPv4 part only, as an IPv4-only
+// lease in etcd mode, so that IPv4 keeps working while a cluster turns IPv6
+// on node by node; v6 says why the IPv6 part was left out.
+func (a Annotations) nodeLease(cfg *subnet.Config, n *nodeInfo, validate subnet.DataValidator) (l subnet.Lease, v6 error, err error) {
 	if n.annotations[a.SubnetManager] != "true" {
-		return subnet.Lease{}, errNotPeer
+		return subnet.Lease{}, nil, errNotPeer
 	}
-	v4, v6, err := splitPodCIDRs(n.podCIDRs)
+	v4cidr, v6cidr, err := splitPodCIDRs(n.podCIDRs)
 	if err != nil {
-		return subnet.Lease{}, fmt.Errorf("node %q: %w", n.name, err)
+		return subnet.Lease{}, nil, fmt.Errorf("node %q: %w", n.name, err)
 	}
-	l := subnet.Lease{IPv6Subnet: v6}
 	l.Attrs.BackendType = n.annotations[a.BackendType]
 	if cfg.EnableIPv4 {
-		if !v4.IsValid() {
-			return subnet.Lease{}, fmt.Errorf("node %q has no IPv4 podCIDR (spec.podCIDRs %q)", n.name, n.podCIDRs)
+		if !v4cidr.IsValid() {
+			return subnet.Lease{}, nil, fmt.Errorf("node %q has no IPv4 podCIDR (spec.podCIDRs %q)", n.name, n.podCIDRs)
 		}
-		l.Subnet = v4
+		l.Subnet = v4cidr
 		s, ok := n.annotations[a.PublicIP]
 		if !ok {
-			return subnet.Lease{}, fmt.Errorf("node %q: annotation %s is missing", n.name, a.PublicIP)
+			return subnet.Lease{}, nil, fmt.Errorf("node %q: annotation %s is missing", n.name, a.PublicIP)
 		}
 		ip, err := netip.ParseAddr(s)
 		if err != nil || !ip.Is4() {
-			return subnet.Lease{}, fmt.Errorf("node %q: annotation %s=%q is not an IPv4 address", n.name, a.PublicIP, s)
+			return subnet.Lease{}, nil, fmt.Errorf("node %q: annotation %s=%q is not an IPv4 address", n.name, a.PublicIP, s)
 		}
 		l.Attrs.PublicIP = ip
 		if d, ok := n.annotations[a.BackendData]; ok {
 			if !json.Valid([]byte(d)) {
-				return subnet.Lease{}, fmt.Errorf("node %q: annotation %s=%q is not valid JSON", n.name, a.BackendData, clip(d))
+				return subnet.Lease{}, nil, fmt.Errorf("node %q: annotation %s=%q is not valid JSON", n.name, a.BackendData, clip(d))
 			}
 			l.Attrs.BackendData = json.RawMessage(d)
 		}
 	}
 	if cfg.EnableIPv6 {
-		if !v6.IsValid() {
-			return subnet.Lease{}, fmt.Errorf("node %q has no IPv6 podCIDR (spec.podCIDRs %q)", n.name, n.podCIDRs)
-		}
-		s := n.annotations[a.PublicIPv6]
-		ip, err := netip.ParseAddr(s)
-		if err != nil || !ip.Is6() || ip.Is4In6() {
-			return subnet.Lease{}, fmt.Errorf("node %q: annotation %s=%q is not an IPv6 address", n.name, a.PublicIPv6, s)
-		}
-		l.Attrs.PublicIPv6 = &ip
-		if d, ok := n.annotations[a.BackendV6Data]; ok {
-			if !json.Valid([]byte(d)) {
-				return subnet.Lease{}, fmt.Errorf("node %q: annotation %s=%q is not valid JSON", n.name, a.BackendV6Data, clip(d))
-			}
-			l.Attrs.BackendV6Data = json.RawMessage(d)
+		l6, err := a.withIPv6(cfg, n, l, v6cidr, validate)
+		switch {
+		case err == nil:
+			l = l6
+		case !cfg.EnableIPv4:
+			return subnet.Lease{}, nil, err
+		default:
+			v6 = err
 		}
 	}
 	if err := cfg.ValidateLease(&l, validate); err != nil {
-		return subnet.Lease{}, fmt.Errorf("node %q: %w", n.name, err)
+		return subnet.Lease{}, nil, fmt.Errorf("node %q: %w", n.name, err)
+	}
+	return l, v6, nil
+}
+
+// withIPv6 returns l with n's IPv6 part (v6 podCIDR, public-ipv6 and
+// backend-v6-data), validated, or an error naming what is missing or bad.
+func (a Annotations) withIPv6(cfg *subnet.Config, n *nodeInfo, l subnet.Lease, cidr netip.Prefix, validate subnet.DataValidator) (subnet.Lease, error) {
+	if !cidr.IsValid() {
+		return l, fmt.Errorf("node %q has no IPv6 podCIDR (spec.podCIDRs %q)", n.name, n.podCIDRs)
+	}
+	l.IPv6Subnet = cidr
+	s, ok := n.annotations[a.PublicIPv6]
+	if !ok {
+		return l, fmt.Errorf("node %q: annotation %s is missing", n.name, a.PublicIPv6)
+	}
+	ip, err := netip.ParseAddr(s)
+	if err != nil || !ip.Is6() || ip.Is4In6() || ip.Zone() != "" {
+		return l, fmt.Errorf("node %q: annotation %s=%q is not an IPv6 address", n.name, a.PublicIPv6, s)
+	}
+	l.Attrs.PublicIPv6 = &ip
+	if d, ok := n.annotations[a.BackendV6Data]; ok {
+		if !json.Valid([]byte(d)) {
+			return l, fmt.Errorf("node %q: annotation %s=%q is not valid JSON", n.name, a.BackendV6Data, clip(d))
+		}
+		l.Attrs.BackendV6Data = json.RawMessage(d)
+	}
+	// Check the IPv6 part alone: an IPv4 problem is reported as such.
+	only6 := *cfg
+	only6.EnableIPv4 = false
+	if err := only6.ValidateLease(&l, validate); err != nil {
+		return l, fmt.Errorf("node %q: %w", n.name, err)
 	}
 	return l, nil
 }

@@ -95,7 +95,7 @@ func TestNodeLease(t *testing.T) {
 		{"backend type", nodeInfo{name: "n", podCIDRs: []string{"10.244.2.0/24"}, annotations: with(p+"backend-type", "vxlan")}, "BackendType"},
 		{"bad json", nodeInfo{name: "n", podCIDRs: []string{"10.244.2.0/24"}, annotations: with(p+"backend-data", "{")}, "not valid JSON"},
 	} {
-		l, err := a.nodeLease(cfg, &tc.n, nil)
+		l, _, err := a.nodeLease(cfg, &tc.n, nil)
 		switch {
 		case tc.err == "" && err != nil:
 			t.Errorf("%s: %v", tc.name, err)

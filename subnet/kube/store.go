@@ -376,7 +376,7 @@ func (s *Store) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
 		case len(n.podCIDRs) == 0:
 			why = "this node has no podCIDR yet; waiting for kube-controller-manager (--allocate-node-cidrs) or an operator to assign one"
 		default:
-			v4, _, err := splitPodCIDRs(n.podCIDRs)
+			v4, v6, err := splitPodCIDRs(n.podCIDRs)
 			if err != nil {
 				return nil, fmt.Errorf("node %q: %w", s.name, err)
 			}
@@ -387,8 +387,18 @@ func (s *Store) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
 			if err != nil {
 				return nil, fmt.Errorf("node %q: podCIDR %s is not inside Network %s of %s", s.name, v4, s.cfg.Network, s.o.NetConfPath)
 			}
+			if cfg.EnableIPv6 {
+				// flanneld goes on without the v6 subnet and its backend
+				// fails later; say what is missing instead.
+				if !v6.IsValid() {
+					return nil, fmt.Errorf("node %q has no IPv6 podCIDR (%q), and the network config enables IPv6 (give kube-controller-manager a dual-stack --cluster-cidr)", s.name, n.podCIDRs)
+				}
+				if cfg, err = cfg.WithIPv6SubnetLen(v6); err != nil {
+					return nil, fmt.Errorf("node %q: podCIDR %s is not inside IPv6Network %s of %s", s.name, v6, s.cfg.IPv6Network, s.o.NetConfPath)
+				}
+			}
 			if last != "" {
-				s.log.Info("podCIDR assigned", "node", s.name, "pod_cidr", v4)
+				s.log.Info("podCIDR assigned", "node", s.name, "pod_cidrs", n.podCIDRs)
 			}
 			return cfg, nil
 		}
@@ -422,6 +432,9 @@ func (s *Store) ownLease(cfg *subnet.Config, n *nodeInfo, attrs subnet.LeaseAttr
 	}
 	l := &subnet.Lease{Subnet: v4, Attrs: attrs}
 	if cfg.EnableIPv6 {
+		if !cfg.ContainsIPv6(v6) {
+			return nil, fmt.Errorf("node %q: IPv6 podCIDR %v is not a /%d inside IPv6Network %s of %s", s.name, v6, cfg.IPv6SubnetLen, cfg.IPv6Network, s.o.NetConfPath)
+		}
 		l.IPv6Subnet = v6
 	}
 	return l, nil
@@ -551,7 +564,7 @@ func (s *Store) keepOnce(ctx context.Context, cfg *subnet.Config, n *nodeInfo, c
 		return err
 	}
 	if l.Subnet != cur.Subnet || l.IPv6Subnet != cur.IPv6Subnet {
-		s.log.Warn("this node's podCIDR changed (the Node was registered again)", "node", s.name, "old", cur.Subnet, "new", l.Subnet)
+		s.log.Warn("this node's podCIDR changed (the Node was registered again)", "node", s.name, "old", cur.Subnet, "new", l.Subnet, "old_ipv6", cur.IPv6Subnet, "new_ipv6", l.IPv6Subnet)
 		*cur = *l
 		onChange(l)
 	}
@@ -681,17 +694,24 @@ func ListLeases(ctx context.Context, api API, ann Annotations, cfg *subnet.Confi
 		nl := NodeLease{Node: n.name, Lease: ann.describe(n)}
 		if cfg != nil {
 			c := cfg
-			if v4, _, err := splitPodCIDRs(n.podCIDRs); err == nil && v4.IsValid() {
+			if v4, v6, err := splitPodCIDRs(n.podCIDRs); err == nil && v4.IsValid() {
 				if k, err := cfg.WithSubnetLen(v4); err == nil {
 					c = k
+				}
+				if c.EnableIPv6 && v6.IsValid() {
+					if k, err := c.WithIPv6SubnetLen(v6); err == nil {
+						c = k
+					}
 				}
 			}
 			var v subnet.DataValidator
 			if validate != nil {
 				v = validate(c)
 			}
-			if _, err := ann.nodeLease(c, n, v); err != nil {
+			if _, v6, err := ann.nodeLease(c, n, v); err != nil {
 				nl.Invalid = strings.TrimPrefix(err.Error(), fmt.Sprintf("node %q: ", n.name))
+			} else if v6 != nil {
+				nl.Invalid = "IPv4 only: " + strings.TrimPrefix(v6.Error(), fmt.Sprintf("node %q: ", n.name))
 			}
 		}
 		out = append(out, nl)

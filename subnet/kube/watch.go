@@ -27,7 +27,7 @@ func (s *Store) WatchLeases(ctx context.Context, cfg *subnet.Config, fn func([]s
 	if s.o.ValidatorFor != nil {
 		validate = s.o.ValidatorFor(cfg)
 	}
-	w := &nodeWatcher{s: s, cfg: cfg, validate: validate, known: map[string]subnet.Lease{}, logged: map[string]string{}}
+	w := &nodeWatcher{s: s, cfg: cfg, validate: validate, known: map[string]subnet.Lease{}, logged: map[string]string{}, logged6: map[string]string{}}
 
 	// The snapshot: whatever is queued now is also in the store's view.
 	s.takePending()
@@ -69,6 +69,9 @@ type nodeWatcher struct {
 	known map[string]subnet.Lease
 	// logged holds the last problem logged for each node.
 	logged map[string]string
+	// logged6 holds the last reason logged for using a node of a
+	// dual-stack network for IPv4 only.
+	logged6 map[string]string
 }
 
 // apply folds node states (nil: deleted) into known and returns the events,
@@ -99,15 +102,17 @@ func (w *nodeWatcher) applyOne(batch []subnet.Event, name string, n *nodeInfo) [
 	}
 	if n == nil {
 		delete(w.logged, name)
+		delete(w.logged6, name)
 		remove()
 		return batch
 	}
-	l, err := w.s.ann.nodeLease(w.cfg, n, w.validate)
+	l, v6, err := w.s.ann.nodeLease(w.cfg, n, w.validate)
 	if err != nil {
 		w.logProblem(name, err, had)
 		remove()
 		return batch
 	}
+	w.logIPv6(name, v6)
 	if _, ok := w.logged[name]; ok {
 		w.s.log.Info("node is a usable peer again", "node", name, "subnet", l.Subnet)
 		delete(w.logged, name)
@@ -122,6 +127,20 @@ func (w *nodeWatcher) applyOne(batch []subnet.Event, name string, n *nodeInfo) [
 		batch = append(batch, subnet.Event{Type: subnet.EventChanged, Lease: l})
 	}
 	return batch
+}
+
+// logIPv6 logs, once per distinct reason, that a peer of a dual-stack
+// network is used for IPv4 only, and when its IPv6 part is usable again.
+func (w *nodeWatcher) logIPv6(name string, why error) {
+	prev, had := w.logged6[name]
+	switch {
+	case why == nil && had:
+		delete(w.logged6, name)
+		w.s.log.Info("node's IPv6 part is usable again", "node", name)
+	case why != nil && prev != why.Error():
+		w.logged6[name] = why.Error()
+		w.s.log.Warn("using node for IPv4 only: its IPv6 part cannot be used", "node", name, "reason", why)
+	}
 }
 
 func (w *nodeWatcher) logProblem(name string, err error, wasPeer bool) {

@@ -344,6 +344,10 @@ type NodeOptions struct {
 	// PodCIDR is set in the spec at creation (as a test that does not wait
 	// for the controller manager would); empty leaves it to the controller.
 	PodCIDR string
+	// PodCIDRs, when set, is spec.podCIDRs (dual-stack: one CIDR of each
+	// family); PodCIDR must then be its first entry. Empty gives
+	// [PodCIDR].
+	PodCIDRs []string
 	// Annotations are added to the kubelet's own.
 	Annotations map[string]string
 	// Images is the number of container images listed in the status
@@ -393,7 +397,10 @@ func NewNode(name string, o NodeOptions) *corev1.Node {
 			},
 		},
 	}
-	if o.PodCIDR != "" {
+	switch {
+	case len(o.PodCIDRs) > 0:
+		n.Spec.PodCIDRs = o.PodCIDRs
+	case o.PodCIDR != "":
 		n.Spec.PodCIDRs = []string{o.PodCIDR}
 	}
 	for k, v := range o.Annotations {
