@@ -43,6 +43,17 @@ const Token = "weft-kubecp-admin"
 // ServiceCIDR is the apiserver's --service-cluster-ip-range.
 const ServiceCIDR = "10.96.0.0/16"
 
+// IPv6ServiceCIDR is added to the service range of a dual-stack plane.
+const IPv6ServiceCIDR = "fd00:96::/112"
+
+// serviceRange is --service-cluster-ip-range for both components.
+func (p Plane) serviceRange() string {
+	if p.IPv6ClusterCIDR.IsValid() {
+		return ServiceCIDR + "," + IPv6ServiceCIDR
+	}
+	return ServiceCIDR
+}
+
 // Plane is one control plane's settings; Dir holds its files.
 type Plane struct {
 	Dir     string
@@ -54,6 +65,12 @@ type Plane struct {
 	// --cluster-cidr and --node-cidr-mask-size.
 	ClusterCIDR netip.Prefix
 	MaskSize    int
+	// IPv6ClusterCIDR and IPv6MaskSize, when set, make the cluster
+	// dual-stack: the controller manager allocates one podCIDR of each
+	// family (--cluster-cidr=<v4>,<v6>, --node-cidr-mask-size-ipv4/-ipv6)
+	// and the service range is dual-stack too (IPv6ServiceCIDR added).
+	IPv6ClusterCIDR netip.Prefix
+	IPv6MaskSize    int
 	// ControllerQPS is the controller manager's --kube-api-qps (20 when 0).
 	ControllerQPS int
 }
@@ -104,7 +121,7 @@ func (p Plane) APIServerArgs() []string {
 		"--service-account-key-file", filepath.Join(p.Dir, "sa.key"),
 		"--service-account-signing-key-file", filepath.Join(p.Dir, "sa.key"),
 		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-		"--service-cluster-ip-range", ServiceCIDR,
+		"--service-cluster-ip-range", p.serviceRange(),
 		"--token-auth-file", filepath.Join(p.Dir, "tokens.csv"),
 		"--authorization-mode", "AlwaysAllow",
 		"--anonymous-auth=false",
@@ -126,19 +143,25 @@ func (p Plane) ControllerManagerArgs() []string {
 	if qps == 0 {
 		qps = 20
 	}
-	return []string{
+	cidrs := []string{"--cluster-cidr", p.ClusterCIDR.String(), "--node-cidr-mask-size", strconv.Itoa(p.MaskSize)}
+	if p.IPv6ClusterCIDR.IsValid() {
+		cidrs = []string{
+			"--cluster-cidr", p.ClusterCIDR.String() + "," + p.IPv6ClusterCIDR.String(),
+			"--node-cidr-mask-size-ipv4", strconv.Itoa(p.MaskSize),
+			"--node-cidr-mask-size-ipv6", strconv.Itoa(p.IPv6MaskSize),
+		}
+	}
+	return append(cidrs,
 		"--kubeconfig", p.Kubeconfig(),
 		"--controllers", "node-ipam-controller",
 		"--allocate-node-cidrs=true",
-		"--cluster-cidr", p.ClusterCIDR.String(),
-		"--node-cidr-mask-size", strconv.Itoa(p.MaskSize),
-		"--service-cluster-ip-range", ServiceCIDR,
+		"--service-cluster-ip-range", p.serviceRange(),
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--kube-api-qps", strconv.Itoa(qps),
-		"--kube-api-burst", strconv.Itoa(2 * qps),
+		"--kube-api-burst", strconv.Itoa(2*qps),
 		"--v=1",
-	}
+	)
 }
 
 // Ready asks the apiserver's /readyz once.

@@ -178,3 +178,57 @@ func TestDualStackOwnNodeWithoutIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestDualStackControllerManager has a real kube-controller-manager,
+// run dual-stack as a cluster administrator would, allocate the node's
+// podCIDRs (in its own order) and checks the store's lease takes one of
+// each family.
+func TestDualStackControllerManager(t *testing.T) {
+	c := kubetest.Start(t, kubetest.Options{
+		ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16"), NodeCIDRMaskSize: 24,
+		IPv6ClusterCIDR: netip.MustParsePrefix("fd00:10:244::/56"), IPv6NodeCIDRMaskSize: 64,
+	})
+	netConf := filepath.Join(t.TempDir(), "net-conf.json")
+	if err := os.WriteFile(netConf, []byte(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"host-gw"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.CreateNode(t, "self", kubetest.NodeOptions{InternalIP: netip.MustParseAddr("192.0.2.1")})
+	got := c.WaitPodCIDR(t, "self", time.Minute)
+	if len(got) != 2 {
+		t.Fatalf("the controller manager allocated %v, want one podCIDR of each family", got)
+	}
+	api, err := NewAPI(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{Client: api, NodeName: "self", NetConfPath: netConf, Logger: slog.New(slog.DiscardHandler), ValidatorFor: registry.ValidateData})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	cfg, err := s.GetNetworkConfig(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip6 := netip.MustParseAddr("2001:db8::1")
+	attrs := subnet.LeaseAttrs{PublicIP: netip.MustParseAddr("192.0.2.1"), PublicIPv6: &ip6, BackendType: "host-gw"}
+	l, err := s.AcquireLease(ctx, cfg, attrs, subnet.AcquireOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range got {
+		if p != l.Subnet && p != l.IPv6Subnet {
+			t.Errorf("lease %s + %s does not hold the allocated %s", l.Subnet, l.IPv6Subnet, p)
+		}
+	}
+	if l.Subnet.Bits() != 24 || l.IPv6Subnet.Bits() != 64 || cfg.IPv6SubnetLen != 64 {
+		t.Errorf("lease %s + %s, IPv6SubnetLen %d", l.Subnet, l.IPv6Subnet, cfg.IPv6SubnetLen)
+	}
+	// host-gw writes the v6 pair (null data) whenever it has a public IPv6.
+	n := getNode(t, c, "self")
+	if n.Annotations[pfx+"public-ipv6"] != "2001:db8::1" || n.Annotations[pfx+"backend-v6-data"] != "null" || n.Annotations[pfx+"public-ip"] != "192.0.2.1" {
+		t.Errorf("annotations %v", n.Annotations)
+	}
+}

@@ -98,6 +98,12 @@ type Options struct {
 	ClusterCIDR netip.Prefix
 	// NodeCIDRMaskSize is --node-cidr-mask-size (24 when zero).
 	NodeCIDRMaskSize int
+	// IPv6ClusterCIDR makes the cluster dual-stack: the controller manager
+	// allocates podCIDRs of both families (the IPv6 one of
+	// IPv6NodeCIDRMaskSize bits, 64 when zero), and services are
+	// dual-stack.
+	IPv6ClusterCIDR      netip.Prefix
+	IPv6NodeCIDRMaskSize int
 	// NoControllerManager starts no controller manager: nodes keep the
 	// podCIDR they are created with (none unless set).
 	NoControllerManager bool
@@ -143,11 +149,15 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.ControllerQPS == 0 {
 		o.ControllerQPS = 20
 	}
+	if o.IPv6ClusterCIDR.IsValid() && o.IPv6NodeCIDRMaskSize == 0 {
+		o.IPv6NodeCIDRMaskSize = 64
+	}
 	c := &Cluster{t: t, opts: o, dir: t.TempDir()}
 	c.Etcd = etcdtest.Start(t)
 	c.plane = kubecp.Plane{
 		Dir: c.dir, BinDir: BinDir(t), Addr: o.Addr, Port: freePort(t, o.Addr), EtcdURL: c.Etcd.ClientURL,
 		ClusterCIDR: o.ClusterCIDR, MaskSize: o.NodeCIDRMaskSize, ControllerQPS: o.ControllerQPS,
+		IPv6ClusterCIDR: o.IPv6ClusterCIDR, IPv6MaskSize: o.IPv6NodeCIDRMaskSize,
 	}
 	c.URL = c.plane.URL()
 	if err := c.plane.WriteFiles(); err != nil {
