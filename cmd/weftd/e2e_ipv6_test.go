@@ -65,8 +65,10 @@ func startCNIPods(t *testing.T, c *cluster, v4 bool, mtu int) ([]cniPod, map[*ho
 			t.Fatal(err)
 		}
 		// flanneld's order and format (v0.28.9 pkg/subnet/subnet.go
-		// WriteSubnetFile): v4 lines, v6 lines, MTU, IPMASQ.
-		want := `^FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:[0-9a-f]+::1/64\nFLANNEL_MTU=` + fmt.Sprint(mtu) + `\nFLANNEL_IPMASQ=true\n$`
+		// WriteSubnetFile): v4 lines, v6 lines, MTU, IPMASQ. The v6
+		// subnet may be the network's first (fd00:10:244::/64), as the
+		// Kubernetes controller manager allocates it.
+		want := `^FLANNEL_IPV6_NETWORK=fd00:10:244::/56\nFLANNEL_IPV6_SUBNET=fd00:10:244:[0-9a-f:]*:1/64\nFLANNEL_MTU=` + fmt.Sprint(mtu) + `\nFLANNEL_IPMASQ=true\n$`
 		if v4 {
 			want = `^FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.\d+.1/24\n` + want[1:]
 		}
