@@ -71,11 +71,6 @@ func ParseKubeConfig(data []byte) (cfg *Config, unknown, ignored []string, err e
 		}
 		cfg.IPv6Network = p
 	}
-	// The Kubernetes store leases IPv4 and dual-stack podCIDRs; IPv6-only
-	// is not done yet: refuse rather than ignore what it cannot do.
-	if !cfg.EnableIPv4 {
-		return nil, unknown, ignored, fmt.Errorf("%w: EnableIPv4 is false, but this version of weft supports IPv4 and dual-stack (EnableIPv4 and EnableIPv6) only in Kubernetes mode, not IPv6-only", ErrInvalidConfig)
-	}
 	return cfg, unknown, ignored, nil
 }
 

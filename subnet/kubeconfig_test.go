@@ -23,7 +23,8 @@ func TestParseKubeConfig(t *testing.T) {
 		{"both off", `{"EnableIPv4":false}`, "both false", nil},
 		{"dual-stack", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`, "", nil},
 		{"IPv6 on without network", `{"Network":"10.244.0.0/16","EnableIPv6":true}`, "IPv6Network is missing", nil},
-		{"IPv6-only refused", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`, "not IPv6-only", nil},
+		{"IPv6-only", `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56"}`, "", nil},
+		{"IPv6-only without network", `{"EnableIPv4":false,"EnableIPv6":true}`, "IPv6Network is missing", nil},
 		{"v6 host bits", `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::1/56"}`, "host bits", nil},
 	} {
 		cfg, _, ignored, err := ParseKubeConfig([]byte(tc.in))

@@ -19,8 +19,12 @@ import (
 // Nodes carry flanneld's v6 annotations.
 func TestE2EKubeDualStack(t *testing.T) {
 	t.Parallel()
-	for _, be := range []string{"vxlan", "host-gw"} {
-		t.Run(be, func(t *testing.T) {
+	for _, tc := range []struct {
+		name, be string
+		v4       bool
+	}{{"vxlan", "vxlan", true}, {"host-gw", "host-gw", true}, {"vxlan-v6only", "vxlan", false}, {"host-gw-v6only", "host-gw", false}} {
+		be := tc.be
+		t.Run(tc.name, func(t *testing.T) {
 			netnstest.SkipUnlessRoot(t)
 			c := &cluster{t: t, bin: buildWeftd(t), dir: t.TempDir(), logLevel: "debug", iptablesResync: "1"}
 			br := c.newUnderlay()
@@ -29,6 +33,11 @@ func TestE2EKubeDualStack(t *testing.T) {
 			})
 			c.netConfPath = c.dir + "/net-conf.json"
 			conf := fmt.Sprintf(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":%q}}`, be)
+			if !tc.v4 {
+				// The cluster stays dual-stack; the agents use the v6
+				// podCIDRs only, as flanneld.
+				conf = fmt.Sprintf(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":%q}}`, be)
+			}
 			if err := os.WriteFile(c.netConfPath, []byte(conf), 0o644); err != nil {
 				t.Fatal(err)
 			}
@@ -37,11 +46,11 @@ func TestE2EKubeDualStack(t *testing.T) {
 				h.ns.AddAddr(t, "eth0", netip.MustParsePrefix(fmt.Sprintf("2001:db8:77::%d/64", i+1)))
 				h.register()
 			}
-			pods, envs := startCNIPods(t, c, true, map[string]int{"vxlan": 1430, "host-gw": 1500}[be])
+			pods, envs := startCNIPods(t, c, tc.v4, map[string]int{"vxlan": 1430, "host-gw": 1500}[be])
 			for i, h := range c.hosts {
 				cidrs := c.kube.WaitPodCIDR(t, h.name, 30*time.Second)
 				env := envs[h]
-				if len(cidrs) != 2 || (cidrs[0] != env.Subnet.Masked() && cidrs[1] != env.Subnet.Masked()) ||
+				if len(cidrs) != 2 || (tc.v4 && cidrs[0] != env.Subnet.Masked() && cidrs[1] != env.Subnet.Masked()) ||
 					(cidrs[0] != env.IPv6Subnet.Masked() && cidrs[1] != env.IPv6Subnet.Masked()) {
 					t.Errorf("%s: subnet.env %s and %s, but the Node's podCIDRs are %v", h.name, env.Subnet, env.IPv6Subnet, cidrs)
 				}
@@ -54,6 +63,16 @@ func TestE2EKubeDualStack(t *testing.T) {
 				}
 				if be == "host-gw" {
 					want[pfx+"backend-data"], want[pfx+"backend-v6-data"] = "null", "null"
+				}
+				if !tc.v4 {
+					// flanneld's rules (1.5): IPv6-only vxlan writes no
+					// IPv4 pair; host-gw writes null and 0.0.0.0.
+					delete(want, pfx+"public-ip")
+					if be == "host-gw" {
+						want[pfx+"public-ip"] = "0.0.0.0"
+					} else if _, ok := n.Annotations[pfx+"public-ip"]; ok {
+						t.Errorf("%s: IPv6-only vxlan wrote public-ip %q", h.name, n.Annotations[pfx+"public-ip"])
+					}
 				}
 				for k, v := range want {
 					if n.Annotations[k] != v {

@@ -380,12 +380,14 @@ func (s *Store) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
 			if err != nil {
 				return nil, fmt.Errorf("node %q: %w", s.name, err)
 			}
-			if !v4.IsValid() {
-				return nil, fmt.Errorf("node %q has no IPv4 podCIDR (%q), and the network config enables IPv4", s.name, n.podCIDRs)
-			}
-			cfg, err := s.cfg.WithSubnetLen(v4)
-			if err != nil {
-				return nil, fmt.Errorf("node %q: podCIDR %s is not inside Network %s of %s", s.name, v4, s.cfg.Network, s.o.NetConfPath)
+			cfg := s.cfg
+			if cfg.EnableIPv4 {
+				if !v4.IsValid() {
+					return nil, fmt.Errorf("node %q has no IPv4 podCIDR (%q), and the network config enables IPv4", s.name, n.podCIDRs)
+				}
+				if cfg, err = cfg.WithSubnetLen(v4); err != nil {
+					return nil, fmt.Errorf("node %q: podCIDR %s is not inside Network %s of %s", s.name, v4, s.cfg.Network, s.o.NetConfPath)
+				}
 			}
 			if cfg.EnableIPv6 {
 				// flanneld goes on without the v6 subnet and its backend
@@ -427,10 +429,13 @@ func (s *Store) ownLease(cfg *subnet.Config, n *nodeInfo, attrs subnet.LeaseAttr
 	if err != nil {
 		return nil, fmt.Errorf("node %q: %w", s.name, err)
 	}
-	if !cfg.Contains(v4) {
-		return nil, fmt.Errorf("node %q: podCIDR %v is not a /%d inside Network %s of %s", s.name, v4, cfg.SubnetLen, cfg.Network, s.o.NetConfPath)
+	l := &subnet.Lease{Attrs: attrs}
+	if cfg.EnableIPv4 {
+		if !cfg.Contains(v4) {
+			return nil, fmt.Errorf("node %q: podCIDR %v is not a /%d inside Network %s of %s", s.name, v4, cfg.SubnetLen, cfg.Network, s.o.NetConfPath)
+		}
+		l.Subnet = v4
 	}
-	l := &subnet.Lease{Subnet: v4, Attrs: attrs}
 	if cfg.EnableIPv6 {
 		if !cfg.ContainsIPv6(v6) {
 			return nil, fmt.Errorf("node %q: IPv6 podCIDR %v is not a /%d inside IPv6Network %s of %s", s.name, v6, cfg.IPv6SubnetLen, cfg.IPv6Network, s.o.NetConfPath)
@@ -694,8 +699,8 @@ func ListLeases(ctx context.Context, api API, ann Annotations, cfg *subnet.Confi
 		nl := NodeLease{Node: n.name, Lease: ann.describe(n)}
 		if cfg != nil {
 			c := cfg
-			if v4, v6, err := splitPodCIDRs(n.podCIDRs); err == nil && v4.IsValid() {
-				if k, err := cfg.WithSubnetLen(v4); err == nil {
+			if v4, v6, err := splitPodCIDRs(n.podCIDRs); err == nil {
+				if k, err := cfg.WithSubnetLen(v4); err == nil && cfg.EnableIPv4 {
 					c = k
 				}
 				if c.EnableIPv6 && v6.IsValid() {
