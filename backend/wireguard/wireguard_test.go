@@ -499,14 +499,14 @@ func TestSetDualStackGolden(t *testing.T) {
 	if err := r.set(t, r.own, lease6(2, 51820, 51821, true), lease6(3, 51820, 0, true), v4only); err != nil {
 		t.Fatal(err)
 	}
-	want := fmt.Sprintf(`addr flannel-wg 10.244.1.0/32
+	want := `addr flannel-wg 10.244.1.0/32
 addr flannel-wg-v6 fd00:10:244:1::/128
 link flannel-wg veth mtu 1440 mac 02:ee:00:00:00:03 up
 link flannel-wg-v6 veth mtu 1420 mac 02:ee:00:00:00:04 up
 route 10.244.0.0/16 dev flannel-wg
 route fd00:10:244:1::/128 dev flannel-wg-v6
 route fd00:10:244::/56 dev flannel-wg-v6
-`)
+`
 	if got := r.kernel(); sortedLines(got) != sortedLines(want) {
 		t.Errorf("kernel:\n%s\nwant:\n%s", got, want)
 	}
