@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -191,6 +192,17 @@ func TestE2EWireGuardDualStack(t *testing.T) {
 			t.Errorf("only %d WireGuard frames between hosts over IPv6=%v for 9 pings each way", tunnelled[six], six)
 		}
 	}
+
+	// A SIGKILLed and restarted agent re-opens both persistent TUNs with
+	// the same key: the same lease, both families reach it again.
+	before := leaseKeys(t, c)
+	h2.kill()
+	h2.start()
+	h2.waitReady()
+	if after := leaseKeys(t, c); !maps.Equal(after, before) {
+		t.Errorf("leases changed across host2's restart:\n%v\nwas\n%v", after, before)
+	}
+	pingMatrix(t, pods)
 
 	// host3 leaves: its agent killed and its lease deleted. The others
 	// remove it from both devices; host1 and host2 still reach each other.
