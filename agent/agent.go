@@ -29,8 +29,11 @@ import (
 
 // Options configure the agent. Manager and Backends are required.
 type Options struct {
-	// Manager leases and watches subnets (the etcd store).
+	// Manager leases and watches subnets (the etcd or Kubernetes store).
 	Manager subnet.Manager
+	// StoreName names the store in readiness reasons and logs ("etcd"
+	// when empty, "the Kubernetes apiserver" in Kubernetes mode).
+	StoreName string
 	// Backends looks a backend up by type name (the backend registry).
 	Backends func(name string) (backend.Spec, error)
 	// Iface chooses the external interface.
@@ -109,7 +112,7 @@ func (a *Agent) SetWatchLive(live bool) { a.watchDown.Store(!live) }
 func (a *Agent) Ready() (bool, string) {
 	if a.ready.Load() {
 		if a.watchDown.Load() {
-			return false, "the lease watch lost etcd and is reconnecting"
+			return false, "the lease watch lost " + a.o.StoreName + " and is reconnecting"
 		}
 		return true, ""
 	}
@@ -131,6 +134,9 @@ func New(o Options) (*Agent, error) {
 	}
 	if o.SubnetFile == "" {
 		o.SubnetFile = subnetenv.DefaultPath
+	}
+	if o.StoreName == "" {
+		o.StoreName = "etcd"
 	}
 	if o.IPForwardFile == "" {
 		o.IPForwardFile = ipForwardPath
@@ -160,7 +166,7 @@ func New(o Options) (*Agent, error) {
 // the error that kept it from starting.
 func (a *Agent) Run(ctx context.Context) error {
 	start := time.Now()
-	a.notReady("waiting for the network config in etcd")
+	a.notReady("waiting for the network config from " + a.o.StoreName)
 	cfg, err := a.o.Manager.GetNetworkConfig(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the network config: %w", err)
@@ -228,8 +234,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("acquiring a subnet lease: %w", err)
 	}
-	a.log.Info("lease acquired", "subnet", lease.Subnet, "ipv6_subnet", lease.IPv6Subnet, "public_ip", lease.Attrs.PublicIP,
-		"public_ipv6", lease.Attrs.IPv6(), "reserved", lease.Reserved())
+	if a.o.StoreName == "etcd" {
+		a.log.Info("lease acquired", "subnet", lease.Subnet, "ipv6_subnet", lease.IPv6Subnet, "public_ip", lease.Attrs.PublicIP,
+			"public_ipv6", lease.Attrs.IPv6(), "reserved", lease.Reserved())
+	} else {
+		a.log.Info("lease acquired", "subnet", lease.Subnet, "ipv6_subnet", lease.IPv6Subnet, "public_ip", lease.Attrs.PublicIP,
+			"public_ipv6", lease.Attrs.IPv6(), "store", a.o.StoreName)
+	}
 	a.setOwn(*lease)
 	if err := a.writeSubnetEnv(*lease); err != nil {
 		return err
@@ -279,10 +290,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() {
 		err := a.o.Manager.WatchConfig(ctx, cfg, func(nc *subnet.Config, err error) {
 			if err != nil {
-				a.log.Warn("the network config in etcd is no longer usable; this agent keeps running with the config it started with", "err", err)
+				a.log.Warn("the network config in "+a.o.StoreName+" is no longer usable; this agent keeps running with the config it started with", "err", err)
 				return
 			}
-			a.log.Warn("the network config in etcd changed; it takes effect when weftd restarts (running pods keep their addresses until then)",
+			a.log.Warn("the network config in "+a.o.StoreName+" changed; it takes effect when weftd restarts (running pods keep their addresses until then)",
 				"network", nc.Network, "subnet_len", nc.SubnetLen, "ipv6_network", nc.IPv6Network, "backend", nc.BackendType)
 		})
 		if err != nil && ctx.Err() == nil {

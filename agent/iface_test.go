@@ -90,6 +90,7 @@ func TestChooseExternalIPv6(t *testing.T) {
 	ns.AddAddr(t, "ext2", netip.MustParsePrefix("2001:db8:0:3::3/64"))
 	ns.MustExec(t, "ip", "route", "add", "default", "via", "198.51.100.1", "dev", "ext1")
 	ns.MustExec(t, "ip", "-6", "route", "add", "default", "via", "2001:db8:0:2::1", "dev", "ext1")
+	ns.WaitAddrsSettled(t)
 
 	tests := []struct {
 		name             string

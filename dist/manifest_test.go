@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/kube"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
@@ -67,12 +68,6 @@ var (
 	// which runtimes call for every pod.
 	plugins = []string{"flannel", "portmap", "bridge", "host-local", "loopback"}
 )
-
-// defaultNetConfigPath is flanneld's -net-config-path default, where the
-// Kubernetes store reads net-conf.json. The flag is being added to weftd with
-// the store (subnet/kube); until it lands, this stands in for the default
-// the code will export.
-const defaultNetConfigPath = "/etc/kube-flannel/net-conf.json"
 
 // manifest is one manifest decoded strictly, one typed object per kind.
 type manifest struct {
@@ -383,7 +378,7 @@ func checkKubeAgent(t *testing.T, m *manifest, c *corev1.Container, flags map[st
 		t.Errorf("env %s (from %s) missing", name, fp)
 	}
 
-	netConf := defaultNetConfigPath
+	netConf := kube.DefaultNetConfPath
 	if f := flags["net-config-path"]; f != "" {
 		netConf = f
 	}
@@ -484,11 +479,6 @@ func probePort(t *testing.T, c *corev1.Container, p intstr.IntOrString) int {
 // cluster moving from that manifest to ours keeps its network config.
 const flannelNetConf = `{"Network":"10.244.0.0/16","EnableNFTables":false,"Backend":{"Type":"vxlan"}}`
 
-// kubeIgnored are the network config fields flanneld's Kubernetes store
-// ignores (node subnets are their podCIDRs): a manifest setting them would
-// mislead its reader.
-var kubeIgnored = []string{"SubnetLen", "SubnetMin", "SubnetMax", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax"}
-
 func TestManifestConfigMap(t *testing.T) {
 	shipped, err := os.ReadFile("cni/10-flannel.conflist")
 	if err != nil {
@@ -517,14 +507,22 @@ func TestManifestConfigMap(t *testing.T) {
 			t.Error("cni-conf.json in the ConfigMap differs from cni/10-flannel.conflist")
 		}
 
-		// TODO(kube store): in Kubernetes mode weftd parses net-conf.json
-		// with flanneld's kube-mode rules (no subnet sizes, validated
-		// families); use that parser here once subnet/kube lands. Until
-		// then the etcd-mode parser checks the fields and values.
+		// Each mode's parser: in Kubernetes mode weftd reads net-conf.json
+		// with flanneld's kube-mode rules (subnet sizes come from the
+		// podCIDRs and are ignored, the families are validated).
 		netConf := []byte(data["net-conf.json"])
-		cfg, unknown, err := subnet.ParseConfig(netConf)
+		var cfg *subnet.Config
+		var unknown, ignored []string
+		if m.kube {
+			cfg, unknown, ignored, err = subnet.ParseKubeConfig(netConf)
+		} else {
+			cfg, unknown, err = subnet.ParseConfig(netConf)
+		}
 		if err != nil {
 			t.Fatalf("net-conf.json: %v", err)
+		}
+		if len(ignored) > 0 {
+			t.Errorf("net-conf.json sets %v, which Kubernetes mode ignores (subnets are podCIDRs)", ignored)
 		}
 		if len(unknown) > 0 {
 			t.Errorf("net-conf.json: fields weftd does not know: %v", unknown)
@@ -534,15 +532,6 @@ func TestManifestConfigMap(t *testing.T) {
 		}
 		if !m.kube {
 			return
-		}
-		var fields map[string]json.RawMessage
-		if err := json.Unmarshal(netConf, &fields); err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range kubeIgnored {
-			if _, ok := fields[f]; ok {
-				t.Errorf("net-conf.json sets %s, which Kubernetes mode ignores (subnets are podCIDRs)", f)
-			}
 		}
 		if !jsonEqual(t, netConf, []byte(flannelNetConf)) {
 			t.Errorf("net-conf.json differs from kube-flannel.yml's %s", flannelNetConf)

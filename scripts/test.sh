@@ -44,6 +44,15 @@ go vet ./...
 echo "== staticcheck"
 go tool staticcheck ./...
 
+# --- Kubernetes control plane (kube-mode tests, test/kubetest) -----------
+# Built once outside go test (never with -race) into a cache keyed by
+# version; later runs reuse it in a moment. The tests read the directory
+# from WEFT_KUBE_BIN_DIR.
+echo "== kube-bins"
+WEFT_KUBE_BIN_DIR=$(bash scripts/kube-bins.sh | tail -n 1)
+export WEFT_KUBE_BIN_DIR
+# --- end of the Kubernetes block -----------------------------------------
+
 pkgs=("$@")
 [ ${#pkgs[@]} -gt 0 ] || pkgs=(./...)
 tmp=$(mktemp -d)

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/etcdflags"
+	"github.com/weftnet/weft/internal/kubecp"
 	"github.com/weftnet/weft/ops/lab"
+	"github.com/weftnet/weft/subnet/kube"
 )
 
 // runLab runs `weft lab up|status|check|down` and the hidden helpers.
@@ -43,9 +45,11 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fs.BoolVar(&ipv6Only, "ipv6", false, "an IPv6-only pod network (etcd and /readyz stay on the IPv4 underlay)")
 		fs.StringVar(&ipv6Network, "ipv6-network", "fd00:10:244::/56", "the cluster's IPv6 network, with --dual-stack or --ipv6")
 		fs.BoolVar(&o.NFTables, "nftables", false, "keep the hosts' firewall rules in nftables (EnableNFTables) instead of iptables")
+		fs.BoolVar(&o.Kube, "kube", false, "Kubernetes mode: a kube-apiserver and kube-controller-manager allocate the podCIDRs, weftd runs with -kube-subnet-mgr")
+		fs.StringVar(&o.KubeBinDir, "kube-bin-dir", "", "directory holding kube-apiserver and kube-controller-manager (default: $"+kubecp.BinDirEnv+", else built by the checkout's scripts/kube-bins.sh, else the newest build in "+kubecp.DefaultCache+")")
 		fs.StringVar(&o.BinDir, "bin-dir", "", "directory holding weftd, flannel, bridge and host-local (default: weft's own directory)")
 		fs.DurationVar(&o.Timeout, "timeout", time.Minute, "give up after this long")
-		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw|wireguard] [--network 10.244.0.0/16] [--dual-stack | --ipv6] [--ipv6-network fd00:10:244::/56] [--nftables] [--bin-dir DIR]", "state-dir", "prefix")
+		setUsage(fs, "weft lab up [--hosts 3] [--pods 2] [--backend vxlan|host-gw|wireguard] [--network 10.244.0.0/16] [--dual-stack | --ipv6] [--ipv6-network fd00:10:244::/56] [--nftables] [--kube [--kube-bin-dir DIR]] [--bin-dir DIR]", "state-dir", "prefix")
 	case "status", "check", "down":
 		setUsage(fs, "weft lab "+verb, "state-dir", "prefix")
 	case "doctor":
@@ -94,8 +98,18 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		if o.BinDir, err = filepath.Abs(o.BinDir); err != nil {
 			return fmt.Errorf("--bin-dir: %w", err)
 		}
+		if o.Kube && o.KubeBinDir == "" {
+			if o.KubeBinDir, err = findKubeBins(self, stderr); err != nil {
+				return err
+			}
+		}
 		return lab.Up(ctx, o)
 	case "status":
+		o.KubeLeases = func(ctx context.Context, kubeconfig, netConf string) error {
+			var f leaseFlags
+			f.kube = kubeFlags{enabled: true, kubeconfig: kubeconfig, netConfPath: netConf, annotationPrefix: kube.DefaultAnnotationPrefix}
+			return showKubeLeases(ctx, stdout, f, false)
+		}
 		return lab.Status(ctx, o, func(ctx context.Context, endpoint, prefix string) error {
 			return showLeases(ctx, stdout, leaseFlags{Flags: etcdflags.Flags{Endpoints: endpoint, Prefix: prefix}}, false)
 		})
@@ -123,6 +137,30 @@ func runLabEtcd(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	o.ClientURLs = strings.Split(clientURLs, ",")
 	return lab.RunEtcd(ctx, o)
+}
+
+// findKubeBins finds kube-apiserver and kube-controller-manager for
+// `weft lab up --kube`: $WEFT_KUBE_BIN_DIR, else the directory the
+// checkout's scripts/kube-bins.sh prints (it builds them on first use,
+// with its progress on stderr; found from the working directory or from
+// weft's own, e.g. bin/weft in a checkout), else the newest build in the
+// cache. When none works it says what to run.
+func findKubeBins(self string, progress io.Writer) (string, error) {
+	if d := os.Getenv(kubecp.BinDirEnv); d != "" {
+		if err := kubecp.CheckBinDir(d); err != nil {
+			return "", fmt.Errorf("$%s: %w", kubecp.BinDirEnv, err)
+		}
+		return d, nil
+	}
+	wd, _ := os.Getwd()
+	if script, err := kubecp.FindScript(wd, filepath.Dir(self)); err == nil {
+		fmt.Fprintf(progress, "weft lab: the control plane comes from %s (the first build takes minutes)\n", script)
+		return kubecp.RunScript(script, progress)
+	}
+	if d, ok := kubecp.Cached(kubecp.DefaultCache); ok {
+		return d, nil
+	}
+	return "", fmt.Errorf("--kube needs kube-apiserver and kube-controller-manager, and none were found: run `bash scripts/kube-bins.sh` in a weft checkout (it builds them into %s), then run weft lab up --kube from that checkout or give --kube-bin-dir <the directory it prints>", kubecp.DefaultCache)
 }
 
 // labDoctor runs `weft lab doctor [HOST]`.

@@ -6,12 +6,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"time"
 
 	"github.com/weftnet/weft/internal/etcdflags"
+	"github.com/weftnet/weft/internal/version"
 	"github.com/weftnet/weft/ops/leases"
+	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcd"
+	"github.com/weftnet/weft/subnet/kube"
 )
 
 // leaseFlags are the flanneld-style etcd flags of the commands that talk to
@@ -19,6 +23,34 @@ import (
 type leaseFlags struct {
 	etcdflags.Flags
 	timeout time.Duration
+	kube    kubeFlags
+}
+
+// kubeFlags are weftd's Kubernetes-mode flags, for `weft leases` in a
+// cluster whose leases are Nodes.
+type kubeFlags struct {
+	enabled          bool
+	apiURL           string
+	kubeconfig       string
+	annotationPrefix string
+	netConfPath      string
+}
+
+func isKubeFlag(name string) bool {
+	switch name {
+	case "kube-subnet-mgr", "kube-api-url", "kubeconfig-file", "kube-annotation-prefix", "net-config-path":
+		return true
+	}
+	return false
+}
+
+// registerKube defines the Kubernetes-mode flags on fs.
+func (f *leaseFlags) registerKube(fs *flag.FlagSet) {
+	fs.BoolVar(&f.kube.enabled, "kube-subnet-mgr", false, "read the leases from Kubernetes Nodes (as weftd -kube-subnet-mgr) instead of etcd")
+	fs.StringVar(&f.kube.apiURL, "kube-api-url", "", "Kubernetes API server URL")
+	fs.StringVar(&f.kube.kubeconfig, "kubeconfig-file", "", "kubeconfig file (default: $KUBECONFIG, then the in-cluster config)")
+	fs.StringVar(&f.kube.annotationPrefix, "kube-annotation-prefix", kube.DefaultAnnotationPrefix, "prefix of the flannel node annotations")
+	fs.StringVar(&f.kube.netConfPath, "net-config-path", kube.DefaultNetConfPath, "the cluster's net-conf.json, to check the leases against (skipped when missing)")
 }
 
 // register defines the etcd flags and -timeout on fs.
@@ -30,7 +62,8 @@ func (f *leaseFlags) register(fs *flag.FlagSet) {
 // fromEnv takes the etcd flags not given on the command line from
 // FLANNELD_ETCD_*, as weftd does.
 func (f *leaseFlags) fromEnv(fs *flag.FlagSet) error {
-	if err := etcdflags.FromEnv(fs, os.Getenv, etcdflags.IsEtcdFlag); err != nil {
+	keep := func(name string) bool { return etcdflags.IsEtcdFlag(name) || isKubeFlag(name) }
+	if err := etcdflags.FromEnv(fs, os.Getenv, keep); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return nil
@@ -43,6 +76,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var f leaseFlags
 	var asJSON bool
 	f.register(fs)
+	f.registerKube(fs)
 	fs.BoolVar(&asJSON, "json", false, "print JSON for scripts instead of a table")
 	setUsage(fs, "weft leases [flags] | weft leases reserve SUBNET[,IPV6-SUBNET] PUBLIC-IP[,PUBLIC-IPV6] | weft leases release SUBNET")
 	pos, err := parseInterleaved(fs, args)
@@ -51,6 +85,14 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if err := f.fromEnv(fs); err != nil {
 		return err
+	}
+	if f.kube.enabled {
+		if len(pos) > 0 {
+			return fmt.Errorf("%w: weft leases %s: in Kubernetes mode a node's subnet is its podCIDR, assigned by kube-controller-manager; there is nothing to reserve or release", errUsage, pos[0])
+		}
+		ctx, cancel := context.WithTimeout(ctx, f.timeout)
+		defer cancel()
+		return showKubeLeases(ctx, stdout, f, asJSON)
 	}
 	op, err := leasesOp(pos, stdout, f, asJSON)
 	if err != nil {
@@ -137,3 +179,38 @@ func leasesOp(pos []string, stdout io.Writer, f leaseFlags, asJSON bool) (func(c
 
 // store connects to the lease store as the flags say.
 func (f leaseFlags) store() (*etcd.Store, error) { return leases.Open(f.StoreOptions(5 * time.Second)) }
+
+// showKubeLeases prints the leases of a Kubernetes-mode cluster.
+func showKubeLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) error {
+	kf := f.kube
+	ann, err := kube.NewAnnotations(kf.annotationPrefix)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	kubeconfig := kf.kubeconfig
+	if kubeconfig == "" && kf.apiURL == "" {
+		kubeconfig = os.Getenv("KUBECONFIG")
+	}
+	rc, err := kube.RESTConfig(kf.apiURL, kubeconfig, "weft/"+version.String())
+	if err != nil {
+		return err
+	}
+	api, err := kube.NewAPI(rc)
+	if err != nil {
+		return err
+	}
+	var cfg *subnet.Config
+	if _, statErr := os.Stat(kf.netConfPath); statErr == nil {
+		if cfg, err = kube.ReadNetConf(kf.netConfPath, slog.New(slog.DiscardHandler)); err != nil {
+			return err
+		}
+	}
+	rep, err := leases.ListKube(ctx, api, ann, cfg)
+	if err != nil {
+		return fmt.Errorf("%w (apiserver %s)", err, rc.Host)
+	}
+	if asJSON {
+		return leases.RenderJSON(w, rep)
+	}
+	return leases.RenderTable(w, rep)
+}

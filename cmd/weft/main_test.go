@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/test/etcdtest"
+	"github.com/weftnet/weft/test/kubetest"
 )
 
 func TestParseInterleaved(t *testing.T) {
@@ -57,6 +60,8 @@ func TestUsageErrors(t *testing.T) {
 		{"leases", "reserve", "10.244.5.0/24"},
 		{"leases", "reserve", "10.244.5.1/24", "198.18.0.2"},
 		{"leases", "frobnicate"},
+		{"leases", "--kube-subnet-mgr", "reserve", "10.244.5.0/24", "198.18.0.2"},
+		{"leases", "--kube-subnet-mgr", "--kube-annotation-prefix", "A/B/C"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -92,6 +97,29 @@ func TestLeasesCommand(t *testing.T) {
 		}
 		if !strings.Contains(out.String(), s.want) {
 			t.Errorf("weft %s: output lacks %q:\n%s", strings.Join(s.args, " "), s.want, out.String())
+		}
+	}
+}
+
+// TestLeasesCommandKube runs `weft leases -kube-subnet-mgr` against a real
+// apiserver.
+func TestLeasesCommandKube(t *testing.T) {
+	c := kubetest.Start(t, kubetest.Options{NoControllerManager: true})
+	p := "flannel.alpha.coreos.com/"
+	c.CreateNode(t, "node-1", kubetest.NodeOptions{PodCIDR: "10.244.9.0/24", Annotations: map[string]string{
+		p + "kube-subnet-manager": "true", p + "backend-type": "host-gw", p + "backend-data": "null", p + "public-ip": "192.0.2.9"}})
+	netConf := filepath.Join(t.TempDir(), "net-conf.json")
+	if err := os.WriteFile(netConf, []byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	args := []string{"leases", "--kube-subnet-mgr", "--kubeconfig-file", c.Kubeconfig, "--net-config-path", netConf}
+	if err := run(context.Background(), args, &out, &errOut); err != nil {
+		t.Fatalf("weft %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
+	}
+	for _, want := range []string{"network 10.244.0.0/16, backend host-gw, 1 flannel Nodes", "node-1  10.244.9.0/24  192.0.2.9  host-gw", "with its Node  ok"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
 	}
 }

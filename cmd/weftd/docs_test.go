@@ -7,6 +7,7 @@ import (
 	"flag"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -136,6 +137,12 @@ func TestEnvFileExample(t *testing.T) {
 // arguments and FLANNELD_* variables that weftd's own parsing accepts, and
 // that its probes point at the -healthz-port weftd then listens on.
 func TestManifestArgs(t *testing.T) {
+	for _, manifest := range []string{manifest, strings.Replace(manifest, "weft.yaml", "weft-kube.yaml", 1)} {
+		t.Run(filepath.Base(manifest), func(t *testing.T) { checkManifestArgs(t, manifest) })
+	}
+}
+
+func checkManifestArgs(t *testing.T, manifest string) {
 	data, err := os.ReadFile(manifest)
 	if err != nil {
 		t.Fatal(err)
@@ -169,6 +176,10 @@ func TestManifestArgs(t *testing.T) {
 		found = true
 		env := map[string]string{}
 		for _, e := range c.Env {
+			if e.ValueFrom != nil {
+				env[e.Name] = "from-" + e.ValueFrom.FieldRef.FieldPath // NODE_NAME etc., filled in by the kubelet
+				continue
+			}
 			env[e.Name] = e.Value
 		}
 		o, err := parseOptions(c.Args, func(k string) string { return env[k] }, io.Discard)

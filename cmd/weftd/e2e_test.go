@@ -23,6 +23,7 @@ import (
 	"github.com/weftnet/weft/subnet/subnetenv"
 	"github.com/weftnet/weft/test/bintest"
 	"github.com/weftnet/weft/test/etcdtest"
+	"github.com/weftnet/weft/test/kubetest"
 	"github.com/weftnet/weft/test/netnstest"
 )
 
@@ -82,6 +83,10 @@ type cluster struct {
 	// iptablesResync is weftd's -iptables-resync: 1 s in the end-to-end
 	// tests (restoring rules fast), flanneld's default 5 s in benchmarks.
 	iptablesResync string
+	// kube, when not nil, runs the agents in Kubernetes mode against it,
+	// with netConfPath as their net-conf.json.
+	kube        *kubetest.Cluster
+	netConfPath string
 }
 
 type host struct {
@@ -104,10 +109,7 @@ func newCluster(t testing.TB, n int, netConf string, ttl time.Duration) *cluster
 	t.Helper()
 	netnstest.SkipUnlessRoot(t)
 	c := &cluster{t: t, bin: buildWeftd(t), dir: t.TempDir(), ttl: ttl, logLevel: "debug", iptablesResync: "1"}
-	c.underlay = pickUnderlay(t)
-	c.bridge = netnstest.NewBridge(t)
-	br := netip.PrefixFrom(c.underlay.Addr().Next(), 24)
-	netnstest.MustRun(t, "ip", "addr", "add", br.String(), "dev", c.bridge.Name)
+	br := c.newUnderlay()
 	c.etcd = etcdtest.Start(t, etcdtest.WithClientAddr(fmt.Sprintf("%s:%d", br.Addr(), freePort(t))))
 	c.endpoint = c.etcd.Endpoints()[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -115,7 +117,26 @@ func newCluster(t testing.TB, n int, netConf string, ttl time.Duration) *cluster
 	if _, err := c.etcd.Client().Put(ctx, "/coreos.com/network/config", netConf); err != nil {
 		t.Fatal(err)
 	}
-	a := br.Addr()
+	c.addHosts(n)
+	return c
+}
+
+// newUnderlay makes the cluster's test bridge in the root namespace and
+// returns its address (.1 of the underlay).
+func (c *cluster) newUnderlay() netip.Prefix {
+	t := c.t
+	c.underlay = pickUnderlay(t)
+	c.bridge = netnstest.NewBridge(t)
+	br := netip.PrefixFrom(c.underlay.Addr().Next(), 24)
+	netnstest.MustRun(t, "ip", "addr", "add", br.String(), "dev", c.bridge.Name)
+	return br
+}
+
+// addHosts makes n host namespaces on the bridge (host1..hostN) and kills
+// their agents at cleanup, printing their logs when the test failed.
+func (c *cluster) addHosts(n int) {
+	t := c.t
+	a := c.underlay.Addr().Next()
 	for i := range n {
 		a = a.Next()
 		h := &host{c: c, name: fmt.Sprintf("host%d", i+1), addr: a}
@@ -141,7 +162,6 @@ func newCluster(t testing.TB, n int, netConf string, ttl time.Duration) *cluster
 			}
 		}
 	})
-	return c
 }
 
 var (
@@ -189,17 +209,23 @@ func freePort(t testing.TB) int {
 func (h *host) start(extra ...string) {
 	t := h.c.t
 	t.Helper()
-	args := []string{"netns", "exec", h.ns.Name, h.c.bin,
-		"-etcd-endpoints", h.c.endpoint, "-iface", "eth0", "-subnet-file", h.envPath,
-		"-subnet-lease-ttl", h.c.ttl.String(), "-ip-masq", "-resync-interval", "2s", "-iptables-resync", h.c.iptablesResync,
-		"-healthz-ip", h.addr.String(), "-healthz-port", "8471", "-log-level", h.c.logLevel}
+	args := []string{"netns", "exec", h.ns.Name, h.c.bin}
+	if h.c.kube != nil {
+		args = append(args, "-kube-subnet-mgr", "-kubeconfig-file", h.c.kube.Kubeconfig, "-net-config-path", h.c.netConfPath)
+	} else {
+		args = append(args, "-etcd-endpoints", h.c.endpoint, "-subnet-lease-ttl", h.c.ttl.String())
+	}
+	args = append(args, "-iface", "eth0", "-subnet-file", h.envPath,
+		"-ip-masq", "-resync-interval", "2s", "-iptables-resync", h.c.iptablesResync,
+		"-healthz-ip", h.addr.String(), "-healthz-port", "8471", "-log-level", h.c.logLevel)
 	args = append(args, extra...)
 	logf, err := os.OpenFile(h.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.cmd = exec.Command("ip", args...)
-	h.cmd.Env = append(os.Environ(), h.env...)
+	// NODE_NAME: the host's Node in Kubernetes mode (ignored otherwise).
+	h.cmd.Env = append(append(os.Environ(), h.env...), "NODE_NAME="+h.name)
 	h.cmd.Stdout, h.cmd.Stderr = logf, logf
 	if err := h.cmd.Start(); err != nil {
 		t.Fatal(err)

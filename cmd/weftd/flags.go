@@ -12,6 +12,7 @@ import (
 
 	"github.com/weftnet/weft/internal/etcdflags"
 	"github.com/weftnet/weft/internal/nodeflags"
+	"github.com/weftnet/weft/subnet/kube"
 )
 
 // options are weftd's settings, named as flanneld's flags.
@@ -26,7 +27,17 @@ type options struct {
 	logLevel       string
 	logFormat      string
 	version        bool
-	kubeSubnetMgr  bool
+
+	// Kubernetes mode (flanneld's -kube-subnet-mgr).
+	kubeSubnetMgr        bool
+	kubeAPIURL           string
+	kubeconfigFile       string
+	kubeAnnotationPrefix string
+	netConfigPath        string
+	setNodeNetUnavail    bool
+	// etcdGiven names the etcd flags given (on the command line or as
+	// FLANNELD_* variables), to warn about in Kubernetes mode.
+	etcdGiven []string
 }
 
 // newFlagSet defines weftd's flags on a fresh FlagSet writing usage to out.
@@ -43,7 +54,12 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.logLevel, "log-level", "", "log level: debug, info, warn or error (overrides -v)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	fs.BoolVar(&o.kubeSubnetMgr, "kube-subnet-mgr", false, "not supported yet: weftd runs in etcd mode only")
+	fs.BoolVar(&o.kubeSubnetMgr, "kube-subnet-mgr", false, "contact the Kubernetes API for subnet assignment instead of etcd")
+	fs.StringVar(&o.kubeAPIURL, "kube-api-url", "", "Kubernetes API server URL (default: from -kubeconfig-file, or in-cluster)")
+	fs.StringVar(&o.kubeconfigFile, "kubeconfig-file", "", "kubeconfig file location (default: the in-cluster config)")
+	fs.StringVar(&o.kubeAnnotationPrefix, "kube-annotation-prefix", kube.DefaultAnnotationPrefix, "prefix of the node annotations weftd reads and writes in Kubernetes mode")
+	fs.StringVar(&o.netConfigPath, "net-config-path", kube.DefaultNetConfPath, "path to the network config file in Kubernetes mode")
+	fs.BoolVar(&o.setNodeNetUnavail, "set-node-network-unavailable", true, "set the Node's NetworkUnavailable condition to False once the network is up (Kubernetes mode)")
 	return fs
 }
 
@@ -68,6 +84,11 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 	if err := etcdflags.FromEnv(fs, getenv, nil); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
+	fs.Visit(func(f *flag.Flag) {
+		if etcdflags.IsEtcdFlag(f.Name) {
+			o.etcdGiven = append(o.etcdGiven, "-"+f.Name)
+		}
+	})
 	return o, o.check()
 }
 
@@ -76,9 +97,13 @@ func (o *options) check() error {
 		return fmt.Errorf("%w: "+format, append([]any{errUsage}, a...)...)
 	}
 	if o.kubeSubnetMgr {
-		return bad("-kube-subnet-mgr is not supported yet: weftd runs in etcd mode only (give -etcd-endpoints and write the network config to <etcd-prefix>/config)")
-	}
-	if err := o.etcd.Check(); err != nil {
+		if _, err := kube.NewAnnotations(o.kubeAnnotationPrefix); err != nil {
+			return bad("%v", err)
+		}
+		if o.netConfigPath == "" {
+			return bad("-net-config-path is empty")
+		}
+	} else if err := o.etcd.Check(); err != nil {
 		return bad("%v", err)
 	}
 	if err := o.node.Check(); err != nil {

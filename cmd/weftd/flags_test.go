@@ -51,7 +51,23 @@ func TestParseOptions(t *testing.T) {
 			}},
 		{name: "unknown flag", args: []string{"-no-such-flag"}, wantErr: "not defined: -no-such-flag"},
 		{name: "bad bool in env", env: map[string]string{"FLANNELD_IP_MASQ": "maybe"}, wantErr: `FLANNELD_IP_MASQ="maybe"`},
-		{name: "kube subnet mgr", args: []string{"-kube-subnet-mgr"}, wantErr: "etcd mode"},
+		{name: "kube defaults", args: []string{"-kube-subnet-mgr"}, check: func(t *testing.T, o *options) {
+			if !o.kubeSubnetMgr || o.netConfigPath != "/etc/kube-flannel/net-conf.json" || !o.setNodeNetUnavail ||
+				o.kubeAnnotationPrefix != "flannel.alpha.coreos.com" || o.kubeAPIURL != "" || o.kubeconfigFile != "" || len(o.etcdGiven) != 0 {
+				t.Errorf("got %+v", o)
+			}
+		}},
+		{name: "kube from env, etcd flags noted", args: []string{"-etcd-prefix=/x"},
+			env: map[string]string{"FLANNELD_KUBE_SUBNET_MGR": "true", "FLANNELD_KUBECONFIG_FILE": "/k", "FLANNELD_ETCD_ENDPOINTS": "http://e:2379",
+				"FLANNELD_SET_NODE_NETWORK_UNAVAILABLE": "false", "FLANNELD_KUBE_ANNOTATION_PREFIX": "example.com/net"},
+			check: func(t *testing.T, o *options) {
+				if !o.kubeSubnetMgr || o.kubeconfigFile != "/k" || o.setNodeNetUnavail || o.kubeAnnotationPrefix != "example.com/net" ||
+					strings.Join(o.etcdGiven, " ") != "-etcd-endpoints -etcd-prefix" {
+					t.Errorf("got %+v", o)
+				}
+			}},
+		{name: "kube bad prefix", args: []string{"-kube-subnet-mgr", "-kube-annotation-prefix=a/b/c"}, wantErr: "at most one"},
+		{name: "etcd flags unchecked in kube mode", args: []string{"-kube-subnet-mgr", "-etcd-endpoints=nonsense"}, check: func(t *testing.T, o *options) {}},
 		{name: "bad public ip", args: []string{"-public-ip=10.1.1"}, wantErr: `-public-ip "10.1.1"`},
 		{name: "bad endpoint", args: []string{"-etcd-endpoints=localhost:2379"}, wantErr: "not a URL"},
 		{name: "bad port", args: []string{"-healthz-port=70000"}, wantErr: "not a port"},
@@ -79,7 +95,7 @@ func TestParseOptions(t *testing.T) {
 // run exits with 2 and a message naming the problem on bad flags, without
 // touching etcd or the network.
 func TestRunUsageExitCode(t *testing.T) {
-	for _, args := range [][]string{{"-bogus"}, {"-kube-subnet-mgr"}, {"-public-ip", "nope"}, {"stray"}} {
+	for _, args := range [][]string{{"-bogus"}, {"-kube-subnet-mgr", "-kube-annotation-prefix", "A/B/C"}, {"-public-ip", "nope"}, {"stray"}} {
 		if code := run(args); code != 2 {
 			t.Errorf("run(%q) = %d, want 2", args, code)
 		}

@@ -45,23 +45,51 @@ func run(args []string) int {
 
 	metrics := agent.NewMetrics()
 	var ag atomic.Pointer[agent.Agent]
-	store, err := newStore(o, log, metrics, func(live bool) {
+	live := func(live bool) {
 		if a := ag.Load(); a != nil {
 			a.SetWatchLive(live)
 		}
-	})
-	if err != nil {
-		log.Error("connecting to etcd", "err", err)
-		return 1
 	}
-	defer store.Close()
-
 	var publicIP netip.Addr
 	if o.node.PublicIP != "" {
 		publicIP = netip.MustParseAddr(o.node.PublicIP) // checked by parseOptions
 	}
+	var st store
+	storeName := "etcd"
+	if o.kubeSubnetMgr {
+		if len(o.etcdGiven) > 0 {
+			log.Warn("Kubernetes mode: ignoring the etcd flags given", "flags", o.etcdGiven)
+		}
+		ks, err := newKubeStore(ctx, o, log, live)
+		if err != nil {
+			log.Error("starting the Kubernetes store", "err", err)
+			return 1
+		}
+		st, storeName = ks, "the Kubernetes apiserver"
+		// As flanneld: the Node's node-public-ip annotation, when an
+		// operator set it, wins over -public-ip.
+		nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		v4, _, err := ks.NodePublicIP(nctx)
+		cancel()
+		if err != nil {
+			log.Warn("cannot read this node's node-public-ip annotation; using -public-ip or the interface's address", "err", err)
+		} else if v4.IsValid() {
+			log.Info("public IP from the node's annotation", "annotation", ks.Annotations().NodePublicIP, "public_ip", v4)
+			publicIP = v4
+		}
+	} else {
+		es, err := newStore(o, log, metrics, live)
+		if err != nil {
+			log.Error("connecting to etcd", "err", err)
+			return 1
+		}
+		st = es
+	}
+	defer st.Close()
+
 	a, err := agent.New(agent.Options{
-		Manager:        store,
+		Manager:        st,
+		StoreName:      storeName,
 		Backends:       lookupBackend,
 		Iface:          agent.IfaceOptions{Ifaces: o.node.Ifaces, Regexes: o.node.IfaceRegexes, PublicIP: publicIP, PublicIPv6: o.node.PublicV6()},
 		SubnetFile:     o.node.SubnetFile,

@@ -194,7 +194,7 @@ func stopAll(pids []int, stateDir string) {
 }
 
 // labFile matches the names the lab creates directly in its state dir.
-var labFile = regexp.MustCompile(`^(state\.json|lock|etcd|etcd\.log|host[0-9]+|\.state\.json\.tmp-.*)$`)
+var labFile = regexp.MustCompile(`^(state\.json|lock|etcd|etcd\.log|host[0-9]+|kube|\.state\.json\.tmp-.*)$`)
 
 // removeFiles removes the lab's files from dir, then dir itself if nothing
 // else is left in it.

@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/test/bintest"
+	"github.com/weftnet/weft/test/kubetest"
 	"github.com/weftnet/weft/test/netnstest"
 )
 
@@ -352,6 +353,54 @@ func TestLabWireGuard(t *testing.T) {
 	out = l.mustRun("doctor")
 	if strings.Count(out, "flannel-wg exists, is up and matches the config") != 3 || strings.Count(out, "the kernel matches the leases of 2 peers") != 3 {
 		t.Errorf("lab doctor does not find the 3 hosts' flannel-wg and peers in order:\n%s", out)
+	}
+	l.mustRun("down")
+	l.assertGone()
+}
+
+// TestLabKube runs the lab in Kubernetes mode: a real kube-apiserver and
+// kube-controller-manager (from scripts/kube-bins.sh's cache) give the
+// hosts their podCIDRs; the matrix is green, status lists the Nodes'
+// leases, and down leaves nothing, the control plane's processes included.
+func TestLabKube(t *testing.T) {
+	if os.Geteuid() != 0 {
+		netnstest.Unavailable(t, "TestLabKube needs root (network namespaces, links, iptables); run it as root, as CI does")
+	}
+	l := &testLab{
+		t:        t,
+		bin:      buildBins(t),
+		prefix:   fmt.Sprintf("wk%d", os.Getpid()%100000),
+		stateDir: filepath.Join(t.TempDir(), "lab"),
+	}
+	t.Cleanup(func() {
+		if out, err := l.run("down"); err != nil {
+			t.Errorf("cleanup: weft lab down: %v\n%s", err, out)
+		}
+	})
+	out := l.mustRun("up", "--kube", "--kube-bin-dir", kubetest.BinDir(t), "--hosts", "3", "--pods", "1", "--bin-dir="+l.bin)
+	if !strings.Contains(out, "every ping answered") || !strings.Contains(out, "kube-apiserver ready") {
+		t.Fatalf("up --kube did not report a green matrix")
+	}
+	st, err := lab.LoadState(l.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Kube == nil || !st.Ready {
+		t.Fatalf("state: kube %+v, ready %v", st.Kube, st.Ready)
+	}
+	out = l.mustRun("status")
+	for _, want := range []string{"Kubernetes mode", "3 flannel Nodes", "kube-apiserver: pid", "kube-controller-manager: pid", "with its Node  ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "running"); n < 6 {
+		t.Errorf("status shows %d running processes, want 6 (3 agents, etcd, apiserver, controller manager):\n%s", n, out)
+	}
+	for _, h := range st.Hosts {
+		if err := bintest.CheckLog(filepath.Join(h.DataDir, "weftd.log")); err != nil {
+			t.Error(err)
+		}
 	}
 	l.mustRun("down")
 	l.assertGone()

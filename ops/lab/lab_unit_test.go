@@ -125,6 +125,7 @@ func TestStateRoundTrip(t *testing.T) {
 			SubnetFile: dir + "/host1/subnet.env", DataDir: dir + "/host1",
 			Pods: []Pod{{Name: "host1-pod1", NS: "wt1-host1-pod1", Attached: true, Addr: netip.MustParsePrefix("10.244.7.2/24"),
 				Addr6: netip.MustParsePrefix("fd00:10:244:7::2/64")}}}},
+		Kube: &KubeState{BinDir: "/cache/kube", Dir: dir + "/kube", Port: 4, Kubeconfig: dir + "/kube/kubeconfig", NetConf: dir + "/kube/net-conf.json"},
 	}
 	rec := &recorder{st: want}
 	if err := rec.addNS("wt1-host1"); err != nil {

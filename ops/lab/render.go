@@ -91,8 +91,13 @@ func RenderHints(w io.Writer, st *State) error {
 			fmt.Fprintf(&b, "  ip netns exec %s ping %s\n", h.Pods[0].NS, st.Hosts[1].Pods[0].Addr.Addr())
 		}
 	}
-	fmt.Fprintf(&b, "  %s --endpoints http://127.0.0.1:%d get --prefix %s\n", tool(st, "etcdctl"), st.EtcdPort, EtcdPrefix)
-	fmt.Fprintf(&b, "  %s leases --etcd-endpoints http://127.0.0.1:%d\n", tool(st, "weft"), st.EtcdPort)
+	if st.Kube != nil {
+		fmt.Fprintf(&b, "  %s leases --kube-subnet-mgr --kubeconfig-file %s --net-config-path %s\n", tool(st, "weft"), st.Kube.Kubeconfig, st.Kube.NetConf)
+		fmt.Fprintf(&b, "  KUBECONFIG=%s kubectl get nodes -o wide   # if you have kubectl\n", st.Kube.Kubeconfig)
+	} else {
+		fmt.Fprintf(&b, "  %s --endpoints http://127.0.0.1:%d get --prefix %s\n", tool(st, "etcdctl"), st.EtcdPort, EtcdPrefix)
+		fmt.Fprintf(&b, "  %s leases --etcd-endpoints http://127.0.0.1:%d\n", tool(st, "weft"), st.EtcdPort)
+	}
 	flags := ""
 	if st.StateDir != DefaultStateDir || st.Prefix != DefaultPrefix {
 		flags = " --state-dir " + st.StateDir + " --prefix " + st.Prefix

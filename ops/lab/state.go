@@ -60,6 +60,9 @@ type State struct {
 	// NeighSet those it set, when it raised them (Down restores them).
 	NeighSaved *NeighThresh `json:"neighSaved,omitempty"`
 	NeighSet   *NeighThresh `json:"neighSet,omitempty"`
+
+	// Kube is set in Kubernetes mode (`weft lab up --kube`).
+	Kube *KubeState `json:"kube,omitempty"`
 }
 
 // Rule is one iptables rule the lab added in the root namespace.

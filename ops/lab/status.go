@@ -43,13 +43,30 @@ func Status(ctx context.Context, o Options, leases LeaseRenderer) error {
 	fmt.Fprintln(o.Out)
 	endpoint := "http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)
 	for _, p := range st.Procs {
-		if p.Name == "etcd" {
-			alive := "dead"
-			if ownsProcess(p.PID, st.StateDir) {
-				alive = "running"
-			}
-			fmt.Fprintf(o.Out, "etcd: pid %d %s, %s (log %s)\n\n", p.PID, alive, endpoint, p.Log)
+		alive := "dead"
+		if ownsProcess(p.PID, st.StateDir) {
+			alive = "running"
 		}
+		switch p.Name {
+		case "etcd":
+			fmt.Fprintf(o.Out, "etcd: pid %d %s, %s (log %s)\n", p.PID, alive, endpoint, p.Log)
+		case "kube-apiserver":
+			fmt.Fprintf(o.Out, "kube-apiserver: pid %d %s, %s (log %s)\n", p.PID, alive, st.Kube.plane(st).URL(), p.Log)
+		case "kube-controller-manager":
+			fmt.Fprintf(o.Out, "kube-controller-manager: pid %d %s (log %s)\n", p.PID, alive, p.Log)
+		}
+	}
+	fmt.Fprintln(o.Out)
+	if st.Kube != nil {
+		fmt.Fprintf(o.Out, "Kubernetes mode: kubeconfig %s, net-conf.json %s\n\n", st.Kube.Kubeconfig, st.Kube.NetConf)
+		if o.KubeLeases != nil {
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := o.KubeLeases(lctx, st.Kube.Kubeconfig, st.Kube.NetConf); err != nil {
+				fmt.Fprintf(o.Out, "leases: %v\n", err)
+			}
+		}
+		return nil
 	}
 	if leases != nil {
 		lctx, cancel := context.WithTimeout(ctx, 3*time.Second)

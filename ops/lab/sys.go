@@ -103,7 +103,9 @@ func ownsProcess(pid int, stateDir string) bool {
 		if a == stateDir || strings.HasPrefix(a, stateDir+"/") {
 			names = true
 		}
-		if filepath.Base(a) == "weftd" || (a == "etcd" && i > 0 && args[i-1] == "lab") {
+		base := filepath.Base(a)
+		if base == "weftd" || (i == 0 && (base == "kube-apiserver" || base == "kube-controller-manager")) ||
+			(a == "etcd" && i > 0 && args[i-1] == "lab") {
 			daemon = true
 		}
 	}

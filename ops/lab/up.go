@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/weftnet/weft/internal/kubecp"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
@@ -48,6 +49,14 @@ type Options struct {
 	Self     string
 	StateDir string
 	Prefix   string
+	// Kube runs the hosts in Kubernetes mode: a kube-apiserver and a
+	// kube-controller-manager from KubeBinDir over the lab's etcd, a Node
+	// per host, weftd with -kube-subnet-mgr.
+	Kube       bool
+	KubeBinDir string
+	// KubeLeases, for Status in Kubernetes mode, prints the leases read
+	// from the Nodes (the CLI passes `weft leases -kube-subnet-mgr`).
+	KubeLeases func(ctx context.Context, kubeconfig, netConf string) error
 	// Timeout bounds Up as a whole.
 	Timeout time.Duration
 	// Out receives progress, tables and hints.
@@ -93,6 +102,14 @@ func (o *Options) checkUp() error {
 	}
 	if o.IPv6Network.IsValid() && (!o.IPv6Network.Addr().Is6() || o.IPv6Network.Addr().Is4In6() || o.IPv6Network.Bits() > 56 || o.IPv6Network.Masked() != o.IPv6Network) {
 		return fmt.Errorf("--ipv6-network %s: want an IPv6 network of /56 or larger, e.g. fd00:10:244::/56", o.IPv6Network)
+	}
+	if o.Kube {
+		if o.NoIPv4 || o.IPv6Network.IsValid() {
+			return errors.New("--kube: the Kubernetes mode of this version is IPv4 only; drop --dual-stack/--ipv6")
+		}
+		if err := kubecp.CheckBinDir(o.KubeBinDir); err != nil {
+			return fmt.Errorf("--kube needs kube-apiserver and kube-controller-manager: %w", err)
+		}
 	}
 	for _, b := range requiredBins {
 		p := filepath.Join(o.BinDir, b)
@@ -303,11 +320,17 @@ func (u *upper) run(ctx context.Context) error {
 	if err := waitEtcd(ctx, c, etcdPID, u.exitedCh("etcd"), filepath.Join(u.o.StateDir, "etcd.log")); err != nil {
 		return err
 	}
-	cfg := networkConfig(u.o.Network, u.o.IPv6Network, u.o.NoIPv4, u.o.Backend, u.o.NFTables)
-	if _, err := c.Put(ctx, EtcdPrefix+"/config", cfg); err != nil {
-		return fmt.Errorf("writing the network config to the lab's etcd: %w", err)
+	if u.o.Kube {
+		if err := u.startKube(ctx, st); err != nil {
+			return err
+		}
+	} else {
+		cfg := networkConfig(u.o.Network, u.o.IPv6Network, u.o.NoIPv4, u.o.Backend, u.o.NFTables)
+		if _, err := c.Put(ctx, EtcdPrefix+"/config", cfg); err != nil {
+			return fmt.Errorf("writing the network config to the lab's etcd: %w", err)
+		}
+		u.p.say("etcd ready; network config %s", cfg)
 	}
-	u.p.say("etcd ready; network config %s", cfg)
 
 	if err := u.parallelHosts(ctx, st.Hosts, func(_ context.Context, h Host) error { return u.startWeftd(h, st) }); err != nil {
 		return err
@@ -474,16 +497,21 @@ func weftdArgs(ip, binDir string, h Host, st *State) []string {
 // nodeArgs returns the flags, shared by weftd and weft doctor, that say
 // where host h's overlay is.
 func nodeArgs(h Host, st *State) []string {
-	args := []string{
+	store := []string{
 		"-etcd-endpoints", "http://" + st.BridgeAddr.String() + ":" + strconv.Itoa(st.EtcdPort),
 		"-etcd-prefix", EtcdPrefix,
+	}
+	if st.Kube != nil {
+		store = []string{"-kube-subnet-mgr", "-kubeconfig-file", st.Kube.Kubeconfig, "-net-config-path", st.Kube.NetConf}
+	}
+	args := append(store,
 		"-iface", "eth0",
 		"-public-ip", h.Addr.String(),
 		"-subnet-file", h.SubnetFile,
 		"-ip-masq",
 		"-healthz-ip", h.Addr.String(),
 		"-healthz-port", strconv.Itoa(st.HealthzPort),
-	}
+	)
 	if h.Addr6.IsValid() {
 		args = append(args, "-public-ipv6", h.Addr6.String())
 	}
@@ -503,7 +531,8 @@ func weftdEnv(environ []string, h Host) []string {
 // startWeftd starts host h's agent and records its PID.
 func (u *upper) startWeftd(h Host, st *State) error {
 	logPath := filepath.Join(h.DataDir, "weftd.log")
-	pid, exited, err := startDetached(weftdArgs(u.ip, u.o.BinDir, h, st), logPath, weftdEnv(os.Environ(), h))
+	// NODE_NAME: the host's Node in Kubernetes mode (ignored otherwise).
+	pid, exited, err := startDetached(weftdArgs(u.ip, u.o.BinDir, h, st), logPath, append(weftdEnv(os.Environ(), h), "NODE_NAME="+h.Name))
 	if err != nil {
 		return fmt.Errorf("starting weftd on %s: %w", h.Name, err)
 	}

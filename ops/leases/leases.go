@@ -49,8 +49,11 @@ type Row struct {
 	// Invalid is the reason the lease fails validation (agents ignore
 	// it), or empty.
 	Invalid string `json:"invalid,omitempty"`
-	// Value is the raw stored value.
+	// Value is the raw stored value (in Kubernetes mode, the lease
+	// attributes the Node's annotations describe).
 	Value json.RawMessage `json:"value"`
+	// Node is the Node's name in Kubernetes mode.
+	Node string `json:"node,omitempty"`
 }
 
 // Report is the whole answer of `weft leases`.
@@ -63,6 +66,10 @@ type Report struct {
 	IPv6Network string          `json:"ipv6Network,omitempty"`
 	BackendType string          `json:"backendType,omitempty"`
 	Leases      []Row           `json:"leases"`
+	// Kube is true for the leases of a Kubernetes-mode cluster (Nodes);
+	// OtherNodes counts the Nodes that are not flannel nodes.
+	Kube       bool `json:"kube,omitempty"`
+	OtherNodes int  `json:"otherNodes,omitempty"`
 }
 
 // Store is what `weft leases` needs of the lease store (*etcd.Store): it
@@ -223,6 +230,8 @@ func rawOrString(b []byte) json.RawMessage {
 // FormatExpiry renders a row's expiry for a person.
 func FormatExpiry(r Row) string {
 	switch {
+	case r.Node != "":
+		return "with its Node"
 	case r.Reservation:
 		return "reservation"
 	case r.ExpiresInSeconds == nil || *r.ExpiresInSeconds < 0:
@@ -235,6 +244,11 @@ func FormatExpiry(r Row) string {
 func RenderTable(w io.Writer, rep *Report) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	switch {
+	case rep.Kube:
+		fmt.Fprintln(tw, kubeHeader(rep))
+		if rep.ConfigError != "" {
+			fmt.Fprintf(tw, "network config: %s\n", rep.ConfigError)
+		}
 	case rep.ConfigError != "":
 		fmt.Fprintf(tw, "network config: %s\n", rep.ConfigError)
 	default:
@@ -250,15 +264,26 @@ func RenderTable(w io.Writer, rep *Report) error {
 	if len(rep.Leases) == 0 {
 		return tw.Flush()
 	}
-	fmt.Fprintln(tw, "SUBNET\tPUBLIC IP\tBACKEND\tENGINE\tVTEP MAC / PUBLIC KEY\tEXPIRES IN\tVALID")
+	node := ""
+	if rep.Kube {
+		node = "NODE\t"
+	}
+	fmt.Fprintln(tw, node+"SUBNET\tPUBLIC IP\tBACKEND\tENGINE\tVTEP MAC / PUBLIC KEY\tEXPIRES IN\tVALID")
 	for _, r := range rep.Leases {
+		if rep.Kube {
+			fmt.Fprintf(tw, "%s\t", r.Node)
+		}
 		subnet := strings.TrimSpace(r.Subnet + " " + r.IPv6Subnet)
-		if subnet == "" {
+		if subnet == "" && !rep.Kube {
 			subnet = r.Key
 		}
+		subnet = dash(subnet)
 		pub := strings.TrimSpace(r.PublicIP + " " + r.PublicIPv6)
 		mac := strings.TrimSpace(r.VtepMAC + " " + r.VtepMACv6)
 		valid := "ok"
+		if rep.Kube && rep.ConfigError != "" {
+			valid = "?"
+		}
 		if r.Invalid != "" {
 			valid = "INVALID: " + r.Invalid
 		}

@@ -316,6 +316,25 @@ func (n *NS) AddAddr(t testing.TB, ifname string, addr netip.Prefix) {
 	n.MustExec(t, "ip", "addr", "add", addr.String(), "dev", ifname)
 }
 
+// WaitAddrsSettled waits until no IPv6 address in the namespace is
+// tentative. Even without duplicate address detection an address stays
+// tentative until its link has carrier, and the kernel reports carrier of
+// a new veth up to a second late (linkwatch), later on a loaded machine.
+func (n *NS) WaitAddrsSettled(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := n.Exec("ip", "-6", "-o", "addr", "show", "tentative")
+		if err == nil && strings.TrimSpace(out) == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("IPv6 addresses in %s still tentative after 10 s: %s %v", n.Name, out, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // WriteSysctl writes value to /proc/sys/<key> (e.g. "net/ipv4/ip_forward")
 // inside the namespace.
 func (n *NS) WriteSysctl(key, value string) error {
