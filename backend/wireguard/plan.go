@@ -26,9 +26,6 @@ func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (bac
 	if err != nil {
 		return pl, err
 	}
-	if err := supported(p.Config, opts); err != nil {
-		return pl, err
-	}
 	mtu4, mtu6, err := deviceMTUs(opts, p)
 	if err != nil {
 		return pl, err
@@ -64,12 +61,7 @@ func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (bac
 	if d, err := ParseBackendData(own); err == nil {
 		b.pub = d.PublicKey
 	}
-	if p.Config.EnableIPv4 {
-		b.v4 = b.newDevice(false, mtu4)
-	}
-	if p.Config.EnableIPv6 {
-		b.v6 = b.newDevice(true, mtu6)
-	}
+	b.makeDevices(mtu4, mtu6)
 	for _, d := range b.devices() {
 		if err := d.plan(&pl, s, opts, inspect, sock); err != nil {
 			return pl, err
@@ -96,13 +88,14 @@ func (d *device) plan(pl *backend.Plan, s backend.State, opts Options, inspect f
 		if l.MTU != d.mtu {
 			pl.Device = append(pl.Device, fmt.Sprintf("%s has MTU %d, want %d (the underlay's minus the WireGuard overhead)", d.name, l.MTU, d.mtu))
 		}
-		want := ownAddr(d.subnetOf(&s.Own))
 		have, err := nl.Addrs(l.Index)
 		if err != nil {
 			return fmt.Errorf("wireguard backend: %w", err)
 		}
-		if !slices.Contains(have, want) {
-			pl.Device = append(pl.Device, fmt.Sprintf("%s lacks the address %s (has %v)", d.name, want, have))
+		for _, o := range d.owns(&s.Own) {
+			if want := ownAddr(o); o.IsValid() && !slices.Contains(have, want) {
+				pl.Device = append(pl.Device, fmt.Sprintf("%s lacks the address %s (has %v)", d.name, want, have))
+			}
 		}
 		changes, err := d.prog.Plan(0, d.routes(l.Index))
 		if err != nil {

@@ -134,21 +134,25 @@ type Backend struct {
 	v4, v6 *device
 }
 
-// device is one family's WireGuard device, its peers and its route.
+// device is one family's WireGuard device, its peers and its route; or,
+// in a single-tunnel Mode with IPv6 on, the one device carrying both
+// families (single).
 type device struct {
-	b       *Backend
-	six     bool
-	name    string
-	port    int
-	mtu     int
-	network netip.Prefix
-	log     *slog.Logger
-	prog    *netlinkx.Programmer
+	b      *Backend
+	six    bool
+	single bool
+	name   string
+	port   int
+	mtu    int
+	// nets are the networks the device carries (its routes).
+	nets []netip.Prefix
+	log  *slog.Logger
+	prog *netlinkx.Programmer
 
 	// Guarded by SetMu.
 	engine    wg.Engine
 	link      netlinkx.Link
-	addrFor   netip.Prefix
+	addrFor   [2]netip.Prefix
 	checkedAt time.Time
 
 	kind      atomic.Value // wg.Kind
@@ -163,9 +167,6 @@ type device struct {
 func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	opts, err := ParseOptions(p.Config.Backend)
 	if err != nil {
-		return nil, err
-	}
-	if err := supported(p.Config, opts); err != nil {
 		return nil, err
 	}
 	if c.Host.KeyFile == "" {
@@ -202,12 +203,7 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	} else {
 		b.Log.Info("using the WireGuard private key", "key_file", c.Host.KeyFile, "public_key", b.pub.String())
 	}
-	if p.Config.EnableIPv4 {
-		b.v4 = b.newDevice(false, mtu4)
-	}
-	if p.Config.EnableIPv6 {
-		b.v6 = b.newDevice(true, mtu6)
-	}
+	b.makeDevices(mtu4, mtu6)
 	for _, d := range b.devices() {
 		err := d.openEngine()
 		if err == nil {
@@ -230,15 +226,38 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 }
 
 func (b *Backend) newDevice(six bool, mtu int) *device {
-	d := &device{b: b, six: six, name: DeviceName, port: b.opts.ListenPort, mtu: mtu, network: b.Cfg.Network, log: b.Log}
-	if six {
-		d.name, d.port, d.network = DeviceNameV6, b.opts.ListenPortV6, b.Cfg.IPv6Network
+	d := &device{b: b, six: six, name: DeviceName, port: b.opts.ListenPort, mtu: mtu, nets: []netip.Prefix{b.Cfg.Network}, log: b.Log}
+	switch {
+	case b.Cfg.EnableIPv6 && b.opts.Mode.singleTunnel():
+		d.six, d.single, d.nets = false, true, nil
+		if b.Cfg.EnableIPv4 {
+			d.nets = append(d.nets, b.Cfg.Network)
+		}
+		d.nets = append(d.nets, b.Cfg.IPv6Network)
+	case six:
+		d.name, d.port, d.nets = DeviceNameV6, b.opts.ListenPortV6, []netip.Prefix{b.Cfg.IPv6Network}
 		if b.Cfg.EnableIPv4 {
 			d.log = b.Log.With("ipv6_device", d.name)
 		}
 	}
 	d.prog = netlinkx.NewProgrammer(b.NL, d.ownsRoute, b.Verify)
 	return d
+}
+
+// makeDevices makes the device of each family that is on; in a
+// single-tunnel Mode with IPv6 on, the one device (kept in v4).
+func (b *Backend) makeDevices(mtu4, mtu6 int) {
+	switch {
+	case b.Cfg.EnableIPv6 && b.opts.Mode.singleTunnel():
+		b.v4 = b.newDevice(false, mtu4)
+	default:
+		if b.Cfg.EnableIPv4 {
+			b.v4 = b.newDevice(false, mtu4)
+		}
+		if b.Cfg.EnableIPv6 {
+			b.v6 = b.newDevice(true, mtu6)
+		}
+	}
 }
 
 // devices returns the devices of the families that are on, IPv4 first.
@@ -252,20 +271,6 @@ func (b *Backend) devices() []*device {
 	return ds
 }
 
-// ErrIPv6 is wrapped by the error for a network config with IPv6 on in a
-// single-tunnel Mode, which this version does not carry yet.
-var ErrIPv6 = errors.New("the wireguard backend carries IPv6 only in Mode \"separate\" in this version")
-
-// supported refuses a config with IPv6 on in a single-tunnel mode (auto,
-// ipv4, ipv6), rather than carry its IPv4 half and silently drop the pods'
-// IPv6 traffic. Separate mode (the default) carries both families.
-func supported(cfg *subnet.Config, opts Options) error {
-	if cfg.EnableIPv6 && opts.Mode.singleTunnel() {
-		return fmt.Errorf("wireguard backend: %w: the network config has EnableIPv6 and Mode %q; use Mode \"separate\" (a device per family, flannel's default)", ErrIPv6, opts.Mode)
-	}
-	return nil
-}
-
 // deviceMTUs returns the MTU of the IPv4 and the IPv6 device: the
 // underlay's MTU (the option, else the external interface's) minus the
 // overhead of the device's endpoints' family.
@@ -274,20 +279,23 @@ func deviceMTUs(opts Options, p backend.Params) (mtu4, mtu6 int, err error) {
 	if underlay == 0 {
 		underlay = p.Ext.MTU
 	}
-	overhead4 := OverheadIPv4
-	if opts.Mode == ModeIPv6 {
-		overhead4 = OverheadIPv6
+	overhead4, on4, on6 := OverheadIPv4, p.Config.EnableIPv4, p.Config.EnableIPv6
+	if opts.Mode == ModeIPv6 || (opts.Mode == ModeAuto && p.Config.EnableIPv6) {
+		overhead4 = OverheadIPv6 // endpoints over IPv6
+	}
+	if p.Config.EnableIPv6 && opts.Mode.singleTunnel() {
+		on4, on6 = true, false // the one device, with mtu4
 	}
 	for _, f := range []struct {
 		on       bool
 		overhead int
 		mtu      *int
-	}{{p.Config.EnableIPv4, overhead4, &mtu4}, {p.Config.EnableIPv6, OverheadIPv6, &mtu6}} {
+	}{{on4, overhead4, &mtu4}, {on6, OverheadIPv6, &mtu6}} {
 		if !f.on {
 			continue
 		}
 		*f.mtu = underlay - f.overhead
-		if *f.mtu < 576 || (f.overhead == OverheadIPv6 && p.Config.EnableIPv6 && *f.mtu < 1280) {
+		if *f.mtu < 576 || (p.Config.EnableIPv6 && *f.mtu < 1280) {
 			return 0, 0, fmt.Errorf("wireguard backend: device MTU %d (underlay MTU %d minus %d) is too small", *f.mtu, underlay, f.overhead)
 		}
 	}
@@ -344,20 +352,26 @@ func (b *Backend) PublicKey() wgtypes.Key { return b.pub }
 func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
 	attrs.BackendType = TypeName
 	attrs.BackendData, attrs.BackendV6Data = nil, nil
-	for _, d := range b.devices() {
-		port := b.opts.ListenPort
-		if d.six {
-			port = b.opts.AdvertisedV6Port()
+	for _, f := range []struct {
+		on   bool
+		d    *device
+		port int
+		out  *json.RawMessage
+	}{
+		{b.Cfg.EnableIPv4, b.v4, b.opts.ListenPort, &attrs.BackendData},
+		{b.Cfg.EnableIPv6, b.v6, b.opts.AdvertisedV6Port(), &attrs.BackendV6Data},
+	} {
+		if !f.on {
+			continue
 		}
-		data, err := json.Marshal(BackendData{PublicKey: b.pub.String(), Port: port, Engine: d.engineKind()})
+		if f.d == nil {
+			f.d = b.v4 // the single tunnel
+		}
+		data, err := json.Marshal(BackendData{PublicKey: b.pub.String(), Port: f.port, Engine: f.d.engineKind()})
 		if err != nil {
 			return fmt.Errorf("encoding wireguard backend data: %w", err)
 		}
-		if d.six {
-			attrs.BackendV6Data = data
-		} else {
-			attrs.BackendData = data
-		}
+		*f.out = data
 	}
 	return nil
 }
@@ -412,7 +426,7 @@ func (b *Backend) observe(u netlinkx.Update) {
 // ownsRoute: the route to the family's whole network on the device (the
 // link the programmer is given is 0: it owns no neighbours or FDB entries).
 func (d *device) ownsRoute(r netlinkx.Route, _ int) bool {
-	return r.Dst == d.network && !r.Gw.IsValid() && int64(r.LinkIndex) == d.linkIndex.Load()
+	return slices.Contains(d.nets, r.Dst) && !r.Gw.IsValid() && int64(r.LinkIndex) == d.linkIndex.Load()
 }
 
 // ensureDevice checks that the device exists (opening the engine again if
@@ -444,7 +458,7 @@ func (d *device) ensureDevice() error {
 		}
 	}
 	if l.Index != d.link.Index {
-		d.addrFor = netip.Prefix{}
+		d.addrFor = [2]netip.Prefix{}
 		d.prog.Invalidate()
 	}
 	d.link = l
@@ -458,23 +472,44 @@ func ownAddr(own netip.Prefix) netip.Prefix {
 	return netip.PrefixFrom(own.Addr(), own.Addr().BitLen())
 }
 
-// ensureAddr gives the device the own subnet's address and removes its
-// other addresses of the family inside the network (from older leases),
-// as flanneld.
-func (d *device) ensureAddr(own netip.Prefix) error {
+// owns returns the own subnets of the families the device carries (the
+// zero Prefix for the others).
+func (d *device) owns(l *subnet.Lease) [2]netip.Prefix {
+	var o [2]netip.Prefix
+	if d.single {
+		if d.b.Cfg.EnableIPv4 {
+			o[0] = l.Subnet
+		}
+		o[1] = l.IPv6Subnet
+		return o
+	}
+	o[0] = d.subnetOf(l)
+	return o
+}
+
+// ensureAddr gives the device the own subnets' addresses and removes its
+// other addresses inside its networks (from older leases), as flanneld.
+func (d *device) ensureAddr(own [2]netip.Prefix) error {
 	nl := d.b.NL
-	want := ownAddr(own)
+	var wants []netip.Prefix
+	for _, o := range own {
+		if o.IsValid() {
+			wants = append(wants, ownAddr(o))
+		}
+	}
 	have, err := nl.Addrs(d.link.Index)
 	if err != nil {
 		return fmt.Errorf("wireguard backend: %w", err)
 	}
-	if !slices.Contains(have, want) {
-		if err := nl.AddAddr(d.link.Index, want); err != nil {
-			return fmt.Errorf("wireguard backend: %w", err)
+	for _, want := range wants {
+		if !slices.Contains(have, want) {
+			if err := nl.AddAddr(d.link.Index, want); err != nil {
+				return fmt.Errorf("wireguard backend: %w", err)
+			}
 		}
 	}
 	for _, p := range have {
-		if p != want && p.Addr().Is4() != d.six && d.network.Contains(p.Addr()) {
+		if !slices.Contains(wants, p) && slices.ContainsFunc(d.nets, func(n netip.Prefix) bool { return n.Contains(p.Addr()) }) {
 			if err := nl.DeleteAddr(d.link.Index, p); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
 				return fmt.Errorf("wireguard backend: removing stale address: %w", err)
 			}
@@ -499,12 +534,12 @@ func (b *Backend) Set(ctx context.Context, s backend.State) error {
 }
 
 func (d *device) set(s backend.State) error {
-	own := d.subnetOf(&s.Own)
+	own := d.owns(&s.Own)
 	if !d.devOK.Load() || d.b.verify < 0 || time.Since(d.checkedAt) >= d.b.verify {
 		if err := d.ensureDevice(); err != nil {
 			return err
 		}
-		d.addrFor = netip.Prefix{}
+		d.addrFor = [2]netip.Prefix{}
 		d.checkedAt = time.Now()
 		d.devOK.Store(true)
 	}
@@ -527,10 +562,12 @@ func (d *device) set(s backend.State) error {
 	return errors.Join(append(peerErrs, err, rerr)...)
 }
 
-// routes is the device's one route: the family's network on link.
+// routes is the device's route to each network it carries, on link.
 func (d *device) routes(link int) netlinkx.Entries {
-	routes := netlinkx.NewEntries(1)
-	routes.Routes[d.network] = netlinkx.Route{Dst: d.network, LinkIndex: link}
+	routes := netlinkx.NewEntries(len(d.nets))
+	for _, n := range d.nets {
+		routes.Routes[n] = netlinkx.Route{Dst: n, LinkIndex: link}
+	}
 	return routes
 }
 
@@ -605,6 +642,9 @@ func (d *device) data(l *subnet.Lease) json.RawMessage {
 // dual-stack network, peers without an IPv6 subnet (nodes still IPv4-only)
 // are left out without an error.
 func (d *device) desired(s backend.State) ([]wg.Peer, []error) {
+	if d.single {
+		return d.desiredSingle(s)
+	}
 	b := d.b
 	cmp := func(x, y subnet.Lease) int { return wg.ComparePrefix(d.subnetOf(&x), d.subnetOf(&y)) }
 	peers := s.Peers

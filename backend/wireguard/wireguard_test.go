@@ -425,8 +425,7 @@ func TestNewErrors(t *testing.T) {
 		{"malformed key file", `{"Type":"wireguard"}`, bad, bad, false},
 		{"engine fails", `{"Type":"wireguard","Engine":"kernel"}`, filepath.Join(dir, "k2"), "no WireGuard", false},
 		{"engine fails dual-stack", `{"Type":"wireguard","Engine":"kernel"}`, filepath.Join(dir, "k4"), "flannel-wg: ", true},
-		{"IPv6 in a single-tunnel mode", `{"Type":"wireguard","Mode":"auto"}`, filepath.Join(dir, "k3"), `EnableIPv6 and Mode "auto"`, true},
-		{"IPv6 in a single-tunnel mode", `{"Type":"wireguard","Mode":"ipv6"}`, filepath.Join(dir, "k3"), `EnableIPv6 and Mode "ipv6"`, true},
+		{"single tunnel IPv6 MTU", `{"Type":"wireguard","Mode":"auto","MTU":1340}`, filepath.Join(dir, "k6"), "device MTU 1260 (underlay MTU 1340 minus 80) is too small", true},
 		{"IPv6 MTU", `{"Type":"wireguard","MTU":1340}`, filepath.Join(dir, "k5"), "device MTU 1260 (underlay MTU 1340 minus 80) is too small", true},
 	} {
 		cfg := mustConfig(t, tc.backend)
@@ -669,6 +668,90 @@ func TestSetV6Sequence(t *testing.T) {
 	for _, s := range []string{"addr flannel-wg-v6 fd00:10:244:1::/128", "route fd00:10:244::/56 dev flannel-wg-v6"} {
 		if !strings.Contains(r.nl.Dump(), s) {
 			t.Errorf("after flannel-wg-v6 was made again, lacks %q:\n%s", s, r.nl.Dump())
+		}
+	}
+}
+
+// TestSetSingleTunnel: in the single-tunnel modes with IPv6 on, one
+// flannel-wg on ListenPort carries both families: both own addresses, a
+// route per network, one peer per lease with its subnets of each family,
+// at the endpoint the mode picks, on the peer's one port (BackendData's;
+// for an IPv6-only flanneld peer this node's ListenPort).
+func TestSetSingleTunnel(t *testing.T) {
+	public := lease6(5, 51820, 51821, true) // a public IPv4 address: auto takes it
+	public.Attrs.PublicIP = netip.MustParseAddr("203.0.113.5")
+	v4only := lease(4, 51820)
+	for _, tc := range []struct {
+		mode  string
+		v4    bool
+		mtu   int
+		peers []subnet.Lease
+		want  []string
+		skip  string
+	}{
+		{"auto", true, 1420, []subnet.Lease{lease6(2, 51820, 51821, true), public, v4only}, []string{
+			"peer %2 endpoint [2001:db8::102]:51820 allowed-ips 10.244.2.0/24,fd00:10:244:2::/64",
+			"peer %4 endpoint 192.168.0.104:51820 allowed-ips 10.244.4.0/24",
+			"peer %5 endpoint 203.0.113.5:51820 allowed-ips 10.244.5.0/24,fd00:10:244:5::/64",
+		}, ""},
+		{"ipv4", true, 1440, []subnet.Lease{lease6(2, 51820, 51821, true), v4only}, []string{
+			"peer %2 endpoint 192.168.0.102:51820 allowed-ips 10.244.2.0/24,fd00:10:244:2::/64",
+			"peer %4 endpoint 192.168.0.104:51820 allowed-ips 10.244.4.0/24",
+		}, ""},
+		{"ipv6", true, 1420, []subnet.Lease{lease6(2, 51820, 51821, true), v4only}, []string{
+			"peer %2 endpoint [2001:db8::102]:51820 allowed-ips 10.244.2.0/24,fd00:10:244:2::/64",
+		}, `10.244.4.0-24 (PublicIP 192.168.0.104): Mode "ipv6" needs the peer's IPv6 address`},
+		{"auto", false, 1420, []subnet.Lease{lease6(2, 0, 51821, false), lease6(3, 0, 51821, false)}, []string{
+			"peer %2 endpoint [2001:db8::102]:51820 allowed-ips fd00:10:244:2::/64",
+			"peer %3 endpoint [2001:db8::103]:51820 allowed-ips fd00:10:244:3::/64",
+		}, ""},
+	} {
+		name := fmt.Sprintf("%s v4=%v", tc.mode, tc.v4)
+		r := newRigConf(t, mustDual(t, `{"Type":"wireguard","Mode":"`+tc.mode+`"}`, tc.v4))
+		err := r.set(t, tc.peers...)
+		if (tc.skip == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.skip)) {
+			t.Errorf("%s: Set error %v, want %q", name, err, tc.skip)
+		}
+		if len(r.opened) != 1 || r.opened[0].Name != "flannel-wg" || r.opened[0].ListenPort != 51820 || r.b.MTU() != tc.mtu {
+			t.Errorf("%s: opened %+v, MTU %d, want one flannel-wg on 51820 and MTU %d", name, r.opened, r.b.MTU(), tc.mtu)
+		}
+		var want []string
+		for _, w := range tc.want {
+			for i := 2; i <= 5; i++ {
+				w = strings.ReplaceAll(w, fmt.Sprintf("%%%d", i), peerKey(i).String())
+			}
+			want = append(want, w)
+		}
+		if got := r.engine.Dump(); sortedLines(got) != sortedLines(strings.Join(want, "\n")) {
+			t.Errorf("%s: peers:\n%s\nwant:\n%s", name, got, strings.Join(want, "\n"))
+		}
+		k := r.kernel()
+		wantK := []string{"addr flannel-wg fd00:10:244:1::/128", "route fd00:10:244::/56 dev flannel-wg"}
+		if tc.v4 {
+			wantK = append(wantK, "addr flannel-wg 10.244.1.0/32", "route 10.244.0.0/16 dev flannel-wg")
+		}
+		for _, w := range wantK {
+			if !strings.Contains(k, w) {
+				t.Errorf("%s: kernel lacks %q:\n%s", name, w, k)
+			}
+		}
+		if strings.Contains(k, "flannel-wg-v6") {
+			t.Errorf("%s: a single-tunnel mode made flannel-wg-v6:\n%s", name, k)
+		}
+		var a subnet.LeaseAttrs
+		if err := r.b.LeaseAttrs(&a); err != nil {
+			t.Fatal(err)
+		}
+		d6, err := ParseBackendData(a.BackendV6Data)
+		if err != nil || d6.Port != 51820 || d6.PublicKey != r.b.PublicKey() || (len(a.BackendData) > 0) != tc.v4 {
+			t.Errorf("%s: lease data %s %s (%v): want the one device's port in BackendV6Data", name, a.BackendData, a.BackendV6Data, err)
+		}
+		// Unchanged state: no writes.
+		r.engine.TakeOps()
+		w := r.nl.Writes()
+		_ = r.set(t, tc.peers...)
+		if ops := r.engine.TakeOps(); len(ops) != 0 || r.nl.Writes() != w {
+			t.Errorf("%s: an unchanged state wrote %v and %d netlink writes", name, ops, r.nl.Writes()-w)
 		}
 	}
 }
