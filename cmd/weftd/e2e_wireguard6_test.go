@@ -270,3 +270,84 @@ func hostV6(h *host) netip.Addr {
 	}
 	panic("host not in its cluster")
 }
+
+// TestE2EWireGuardSingleTunnel: a dual-stack network in Mode "ipv6": one
+// flannel-wg on ListenPort carries both families (no flannel-wg-v6), its
+// peers at their PublicIPv6; pods reach each other in both families, and
+// between hosts the underlay carries only UDP 51820 over IPv6 (and IPv6
+// neighbour discovery), with a pod-to-pod marker never in clear.
+func TestE2EWireGuardSingleTunnel(t *testing.T) {
+	t.Parallel()
+	conf := strings.Replace(fmt.Sprintf(dualNetConf, "wireguard"), `{"Type":"wireguard"}`, `{"Type":"wireguard","Mode":"ipv6"}`, 1)
+	c := newCluster6(t, 2, conf)
+	for _, h := range c.hosts {
+		wgHost(h)
+	}
+	pods, _ := startCNIPods(t, c, true, 1420)
+	pingMatrix(t, pods)
+	for _, h := range c.hosts {
+		if out, err := h.ns.Exec("ip", "link", "show", "flannel-wg-v6"); err == nil {
+			t.Errorf("%s: a single-tunnel node has flannel-wg-v6: %s", h.name, out)
+		}
+		if out := h.ns.MustExec(t, "ip", "-6", "route", "show", "fd00:10:244::/56"); !strings.Contains(out, "dev flannel-wg") {
+			t.Errorf("%s: IPv6 network route = %q", h.name, out)
+		}
+	}
+	for k, v := range leaseKeys(t, c) {
+		if !strings.Contains(v, `"BackendV6Data":{"PublicKey":"`) || !strings.Contains(v, `"Port":51820,"Engine":"userspace"},"BackendV6Data"`) ||
+			strings.Contains(v, "51821") {
+			t.Errorf("lease %s = %s: want the one device's port 51820 in both data", k, v)
+		}
+	}
+
+	marker := []byte("WEFT-SECRET-st01")
+	pattern := hex.EncodeToString(marker)
+	hostAddr := map[netip.Addr]bool{}
+	for _, h := range c.hosts {
+		hostAddr[h.addr] = true
+		hostAddr[hostV6(h)] = true
+	}
+	var caps []*netnstest.Capture
+	for _, h := range c.hosts {
+		caps = append(caps, h.ns.Capture(t, "eth0"))
+	}
+	for _, pair := range [][2]cniPod{{pods[0], pods[1]}, {pods[1], pods[0]}} {
+		for _, dst := range []netip.Addr{pair[1].addr4, pair[1].ad6} {
+			if out, err := pair[0].pod.Exec("ping", "-n", "-c3", "-i", "0.1", "-s", "120", "-p", pattern, dst.String()); err != nil {
+				t.Errorf("marker ping %s -> %s: %v\n%s", pair[0].h.name, dst, err, out)
+			}
+		}
+	}
+	tunnelled := 0
+	for i, cp := range caps {
+		frames, err := cp.Stop()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var bad []string
+		for _, f := range frames {
+			if bytes.Contains(f, marker) {
+				t.Errorf("%s's underlay carried the pod-to-pod marker in clear: % x", c.hosts[i].name, f)
+			}
+			p, ok := netnstest.ParseIP(f)
+			if !ok || !hostAddr[p.Src] || !hostAddr[p.Dst] {
+				continue
+			}
+			if p.Src.Is6() && p.Proto == unix.IPPROTO_ICMPV6 && len(f) > 14+40 && (f[14+40] == 135 || f[14+40] == 136) {
+				continue
+			}
+			if !p.Src.Is6() || p.Proto != unix.IPPROTO_UDP || p.SrcPort != 51820 || p.DstPort != 51820 {
+				bad = append(bad, p.String())
+				continue
+			}
+			tunnelled++
+		}
+		if len(bad) > 0 {
+			t.Errorf("%s's underlay carried traffic between hosts other than WireGuard's UDP 51820 over IPv6: %v", c.hosts[i].name, bad)
+		}
+	}
+	t.Logf("capture: %d WireGuard frames between hosts, all UDP 51820 over IPv6, for pod traffic of both families", tunnelled)
+	if tunnelled < 24 {
+		t.Errorf("only %d WireGuard frames between hosts for 12 pings", tunnelled)
+	}
+}
