@@ -20,6 +20,17 @@
 // WireGuard's allowed IPs route each packet to its peer, so there are no
 // per-peer kernel routes (as in flanneld).
 //
+// # IPv6
+//
+// With IPv6 on in Mode separate (the default), a second device,
+// flannel-wg-v6, does the same for the IPv6 subnets: ListenPortV6, the
+// same key, MTU = underlay − 80, <own IPv6 subnet>::/128, the route to
+// IPv6Network, and per peer with an IPv6 subnet a peer at
+// [PublicIPv6]:<BackendV6Data Port>; in an IPv6-only network it is the
+// only device. In the single-tunnel modes (auto, ipv4, ipv6) one
+// flannel-wg carries both families: both addresses and routes, one peer
+// per lease with both subnets, at the endpoint the mode picks (single.go).
+//
 // # How
 //
 // Set computes the desired peers from the peer set and diffs them against
@@ -130,7 +141,8 @@ type Backend struct {
 	pub    wgtypes.Key
 	verify time.Duration
 	// v4 and v6 are the devices of the families that are on (nil when
-	// off): flannel-wg and flannel-wg-v6.
+	// off): flannel-wg and flannel-wg-v6. In a single-tunnel Mode with
+	// IPv6 on, v4 is the one device (carrying both families) and v6 nil.
 	v4, v6 *device
 }
 
