@@ -110,7 +110,9 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // machine, the floor under the meta-plugin's overhead (it is one process
 // between the runtime and bridge): /bin/true, the reference loopback plugin
 // answering VERSION (a Go CNI plugin doing nothing), and flannel answering
-// VERSION. Median wall time of each, in milliseconds.
+// VERSION, taking turns in every iteration. Median wall time of each, in
+// milliseconds. loopback stands in for flannel's own plugin (which is not
+// built here): flannel must start no slower than it.
 //
 //	go test -run '^$' -bench ExecFloor -benchtime 100x ./cniplugin/
 func BenchmarkExecFloor(b *testing.B) {

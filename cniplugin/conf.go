@@ -1,8 +1,9 @@
 // Package cniplugin is the logic of the `flannel` CNI meta-plugin: it reads
 // the node's subnet.env, generates a delegate configuration (bridge +
 // host-local by default) from it, caches that configuration per container
-// and delegates ADD, DEL, CHECK, GC and STATUS to it. cmd/flannel only hands
-// Plugin's functions to skel.
+// and delegates ADD, DEL, CHECK, GC and STATUS to it. cmd/flannel only calls
+// Main, which reads the call (dispatch.go) and runs the delegate
+// (delegate.go) itself, following the CNI spec's exec protocol.
 //
 // The network configuration is flannel's:
 //

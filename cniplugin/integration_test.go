@@ -499,7 +499,7 @@ func TestBadInput(t *testing.T) {
 	}, {
 		name: "bad JSON on stdin",
 		conf: func(h *cnitest.Host, v string) []byte { return []byte(`{"cniVersion":"` + v + `","name":"cbr0",`) },
-		code: types.ErrDecodingFailure, contains: []string{"error unmarshall network config"},
+		code: types.ErrDecodingFailure, contains: []string{"decoding the network config on stdin"},
 	}, {
 		name: "delegate with ipam",
 		conf: func(h *cnitest.Host, v string) []byte {
@@ -509,7 +509,7 @@ func TestBadInput(t *testing.T) {
 	}, {
 		name: "unknown cniVersion",
 		conf: func(h *cnitest.Host, v string) []byte { return pluginConf(h, "9.9.9", nil) },
-		code: types.ErrIncompatibleCNIVersion, contains: []string{"incompatible CNI versions"},
+		code: types.ErrIncompatibleCNIVersion, contains: []string{"CNI version 9.9.9 is not one the plugin speaks"},
 	}}
 	for _, v := range versions {
 		for _, tt := range tests {

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 )
 
@@ -32,7 +31,7 @@ func BenchmarkLogic(b *testing.B) {
 	conf := []byte(`{"name":"cbr0","cniVersion":"1.0.0","type":"flannel","subnetFile":"` + env + `","dataDir":"` + filepath.Join(dir, "flannel") +
 		`","delegate":{"hairpinMode":true,"isDefaultGateway":true}}`)
 	p := &Plugin{Exec: &fakeExec{}, Stdout: io.Discard, Stderr: io.Discard}
-	args := &skel.CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/var/run/netns/x", StdinData: conf}
+	args := &CmdArgs{ContainerID: "c1", IfName: "eth0", Netns: "/var/run/netns/x", StdinData: conf}
 	for b.Loop() {
 		if err := p.Add(args); err != nil {
 			b.Fatal(err)

@@ -9,10 +9,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
 
-	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/cni/pkg/version"
 
@@ -29,22 +26,17 @@ const About = "flannel CNI meta-plugin (weft): delegates to bridge + host-local 
 // CNI_PATH and prints results to os.Stdout.
 type Plugin struct {
 	// Exec runs delegate plugins; nil runs them as processes.
-	Exec invoke.Exec
+	Exec Exec
 	// Stdout receives the ADD result; nil is os.Stdout.
 	Stdout io.Writer
 	// Stderr receives warnings; nil is os.Stderr.
 	Stderr io.Writer
 }
 
-// Funcs returns the verbs for skel.PluginMainFuncs.
-func (p *Plugin) Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, GC: p.GC, Status: p.Status}
-}
-
 // Add generates the delegate config, caches it in dataDir/<containerID>
 // and delegates ADD. If the delegate fails, it is asked to DEL and the
 // cache is removed before the error is returned.
-func (p *Plugin) Add(args *skel.CmdArgs) error {
+func (p *Plugin) Add(args *CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -64,11 +56,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	}
 	ctx := context.Background()
 	typ := conf["type"].(string)
-	result, err := invoke.DelegateAdd(ctx, typ, data, p.Exec)
+	result, err := p.delegateAdd(ctx, typ, data)
 	if err != nil {
 		// Undo what the delegate may have done (an allocated address, a
 		// veth), then forget the attachment.
-		if derr := invoke.DelegateDel(ctx, typ, data, p.Exec); derr != nil {
+		if derr := p.delegateVerb(ctx, "DEL", typ, data); derr != nil {
 			p.warnf("after the failed ADD of %s, DEL on the delegate %s failed too: %v", args.ContainerID, typ, derr)
 		}
 		if rerr := removeCache(n.DataDir, args.ContainerID); rerr != nil {
@@ -93,7 +85,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 // delegates release by container ID and interface name, not by address.
 // DEL of an unknown or already deleted container succeeds; so does DEL
 // after the netns is gone (the delegate then only releases the address).
-func (p *Plugin) Del(args *skel.CmdArgs) error {
+func (p *Plugin) Del(args *CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -111,7 +103,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		return err
 	}
 	typ := conf["type"].(string)
-	if err := invoke.DelegateDel(context.Background(), typ, data, p.Exec); err != nil {
+	if err := p.delegateVerb(context.Background(), "DEL", typ, data); err != nil {
 		return delegateError("DEL", typ, err) // keep the cache for a retry
 	}
 	return removeCacheErr(n.DataDir, args.ContainerID)
@@ -119,7 +111,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 
 // Check delegates CHECK with the cached config (rebuilt from subnet.env if
 // the cache is missing) and the runtime's prevResult.
-func (p *Plugin) Check(args *skel.CmdArgs) error {
+func (p *Plugin) Check(args *CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -137,7 +129,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		return err
 	}
 	typ := conf["type"].(string)
-	if err := invoke.DelegateCheck(context.Background(), typ, data, p.Exec); err != nil {
+	if err := p.delegateVerb(context.Background(), "CHECK", typ, data); err != nil {
 		return delegateError("CHECK", typ, err)
 	}
 	return nil
@@ -150,7 +142,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 // flannel's own plugin) is kept while its container has any valid
 // attachment. A corrupt cache file is removed; the address it held is
 // released by the IPAM plugin's GC, which is run after the delegate's.
-func (p *Plugin) GC(args *skel.CmdArgs) error {
+func (p *Plugin) GC(args *CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -209,7 +201,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		return err
 	}
 	typ := conf["type"].(string)
-	if err := invoke.DelegateGC(ctx, typ, data, p.Exec); err != nil {
+	if err := p.delegateVerb(ctx, "GC", typ, data); err != nil {
 		return delegateError("GC", typ, err)
 	}
 	// The reference bridge (v1.10) neither implements GC nor passes it to
@@ -218,7 +210,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	// too; its GC releases whatever no valid attachment holds, so running
 	// it twice, should the delegate learn to forward it, is harmless.
 	ipamType, _ := conf["ipam"].(map[string]any)["type"].(string)
-	if err := invoke.DelegateGC(ctx, ipamType, data, p.Exec); err != nil {
+	if err := p.delegateVerb(ctx, "GC", ipamType, data); err != nil {
 		return delegateError("GC", ipamType, err)
 	}
 	return nil
@@ -237,25 +229,15 @@ func (p *Plugin) delAttachment(ctx context.Context, c *cached, cniPath string) e
 		return err
 	}
 	typ := c.Conf["type"].(string)
-	ex := p.Exec
-	if ex == nil {
-		ex = &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}}
-	}
-	path, err := ex.FindInPath(typ, filepath.SplitList(cniPath))
-	if err != nil {
-		return err
-	}
-	return invoke.ExecPluginWithoutResult(ctx, path, data, &invoke.Args{
-		Command:     "DEL",
-		ContainerID: c.ContainerID,
-		IfName:      ifName,
-		Path:        cniPath,
-	}, ex)
+	_, err = p.delegate(ctx, typ, data, cniPath,
+		"CNI_COMMAND=DEL", "CNI_CONTAINERID="+c.ContainerID, "CNI_NETNS=", "CNI_ARGS=",
+		"CNI_IFNAME="+ifName, "CNI_PATH="+cniPath)
+	return err
 }
 
 // Status fails with code 50 while subnet.env is missing or unusable, and
 // otherwise forwards STATUS to the delegate.
-func (p *Plugin) Status(args *skel.CmdArgs) error {
+func (p *Plugin) Status(args *CmdArgs) error {
 	n, err := ParseNetConf(args.StdinData)
 	if err != nil {
 		return err
@@ -269,7 +251,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 		return err
 	}
 	typ := n.delegateType()
-	if err := invoke.DelegateStatus(context.Background(), typ, data, p.Exec); err != nil {
+	if err := p.delegateVerb(context.Background(), "STATUS", typ, data); err != nil {
 		return delegateError("STATUS", typ, err)
 	}
 	return nil
@@ -357,9 +339,12 @@ func delegateError(verb, typ string, err error) error {
 }
 
 func (p *Plugin) warnf(format string, args ...any) {
-	w := p.Stderr
-	if w == nil {
-		w = os.Stderr
+	fmt.Fprintf(p.stderr(), "flannel: "+format+"\n", args...)
+}
+
+func (p *Plugin) stderr() io.Writer {
+	if p.Stderr == nil {
+		return os.Stderr
 	}
-	fmt.Fprintf(w, "flannel: "+format+"\n", args...)
+	return p.Stderr
 }

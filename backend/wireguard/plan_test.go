@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/kernel/netlinkx"
@@ -98,10 +99,13 @@ func TestPlan(t *testing.T) {
 	if r.nl.Writes() != w || len(r.engine.Ops) != ops {
 		t.Error("Plan wrote to the kernel or the engine")
 	}
-	// Set repairs exactly that, and the plan is empty again. (The fake
-	// delivers netlink updates asynchronously; Resync is what the agent
-	// does on their echo.)
-	r.b.Resync()
+	// Set repairs exactly that, and the plan is empty again. It learns of
+	// the device's changes from netlink notices, which the fake delivers
+	// on a goroutine of its own: wait for them to arrive first.
+	deadline := time.Now().Add(5 * time.Second)
+	for r.b.v4.devOK.Load() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
 	if err := r.set(t, peers...); err != nil && !strings.Contains(err.Error(), "10.244.9.0-24") {
 		t.Errorf("Set: %v", err)
 	}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/bench/report"
-	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
@@ -36,7 +35,18 @@ func (b *Bench) LabUp(ctx context.Context, reps int) ([]report.Measurement, erro
 // DataPlane measures TCP throughput with iperf3 between two hosts of a lab
 // of the given backend: pod to pod over the overlay, and host to host on
 // the underlay as the baseline, alternating, reps times each for secs
-// seconds. With six, the lab is dual-stack and both run over IPv6.
+// seconds. With six, the lab is dual-stack and both run over IPv6. For
+// the tunnelling backends over IPv4 it also measures host to host through
+// the tunnel device (host 1 to host 2's own address on flannel.<VNI> or
+// flannel-wg, <subnet>.0): encapsulation without the pods' veth, bridge
+// and forwarding, which splits the overlay's cost into the tunnel's and
+// the pod attachment's (for wireguard, the wireguard-go floor).
+//
+// Beside each throughput it reports the CPU the transfer cost per GB
+// (iperf3's own client and server processes, which on veth links also run
+// the softirq work of the whole path): on a shared machine the throughput
+// follows whatever CPU is left over, while the cost per GB moves far less,
+// so the cost ratio is the steadier comparison of two paths.
 func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, six bool) ([]report.Measurement, error) {
 	var extra []string
 	if six {
@@ -56,105 +66,130 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, s
 		}
 		defer stop(srv)
 	}
-	over := report.Measurement{What: backend + ": TCP pod to pod across two hosts (overlay)", Unit: "Gbit/s", Stat: "median"}
-	under := report.Measurement{What: "host to host on the underlay", Unit: "Gbit/s", Stat: "median"}
-	hostTo, podTo := h2.Addr, p2.Addr.Addr()
-	if six {
-		over.What = backend + ": TCP pod to pod across two hosts over IPv6 (overlay)"
-		under.What = "host to host on the IPv6 underlay"
-		hostTo, podTo = h2.Addr6, p2.Addr6.Addr()
+	newLeg := func(what, from string, to netip.Addr, fromName string) *leg {
+		return &leg{
+			gbps: report.Measurement{What: what, Unit: "Gbit/s", Stat: "median"},
+			cost: report.Measurement{What: what + ": CPU per GB moved", Unit: "CPU-ms/GB", Stat: "median"},
+			from: from, to: to, fromName: fromName,
+		}
 	}
-	for i := range reps {
-		for _, c := range []struct {
-			m        *report.Measurement
-			from     string
-			to       netip.Addr
-			fromName string
-		}{{&under, h1.NS, hostTo, h1.Name}, {&over, p1.NS, podTo, p1.Name}} {
-			argv := nsArgv(c.from, "iperf3", "-c", c.to.String(), "-t", strconv.Itoa(secs), "-J")
-			gbps, err := iperf(ctx, argv)
+	var under, over *leg
+	legs := []*leg{}
+	if six {
+		under = newLeg("host to host on the IPv6 underlay", h1.NS, h2.Addr6, h1.Name)
+		over = newLeg(backend+": TCP pod to pod across two hosts over IPv6 (overlay)", p1.NS, p2.Addr6.Addr(), p1.Name)
+		legs = append(legs, under, over)
+	} else {
+		under = newLeg("host to host on the underlay", h1.NS, h2.Addr, h1.Name)
+		over = newLeg(backend+": TCP pod to pod across two hosts (overlay)", p1.NS, p2.Addr.Addr(), p1.Name)
+		legs = append(legs, under)
+		device := map[string]string{
+			"vxlan":     "vxlan: TCP host to host through the VXLAN device (no pods)",
+			"wireguard": "wireguard-go floor: TCP host to host through both hosts' flannel-wg (no pods)",
+		}[backend]
+		if device != "" {
+			env, err := subnetenv.Read(h2.SubnetFile)
 			if err != nil {
 				return nil, err
 			}
-			b.say("%s run %d: %s -> %s: %.2f Gbit/s", backend, i+1, c.fromName, c.to, gbps)
-			c.m.Samples = append(c.m.Samples, gbps)
-			c.m.Command = upCmd + "; " + b.show(argv...)
+			// The device carries <subnet>.0 (backend/vxlan, backend/wireguard).
+			legs = append(legs, newLeg(device, h1.NS, env.Subnet.Masked().Addr(), h1.Name))
+		}
+		legs = append(legs, over)
+	}
+	if backend == "wireguard" {
+		over.gbps.Note = "target: at least 0.3 of the underlay, or the wireguard-go floor's ratio (previous row) if lower"
+	}
+	for i := range reps {
+		for _, c := range legs {
+			argv := nsArgv(c.from, "iperf3", "-c", c.to.String(), "-t", strconv.Itoa(secs), "-J")
+			r, err := iperf(ctx, argv)
+			if err != nil {
+				return nil, err
+			}
+			b.say("%s run %d: %s -> %s: %.2f Gbit/s, %.0f CPU-ms/GB", backend, i+1, c.fromName, c.to, r.gbps, r.cpuMsPerGB)
+			c.gbps.Samples = append(c.gbps.Samples, r.gbps)
+			c.cost.Samples = append(c.cost.Samples, r.cpuMsPerGB)
+			c.gbps.Command = upCmd + "; " + b.show(argv...)
+			c.cost.Command = c.gbps.Command
 		}
 	}
-	over.Baseline = &under
-	out := []report.Measurement{over}
-	if backend == "wireguard" {
-		floor, err := b.wireguardFloor(ctx, st, secs, reps, upCmd)
-		if err != nil {
-			return nil, err
+	var out []report.Measurement
+	for _, c := range legs[1:] {
+		c.gbps.Baseline, c.cost.Baseline = &under.gbps, &under.cost
+		out = append(out, c.gbps)
+		// wireguard's userspace engine encrypts in a process of its own,
+		// whose CPU iperf3 does not see: its cost per GB would look
+		// cheaper than the underlay's.
+		if backend != "wireguard" {
+			out = append(out, c.cost)
 		}
-		floor.Baseline = &under
-		over.Note = "target: at least 0.3 of the underlay, or the wireguard-go floor's ratio (next row) if lower"
-		out = []report.Measurement{over, floor}
 	}
 	return out, nil
 }
 
-// wireguardFloor measures what wireguard-go itself carries between the two
-// hosts, with no pods, bridge or veth: host 1 to host 2's own address on
-// flannel-wg (<subnet>.0), through both userspace engines.
-func (b *Bench) wireguardFloor(ctx context.Context, st *lab.State, secs, reps int, upCmd string) (report.Measurement, error) {
-	h1, h2 := st.Hosts[0], st.Hosts[1]
-	env, err := subnetenv.Read(h2.SubnetFile)
-	if err != nil {
-		return report.Measurement{}, err
-	}
-	dst := env.Subnet.Masked().Addr() // the address flannel-wg carries
-	floor := report.Measurement{What: "wireguard-go floor: TCP host to host through both hosts' flannel-wg (no pods)", Unit: "Gbit/s", Stat: "median"}
-	for i := range reps {
-		argv := nsArgv(h1.NS, "iperf3", "-c", dst.String(), "-t", strconv.Itoa(secs), "-J")
-		gbps, err := iperf(ctx, argv)
-		if err != nil {
-			return floor, err
-		}
-		b.say("wireguard floor run %d: %s -> %s: %.2f Gbit/s", i+1, h1.Name, dst, gbps)
-		floor.Samples = append(floor.Samples, gbps)
-		floor.Command = upCmd + "; " + b.show(argv...)
-	}
-	return floor, nil
+// leg is one path DataPlane measures: its throughput and its CPU cost.
+type leg struct {
+	gbps, cost report.Measurement
+	from       string
+	to         netip.Addr
+	fromName   string
+}
+
+// iperfResult is one iperf3 client run.
+type iperfResult struct {
+	// gbps is the received throughput.
+	gbps float64
+	// cpuMsPerGB is the CPU time of the client and the server processes
+	// (as iperf3 reports it: user + system, percent of the run's wall
+	// time) per GB received, in milliseconds.
+	cpuMsPerGB float64
 }
 
 // iperf runs an iperf3 client, retrying for a while when it fails (the
-// server may not listen yet), and returns the received throughput in Gbit/s.
-func iperf(ctx context.Context, argv []string) (float64, error) {
+// server may not listen yet).
+func iperf(ctx context.Context, argv []string) (iperfResult, error) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		out, err := run(ctx, argv...)
-		gbps, perr := parseIperf([]byte(out))
+		r, perr := parseIperf([]byte(out))
 		if err == nil && perr == nil {
-			return gbps, nil
+			return r, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return 0, errors.Join(err, perr)
+			return iperfResult{}, errors.Join(err, perr)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// parseIperf returns end.sum_received.bits_per_second of iperf3's JSON
-// output in Gbit/s.
-func parseIperf(out []byte) (float64, error) {
+// parseIperf reads iperf3's JSON output: end.sum_received (throughput and
+// bytes) and end.cpu_utilization_percent (client and server).
+func parseIperf(out []byte) (iperfResult, error) {
 	var r struct {
 		End struct {
 			SumReceived struct {
 				BitsPerSecond float64 `json:"bits_per_second"`
+				Bytes         float64 `json:"bytes"`
+				Seconds       float64 `json:"seconds"`
 			} `json:"sum_received"`
+			CPU struct {
+				HostTotal   float64 `json:"host_total"`
+				RemoteTotal float64 `json:"remote_total"`
+			} `json:"cpu_utilization_percent"`
 		} `json:"end"`
 		Error string `json:"error"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, fmt.Errorf("parsing iperf3 output: %w", err)
+		return iperfResult{}, fmt.Errorf("parsing iperf3 output: %w", err)
 	}
 	if r.Error != "" {
-		return 0, fmt.Errorf("iperf3: %s", r.Error)
+		return iperfResult{}, fmt.Errorf("iperf3: %s", r.Error)
 	}
-	if r.End.SumReceived.BitsPerSecond == 0 {
-		return 0, fmt.Errorf("iperf3 reported no received throughput")
+	sum := r.End.SumReceived
+	if sum.BitsPerSecond == 0 || sum.Bytes == 0 {
+		return iperfResult{}, fmt.Errorf("iperf3 reported no received throughput")
 	}
-	return r.End.SumReceived.BitsPerSecond / 1e9, nil
+	cpuSecs := (r.End.CPU.HostTotal + r.End.CPU.RemoteTotal) / 100 * sum.Seconds
+	return iperfResult{gbps: sum.BitsPerSecond / 1e9, cpuMsPerGB: cpuSecs * 1000 / (sum.Bytes / 1e9)}, nil
 }

@@ -35,11 +35,16 @@ func TestParsePingSummary(t *testing.T) {
 }
 
 func TestParseIperf(t *testing.T) {
-	got, err := parseIperf([]byte(`{"end":{"sum_received":{"bits_per_second":12.5e9}}}`))
-	if err != nil || got != 12.5 {
-		t.Errorf("got %v, %v; want 12.5", got, err)
+	got, err := parseIperf([]byte(`{"end":{"sum_received":{"bits_per_second":12.5e9,"bytes":5e9,"seconds":4},
+		"cpu_utilization_percent":{"host_total":30,"remote_total":20}}}`))
+	// 0.5 CPU-s per second for 4 s, 5 GB: 400 ms per GB.
+	if err != nil || got.gbps != 12.5 || got.cpuMsPerGB != 400 {
+		t.Errorf("got %+v, %v; want 12.5 Gbit/s, 400 CPU-ms/GB", got, err)
 	}
 	if _, err := parseIperf([]byte(`{"error":"unable to connect to server"}`)); err == nil {
 		t.Error("no error for an iperf3 error")
+	}
+	if _, err := parseIperf([]byte(`{"end":{"sum_received":{"bits_per_second":0}}}`)); err == nil {
+		t.Error("no error for a run that received nothing")
 	}
 }

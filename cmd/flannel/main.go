@@ -3,13 +3,6 @@
 // package cniplugin.
 package main
 
-import (
-	"github.com/containernetworking/cni/pkg/skel"
+import "github.com/weftnet/weft/cniplugin"
 
-	"github.com/weftnet/weft/cniplugin"
-)
-
-func main() {
-	p := &cniplugin.Plugin{}
-	skel.PluginMainFuncs(p.Funcs(), cniplugin.Versions, cniplugin.About)
-}
+func main() { cniplugin.Main(&cniplugin.Plugin{}) }
