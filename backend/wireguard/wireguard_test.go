@@ -746,6 +746,20 @@ func TestSetSingleTunnel(t *testing.T) {
 		if err != nil || d6.Port != 51820 || d6.PublicKey != r.b.PublicKey() || (len(a.BackendData) > 0) != tc.v4 {
 			t.Errorf("%s: lease data %s %s (%v): want the one device's port in BackendV6Data", name, a.BackendData, a.BackendV6Data, err)
 		}
+		// Plan (weft doctor) agrees: nothing to change, the same skips.
+		eth0, _ := r.nl.LinkByName("eth0")
+		ext := backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: r.b.Ext.Addr, PublicIP: r.b.Ext.Addr, Addr6: r.b.Ext.Addr6, PublicIPv6: r.b.Ext.Addr6}
+		inspect := func(name, _ string) (wg.Kind, []wg.Peer, error) {
+			if name != DeviceName {
+				return "", nil, errors.New("no device " + name)
+			}
+			ps, err := r.engine.Peers()
+			return wg.Userspace, ps, err
+		}
+		pl, err := Plan(context.Background(), backend.Params{Config: r.b.Cfg, Ext: ext}, Config{Netlink: r.nl, Inspect: inspect}, backend.State{Own: r.own, Peers: tc.peers})
+		if err != nil || len(pl.Device)+len(pl.Changes) != 0 || (len(pl.Skipped) > 0) != (tc.skip != "") {
+			t.Errorf("%s: plan of a programmed node: %+v (%v)", name, pl, err)
+		}
 		// Unchanged state: no writes.
 		r.engine.TakeOps()
 		w := r.nl.Writes()
