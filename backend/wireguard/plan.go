@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"slices"
 
 	"github.com/weftnet/weft/backend"
@@ -27,10 +26,7 @@ func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (bac
 	if err != nil {
 		return pl, err
 	}
-	if err := ipv4Only(p.Config); err != nil {
-		return pl, err
-	}
-	mtu, err := deviceMTU(opts, p)
+	mtu4, mtu6, err := deviceMTUs(opts, p)
 	if err != nil {
 		return pl, err
 	}
@@ -52,63 +48,77 @@ func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (bac
 		sock = DefaultSocketDir
 	}
 	// A Base without a session or programmer: Plan follows nothing and
-	// writes nothing; Begin checks the own subnet as Set's does.
+	// writes nothing; Begin checks the own subnets as Set's does.
 	bb := &base.Base{Name: TypeName, Log: slog.New(slog.DiscardHandler), Cfg: p.Config, Ext: p.Ext, NL: nl}
 	if err := bb.Begin(ctx, s); err != nil {
 		return pl, err
 	}
-	b := &Backend{Base: bb, opts: opts, mtu: mtu}
-	if d, err := ParseBackendData(s.Own.Attrs.BackendData); err == nil {
+	b := &Backend{Base: bb, opts: opts}
+	own := s.Own.Attrs.BackendData
+	if !p.Config.EnableIPv4 {
+		own = s.Own.Attrs.BackendV6Data
+	}
+	if d, err := ParseBackendData(own); err == nil {
 		b.pub = d.PublicKey
 	}
+	b.makeDevices(mtu4, mtu6)
+	for _, d := range b.devices() {
+		if err := d.plan(&pl, s, opts, inspect, sock); err != nil {
+			return pl, err
+		}
+	}
+	return pl, nil
+}
 
-	l, err := nl.LinkByName(DeviceName)
+// plan adds to pl what Set would change on the device.
+func (d *device) plan(pl *backend.Plan, s backend.State, opts Options, inspect func(name, socketDir string) (wg.Kind, []wg.Peer, error), sock string) error {
+	nl := d.b.NL
+	l, err := nl.LinkByName(d.name)
 	missing := errors.Is(err, netlinkx.ErrNotFound)
 	switch {
 	case missing:
-		pl.Device = append(pl.Device, DeviceName+" does not exist")
+		pl.Device = append(pl.Device, d.name+" does not exist")
 	case err != nil:
-		return pl, fmt.Errorf("wireguard backend: %w", err)
+		return fmt.Errorf("wireguard backend: %w", err)
 	default:
-		b.linkIndex.Store(int64(l.Index))
+		d.linkIndex.Store(int64(l.Index))
 		if !l.Up {
-			pl.Device = append(pl.Device, DeviceName+" is down")
+			pl.Device = append(pl.Device, d.name+" is down")
 		}
-		if l.MTU != mtu {
-			pl.Device = append(pl.Device, fmt.Sprintf("%s has MTU %d, want %d (the underlay's minus the WireGuard overhead)", DeviceName, l.MTU, mtu))
+		if l.MTU != d.mtu {
+			pl.Device = append(pl.Device, fmt.Sprintf("%s has MTU %d, want %d (the underlay's minus the WireGuard overhead)", d.name, l.MTU, d.mtu))
 		}
-		want := netip.PrefixFrom(s.Own.Subnet.Addr(), 32)
 		have, err := nl.Addrs(l.Index)
 		if err != nil {
-			return pl, fmt.Errorf("wireguard backend: %w", err)
+			return fmt.Errorf("wireguard backend: %w", err)
 		}
-		if !slices.Contains(have, want) {
-			pl.Device = append(pl.Device, fmt.Sprintf("%s lacks the address %s (has %v)", DeviceName, want, have))
+		for _, o := range d.owns(&s.Own) {
+			if want := ownAddr(o); o.IsValid() && !slices.Contains(have, want) {
+				pl.Device = append(pl.Device, fmt.Sprintf("%s lacks the address %s (has %v)", d.name, want, have))
+			}
 		}
-		routes := netlinkx.NewEntries(1)
-		routes.Routes[p.Config.Network] = netlinkx.Route{Dst: p.Config.Network, LinkIndex: l.Index}
-		changes, err := netlinkx.NewProgrammer(nl, b.ownsRoute, 0).Plan(0, routes)
+		changes, err := d.prog.Plan(0, d.routes(l.Index))
 		if err != nil {
-			return pl, fmt.Errorf("wireguard backend: %w", err)
+			return fmt.Errorf("wireguard backend: %w", err)
 		}
 		pl.Changes = append(pl.Changes, changes...)
 	}
 
-	want, skipped := b.desired(s)
-	pl.Skipped = skipped
+	want, skipped := d.desired(s)
+	pl.Skipped = append(pl.Skipped, skipped...)
 	if missing {
-		return pl, nil
+		return nil
 	}
-	kind, have, err := inspect(DeviceName, sock)
+	kind, have, err := inspect(d.name, sock)
 	if err != nil {
-		pl.Device = append(pl.Device, fmt.Sprintf("cannot read the peers of %s: %v", DeviceName, err))
-		return pl, nil
+		pl.Device = append(pl.Device, fmt.Sprintf("cannot read the peers of %s: %v", d.name, err))
+		return nil
 	}
 	if (opts.Engine == wg.ForceKernel && kind != wg.Kernel) || (opts.Engine == wg.ForceUserspace && kind != wg.Userspace) {
-		pl.Device = append(pl.Device, fmt.Sprintf("%s is served by the %s engine, but the config asks for %s", DeviceName, kind, opts.Engine))
+		pl.Device = append(pl.Device, fmt.Sprintf("%s is served by the %s engine, but the config asks for %s", d.name, kind, opts.Engine))
 	}
 	pl.Changes = append(pl.Changes, PeerChanges(have, want)...)
-	return pl, nil
+	return nil
 }
 
 // PeerChanges lists how the device's peers (have) differ from the wanted

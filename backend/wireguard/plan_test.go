@@ -103,10 +103,12 @@ func TestPlan(t *testing.T) {
 	// the device's changes from netlink notices, which the fake delivers
 	// on a goroutine of its own: wait for them to arrive first.
 	deadline := time.Now().Add(5 * time.Second)
-	for r.b.devOK.Load() && time.Now().Before(deadline) {
+	for r.b.v4.devOK.Load() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	_ = r.set(t, peers...)
+	if err := r.set(t, peers...); err != nil && !strings.Contains(err.Error(), "10.244.9.0-24") {
+		t.Errorf("Set: %v", err)
+	}
 	if pl := r.plan(t, cfg, peers...); len(pl.Device)+len(pl.Changes) != 0 {
 		t.Errorf("plan after Set: %+v", pl)
 	}
@@ -122,5 +124,57 @@ func TestPlan(t *testing.T) {
 	}
 	if pl := r.plan(t, cfg, peers...); len(pl.Device) != 1 || pl.Device[0] != "flannel-wg does not exist" {
 		t.Errorf("plan without the device: %+v", pl)
+	}
+}
+
+// TestPlanDualStack: Plan checks flannel-wg-v6 beside flannel-wg: its
+// address, route and peers.
+func TestPlanDualStack(t *testing.T) {
+	const be = `{"Type":"wireguard"}`
+	r := newRigConf(t, mustDual(t, be, true))
+	peers := []subnet.Lease{lease6(2, 51820, 51821, true), lease6(3, 51820, 51821, true)}
+	if err := r.set(t, peers...); err != nil {
+		t.Fatal(err)
+	}
+	eth0, _ := r.nl.LinkByName("eth0")
+	addr, addr6 := netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("2001:db8::1")
+	plan := func() backend.Plan {
+		t.Helper()
+		inspect := func(name, dir string) (wg.Kind, []wg.Peer, error) {
+			e := r.engines[name]
+			if e == nil {
+				return "", nil, errors.New("no device " + name)
+			}
+			ps, err := e.Peers()
+			return e.Kind(), ps, err
+		}
+		pl, err := Plan(context.Background(), backend.Params{
+			Config: mustDual(t, be, true),
+			Ext:    backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: addr, PublicIP: addr, Addr6: addr6, PublicIPv6: addr6},
+		}, Config{Netlink: r.nl, Inspect: inspect}, backend.State{Own: r.own, Peers: peers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pl
+	}
+	if pl := plan(); len(pl.Device)+len(pl.Changes)+len(pl.Skipped) != 0 {
+		t.Fatalf("plan of a programmed dual-stack node: %+v", pl)
+	}
+	l, _ := r.nl.LinkByName(DeviceNameV6)
+	if err := r.nl.DeleteRoute(netlinkx.Route{Dst: netip.MustParsePrefix("fd00:10:244::/56"), LinkIndex: l.Index}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.nl.DeleteAddr(l.Index, netip.MustParsePrefix("fd00:10:244:1::/128")); err != nil {
+		t.Fatal(err)
+	}
+	_ = r.engines[DeviceNameV6].Apply(nil, []wg.Key{peerKey(2)})
+	pl := plan()
+	want := []string{"missing route fd00:10:244::/56", "missing wireguard peer " + peerKey(2).String()}
+	slices.Sort(want)
+	if got := changes(pl); !slices.Equal(got, want) {
+		t.Errorf("changes = %q, want %q", got, want)
+	}
+	if len(pl.Device) != 1 || !strings.Contains(pl.Device[0], "flannel-wg-v6 lacks the address fd00:10:244:1::/128") {
+		t.Errorf("device findings = %q", pl.Device)
 	}
 }

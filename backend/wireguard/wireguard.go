@@ -20,6 +20,17 @@
 // WireGuard's allowed IPs route each packet to its peer, so there are no
 // per-peer kernel routes (as in flanneld).
 //
+// # IPv6
+//
+// With IPv6 on in Mode separate (the default), a second device,
+// flannel-wg-v6, does the same for the IPv6 subnets: ListenPortV6, the
+// same key, MTU = underlay − 80, <own IPv6 subnet>::/128, the route to
+// IPv6Network, and per peer with an IPv6 subnet a peer at
+// [PublicIPv6]:<BackendV6Data Port>; in an IPv6-only network it is the
+// only device. In the single-tunnel modes (auto, ipv4, ipv6) one
+// flannel-wg carries both families: both addresses and routes, one peer
+// per lease with both subnets, at the endpoint the mode picks (single.go).
+//
 // # How
 //
 // Set computes the desired peers from the peer set and diffs them against
@@ -38,6 +49,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"slices"
@@ -127,13 +139,32 @@ type Backend struct {
 	open   func(wg.Device, wg.Options) (wg.Engine, error)
 	key    wgtypes.Key
 	pub    wgtypes.Key
-	mtu    int
 	verify time.Duration
+	// v4 and v6 are the devices of the families that are on (nil when
+	// off): flannel-wg and flannel-wg-v6. In a single-tunnel Mode with
+	// IPv6 on, v4 is the one device (carrying both families) and v6 nil.
+	v4, v6 *device
+}
+
+// device is one family's WireGuard device, its peers and its route; or,
+// in a single-tunnel Mode with IPv6 on, the one device carrying both
+// families (single).
+type device struct {
+	b      *Backend
+	six    bool
+	single bool
+	name   string
+	port   int
+	mtu    int
+	// nets are the networks the device carries (its routes).
+	nets []netip.Prefix
+	log  *slog.Logger
+	prog *netlinkx.Programmer
 
 	// Guarded by SetMu.
 	engine    wg.Engine
 	link      netlinkx.Link
-	addrFor   netip.Prefix
+	addrFor   [2]netip.Prefix
 	checkedAt time.Time
 
 	kind      atomic.Value // wg.Kind
@@ -142,14 +173,12 @@ type Backend struct {
 }
 
 // New creates the backend: it parses the options, loads or makes the
-// private key, opens the engine (creating or adopting flannel-wg) and
-// starts watching netlink. It programs no peers; call Set.
+// private key, opens the engine of each family's device (creating or
+// adopting flannel-wg and, with IPv6, flannel-wg-v6) and starts watching
+// netlink. It programs no peers; call Set.
 func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	opts, err := ParseOptions(p.Config.Backend)
 	if err != nil {
-		return nil, err
-	}
-	if err := ipv4Only(p.Config); err != nil {
 		return nil, err
 	}
 	if c.Host.KeyFile == "" {
@@ -162,7 +191,8 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	if b.verify == 0 {
 		b.verify = DefaultVerifyEvery
 	}
-	if b.mtu, err = deviceMTU(opts, p); err != nil {
+	mtu4, mtu6, err := deviceMTUs(opts, p)
+	if err != nil {
 		return nil, err
 	}
 	key, created, err := LoadOrCreateKey(c.Host.KeyFile)
@@ -170,8 +200,13 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 		return nil, fmt.Errorf("wireguard backend: %w", err)
 	}
 	b.key, b.pub = key, key.PublicKey()
+	name := DeviceName
+	if !p.Config.EnableIPv4 {
+		name = DeviceNameV6
+	}
+	// The devices keep a programmer each: Base makes none (Owns nil).
 	b.Base, err = base.New(ctx, p, base.Options{Netlink: c.Netlink, VerifyEvery: c.VerifyEvery},
-		base.Kind{Name: TypeName, Device: DeviceName, DefaultVerify: DefaultVerifyEvery, Owns: b.ownsRoute})
+		base.Kind{Name: TypeName, Device: name, DefaultVerify: DefaultVerifyEvery})
 	if err != nil {
 		return nil, err
 	}
@@ -180,74 +215,142 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	} else {
 		b.Log.Info("using the WireGuard private key", "key_file", c.Host.KeyFile, "public_key", b.pub.String())
 	}
-	if err := b.openEngine(); err != nil {
-		b.Base.Close()
-		return nil, err
-	}
-	if err := b.ensureDevice(); err != nil {
-		b.engine.Close()
-		b.Base.Close()
-		return nil, err
+	b.makeDevices(mtu4, mtu6)
+	for _, d := range b.devices() {
+		err := d.openEngine()
+		if err == nil {
+			if err = d.ensureDevice(); err != nil {
+				d.engine.Close()
+			}
+		}
+		if err != nil {
+			for _, o := range b.devices() {
+				if o != d && o.engine != nil {
+					o.engine.Close()
+				}
+			}
+			b.Base.Close()
+			return nil, err
+		}
 	}
 	b.Follow(b.observe, b.Resync)
 	return b, nil
 }
 
-// ErrIPv6 is wrapped by the error for a network config with IPv6 on, which
-// this version's wireguard backend does not carry yet.
-var ErrIPv6 = errors.New("the wireguard backend carries IPv4 only in this version")
-
-// ipv4Only refuses a config with IPv6 on (dual-stack or IPv6-only), rather
-// than carry its IPv4 half and silently drop the pods' IPv6 traffic.
-func ipv4Only(cfg *subnet.Config) error {
-	if cfg.EnableIPv6 || !cfg.EnableIPv4 {
-		return fmt.Errorf("wireguard backend: %w: the network config has EnableIPv6 %v and EnableIPv4 %v; set EnableIPv6 to false (and EnableIPv4 to true), or use vxlan or host-gw for IPv6", ErrIPv6, cfg.EnableIPv6, cfg.EnableIPv4)
+func (b *Backend) newDevice(six bool, mtu int) *device {
+	d := &device{b: b, six: six, name: DeviceName, port: b.opts.ListenPort, mtu: mtu, nets: []netip.Prefix{b.Cfg.Network}, log: b.Log}
+	switch {
+	case b.Cfg.EnableIPv6 && b.opts.Mode.singleTunnel():
+		d.six, d.single, d.nets = false, true, nil
+		if b.Cfg.EnableIPv4 {
+			d.nets = append(d.nets, b.Cfg.Network)
+		}
+		d.nets = append(d.nets, b.Cfg.IPv6Network)
+	case six:
+		d.name, d.port, d.nets = DeviceNameV6, b.opts.ListenPortV6, []netip.Prefix{b.Cfg.IPv6Network}
+		if b.Cfg.EnableIPv4 {
+			d.log = b.Log.With("ipv6_device", d.name)
+		}
 	}
-	return nil
+	d.prog = netlinkx.NewProgrammer(b.NL, d.ownsRoute, b.Verify)
+	return d
 }
 
-// deviceMTU is the underlay's MTU (the option, else the external
-// interface's) minus the overhead of the endpoints' family.
-func deviceMTU(opts Options, p backend.Params) (int, error) {
+// makeDevices makes the device of each family that is on; in a
+// single-tunnel Mode with IPv6 on, the one device (kept in v4).
+func (b *Backend) makeDevices(mtu4, mtu6 int) {
+	switch {
+	case b.Cfg.EnableIPv6 && b.opts.Mode.singleTunnel():
+		b.v4 = b.newDevice(false, mtu4)
+	default:
+		if b.Cfg.EnableIPv4 {
+			b.v4 = b.newDevice(false, mtu4)
+		}
+		if b.Cfg.EnableIPv6 {
+			b.v6 = b.newDevice(true, mtu6)
+		}
+	}
+}
+
+// devices returns the devices of the families that are on, IPv4 first.
+func (b *Backend) devices() []*device {
+	var ds []*device
+	for _, d := range []*device{b.v4, b.v6} {
+		if d != nil {
+			ds = append(ds, d)
+		}
+	}
+	return ds
+}
+
+// deviceMTUs returns the MTU of the IPv4 and the IPv6 device: the
+// underlay's MTU (the option, else the external interface's) minus the
+// overhead of the device's endpoints' family.
+func deviceMTUs(opts Options, p backend.Params) (mtu4, mtu6 int, err error) {
 	underlay := opts.MTU
 	if underlay == 0 {
 		underlay = p.Ext.MTU
 	}
-	overhead := OverheadIPv4
+	overhead4, on4, on6 := OverheadIPv4, p.Config.EnableIPv4, p.Config.EnableIPv6
 	if opts.Mode == ModeIPv6 || (opts.Mode == ModeAuto && p.Config.EnableIPv6) {
-		overhead = OverheadIPv6
+		overhead4 = OverheadIPv6 // endpoints over IPv6
 	}
-	mtu := underlay - overhead
-	if mtu < 576 {
-		return 0, fmt.Errorf("wireguard backend: device MTU %d (underlay MTU %d minus %d) is too small", mtu, underlay, overhead)
+	if p.Config.EnableIPv6 && opts.Mode.singleTunnel() {
+		on4, on6 = true, false // the one device, with mtu4
 	}
-	return mtu, nil
+	for _, f := range []struct {
+		on       bool
+		overhead int
+		mtu      *int
+	}{{on4, overhead4, &mtu4}, {on6, OverheadIPv6, &mtu6}} {
+		if !f.on {
+			continue
+		}
+		*f.mtu = underlay - f.overhead
+		if *f.mtu < 576 || (p.Config.EnableIPv6 && *f.mtu < 1280) {
+			return 0, 0, fmt.Errorf("wireguard backend: device MTU %d (underlay MTU %d minus %d) is too small", *f.mtu, underlay, f.overhead)
+		}
+	}
+	return mtu4, mtu6, nil
 }
 
-// openEngine opens the engine on flannel-wg. Must hold setMu or be in New.
-func (b *Backend) openEngine() error {
+// openEngine opens the engine on the device. Must hold SetMu or be in New.
+func (d *device) openEngine() error {
+	b := d.b
 	sock := b.host.SocketDir
 	if sock == "-" {
 		sock = ""
 	}
-	e, err := b.open(wg.Device{Name: DeviceName, PrivateKey: b.key, ListenPort: b.opts.ListenPort, MTU: b.mtu},
-		wg.Options{Choice: b.opts.Engine, SocketDir: sock, Log: b.Log})
+	e, err := b.open(wg.Device{Name: d.name, PrivateKey: b.key, ListenPort: d.port, MTU: d.mtu},
+		wg.Options{Choice: b.opts.Engine, SocketDir: sock, Log: d.log})
 	if err != nil {
-		return fmt.Errorf("wireguard backend: %w", err)
+		return fmt.Errorf("wireguard backend: %s: %w", d.name, err)
 	}
-	b.engine = e
-	b.kind.Store(e.Kind())
-	b.Log.Info("WireGuard engine", "engine", string(e.Kind()), "choice", string(b.opts.Engine),
-		"listen_port", b.opts.ListenPort, "mtu", b.mtu, "public_key", b.pub.String())
+	d.engine = e
+	d.kind.Store(e.Kind())
+	d.log.Info("WireGuard engine", "engine", string(e.Kind()), "choice", string(b.opts.Engine), "name", d.name,
+		"listen_port", d.port, "mtu", d.mtu, "public_key", b.pub.String())
 	return nil
 }
 
-// MTU implements backend.Backend: the device's MTU.
-func (b *Backend) MTU() int { return b.mtu }
+// MTU implements backend.Backend: the smallest MTU of the devices, so that
+// a pod's packet fits whichever device carries it.
+func (b *Backend) MTU() int {
+	m := 0
+	for _, d := range b.devices() {
+		if m == 0 || d.mtu < m {
+			m = d.mtu
+		}
+	}
+	return m
+}
 
-// Engine returns the engine in use, "kernel" or "userspace".
-func (b *Backend) Engine() string {
-	k, _ := b.kind.Load().(wg.Kind)
+// Engine returns the engine in use, "kernel" or "userspace" (the IPv4
+// device's; the IPv6 device's in an IPv6-only network).
+func (b *Backend) Engine() string { return b.devices()[0].engineKind() }
+
+func (d *device) engineKind() string {
+	k, _ := d.kind.Load().(wg.Kind)
 	return string(k)
 }
 
@@ -255,180 +358,248 @@ func (b *Backend) Engine() string {
 func (b *Backend) PublicKey() wgtypes.Key { return b.pub }
 
 // LeaseAttrs implements backend.Backend: BackendType "wireguard",
-// BackendData {"PublicKey":…,"Port":ListenPort,"Engine":…}, and with IPv6
-// BackendV6Data with the port IPv6 traffic is received on.
+// BackendData {"PublicKey":…,"Port":ListenPort,"Engine":…} with IPv4, and
+// BackendV6Data {"PublicKey":…,"Port":ListenPortV6,"Engine":…} (the same
+// key) with IPv6.
 func (b *Backend) LeaseAttrs(attrs *subnet.LeaseAttrs) error {
-	d := BackendData{PublicKey: b.pub.String(), Port: b.opts.ListenPort, Engine: b.Engine()}
-	data, err := json.Marshal(d)
-	if err != nil {
-		return fmt.Errorf("encoding wireguard backend data: %w", err)
-	}
 	attrs.BackendType = TypeName
-	attrs.BackendData = data
-	attrs.BackendV6Data = nil
-	if b.Cfg.EnableIPv6 {
-		d.Port = b.opts.AdvertisedV6Port()
-		if attrs.BackendV6Data, err = json.Marshal(d); err != nil {
+	attrs.BackendData, attrs.BackendV6Data = nil, nil
+	for _, f := range []struct {
+		on   bool
+		d    *device
+		port int
+		out  *json.RawMessage
+	}{
+		{b.Cfg.EnableIPv4, b.v4, b.opts.ListenPort, &attrs.BackendData},
+		{b.Cfg.EnableIPv6, b.v6, b.opts.AdvertisedV6Port(), &attrs.BackendV6Data},
+	} {
+		if !f.on {
+			continue
+		}
+		if f.d == nil {
+			f.d = b.v4 // the single tunnel
+		}
+		data, err := json.Marshal(BackendData{PublicKey: b.pub.String(), Port: f.port, Engine: f.d.engineKind()})
+		if err != nil {
 			return fmt.Errorf("encoding wireguard backend data: %w", err)
 		}
+		*f.out = data
 	}
 	return nil
 }
 
-// Resync makes the next Set check the device and read the kernel's routes.
+// Resync makes the next Set check the devices and read the kernel's routes.
 func (b *Backend) Resync() {
-	b.devOK.Store(false)
-	b.Prog.Invalidate()
+	for _, d := range b.devices() {
+		d.devOK.Store(false)
+		d.prog.Invalidate()
+	}
 }
 
 // Close implements backend.Backend: it stops watching netlink and closes
-// the engine, leaving the device, its address and route in place (and the
-// kernel engine's peers).
+// the engines, leaving the devices, their addresses and routes in place
+// (and the kernel engine's peers).
 func (b *Backend) Close() error {
 	b.Base.Close()
 	b.SetMu.Lock()
 	defer b.SetMu.Unlock()
-	return b.engine.Close()
+	var errs []error
+	for _, d := range b.devices() {
+		errs = append(errs, d.engine.Close())
+	}
+	return errors.Join(errs...)
 }
 
 func (b *Backend) observe(u netlinkx.Update) {
-	if u.Kind == netlinkx.LinkUpdate {
-		l := u.Link
-		ours := l.Name == DeviceName || (l.Index != 0 && int64(l.Index) == b.linkIndex.Load())
-		if ours && (u.Deleted || !l.Up || l.MTU != b.mtu) {
-			b.Resync()
-			b.Sess.Notify()
-		}
-		return
-	}
 	if u.Kind == netlinkx.LostUpdates {
 		b.Log.Warn("netlink updates lost; the next Set reads the kernel state", "err", u.Err)
 	}
-	if b.Prog.Observe(u) {
+	notify := false
+	for _, d := range b.devices() {
+		if u.Kind == netlinkx.LinkUpdate {
+			l := u.Link
+			ours := l.Name == d.name || (l.Index != 0 && int64(l.Index) == d.linkIndex.Load())
+			if ours && (u.Deleted || !l.Up || l.MTU != d.mtu) {
+				d.devOK.Store(false)
+				d.prog.Invalidate()
+				notify = true
+			}
+			continue
+		}
+		if d.prog.Observe(u) {
+			notify = true
+		}
+	}
+	if notify {
 		b.Sess.Notify()
 	}
 }
 
-// ownsRoute: the route to the whole network on the device (the link the
-// programmer is given is 0: it owns no neighbours or FDB entries).
-func (b *Backend) ownsRoute(r netlinkx.Route, _ int) bool {
-	return r.Dst == b.Cfg.Network && !r.Gw.IsValid() && int64(r.LinkIndex) == b.linkIndex.Load()
+// ownsRoute: the route to the family's whole network on the device (the
+// link the programmer is given is 0: it owns no neighbours or FDB entries).
+func (d *device) ownsRoute(r netlinkx.Route, _ int) bool {
+	return slices.Contains(d.nets, r.Dst) && !r.Gw.IsValid() && int64(r.LinkIndex) == d.linkIndex.Load()
 }
 
-// ensureDevice checks that flannel-wg exists (opening the engine again if
-// someone deleted it), with the MTU, up. Must hold setMu or be in New.
-func (b *Backend) ensureDevice() error {
-	l, err := b.NL.LinkByName(DeviceName)
+// ensureDevice checks that the device exists (opening the engine again if
+// someone deleted it), with the MTU, up. Must hold SetMu or be in New.
+func (d *device) ensureDevice() error {
+	nl := d.b.NL
+	l, err := nl.LinkByName(d.name)
 	if errors.Is(err, netlinkx.ErrNotFound) {
-		b.Log.Warn("the WireGuard device is gone; making it again")
-		if cerr := b.engine.Close(); cerr != nil {
-			b.Log.Warn("closing the engine of the lost device", "err", cerr)
+		d.log.Warn("the WireGuard device is gone; making it again", "name", d.name)
+		if cerr := d.engine.Close(); cerr != nil {
+			d.log.Warn("closing the engine of the lost device", "err", cerr)
 		}
-		if err := b.openEngine(); err != nil {
+		if err := d.openEngine(); err != nil {
 			return err
 		}
-		l, err = b.NL.LinkByName(DeviceName)
+		l, err = nl.LinkByName(d.name)
 	}
 	if err != nil {
 		return fmt.Errorf("wireguard backend: %w", err)
 	}
-	if l.MTU != b.mtu {
-		if err := b.NL.SetLinkMTU(l.Index, b.mtu); err != nil {
+	if l.MTU != d.mtu {
+		if err := nl.SetLinkMTU(l.Index, d.mtu); err != nil {
 			return fmt.Errorf("wireguard backend: %w", err)
 		}
 	}
 	if !l.Up {
-		if err := b.NL.SetLinkUp(l.Index); err != nil {
+		if err := nl.SetLinkUp(l.Index); err != nil {
 			return fmt.Errorf("wireguard backend: %w", err)
 		}
 	}
-	if l.Index != b.link.Index {
-		b.addrFor = netip.Prefix{}
-		b.Prog.Invalidate()
+	if l.Index != d.link.Index {
+		d.addrFor = [2]netip.Prefix{}
+		d.prog.Invalidate()
 	}
-	b.link = l
-	b.linkIndex.Store(int64(l.Index))
+	d.link = l
+	d.linkIndex.Store(int64(l.Index))
 	return nil
 }
 
-// ensureAddr gives the device <own subnet>.0/32 and removes its other
-// IPv4 addresses inside the network (from older leases), as flanneld.
-func (b *Backend) ensureAddr(own netip.Prefix) error {
-	want := netip.PrefixFrom(own.Addr(), 32)
-	have, err := b.NL.Addrs(b.link.Index)
+// ownAddr is the device's address for the own subnet: its network address
+// as a /32 (IPv4) or /128 (IPv6), as flanneld's.
+func ownAddr(own netip.Prefix) netip.Prefix {
+	return netip.PrefixFrom(own.Addr(), own.Addr().BitLen())
+}
+
+// owns returns the own subnets of the families the device carries (the
+// zero Prefix for the others).
+func (d *device) owns(l *subnet.Lease) [2]netip.Prefix {
+	var o [2]netip.Prefix
+	if d.single {
+		if d.b.Cfg.EnableIPv4 {
+			o[0] = l.Subnet
+		}
+		o[1] = l.IPv6Subnet
+		return o
+	}
+	o[0] = d.subnetOf(l)
+	return o
+}
+
+// ensureAddr gives the device the own subnets' addresses and removes its
+// other addresses inside its networks (from older leases), as flanneld.
+func (d *device) ensureAddr(own [2]netip.Prefix) error {
+	nl := d.b.NL
+	var wants []netip.Prefix
+	for _, o := range own {
+		if o.IsValid() {
+			wants = append(wants, ownAddr(o))
+		}
+	}
+	have, err := nl.Addrs(d.link.Index)
 	if err != nil {
 		return fmt.Errorf("wireguard backend: %w", err)
 	}
-	if !slices.Contains(have, want) {
-		if err := b.NL.AddAddr(b.link.Index, want); err != nil {
-			return fmt.Errorf("wireguard backend: %w", err)
+	for _, want := range wants {
+		if !slices.Contains(have, want) {
+			if err := nl.AddAddr(d.link.Index, want); err != nil {
+				return fmt.Errorf("wireguard backend: %w", err)
+			}
 		}
 	}
 	for _, p := range have {
-		if p != want && p.Addr().Is4() && b.Cfg.Network.Contains(p.Addr()) {
-			if err := b.NL.DeleteAddr(b.link.Index, p); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
+		if !slices.Contains(wants, p) && slices.ContainsFunc(d.nets, func(n netip.Prefix) bool { return n.Contains(p.Addr()) }) {
+			if err := nl.DeleteAddr(d.link.Index, p); err != nil && !errors.Is(err, netlinkx.ErrNotFound) {
 				return fmt.Errorf("wireguard backend: removing stale address: %w", err)
 			}
 		}
 	}
-	b.addrFor = own
+	d.addrFor = own
 	return nil
 }
 
-// Set implements backend.Backend.
+// Set implements backend.Backend: each family's device is brought to s.
 func (b *Backend) Set(ctx context.Context, s backend.State) error {
 	b.SetMu.Lock()
 	defer b.SetMu.Unlock()
 	if err := b.Begin(ctx, s); err != nil {
 		return err
 	}
-	own := s.Own.Subnet
-	if !b.devOK.Load() || b.verify < 0 || time.Since(b.checkedAt) >= b.verify {
-		if err := b.ensureDevice(); err != nil {
+	var errs []error
+	for _, d := range b.devices() {
+		errs = append(errs, d.set(s))
+	}
+	return errors.Join(errs...)
+}
+
+func (d *device) set(s backend.State) error {
+	own := d.owns(&s.Own)
+	if !d.devOK.Load() || d.b.verify < 0 || time.Since(d.checkedAt) >= d.b.verify {
+		if err := d.ensureDevice(); err != nil {
 			return err
 		}
-		b.addrFor = netip.Prefix{}
-		b.checkedAt = time.Now()
-		b.devOK.Store(true)
+		d.addrFor = [2]netip.Prefix{}
+		d.checkedAt = time.Now()
+		d.devOK.Store(true)
 	}
-	if b.addrFor != own {
-		if err := b.ensureAddr(own); err != nil {
-			b.devOK.Store(false)
+	if d.addrFor != own {
+		if err := d.ensureAddr(own); err != nil {
+			d.devOK.Store(false)
 			return err
 		}
 	}
-	want, peerErrs := b.desired(s)
+	want, peerErrs := d.desired(s)
 
 	// Peers first: the route leads into the device, whose allowed IPs
 	// then route each packet.
-	st, err := b.reconcilePeers(want)
-	routes := netlinkx.NewEntries(1)
-	routes.Routes[b.Cfg.Network] = netlinkx.Route{Dst: b.Cfg.Network, LinkIndex: b.link.Index}
-	rst, rerr := b.Prog.Sync(0, routes)
+	st, err := d.reconcilePeers(want)
+	rst, rerr := d.prog.Sync(0, d.routes(d.link.Index))
 	if st.set+st.removed+rst.Added+rst.Deleted > 0 || err != nil || rerr != nil || len(peerErrs) > 0 {
-		b.Log.Debug("reconciled", "peers", len(want), "set", st.set, "removed", st.removed,
+		d.log.Debug("reconciled", "device", d.name, "peers", len(want), "set", st.set, "removed", st.removed,
 			"routes_added", rst.Added, "routes_deleted", rst.Deleted, "skipped", len(peerErrs))
 	}
 	return errors.Join(append(peerErrs, err, rerr)...)
+}
+
+// routes is the device's route to each network it carries, on link.
+func (d *device) routes(link int) netlinkx.Entries {
+	routes := netlinkx.NewEntries(len(d.nets))
+	for _, n := range d.nets {
+		routes.Routes[n] = netlinkx.Route{Dst: n, LinkIndex: link}
+	}
+	return routes
 }
 
 type peerStats struct{ set, removed int }
 
 // reconcilePeers makes the device's peers equal want (sorted by key): it
 // sets the missing and differing ones, then removes the others.
-func (b *Backend) reconcilePeers(want []wg.Peer) (peerStats, error) {
+func (d *device) reconcilePeers(want []wg.Peer) (peerStats, error) {
 	var st peerStats
-	have, err := b.engine.Peers()
+	have, err := d.engine.Peers()
 	if err != nil {
-		return st, fmt.Errorf("wireguard backend: %w", err)
+		return st, fmt.Errorf("wireguard backend: %s: %w", d.name, err)
 	}
 	set, remove := DiffPeers(have, want)
 	st.set, st.removed = len(set), len(remove)
 	if len(set)+len(remove) == 0 {
 		return st, nil
 	}
-	if err := b.engine.Apply(set, remove); err != nil {
-		return st, fmt.Errorf("wireguard backend: %w", err)
+	if err := d.engine.Apply(set, remove); err != nil {
+		return st, fmt.Errorf("wireguard backend: %s: %w", d.name, err)
 	}
 	return st, nil
 }
@@ -455,14 +626,43 @@ func DiffPeers(have, want []wg.Peer) (set []wg.Peer, remove []wg.Key) {
 	return set, remove
 }
 
-// desired computes the wanted peers from the peer set, sorted by key, and
-// the reasons peers are skipped (in subnet order). The result does not
-// depend on the order of s.Peers.
-func (b *Backend) desired(s backend.State) ([]wg.Peer, []error) {
+// The per-family views of a lease.
+func (d *device) subnetOf(l *subnet.Lease) netip.Prefix {
+	if d.six {
+		return l.IPv6Subnet
+	}
+	return l.Subnet
+}
+
+func (d *device) publicIP(l *subnet.Lease) netip.Addr {
+	if d.six {
+		return l.Attrs.IPv6()
+	}
+	return l.Attrs.PublicIP
+}
+
+func (d *device) data(l *subnet.Lease) json.RawMessage {
+	if d.six {
+		return l.Attrs.BackendV6Data
+	}
+	return l.Attrs.BackendData
+}
+
+// desired computes the device's wanted peers from the peer set, sorted by
+// key, and the reasons peers are skipped (in subnet order). The result
+// does not depend on the order of s.Peers. On the IPv6 device of a
+// dual-stack network, peers without an IPv6 subnet (nodes still IPv4-only)
+// are left out without an error.
+func (d *device) desired(s backend.State) ([]wg.Peer, []error) {
+	if d.single {
+		return d.desiredSingle(s)
+	}
+	b := d.b
+	cmp := func(x, y subnet.Lease) int { return wg.ComparePrefix(d.subnetOf(&x), d.subnetOf(&y)) }
 	peers := s.Peers
-	if !slices.IsSortedFunc(peers, compareLease) {
+	if !slices.IsSortedFunc(peers, cmp) {
 		peers = slices.Clone(peers)
-		slices.SortFunc(peers, compareLease)
+		slices.SortFunc(peers, cmp)
 	}
 	type cand struct {
 		lease *subnet.Lease
@@ -471,15 +671,20 @@ func (b *Backend) desired(s backend.State) ([]wg.Peer, []error) {
 	var cands []cand
 	var errs []error
 	byKey := map[wg.Key][]int{}
+	own := d.subnetOf(&s.Own)
 	for i := 0; i < len(peers); {
 		j := i + 1
-		for j < len(peers) && peers[j].Subnet == peers[i].Subnet {
+		for j < len(peers) && d.subnetOf(&peers[j]) == d.subnetOf(&peers[i]) {
 			j++
 		}
 		group := peers[i:j]
 		i = j
 		p := &group[0]
-		if p.Subnet == s.Own.Subnet {
+		sn := d.subnetOf(p)
+		if sn == own {
+			continue
+		}
+		if d.six && !sn.IsValid() && b.Cfg.EnableIPv4 {
 			continue
 		}
 		fail := func(p *subnet.Lease, format string, args ...any) {
@@ -487,39 +692,59 @@ func (b *Backend) desired(s backend.State) ([]wg.Peer, []error) {
 		}
 		if len(group) > 1 {
 			for k := range group {
-				fail(&group[k], "another peer holds subnet %s", p.Subnet)
+				fail(&group[k], "another peer holds subnet %s", sn)
 			}
 			continue
 		}
-		ip := p.Attrs.PublicIP
-		switch {
-		case !b.Cfg.Contains(p.Subnet):
-			fail(p, "subnet %v is not a /%d of network %s", p.Subnet, b.Cfg.SubnetLen, b.Cfg.Network)
-			continue
-		case !ip.Is4() || !subnet.IsUsableUnicast(ip):
-			fail(p, "PublicIP is not a unicast IPv4 address")
-			continue
-		case p.Attrs.BackendType != TypeName:
+		ip := d.publicIP(p)
+		if d.six {
+			switch {
+			case !b.Cfg.ContainsIPv6(sn):
+				fail(p, "IPv6 subnet %v is not a /%d of IPv6 network %s", sn, b.Cfg.IPv6SubnetLen, b.Cfg.IPv6Network)
+				continue
+			case !subnet.IsUsableUnicast6(ip):
+				fail(p, "PublicIPv6 %v is not a global unicast IPv6 address", ip)
+				continue
+			}
+		} else {
+			switch {
+			case !b.Cfg.Contains(sn):
+				fail(p, "subnet %v is not a /%d of network %s", sn, b.Cfg.SubnetLen, b.Cfg.Network)
+				continue
+			case !ip.Is4() || !subnet.IsUsableUnicast(ip):
+				fail(p, "PublicIP is not a unicast IPv4 address")
+				continue
+			}
+		}
+		if p.Attrs.BackendType != TypeName {
 			fail(p, "BackendType %q, want %q", p.Attrs.BackendType, TypeName)
 			continue
 		}
-		d, err := ParseBackendData(p.Attrs.BackendData)
+		pd, err := ParseBackendData(d.data(p))
 		if err != nil {
-			fail(p, "%v", err)
+			if d.six {
+				fail(p, "BackendV6Data: %v", err)
+			} else {
+				fail(p, "%v", err)
+			}
 			continue
 		}
-		if d.PublicKey == b.pub {
-			fail(p, "its PublicKey %s is this node's own", d.PublicKey)
+		if pd.PublicKey == b.pub {
+			fail(p, "its PublicKey %s is this node's own", pd.PublicKey)
 			continue
+		}
+		port := b.opts.PeerPort(false, &pd, nil)
+		if d.six {
+			port = b.opts.PeerPort(true, nil, &pd)
 		}
 		peer := wg.Peer{
-			PublicKey:    d.PublicKey,
+			PublicKey:    pd.PublicKey,
 			PresharedKey: b.opts.PSK,
-			Endpoint:     netip.AddrPortFrom(ip, uint16(b.opts.PeerPort(false, &d, nil))),
-			AllowedIPs:   []netip.Prefix{p.Subnet},
+			Endpoint:     netip.AddrPortFrom(ip, uint16(port)),
+			AllowedIPs:   []netip.Prefix{sn},
 			Keepalive:    b.opts.Keepalive,
 		}
-		byKey[d.PublicKey] = append(byKey[d.PublicKey], len(cands))
+		byKey[pd.PublicKey] = append(byKey[pd.PublicKey], len(cands))
 		cands = append(cands, cand{lease: p, peer: peer})
 	}
 	want := make([]wg.Peer, 0, len(cands))
@@ -535,5 +760,3 @@ func (b *Backend) desired(s backend.State) ([]wg.Peer, []error) {
 	wg.SortPeers(want)
 	return want, errs
 }
-
-func compareLease(x, y subnet.Lease) int { return wg.ComparePrefix(x.Subnet, y.Subnet) }

@@ -50,28 +50,41 @@ func lease(i, port int) subnet.Lease {
 
 type rig struct {
 	nl     *netlinkx.Fake
-	engine *wg.Fake
-	opened []wg.Device
-	b      *Backend
-	own    subnet.Lease
+	engine *wg.Fake // flannel-wg's
+	// engines are the devices' engines by name (the last opened).
+	engines map[string]*wg.Fake
+	opened  []wg.Device
+	b       *Backend
+	own     subnet.Lease
 }
 
 func newRig(t testing.TB, backendJSON string) *rig {
 	t.Helper()
-	r := &rig{nl: netlinkx.NewFake()}
-	eth0 := r.nl.AddLink("eth0", 1500, netip.MustParsePrefix("192.168.0.1/24"))
-	addr := netip.MustParseAddr("192.168.0.1")
+	return newRigConf(t, mustConfig(t, backendJSON))
+}
+
+// newRigConf makes a rig for any network config: the underlay eth0 has
+// 192.168.0.1 and 2001:db8::1.
+func newRigConf(t testing.TB, cfg *subnet.Config) *rig {
+	t.Helper()
+	r := &rig{nl: netlinkx.NewFake(), engines: map[string]*wg.Fake{}}
+	eth0 := r.nl.AddLink("eth0", 1500, netip.MustParsePrefix("192.168.0.1/24"), netip.MustParsePrefix("2001:db8::1/64"))
+	addr, addr6 := netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("2001:db8::1")
 	open := func(d wg.Device, o wg.Options) (wg.Engine, error) {
 		if _, err := r.nl.LinkByName(d.Name); err != nil {
 			r.nl.AddLink(d.Name, d.MTU)
 		}
 		r.opened = append(r.opened, d)
-		r.engine = wg.NewFake(wg.Userspace)
-		return r.engine, nil
+		e := wg.NewFake(wg.Userspace)
+		r.engines[d.Name] = e
+		if d.Name == DeviceName {
+			r.engine = e
+		}
+		return e, nil
 	}
 	b, err := New(context.Background(), backend.Params{
-		Config: mustConfig(t, backendJSON),
-		Ext:    backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: addr, PublicIP: addr},
+		Config: cfg,
+		Ext:    backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: addr, PublicIP: addr, Addr6: addr6, PublicIPv6: addr6},
 	}, Config{Host: Host{KeyFile: filepath.Join(t.TempDir(), "wgkey")}, Netlink: r.nl, Open: open, VerifyEvery: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +93,33 @@ func newRig(t testing.TB, backendJSON string) *rig {
 	r.b = b
 	r.own = lease(1, 51820)
 	r.own.Attrs.BackendData, _ = json.Marshal(BackendData{PublicKey: b.PublicKey().String(), Port: 51820})
+	if cfg.EnableIPv6 {
+		r.own = lease6(1, 51820, 51821, cfg.EnableIPv4)
+		d, _ := json.Marshal(BackendData{PublicKey: b.PublicKey().String(), Port: 51820})
+		d6, _ := json.Marshal(BackendData{PublicKey: b.PublicKey().String(), Port: 51821})
+		if cfg.EnableIPv4 {
+			r.own.Attrs.BackendData = d
+		}
+		r.own.Attrs.BackendV6Data = d6
+	}
 	return r
+}
+
+// lease6 returns host i's dual-stack (or, without v4, IPv6-only) lease:
+// lease(i, port) plus IPv6 subnet fd00:10:244:i::/64, PublicIPv6
+// 2001:db8::1<i as two hex digits> and BackendV6Data with port6.
+func lease6(i, port, port6 int, v4 bool) subnet.Lease {
+	l := lease(i, port)
+	l.IPv6Subnet = netip.PrefixFrom(netip.AddrFrom16([16]byte{0xfd, 0, 0, 0x10, 0x02, 0x44, 0, byte(i)}), 64)
+	ip6 := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 14: 0x01, 15: byte(i)})
+	l.Attrs.PublicIPv6 = &ip6
+	l.Attrs.BackendV6Data, _ = json.Marshal(BackendData{PublicKey: peerKey(i).String(), Port: port6})
+	if !v4 {
+		l.Subnet = netip.Prefix{}
+		l.Attrs.PublicIP = netip.Addr{}
+		l.Attrs.BackendData = nil
+	}
+	return l
 }
 
 func (r *rig) set(t testing.TB, peers ...subnet.Lease) error {
@@ -370,9 +409,9 @@ func TestLeaseAttrsAndClose(t *testing.T) {
 func TestNewErrors(t *testing.T) {
 	dir := t.TempDir()
 	nl := netlinkx.NewFake()
-	eth0 := nl.AddLink("eth0", 1500, netip.MustParsePrefix("192.168.0.1/24"))
-	addr := netip.MustParseAddr("192.168.0.1")
-	ext := backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: addr, PublicIP: addr}
+	eth0 := nl.AddLink("eth0", 1500, netip.MustParsePrefix("192.168.0.1/24"), netip.MustParsePrefix("2001:db8::1/64"))
+	addr, addr6 := netip.MustParseAddr("192.168.0.1"), netip.MustParseAddr("2001:db8::1")
+	ext := backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: addr, PublicIP: addr, Addr6: addr6, PublicIPv6: addr6}
 	open := func(d wg.Device, o wg.Options) (wg.Engine, error) { return nil, wg.ErrNoKernelWireGuard }
 	bad := filepath.Join(dir, "bad")
 	if err := os.WriteFile(bad, []byte("garbage"), 0o400); err != nil {
@@ -380,19 +419,18 @@ func TestNewErrors(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, backend, keyFile, want string
+		dual                         bool
 	}{
-		{"bad options", `{"Type":"wireguard","Mode":"x"}`, filepath.Join(dir, "k1"), `Mode "x"`},
-		{"malformed key file", `{"Type":"wireguard"}`, bad, bad},
-		{"engine fails", `{"Type":"wireguard","Engine":"kernel"}`, filepath.Join(dir, "k2"), "no WireGuard"},
-		{"IPv6 on", `{"Type":"wireguard"}`, filepath.Join(dir, "k3"), "EnableIPv6 true"},
+		{"bad options", `{"Type":"wireguard","Mode":"x"}`, filepath.Join(dir, "k1"), `Mode "x"`, false},
+		{"malformed key file", `{"Type":"wireguard"}`, bad, bad, false},
+		{"engine fails", `{"Type":"wireguard","Engine":"kernel"}`, filepath.Join(dir, "k2"), "no WireGuard", false},
+		{"engine fails dual-stack", `{"Type":"wireguard","Engine":"kernel"}`, filepath.Join(dir, "k4"), "flannel-wg: ", true},
+		{"single tunnel IPv6 MTU", `{"Type":"wireguard","Mode":"auto","MTU":1340}`, filepath.Join(dir, "k6"), "device MTU 1260 (underlay MTU 1340 minus 80) is too small", true},
+		{"IPv6 MTU", `{"Type":"wireguard","MTU":1340}`, filepath.Join(dir, "k5"), "device MTU 1260 (underlay MTU 1340 minus 80) is too small", true},
 	} {
 		cfg := mustConfig(t, tc.backend)
-		if tc.name == "IPv6 on" {
-			dual, _, err := subnet.ParseConfig([]byte(`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":` + tc.backend + `}`))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg = dual
+		if tc.dual {
+			cfg = mustDual(t, tc.backend, true)
 		}
 		_, err := New(context.Background(), backend.Params{Config: cfg, Ext: ext},
 			Config{Host: Host{KeyFile: tc.keyFile}, Netlink: nl, Open: open})
@@ -402,28 +440,332 @@ func TestNewErrors(t *testing.T) {
 	}
 }
 
-// TestLeaseAttrsV6: with IPv6 on (the dual-stack config, once it lands),
-// BackendV6Data carries the same key and the port IPv6 traffic arrives
-// on: ListenPortV6 in separate mode, ListenPort in single-tunnel modes.
+// mustDual is a dual-stack network config (IPv6-only without v4).
+func mustDual(t testing.TB, backendJSON string, v4 bool) *subnet.Config {
+	t.Helper()
+	conf := `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":` + backendJSON + `}`
+	if !v4 {
+		conf = `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":` + backendJSON + `}`
+	}
+	cfg, _, err := subnet.ParseConfig([]byte(conf))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// TestLeaseAttrsV6: with IPv6 on, BackendV6Data carries the same key, the
+// port flannel-wg-v6 listens on, and the engine, as BackendData does; an
+// IPv6-only node writes BackendV6Data only.
 func TestLeaseAttrsV6(t *testing.T) {
 	for _, tc := range []struct {
 		backend string
+		v4      bool
 		port    int
 	}{
-		{`{"Type":"wireguard"}`, 51821},
-		{`{"Type":"wireguard","Mode":"auto"}`, 51820},
-		{`{"Type":"wireguard","Mode":"ipv6","ListenPort":51900}`, 51900},
+		{`{"Type":"wireguard"}`, true, 51821},
+		{`{"Type":"wireguard","ListenPortV6":51900}`, true, 51900},
+		{`{"Type":"wireguard","Mode":"separate"}`, false, 51821},
 	} {
-		r := newRig(t, tc.backend)
-		r.b.Cfg.EnableIPv6 = true
+		r := newRigConf(t, mustDual(t, tc.backend, tc.v4))
 		var a subnet.LeaseAttrs
 		if err := r.b.LeaseAttrs(&a); err != nil {
 			t.Fatal(err)
 		}
-		d4, err4 := ParseBackendData(a.BackendData)
 		d6, err6 := ParseBackendData(a.BackendV6Data)
-		if err4 != nil || err6 != nil || d6.PublicKey != r.b.PublicKey() || d4.PublicKey != d6.PublicKey || d6.Port != tc.port {
-			t.Errorf("%s: BackendData %s, BackendV6Data %s (%v %v), want v6 port %d", tc.backend, a.BackendData, a.BackendV6Data, err4, err6, tc.port)
+		want6 := fmt.Sprintf(`{"PublicKey":"%s","Port":%d,"Engine":"userspace"}`, r.b.PublicKey(), tc.port)
+		if err6 != nil || d6.PublicKey != r.b.PublicKey() || string(a.BackendV6Data) != want6 {
+			t.Errorf("%s: BackendV6Data %s (%v), want %s", tc.backend, a.BackendV6Data, err6, want6)
+		}
+		want4 := fmt.Sprintf(`{"PublicKey":"%s","Port":51820,"Engine":"userspace"}`, r.b.PublicKey())
+		if !tc.v4 {
+			want4 = ""
+		}
+		if string(a.BackendData) != want4 {
+			t.Errorf("%s: BackendData %s, want %q", tc.backend, a.BackendData, want4)
+		}
+	}
+}
+
+// TestSetDualStackGolden: in separate mode a dual-stack node has
+// flannel-wg (v4 peers, port 51820, MTU 1440) and flannel-wg-v6 (v6
+// peers at [PublicIPv6]:BackendV6Data.Port, port 51821, MTU 1420, the own
+// IPv6 subnet's address as a /128, the route to IPv6Network); FLANNEL_MTU
+// is the smaller. A peer still IPv4-only is on flannel-wg only.
+func TestSetDualStackGolden(t *testing.T) {
+	r := newRigConf(t, mustDual(t, `{"Type":"wireguard","PersistentKeepaliveInterval":25}`, true))
+	v4only := lease(4, 51820)
+	if err := r.set(t, r.own, lease6(2, 51820, 51821, true), lease6(3, 51820, 0, true), v4only); err != nil {
+		t.Fatal(err)
+	}
+	want := `addr flannel-wg 10.244.1.0/32
+addr flannel-wg-v6 fd00:10:244:1::/128
+link flannel-wg veth mtu 1440 mac 02:ee:00:00:00:03 up
+link flannel-wg-v6 veth mtu 1420 mac 02:ee:00:00:00:04 up
+route 10.244.0.0/16 dev flannel-wg
+route fd00:10:244:1::/128 dev flannel-wg-v6
+route fd00:10:244::/56 dev flannel-wg-v6
+`
+	if got := r.kernel(); sortedLines(got) != sortedLines(want) {
+		t.Errorf("kernel:\n%s\nwant:\n%s", got, want)
+	}
+	want4 := fmt.Sprintf("peer %s endpoint 192.168.0.102:51820 allowed-ips 10.244.2.0/24 keepalive 25s\npeer %s endpoint 192.168.0.103:51820 allowed-ips 10.244.3.0/24 keepalive 25s\npeer %s endpoint 192.168.0.104:51820 allowed-ips 10.244.4.0/24 keepalive 25s",
+		peerKey(2), peerKey(3), peerKey(4))
+	if got := r.engines[DeviceName].Dump(); sortedLines(got) != sortedLines(want4) {
+		t.Errorf("flannel-wg peers:\n%s\nwant:\n%s", got, want4)
+	}
+	// host3 publishes port 0 (older flanneld): this node's ListenPortV6.
+	want6 := fmt.Sprintf("peer %s endpoint [2001:db8::102]:51821 allowed-ips fd00:10:244:2::/64 keepalive 25s\npeer %s endpoint [2001:db8::103]:51821 allowed-ips fd00:10:244:3::/64 keepalive 25s",
+		peerKey(2), peerKey(3))
+	if got := r.engines[DeviceNameV6].Dump(); sortedLines(got) != sortedLines(want6) {
+		t.Errorf("flannel-wg-v6 peers:\n%s\nwant:\n%s", got, want6)
+	}
+	if r.b.MTU() != 1420 {
+		t.Errorf("MTU = %d, want 1500 - 80 (the smaller device's)", r.b.MTU())
+	}
+	var ports []string
+	for _, d := range r.opened {
+		ports = append(ports, fmt.Sprintf("%s:%d:%d", d.Name, d.ListenPort, d.MTU))
+	}
+	if got := strings.Join(ports, " "); got != "flannel-wg:51820:1440 flannel-wg-v6:51821:1420" {
+		t.Errorf("engines opened: %s", got)
+	}
+	if r.opened[0].PrivateKey != r.opened[1].PrivateKey {
+		t.Error("the two devices have different keys")
+	}
+	// Unchanged state: no writes.
+	r.engines[DeviceNameV6].TakeOps()
+	r.engine.TakeOps()
+	w := r.nl.Writes()
+	if err := r.set(t, r.own, lease6(2, 51820, 51821, true), lease6(3, 51820, 0, true), v4only); err != nil {
+		t.Fatal(err)
+	}
+	if ops := append(r.engine.TakeOps(), r.engines[DeviceNameV6].TakeOps()...); len(ops) != 0 || r.nl.Writes() != w {
+		t.Errorf("an unchanged state wrote %v and %d netlink writes", ops, r.nl.Writes()-w)
+	}
+}
+
+// kernel is the kernel's state of the WireGuard devices, as text.
+func (r *rig) kernel() string {
+	var lines []string
+	for _, l := range strings.Split(r.nl.Dump(), "\n") {
+		if strings.Contains(l, "flannel-wg") {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestSetIPv6Only: without IPv4, flannel-wg-v6 is the only device.
+func TestSetIPv6Only(t *testing.T) {
+	r := newRigConf(t, mustDual(t, `{"Type":"wireguard","ListenPortV6":51999}`, false))
+	if err := r.set(t, r.own, lease6(2, 0, 51999, false), lease6(3, 0, 51821, false)); err != nil {
+		t.Fatal(err)
+	}
+	want := `addr flannel-wg-v6 fd00:10:244:1::/128
+link flannel-wg-v6 veth mtu 1420 mac 02:ee:00:00:00:03 up
+route fd00:10:244:1::/128 dev flannel-wg-v6
+route fd00:10:244::/56 dev flannel-wg-v6`
+	if got := r.kernel(); sortedLines(got) != sortedLines(want) {
+		t.Errorf("kernel:\n%s\nwant:\n%s", got, want)
+	}
+	want6 := fmt.Sprintf("peer %s endpoint [2001:db8::102]:51999 allowed-ips fd00:10:244:2::/64\npeer %s endpoint [2001:db8::103]:51821 allowed-ips fd00:10:244:3::/64", peerKey(2), peerKey(3))
+	if got := r.engines[DeviceNameV6].Dump(); sortedLines(got) != sortedLines(want6) {
+		t.Errorf("peers:\n%s\nwant:\n%s", got, want6)
+	}
+	if r.engine != nil || len(r.opened) != 1 || r.opened[0].ListenPort != 51999 {
+		t.Errorf("engines opened: %+v", r.opened)
+	}
+	if r.b.MTU() != 1420 || r.b.Engine() != "userspace" {
+		t.Errorf("MTU %d, engine %q", r.b.MTU(), r.b.Engine())
+	}
+}
+
+// TestSetV6Sequence: on flannel-wg-v6, a rotated key is followed (set
+// before the old key is removed), a moved peer updated, a removed peer
+// gone, bad IPv6 data skipped with an error naming the lease while its
+// IPv4 half is still programmed.
+func TestSetV6Sequence(t *testing.T) {
+	r := newRigConf(t, mustDual(t, `{"Type":"wireguard"}`, true))
+	e6 := r.engines[DeviceNameV6]
+	if err := r.set(t, lease6(2, 51820, 51821, true), lease6(3, 51820, 51821, true)); err != nil {
+		t.Fatal(err)
+	}
+	e6.TakeOps()
+
+	rot := lease6(3, 51820, 51821, true)
+	rot.Attrs.BackendData, _ = json.Marshal(BackendData{PublicKey: peerKey(33).String(), Port: 51820})
+	rot.Attrs.BackendV6Data, _ = json.Marshal(BackendData{PublicKey: peerKey(33).String(), Port: 51821})
+	if err := r.set(t, rot, lease6(4, 51820, 51821, true)); err != nil {
+		t.Fatal(err)
+	}
+	ops := e6.TakeOps()
+	if len(ops) != 4 || !strings.HasPrefix(ops[0], "set") || !strings.HasPrefix(ops[1], "set") || !strings.HasPrefix(ops[2], "remove") || !strings.HasPrefix(ops[3], "remove") {
+		t.Fatalf("v6 ops = %q, want two sets, then two removes", ops)
+	}
+	want := fmt.Sprintf("peer %s endpoint [2001:db8::103]:51821 allowed-ips fd00:10:244:3::/64\npeer %s endpoint [2001:db8::104]:51821 allowed-ips fd00:10:244:4::/64", peerKey(33), peerKey(4))
+	if got := e6.Dump(); sortedLines(got) != sortedLines(want) {
+		t.Errorf("v6 peers:\n%s\nwant:\n%s", got, want)
+	}
+
+	// host4 moves to another IPv6 address and port: an update.
+	moved := lease6(4, 51820, 51900, true)
+	ip := netip.MustParseAddr("2001:db8::444")
+	moved.Attrs.PublicIPv6 = &ip
+	if err := r.set(t, rot, moved); err != nil {
+		t.Fatal(err)
+	}
+	if ops := e6.TakeOps(); len(ops) != 1 || !strings.Contains(ops[0], "[2001:db8::444]:51900") {
+		t.Errorf("v6 ops after a move = %q", ops)
+	}
+
+	// Bad IPv6 halves: skipped on flannel-wg-v6 with an error naming the
+	// lease; their IPv4 halves stay on flannel-wg.
+	badKey := lease6(5, 51820, 51821, true)
+	badKey.Attrs.BackendV6Data = json.RawMessage(`{"PublicKey":"nope","Port":51821}`)
+	noIP := lease6(6, 51820, 51821, true)
+	noIP.Attrs.PublicIPv6 = nil
+	outside := lease6(7, 51820, 51821, true)
+	outside.IPv6Subnet = netip.MustParsePrefix("fd99::/64")
+	err := r.set(t, rot, moved, badKey, noIP, outside)
+	for _, s := range []string{"10.244.5.0-24&fd00:10:244:5::-64", `BackendV6Data: BackendData PublicKey "nope"`, "10.244.6.0-24&fd00:10:244:6::-64", "PublicIPv6",
+		"fd99::-64", "is not a /64 of IPv6 network"} {
+		if err == nil || !strings.Contains(err.Error(), s) {
+			t.Errorf("error lacks %q: %v", s, err)
+		}
+	}
+	if n := strings.Count(e6.Dump(), "peer "); n != 2 {
+		t.Errorf("v6 peers with bad halves around:\n%s", e6.Dump())
+	}
+	if n := strings.Count(r.engine.Dump(), "peer "); n != 5 {
+		t.Errorf("v4 peers (want 5, the bad v6 halves' v4 halves included):\n%s", r.engine.Dump())
+	}
+
+	// Everyone leaves; the route stays.
+	if err := r.set(t); err != nil {
+		t.Fatal(err)
+	}
+	if d := e6.Dump(); d != "" {
+		t.Errorf("v6 peers left: %s", d)
+	}
+	if !strings.Contains(r.nl.Dump(), "route fd00:10:244::/56 dev flannel-wg-v6") {
+		t.Errorf("v6 route gone with the peers:\n%s", r.nl.Dump())
+	}
+
+	// A deleted flannel-wg-v6 is made again, with its address, route and
+	// peers; flannel-wg is left alone.
+	l, _ := r.nl.LinkByName(DeviceNameV6)
+	if err := r.nl.DeleteLink(l.Index); err != nil {
+		t.Fatal(err)
+	}
+	r.b.Resync()
+	if err := r.set(t, rot, moved); err != nil {
+		t.Fatal(err)
+	}
+	if r.engines[DeviceNameV6] == e6 || !e6.Closed || strings.Count(r.engines[DeviceNameV6].Dump(), "peer ") != 2 {
+		t.Errorf("flannel-wg-v6 not made again with its peers:\n%s", r.engines[DeviceNameV6].Dump())
+	}
+	for _, s := range []string{"addr flannel-wg-v6 fd00:10:244:1::/128", "route fd00:10:244::/56 dev flannel-wg-v6"} {
+		if !strings.Contains(r.nl.Dump(), s) {
+			t.Errorf("after flannel-wg-v6 was made again, lacks %q:\n%s", s, r.nl.Dump())
+		}
+	}
+}
+
+// TestSetSingleTunnel: in the single-tunnel modes with IPv6 on, one
+// flannel-wg on ListenPort carries both families: both own addresses, a
+// route per network, one peer per lease with its subnets of each family,
+// at the endpoint the mode picks, on the peer's one port (BackendData's;
+// for an IPv6-only flanneld peer this node's ListenPort).
+func TestSetSingleTunnel(t *testing.T) {
+	public := lease6(5, 51820, 51821, true) // a public IPv4 address: auto takes it
+	public.Attrs.PublicIP = netip.MustParseAddr("203.0.113.5")
+	v4only := lease(4, 51820)
+	for _, tc := range []struct {
+		mode  string
+		v4    bool
+		mtu   int
+		peers []subnet.Lease
+		want  []string
+		skip  string
+	}{
+		{"auto", true, 1420, []subnet.Lease{lease6(2, 51820, 51821, true), public, v4only}, []string{
+			"peer %2 endpoint [2001:db8::102]:51820 allowed-ips 10.244.2.0/24,fd00:10:244:2::/64",
+			"peer %4 endpoint 192.168.0.104:51820 allowed-ips 10.244.4.0/24",
+			"peer %5 endpoint 203.0.113.5:51820 allowed-ips 10.244.5.0/24,fd00:10:244:5::/64",
+		}, ""},
+		{"ipv4", true, 1440, []subnet.Lease{lease6(2, 51820, 51821, true), v4only}, []string{
+			"peer %2 endpoint 192.168.0.102:51820 allowed-ips 10.244.2.0/24,fd00:10:244:2::/64",
+			"peer %4 endpoint 192.168.0.104:51820 allowed-ips 10.244.4.0/24",
+		}, ""},
+		{"ipv6", true, 1420, []subnet.Lease{lease6(2, 51820, 51821, true), v4only}, []string{
+			"peer %2 endpoint [2001:db8::102]:51820 allowed-ips 10.244.2.0/24,fd00:10:244:2::/64",
+		}, `10.244.4.0-24 (PublicIP 192.168.0.104): Mode "ipv6" needs the peer's IPv6 address`},
+		{"auto", false, 1420, []subnet.Lease{lease6(2, 0, 51821, false), lease6(3, 0, 51821, false)}, []string{
+			"peer %2 endpoint [2001:db8::102]:51820 allowed-ips fd00:10:244:2::/64",
+			"peer %3 endpoint [2001:db8::103]:51820 allowed-ips fd00:10:244:3::/64",
+		}, ""},
+	} {
+		name := fmt.Sprintf("%s v4=%v", tc.mode, tc.v4)
+		r := newRigConf(t, mustDual(t, `{"Type":"wireguard","Mode":"`+tc.mode+`"}`, tc.v4))
+		err := r.set(t, tc.peers...)
+		if (tc.skip == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.skip)) {
+			t.Errorf("%s: Set error %v, want %q", name, err, tc.skip)
+		}
+		if len(r.opened) != 1 || r.opened[0].Name != "flannel-wg" || r.opened[0].ListenPort != 51820 || r.b.MTU() != tc.mtu {
+			t.Errorf("%s: opened %+v, MTU %d, want one flannel-wg on 51820 and MTU %d", name, r.opened, r.b.MTU(), tc.mtu)
+		}
+		var want []string
+		for _, w := range tc.want {
+			for i := 2; i <= 5; i++ {
+				w = strings.ReplaceAll(w, fmt.Sprintf("%%%d", i), peerKey(i).String())
+			}
+			want = append(want, w)
+		}
+		if got := r.engine.Dump(); sortedLines(got) != sortedLines(strings.Join(want, "\n")) {
+			t.Errorf("%s: peers:\n%s\nwant:\n%s", name, got, strings.Join(want, "\n"))
+		}
+		k := r.kernel()
+		wantK := []string{"addr flannel-wg fd00:10:244:1::/128", "route fd00:10:244::/56 dev flannel-wg"}
+		if tc.v4 {
+			wantK = append(wantK, "addr flannel-wg 10.244.1.0/32", "route 10.244.0.0/16 dev flannel-wg")
+		}
+		for _, w := range wantK {
+			if !strings.Contains(k, w) {
+				t.Errorf("%s: kernel lacks %q:\n%s", name, w, k)
+			}
+		}
+		if strings.Contains(k, "flannel-wg-v6") {
+			t.Errorf("%s: a single-tunnel mode made flannel-wg-v6:\n%s", name, k)
+		}
+		var a subnet.LeaseAttrs
+		if err := r.b.LeaseAttrs(&a); err != nil {
+			t.Fatal(err)
+		}
+		d6, err := ParseBackendData(a.BackendV6Data)
+		if err != nil || d6.Port != 51820 || d6.PublicKey != r.b.PublicKey() || (len(a.BackendData) > 0) != tc.v4 {
+			t.Errorf("%s: lease data %s %s (%v): want the one device's port in BackendV6Data", name, a.BackendData, a.BackendV6Data, err)
+		}
+		// Plan (weft doctor) agrees: nothing to change, the same skips.
+		eth0, _ := r.nl.LinkByName("eth0")
+		ext := backend.ExternalInterface{Name: "eth0", Index: eth0.Index, MTU: 1500, Addr: r.b.Ext.Addr, PublicIP: r.b.Ext.Addr, Addr6: r.b.Ext.Addr6, PublicIPv6: r.b.Ext.Addr6}
+		inspect := func(name, _ string) (wg.Kind, []wg.Peer, error) {
+			if name != DeviceName {
+				return "", nil, errors.New("no device " + name)
+			}
+			ps, err := r.engine.Peers()
+			return wg.Userspace, ps, err
+		}
+		pl, err := Plan(context.Background(), backend.Params{Config: r.b.Cfg, Ext: ext}, Config{Netlink: r.nl, Inspect: inspect}, backend.State{Own: r.own, Peers: tc.peers})
+		if err != nil || len(pl.Device)+len(pl.Changes) != 0 || (len(pl.Skipped) > 0) != (tc.skip != "") {
+			t.Errorf("%s: plan of a programmed node: %+v (%v)", name, pl, err)
+		}
+		// Unchanged state: no writes.
+		r.engine.TakeOps()
+		w := r.nl.Writes()
+		_ = r.set(t, tc.peers...)
+		if ops := r.engine.TakeOps(); len(ops) != 0 || r.nl.Writes() != w {
+			t.Errorf("%s: an unchanged state wrote %v and %d netlink writes", name, ops, r.nl.Writes()-w)
 		}
 	}
 }

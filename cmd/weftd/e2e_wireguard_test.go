@@ -71,10 +71,13 @@ func wgLease(t *testing.T, c *cluster, h *host) (key string, data struct {
 	return key, data
 }
 
-// wgPeers asks the host's weftd for its device's peers over the UAPI
+// wgPeers asks the host's weftd for flannel-wg's peers over the UAPI
 // socket, as `wg show` would: public key (base64) to allowed IPs.
-func wgPeers(sockDir string) (map[string][]string, error) {
-	c, err := net.DialTimeout("unix", filepath.Join(sockDir, "flannel-wg.sock"), time.Second)
+func wgPeers(sockDir string) (map[string][]string, error) { return wgDevPeers(sockDir, "flannel-wg") }
+
+// wgDevPeers is wgPeers for the named device.
+func wgDevPeers(sockDir, dev string) (map[string][]string, error) {
+	c, err := net.DialTimeout("unix", filepath.Join(sockDir, dev+".sock"), time.Second)
 	if err != nil {
 		return nil, err
 	}

@@ -43,6 +43,9 @@ func (n *node) checkStore(ctx context.Context) []Result {
 	}
 	if cfg.BackendType == wireguard.TypeName {
 		n.device = wireguard.DeviceName
+		if !cfg.EnableIPv4 {
+			n.device = wireguard.DeviceNameV6
+		}
 	}
 	ls, err := n.o.Store.ListLeases(ctx)
 	if err != nil {

@@ -102,7 +102,7 @@ func (c *Capture) Stop() ([][]byte, error) {
 	return c.frames, c.err
 }
 
-// IPv4 is the summary of an IPv4 frame.
+// IPv4 is the summary of an IP frame (IPv4, or IPv6 from ParseIP).
 type IPv4 struct {
 	Src, Dst netip.Addr
 	// Proto is the IP protocol (unix.IPPROTO_UDP, ...).
@@ -132,14 +132,40 @@ func ParseIPv4(frame []byte) (p IPv4, ok bool) {
 	return p, true
 }
 
+// ParseIP decodes the IPv4 or IPv6 header (and UDP or TCP ports) of an
+// Ethernet frame; ok is false for anything else (ARP, short frames). For
+// IPv6, Proto is the fixed header's next header: an extension header is
+// reported as its own number, without ports.
+func ParseIP(frame []byte) (p IPv4, ok bool) {
+	if p, ok := ParseIPv4(frame); ok {
+		return p, true
+	}
+	if len(frame) < 14+40 || binary.BigEndian.Uint16(frame[12:14]) != unix.ETH_P_IPV6 {
+		return p, false
+	}
+	ip := frame[14:]
+	if ip[0]>>4 != 6 {
+		return p, false
+	}
+	p.Src = netip.AddrFrom16([16]byte(ip[8:24]))
+	p.Dst = netip.AddrFrom16([16]byte(ip[24:40]))
+	p.Proto = int(ip[6])
+	if (p.Proto == unix.IPPROTO_UDP || p.Proto == unix.IPPROTO_TCP) && len(ip) >= 44 {
+		p.SrcPort = int(binary.BigEndian.Uint16(ip[40:42]))
+		p.DstPort = int(binary.BigEndian.Uint16(ip[42:44]))
+	}
+	return p, true
+}
+
 // String formats p like "udp 192.0.2.1:51820 > 192.0.2.2:51820".
 func (p IPv4) String() string {
-	name := map[int]string{unix.IPPROTO_UDP: "udp", unix.IPPROTO_TCP: "tcp", unix.IPPROTO_ICMP: "icmp"}[p.Proto]
+	name := map[int]string{unix.IPPROTO_UDP: "udp", unix.IPPROTO_TCP: "tcp", unix.IPPROTO_ICMP: "icmp", unix.IPPROTO_ICMPV6: "icmpv6"}[p.Proto]
 	if name == "" {
 		name = fmt.Sprintf("proto %d", p.Proto)
 	}
 	if p.SrcPort != 0 || p.DstPort != 0 {
-		return fmt.Sprintf("%s %s:%d > %s:%d", name, p.Src, p.SrcPort, p.Dst, p.DstPort)
+		src, dst := netip.AddrPortFrom(p.Src, uint16(p.SrcPort)), netip.AddrPortFrom(p.Dst, uint16(p.DstPort))
+		return fmt.Sprintf("%s %s > %s", name, src, dst)
 	}
 	return fmt.Sprintf("%s %s > %s", name, p.Src, p.Dst)
 }
