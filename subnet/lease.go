@@ -97,6 +97,31 @@ func (a LeaseAttrs) IPv6() netip.Addr {
 	return *a.PublicIPv6
 }
 
+// FamilySubnet returns the lease's subnet of one family: IPv6Subnet when
+// six, else Subnet. Backends that program both families go through it.
+func (l *Lease) FamilySubnet(six bool) netip.Prefix {
+	if six {
+		return l.IPv6Subnet
+	}
+	return l.Subnet
+}
+
+// FamilyPublicIP returns the lease's public address of one family.
+func (l *Lease) FamilyPublicIP(six bool) netip.Addr {
+	if six {
+		return l.Attrs.IPv6()
+	}
+	return l.Attrs.PublicIP
+}
+
+// FamilyBackendData returns the lease's backend data of one family.
+func (l *Lease) FamilyBackendData(six bool) json.RawMessage {
+	if six {
+		return l.Attrs.BackendV6Data
+	}
+	return l.Attrs.BackendData
+}
+
 // NodeIP returns the address that identifies the node in etcd mode: its
 // PublicIP, or for an IPv6-only node its PublicIPv6.
 func (a LeaseAttrs) NodeIP() netip.Addr {

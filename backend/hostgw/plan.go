@@ -3,7 +3,6 @@ package hostgw
 import (
 	"context"
 	"fmt"
-	"log/slog"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/base"
@@ -15,24 +14,12 @@ import (
 // anything. The desired routes are derived exactly as Set derives them.
 func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (backend.Plan, error) {
 	var pl backend.Plan
-	if err := ctx.Err(); err != nil {
+	bb, done, err := base.ForPlan(ctx, TypeName, p, c.Netlink, s)
+	if err != nil {
 		return pl, err
 	}
-	nl := c.Netlink
-	if nl == nil {
-		h, err := netlinkx.Open()
-		if err != nil {
-			return pl, fmt.Errorf("host-gw backend: %w", err)
-		}
-		defer h.Close()
-		nl = h
-	}
-	// A Base without a session or programmer: Plan follows nothing and
-	// writes nothing; Begin records the own subnet as Set's does.
-	bb := &base.Base{Name: TypeName, Log: slog.New(slog.DiscardHandler), Cfg: p.Config, Ext: p.Ext, NL: nl}
-	if err := bb.Begin(ctx, s); err != nil {
-		return pl, err
-	}
+	defer done()
+	nl := bb.NL
 	b := &Backend{Base: bb}
 	ps, err := nl.Addrs(p.Ext.Index)
 	if err != nil {

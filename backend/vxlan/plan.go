@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"slices"
 
@@ -25,24 +24,12 @@ func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (bac
 	if err != nil {
 		return pl, err
 	}
-	if err := ctx.Err(); err != nil {
+	bb, done, err := base.ForPlan(ctx, TypeName, p, c.Netlink, s)
+	if err != nil {
 		return pl, err
 	}
-	nl := c.Netlink
-	if nl == nil {
-		h, err := netlinkx.Open()
-		if err != nil {
-			return pl, fmt.Errorf("vxlan backend: %w", err)
-		}
-		defer h.Close()
-		nl = h
-	}
-	// A Base without a session or programmer: Plan follows nothing and
-	// writes nothing; Begin records the own subnets as Set's does.
-	bb := &base.Base{Name: TypeName, Log: slog.New(slog.DiscardHandler), Cfg: p.Config, Ext: p.Ext, NL: nl}
-	if err := bb.Begin(ctx, s); err != nil {
-		return pl, err
-	}
+	defer done()
+	nl := bb.NL
 	b := &Backend{Base: bb, log: bb.Log, nl: nl, cfg: p.Config, opts: opts, ext: p.Ext}
 	if p.Config.EnableIPv4 {
 		b.v4 = b.newTunnel(false, 0)

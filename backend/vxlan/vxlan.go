@@ -147,26 +147,11 @@ type tunnel struct {
 }
 
 // The per-family views of a lease.
-func (t *tunnel) subnetOf(l *subnet.Lease) netip.Prefix {
-	if t.six {
-		return l.IPv6Subnet
-	}
-	return l.Subnet
-}
+func (t *tunnel) subnetOf(l *subnet.Lease) netip.Prefix { return l.FamilySubnet(t.six) }
 
-func (t *tunnel) publicIP(l *subnet.Lease) netip.Addr {
-	if t.six {
-		return l.Attrs.IPv6()
-	}
-	return l.Attrs.PublicIP
-}
+func (t *tunnel) publicIP(l *subnet.Lease) netip.Addr { return l.FamilyPublicIP(t.six) }
 
-func (t *tunnel) data(l *subnet.Lease) json.RawMessage {
-	if t.six {
-		return l.Attrs.BackendV6Data
-	}
-	return l.Attrs.BackendData
-}
+func (t *tunnel) data(l *subnet.Lease) json.RawMessage { return l.FamilyBackendData(t.six) }
 
 func (t *tunnel) contains(p netip.Prefix) bool {
 	if t.six {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"slices"
 
 	"github.com/weftnet/weft/backend"
@@ -30,15 +29,6 @@ func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (bac
 	if err != nil {
 		return pl, err
 	}
-	nl := c.Netlink
-	if nl == nil {
-		h, err := netlinkx.Open()
-		if err != nil {
-			return pl, fmt.Errorf("wireguard backend: %w", err)
-		}
-		defer h.Close()
-		nl = h
-	}
 	inspect := c.Inspect
 	if inspect == nil {
 		inspect = wg.Inspect
@@ -47,12 +37,11 @@ func Plan(ctx context.Context, p backend.Params, c Config, s backend.State) (bac
 	if sock == "" {
 		sock = DefaultSocketDir
 	}
-	// A Base without a session or programmer: Plan follows nothing and
-	// writes nothing; Begin checks the own subnets as Set's does.
-	bb := &base.Base{Name: TypeName, Log: slog.New(slog.DiscardHandler), Cfg: p.Config, Ext: p.Ext, NL: nl}
-	if err := bb.Begin(ctx, s); err != nil {
+	bb, done, err := base.ForPlan(ctx, TypeName, p, c.Netlink, s)
+	if err != nil {
 		return pl, err
 	}
+	defer done()
 	b := &Backend{Base: bb, opts: opts}
 	own := s.Own.Attrs.BackendData
 	if !p.Config.EnableIPv4 {

@@ -627,26 +627,11 @@ func DiffPeers(have, want []wg.Peer) (set []wg.Peer, remove []wg.Key) {
 }
 
 // The per-family views of a lease.
-func (d *device) subnetOf(l *subnet.Lease) netip.Prefix {
-	if d.six {
-		return l.IPv6Subnet
-	}
-	return l.Subnet
-}
+func (d *device) subnetOf(l *subnet.Lease) netip.Prefix { return l.FamilySubnet(d.six) }
 
-func (d *device) publicIP(l *subnet.Lease) netip.Addr {
-	if d.six {
-		return l.Attrs.IPv6()
-	}
-	return l.Attrs.PublicIP
-}
+func (d *device) publicIP(l *subnet.Lease) netip.Addr { return l.FamilyPublicIP(d.six) }
 
-func (d *device) data(l *subnet.Lease) json.RawMessage {
-	if d.six {
-		return l.Attrs.BackendV6Data
-	}
-	return l.Attrs.BackendData
-}
+func (d *device) data(l *subnet.Lease) json.RawMessage { return l.FamilyBackendData(d.six) }
 
 // desired computes the device's wanted peers from the peer set, sorted by
 // key, and the reasons peers are skipped (in subnet order). The result

@@ -194,3 +194,28 @@ func OnLink(prefixes []netip.Prefix, ip netip.Addr) bool {
 	}
 	return false
 }
+
+// ForPlan returns a Base for a dry run (a backend's Plan): it has no
+// session or programmer, so it follows nothing and writes nothing, and it
+// has begun s as Set begins it (the own subnets recorded and checked). nl
+// is the netlink seam to read, or nil for the current namespace; done
+// releases what ForPlan opened.
+func ForPlan(ctx context.Context, name string, p backend.Params, nl netlinkx.Interface, s backend.State) (b *Base, done func(), err error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	done = func() {}
+	if nl == nil {
+		h, err := netlinkx.Open()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s backend: %w", name, err)
+		}
+		nl, done = h, func() { h.Close() }
+	}
+	b = &Base{Name: name, Log: slog.New(slog.DiscardHandler), Cfg: p.Config, Ext: p.Ext, NL: nl}
+	if err := b.Begin(ctx, s); err != nil {
+		done()
+		return nil, nil, err
+	}
+	return b, done, nil
+}
