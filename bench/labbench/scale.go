@@ -28,23 +28,12 @@ const scaleNetwork = "10.0.0.0/8"
 // memory. The peers only fill routes, neighbours and FDB entries: no
 // packet goes to their public addresses.
 func (b *Bench) Idle(ctx context.Context, counts []int, window time.Duration) ([]report.Measurement, error) {
-	st, upCmd, _, err := b.Up(ctx, 1, 0, "vxlan", "--network", scaleNetwork)
+	st, upCmd, pid, store, done, err := b.oneHost(ctx, "vxlan")
 	if err != nil {
 		return nil, err
 	}
-	defer b.Down()
+	defer done()
 	h := st.Hosts[0]
-	pid := 0
-	for _, p := range st.Procs {
-		if p.Name == h.Name {
-			pid = p.PID
-		}
-	}
-	store, err := etcd.New(etcd.Options{Endpoints: []string{"http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)}, Prefix: lab.EtcdPrefix, DialTimeout: 5 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("connecting to the lab's etcd: %w", err)
-	}
-	defer store.Close()
 	res, err := procstat.Resolution(pid)
 	if err != nil {
 		return nil, err
@@ -151,4 +140,26 @@ func waitRoutes(ctx context.Context, ns string, n int, timeout time.Duration) er
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("%s has %d of %d peer routes after %s", ns, got, n, timeout)
+}
+
+// oneHost brings up a lab of one host with the given backend on
+// scaleNetwork and returns its state, the command that made it, the host
+// agent's PID and a store on the lab's etcd; done closes the store and
+// takes the lab down.
+func (b *Bench) oneHost(ctx context.Context, backend string) (st *lab.State, upCmd string, pid int, store *etcd.Store, done func(), err error) {
+	st, upCmd, _, err = b.Up(ctx, 1, 0, backend, "--network", scaleNetwork)
+	if err != nil {
+		return nil, "", 0, nil, nil, err
+	}
+	for _, p := range st.Procs {
+		if p.Name == st.Hosts[0].Name {
+			pid = p.PID
+		}
+	}
+	store, err = etcd.New(etcd.Options{Endpoints: []string{"http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)}, Prefix: lab.EtcdPrefix, DialTimeout: 5 * time.Second})
+	if err != nil {
+		b.Down()
+		return nil, "", 0, nil, nil, fmt.Errorf("connecting to the lab's etcd: %w", err)
+	}
+	return st, upCmd, pid, store, func() { store.Close(); b.Down() }, nil
 }

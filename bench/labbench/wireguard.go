@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,9 +15,7 @@ import (
 
 	"github.com/weftnet/weft/bench/report"
 	"github.com/weftnet/weft/internal/procstat"
-	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/subnet"
-	"github.com/weftnet/weft/subnet/etcd"
 )
 
 // IdleWireGuard fills the etcd of a one-host wireguard lab with n synthetic
@@ -28,23 +25,12 @@ import (
 // has them all, lets it settle, and measures its agent's CPU over window and
 // its resident memory.
 func (b *Bench) IdleWireGuard(ctx context.Context, n int, window time.Duration) ([]report.Measurement, error) {
-	st, upCmd, _, err := b.Up(ctx, 1, 0, "wireguard", "--network", scaleNetwork)
+	st, upCmd, pid, store, done, err := b.oneHost(ctx, "wireguard")
 	if err != nil {
 		return nil, err
 	}
-	defer b.Down()
+	defer done()
 	h := st.Hosts[0]
-	pid := 0
-	for _, p := range st.Procs {
-		if p.Name == h.Name {
-			pid = p.PID
-		}
-	}
-	store, err := etcd.New(etcd.Options{Endpoints: []string{"http://127.0.0.1:" + strconv.Itoa(st.EtcdPort)}, Prefix: lab.EtcdPrefix, DialTimeout: 5 * time.Second})
-	if err != nil {
-		return nil, fmt.Errorf("connecting to the lab's etcd: %w", err)
-	}
-	defer store.Close()
 	leases := make([]subnet.Lease, 0, n)
 	for i := range n {
 		l, err := wireguardLease(i)
