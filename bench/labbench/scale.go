@@ -53,22 +53,10 @@ func (b *Bench) Idle(ctx context.Context, counts []int, window time.Duration) ([
 		prog := time.Since(t0)
 		have = n
 		time.Sleep(time.Second)
-		c0, err := procstat.CPU(pid)
+		idle, took, rss, err := idleSample(pid, window)
 		if err != nil {
 			return nil, err
 		}
-		w0 := time.Now()
-		time.Sleep(window)
-		c1, err := procstat.CPU(pid)
-		if err != nil {
-			return nil, err
-		}
-		took := time.Since(w0)
-		rss, err := procstat.RSS(pid)
-		if err != nil {
-			return nil, err
-		}
-		idle := float64(c1-c0) / float64(took) * 100
 		resPct := float64(res) / float64(took) * 100
 		b.say("%d peers: programmed in %s, idle CPU %.4f%% over %s, RSS %.1f MB", n, prog.Round(time.Millisecond), idle, took.Round(time.Millisecond), float64(rss)/(1<<20))
 		what := fmt.Sprintf("lab host's agent with %d peers", n)
@@ -162,4 +150,24 @@ func (b *Bench) oneHost(ctx context.Context, backend string) (st *lab.State, upC
 		return nil, "", 0, nil, nil, fmt.Errorf("connecting to the lab's etcd: %w", err)
 	}
 	return st, upCmd, pid, store, func() { store.Close(); b.Down() }, nil
+}
+
+// idleSample measures pid's CPU over window, as a percentage of one CPU,
+// and its resident memory after it.
+func idleSample(pid int, window time.Duration) (idlePct float64, took time.Duration, rss int64, err error) {
+	c0, err := procstat.CPU(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	w0 := time.Now()
+	time.Sleep(window)
+	c1, err := procstat.CPU(pid)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	took = time.Since(w0)
+	if rss, err = procstat.RSS(pid); err != nil {
+		return 0, 0, 0, err
+	}
+	return float64(c1-c0) / float64(took) * 100, took, rss, nil
 }

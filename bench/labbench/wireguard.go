@@ -14,7 +14,6 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/weftnet/weft/bench/report"
-	"github.com/weftnet/weft/internal/procstat"
 	"github.com/weftnet/weft/subnet"
 )
 
@@ -69,23 +68,11 @@ func (b *Bench) IdleWireGuard(ctx context.Context, n int, window time.Duration) 
 		{95 * time.Second, "after wireguard-go gave up the handshakes (90 s): the agent's own idle cost"},
 	} {
 		time.Sleep(time.Until(t0.Add(prog + m.after)))
-		c0, err := procstat.CPU(pid)
-		if err != nil {
-			return nil, err
-		}
-		w0 := time.Now()
-		time.Sleep(window)
-		c1, err := procstat.CPU(pid)
-		if err != nil {
-			return nil, err
-		}
-		took := time.Since(w0)
-		rssB, err := procstat.RSS(pid)
+		idle, _, rssB, err := idleSample(pid, window)
 		if err != nil {
 			return nil, err
 		}
 		rss := float64(rssB) / (1 << 20)
-		idle := float64(c1-c0) / float64(took) * 100
 		b.say("wireguard, %d peers, %s after programming: idle CPU %.2f%%, RSS %.1f MB", n, m.after, idle, rss)
 		out = append(out,
 			report.Measurement{What: fmt.Sprintf("%s: idle CPU over %s, %s after", what, window, m.after), Unit: "% of a CPU", Stat: "median", Samples: []float64{idle}, Command: cmd, Note: m.note},
