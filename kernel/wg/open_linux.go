@@ -55,7 +55,7 @@ func Open(d Device, o Options) (Engine, error) {
 			return openKernel(d, o)
 		case (kind == "tuntap" || kind == "tun") && choice != ForceKernel:
 			log.Info("re-opening the persistent TUN device of the userspace engine", "device", d.Name, "index", l.Attrs().Index)
-			return openUserspace(d, o, log)
+			return openUserspace(d, o, log, true)
 		}
 		log.Warn("an existing device of another kind has the WireGuard device's name; replacing it", "device", d.Name, "type", kind, "engine", choice)
 		if err := netlink.LinkDel(l); err != nil {
@@ -63,7 +63,7 @@ func Open(d Device, o Options) (Engine, error) {
 		}
 	}
 	if choice == ForceUserspace {
-		return openUserspace(d, o, log)
+		return openUserspace(d, o, log, false)
 	}
 	err := netlink.LinkAdd(&netlink.Wireguard{LinkAttrs: netlink.LinkAttrs{Name: d.Name, MTU: d.MTU}})
 	if err != nil {
@@ -71,7 +71,7 @@ func Open(d Device, o Options) (Engine, error) {
 			return nil, fmt.Errorf("%w: creating %s: %v", ErrNoKernelWireGuard, d.Name, err)
 		}
 		log.Info("the kernel cannot make a WireGuard device; using the userspace engine (wireguard-go on a TUN device)", "device", d.Name, "err", err)
-		return openUserspace(d, o, log)
+		return openUserspace(d, o, log, false)
 	}
 	e, err := openKernel(d, o)
 	if err != nil {
@@ -113,12 +113,14 @@ func openKernel(d Device, o Options) (Engine, error) {
 	return e, nil
 }
 
-func openUserspace(d Device, o Options, log *slog.Logger) (Engine, error) {
+// openUserspace opens the persistent TUN and starts wireguard-go on it;
+// restarted says the TUN existed (a restarted agent).
+func openUserspace(d Device, o Options, log *slog.Logger, restarted bool) (Engine, error) {
 	tdev, err := openPersistentTUN(d.Name, d.MTU)
 	if err != nil {
 		return nil, err
 	}
-	u, err := newUserspace(d.Name, tdev, conn.NewDefaultBind(), d, o.SocketDir, log)
+	u, err := newUserspace(userspaceConfig{tun: tdev, bind: conn.NewDefaultBind(), dev: d, socketDir: o.SocketDir, restarted: restarted, log: log})
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,7 @@
 package wg
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,12 @@ import (
 
 var _ Engine = (*userspace)(nil)
 
+// kickDelay is how long the end with the higher public key waits before it
+// starts a handshake to a peer it added (see kicksFirst): long enough for
+// the other end's handshake, which takes a round trip and two Curve25519
+// operations on each end, to complete first.
+const kickDelay = 250 * time.Millisecond
+
 // userspace is the wireguard-go engine: a device.Device in this process on
 // a TUN device, configured through its in-process UAPI (IpcSet/IpcGet), and
 // optionally served on a UAPI socket so that `wg show` works.
@@ -25,6 +32,14 @@ type userspace struct {
 	name string
 	dev  *device.Device
 	log  *slog.Logger
+	pub  Key
+
+	// restarted says the engine re-opened a persistent TUN (a restarted
+	// agent) and has not applied peers yet; Apply clears it.
+	restarted bool
+	// kicks are the delayed handshakes not yet started; stop ends them.
+	kicks sync.WaitGroup
+	stop  chan struct{}
 
 	ln     net.Listener // the UAPI socket, or nil
 	sock   string
@@ -32,10 +47,25 @@ type userspace struct {
 	done   chan struct{} // closed when the UAPI accept loop returned
 }
 
-// newUserspace starts wireguard-go on tdev with bind, gives it d's key and
-// port, and brings it up. With socketDir, it serves the UAPI on
-// <socketDir>/<name>.sock.
-func newUserspace(name string, tdev tun.Device, bind conn.Bind, d Device, socketDir string, log *slog.Logger) (*userspace, error) {
+// userspaceConfig is what newUserspace starts wireguard-go with.
+type userspaceConfig struct {
+	tun  tun.Device
+	bind conn.Bind
+	dev  Device
+	// socketDir, when set, is where the UAPI is served, on
+	// <socketDir>/<name>.sock.
+	socketDir string
+	// restarted says tun is a persistent TUN re-opened after an agent
+	// restart (see kicksFirst).
+	restarted bool
+	log       *slog.Logger
+}
+
+// newUserspace starts wireguard-go on c.tun with c.bind, gives it the
+// device's key and port, brings it up and, with a socket directory, serves
+// its UAPI there.
+func newUserspace(c userspaceConfig) (*userspace, error) {
+	name, d, log := c.dev.Name, c.dev, c.log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -60,7 +90,15 @@ func newUserspace(name string, tdev tun.Device, bind conn.Bind, d Device, socket
 			}
 		},
 	}
-	u := &userspace{name: name, dev: device.NewDevice(tdev, bind, logger), log: log, done: make(chan struct{})}
+	u := &userspace{
+		name:      name,
+		dev:       device.NewDevice(c.tun, c.bind, logger),
+		log:       log,
+		pub:       d.PrivateKey.PublicKey(),
+		restarted: c.restarted,
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
 	if err := u.dev.IpcSet(deviceSet(d)); err != nil {
 		u.dev.Close()
 		return nil, fmt.Errorf("configuring wireguard-go on %s (listen port %d): %w", name, d.ListenPort, err)
@@ -69,11 +107,11 @@ func newUserspace(name string, tdev tun.Device, bind conn.Bind, d Device, socket
 		u.dev.Close()
 		return nil, fmt.Errorf("bringing wireguard-go on %s up (listen port %d): %w", name, d.ListenPort, err)
 	}
-	if socketDir == "" {
+	if c.socketDir == "" {
 		close(u.done)
 		return u, nil
 	}
-	if err := u.serveUAPI(socketDir); err != nil {
+	if err := u.serveUAPI(c.socketDir); err != nil {
 		u.dev.Close()
 		return nil, err
 	}
@@ -128,19 +166,27 @@ func (u *userspace) Peers() ([]Peer, error) {
 	return parseGet(s)
 }
 
-// Apply implements Engine. Peers it adds get a handshake at once (a
+// Apply implements Engine. It starts a handshake to the peers it adds (a
 // keepalive staged without a session starts one, and the keepalive that
-// follows confirms the session to the peer), so that a restarted agent's
-// peers switch to the new session within a round trip instead of after
-// their own rekey timeout.
+// follows confirms the session to the peer): at once, or after kickDelay
+// unless a session exists by then, as kicksFirst decides. A restarted
+// agent's peers so switch to its new sessions within a round trip instead
+// of after their own timeouts.
 func (u *userspace) Apply(set []Peer, remove []Key) error {
 	if len(set) == 0 && len(remove) == 0 {
 		return nil
 	}
-	var fresh []Key
+	restarted := u.restarted
+	u.restarted = false
+	var now, later []Key
 	for _, p := range set {
-		if u.dev.LookupPeer(device.NoisePublicKey(p.PublicKey)) == nil {
-			fresh = append(fresh, p.PublicKey)
+		if u.dev.LookupPeer(device.NoisePublicKey(p.PublicKey)) != nil {
+			continue
+		}
+		if kicksFirst(u.pub, p.PublicKey, restarted) {
+			now = append(now, p.PublicKey)
+		} else {
+			later = append(later, p.PublicKey)
 		}
 	}
 	// One operation per peer, so that one bad peer does not keep the
@@ -156,12 +202,49 @@ func (u *userspace) Apply(set []Peer, remove []Key) error {
 			errs = append(errs, fmt.Errorf("wireguard-go %s: removing %d peers: %w", u.name, len(remove), err))
 		}
 	}
-	for _, k := range fresh {
+	u.kick(now)
+	if len(later) > 0 {
+		u.kicks.Add(1)
+		go func() {
+			defer u.kicks.Done()
+			t := time.NewTimer(kickDelay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+				// With a session (the other end's handshake
+				// completed), this sends a keepalive on it.
+				u.kick(later)
+			case <-u.stop:
+			}
+		}()
+	}
+	return errors.Join(errs...)
+}
+
+// kick starts a handshake to each of the peers that is still configured.
+func (u *userspace) kick(keys []Key) {
+	for _, k := range keys {
 		if p := u.dev.LookupPeer(device.NoisePublicKey(k)); p != nil {
 			p.SendKeepalive()
 		}
 	}
-	return errors.Join(errs...)
+}
+
+// kicksFirst reports whether the end with the public key own starts the
+// handshake to a peer it adds at once, rather than after kickDelay.
+//
+// Two ends that add each other at the same moment (nodes that start
+// together, or a node that joins while the others learn its lease) must not
+// both initiate: when the initiations cross, wireguard-go's handshake
+// workers can process one end's initiation and response concurrently and
+// leave the other end with a session it sends on but this end cannot
+// decrypt, until wireguard-go's 15 s data timeout starts a new handshake.
+// So the end with the lower public key initiates at once and the other
+// waits. After a restart (restarted: the first Apply on a re-opened TUN)
+// this end initiates to every peer at once: its peers hold sessions with
+// the previous process and start no handshake of their own.
+func kicksFirst(own, peer Key, restarted bool) bool {
+	return restarted || bytes.Compare(own[:], peer[:]) < 0
 }
 
 // Close implements Engine: it stops serving the UAPI and stops
@@ -169,6 +252,8 @@ func (u *userspace) Apply(set []Peer, remove []Key) error {
 // stays.
 func (u *userspace) Close() error {
 	u.closed.Do(func() {
+		close(u.stop)
+		u.kicks.Wait()
 		if u.ln != nil {
 			u.ln.Close()
 		}

@@ -187,7 +187,7 @@ func TestEngineContract(t *testing.T) {
 	engines := map[string]func(t *testing.T) Engine{
 		"fake": func(*testing.T) Engine { return NewFake(Userspace) },
 		"userspace": func(t *testing.T) Engine {
-			u, err := newUserspace("wgtest", tuntest.NewChannelTUN().TUN(), &nullBind{}, Device{Name: "wgtest", PrivateKey: priv, ListenPort: 51820}, "", nil)
+			u, err := newUserspace(userspaceConfig{tun: tuntest.NewChannelTUN().TUN(), bind: &nullBind{}, dev: Device{Name: "wgtest", PrivateKey: priv, ListenPort: 51820}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -224,7 +224,7 @@ func TestUserspaceUAPISocket(t *testing.T) {
 	dir := t.TempDir()
 	priv := key(t, 5)
 	d := Device{Name: "wgsock", PrivateKey: priv, ListenPort: 51999}
-	u, err := newUserspace(d.Name, tuntest.NewChannelTUN().TUN(), &nullBind{}, d, dir, nil)
+	u, err := newUserspace(userspaceConfig{tun: tuntest.NewChannelTUN().TUN(), bind: &nullBind{}, dev: d, socketDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,12 +263,12 @@ func TestUserspaceUAPISocket(t *testing.T) {
 		t.Errorf("uapiPeers of a missing socket = %v", err)
 	}
 	// A second engine on the same socket is refused while the first lives.
-	if _, err := newUserspace(d.Name, tuntest.NewChannelTUN().TUN(), &nullBind{}, d, dir, nil); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := newUserspace(userspaceConfig{tun: tuntest.NewChannelTUN().TUN(), bind: &nullBind{}, dev: d, socketDir: dir}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second engine on one socket: %v", err)
 	}
 	u.Close()
 	// A stale socket file (an agent killed) is replaced.
-	u2, err := newUserspace(d.Name, tuntest.NewChannelTUN().TUN(), &nullBind{}, d, dir, nil)
+	u2, err := newUserspace(userspaceConfig{tun: tuntest.NewChannelTUN().TUN(), bind: &nullBind{}, dev: d, socketDir: dir})
 	if err != nil {
 		t.Fatalf("after close: %v", err)
 	}
