@@ -169,8 +169,10 @@ func (c *Config) parseIPv4(raw *rawConfig) error {
 	default:
 		c.SubnetLen = p.Bits() + 2
 	}
-	if c.SubnetLen <= p.Bits() || c.SubnetLen > 30 {
-		return fmt.Errorf("%w: SubnetLen %d is out of range for Network %s: it must be greater than %d and at most 30", ErrInvalidConfig, c.SubnetLen, p, p.Bits())
+	// As flanneld (pkg/subnet/config.go, CheckNetworkConfig): at least
+	// prefix+2, so that the network holds four subnets.
+	if c.SubnetLen < p.Bits()+2 || c.SubnetLen > 30 {
+		return fmt.Errorf("%w: SubnetLen %d is out of range for Network %s: it must be at least %d (four subnets) and at most 30", ErrInvalidConfig, c.SubnetLen, p, p.Bits()+2)
 	}
 
 	c.SubnetMin = SubnetAt(p, c.SubnetLen, 1).Addr()
