@@ -28,22 +28,23 @@ type KubeState struct {
 	NetConf    string `json:"netConf"`
 }
 
-// plane returns the control plane of st.
+// plane returns the control plane of st: podCIDRs of /24 from the lab's
+// network and, in a dual-stack lab, of /64 from its IPv6 network.
 func (k *KubeState) plane(st *State) kubecp.Plane {
-	return kubecp.Plane{
+	p := kubecp.Plane{
 		Dir: k.Dir, BinDir: k.BinDir, Addr: st.BridgeAddr, Port: k.Port,
 		EtcdURL:     "http://127.0.0.1:" + strconv.Itoa(st.EtcdPort),
 		ClusterCIDR: st.Network, MaskSize: 24,
 	}
+	if st.IPv6Network.IsValid() {
+		p.IPv6ClusterCIDR, p.IPv6MaskSize = st.IPv6Network, 64
+	}
+	return p
 }
 
 // netConf returns the lab's net-conf.json in Kubernetes mode.
-func netConf(network netip.Prefix, backend string, nft bool) string {
-	b := `{"Type":"vxlan","VNI":1,"Port":8472}`
-	if backend == "host-gw" {
-		b = `{"Type":"host-gw"}`
-	}
-	return fmt.Sprintf(`{"Network":%q,"EnableNFTables":%t,"Backend":%s}`, network.String(), nft, b)
+func netConf(st *State) string {
+	return netConfig(st.Network, st.IPv6Network, st.NoIPv4, st.Backend, st.NFTables, false)
 }
 
 // freePortOn returns a TCP port on addr that was free a moment ago.
@@ -97,11 +98,15 @@ func (u *upper) startKube(ctx context.Context, st *State) error {
 	if err := p.WriteKubeconfig(); err != nil {
 		return err
 	}
-	u.p.say("kube-apiserver ready; starting kube-controller-manager (podCIDRs: /24s of %s)", st.Network)
+	cidrs := fmt.Sprintf("/24s of %s", st.Network)
+	if st.IPv6Network.IsValid() {
+		cidrs += fmt.Sprintf(" and /64s of %s", st.IPv6Network)
+	}
+	u.p.say("kube-apiserver ready; starting kube-controller-manager (podCIDRs: %s)", cidrs)
 	if err := u.startProc("kube-controller-manager", append([]string{p.ControllerManager()}, p.ControllerManagerArgs()...), filepath.Join(dir, "kube-controller-manager.log")); err != nil {
 		return err
 	}
-	cfg := netConf(st.Network, st.Backend, st.NFTables)
+	cfg := netConf(st)
 	if err := os.WriteFile(k.NetConf, []byte(cfg+"\n"), 0o644); err != nil {
 		return err
 	}
@@ -114,10 +119,13 @@ func (u *upper) startKube(ctx context.Context, st *State) error {
 		return err
 	}
 	for _, h := range st.Hosts {
+		addrs := []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: h.Addr.String()}}
+		if h.Addr6.IsValid() {
+			addrs = append(addrs, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: h.Addr6.String()})
+		}
 		n := &corev1.Node{
 			ObjectMeta: metav1.ObjectMeta{Name: h.Name, Labels: map[string]string{"kubernetes.io/hostname": h.Name, "kubernetes.io/os": "linux"}},
-			Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
-				{Type: corev1.NodeInternalIP, Address: h.Addr.String()}, {Type: corev1.NodeHostName, Address: h.Name}}},
+			Status:     corev1.NodeStatus{Addresses: append(addrs, corev1.NodeAddress{Type: corev1.NodeHostName, Address: h.Name})},
 		}
 		if _, err := api.CreateNode(ctx, n); err != nil {
 			return fmt.Errorf("registering Node %s: %w", h.Name, err)

@@ -377,9 +377,11 @@ func TestLabKube(t *testing.T) {
 			t.Errorf("cleanup: weft lab down: %v\n%s", err, out)
 		}
 	})
-	out := l.mustRun("up", "--kube", "--kube-bin-dir", kubetest.BinDir(t), "--hosts", "3", "--pods", "1", "--bin-dir="+l.bin)
-	if !strings.Contains(out, "every ping answered") || !strings.Contains(out, "kube-apiserver ready") {
-		t.Fatalf("up --kube did not report a green matrix")
+	// Dual-stack: the controller manager gives each Node a podCIDR of
+	// each family, and the matrix pings in both.
+	out := l.mustRun("up", "--kube", "--dual-stack", "--kube-bin-dir", kubetest.BinDir(t), "--hosts", "3", "--pods", "1", "--bin-dir="+l.bin)
+	if !strings.Contains(out, "every ping answered") || !strings.Contains(out, "kube-apiserver ready") || !strings.Contains(out, "IPv6:") {
+		t.Fatalf("up --kube --dual-stack did not report a green matrix in both families")
 	}
 	st, err := lab.LoadState(l.stateDir)
 	if err != nil {
@@ -387,6 +389,13 @@ func TestLabKube(t *testing.T) {
 	}
 	if st.Kube == nil || !st.Ready {
 		t.Fatalf("state: kube %+v, ready %v", st.Kube, st.Ready)
+	}
+	for _, h := range st.Hosts {
+		for _, p := range h.Pods {
+			if !p.Addr.IsValid() || !p.Addr6.IsValid() || !st.IPv6Network.Contains(p.Addr6.Addr()) {
+				t.Errorf("%s: pod %s has addresses %s and %s, want one in each family", h.Name, p.Name, p.Addr, p.Addr6)
+			}
+		}
 	}
 	out = l.mustRun("status")
 	for _, want := range []string{"Kubernetes mode", "3 flannel Nodes", "kube-apiserver: pid", "kube-controller-manager: pid", "with its Node  ok"} {

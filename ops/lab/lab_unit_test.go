@@ -344,6 +344,30 @@ func TestNetworkConfig(t *testing.T) {
 	}
 }
 
+// TestKubeNetConf: the lab's net-conf.json in Kubernetes mode is its
+// network config without subnet lengths (podCIDRs give each node's
+// subnets), and flanneld's kube-mode rules take it without a warning.
+func TestKubeNetConf(t *testing.T) {
+	v4, v6 := netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/56")
+	for _, tc := range []struct {
+		st   State
+		want string
+	}{
+		{State{Network: v4, Backend: "vxlan"}, `{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":1,"Port":8472}}`},
+		{State{Network: v4, Backend: "wireguard", NFTables: true}, `{"Network":"10.244.0.0/16","EnableNFTables":true,"Backend":{"Type":"wireguard"}}`},
+		{State{Network: v4, IPv6Network: v6, Backend: "host-gw"}, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"fd00:10:244::/56","Backend":{"Type":"host-gw"}}`},
+	} {
+		got := netConf(&tc.st)
+		if got != tc.want {
+			t.Errorf("netConf(%s, %s) = %s, want %s", tc.st.Backend, tc.st.IPv6Network, got, tc.want)
+		}
+		cfg, unknown, ignored, err := subnet.ParseKubeConfig([]byte(got))
+		if err != nil || len(unknown)+len(ignored) > 0 || cfg.BackendType != tc.st.Backend || cfg.EnableIPv6 != tc.st.IPv6Network.IsValid() {
+			t.Errorf("netConf %s under the kube-mode rules: %+v, unknown %v, ignored %v, %v", got, cfg, unknown, ignored, err)
+		}
+	}
+}
+
 // TestConflistsKeepRuntimesApart: the lab's own pods and a runtime using
 // the conflist in net.d share the network name and host-local store (one
 // FLANNEL_SUBNET, one bridge) but not the plugin's data directory, and
@@ -397,5 +421,19 @@ func TestWeftdEnvPerHost(t *testing.T) {
 	}
 	if slices.Equal(a, b) {
 		t.Errorf("two hosts share one environment: %q", a)
+	}
+}
+
+// TestKubeFamilies: `up --kube` takes a dual-stack lab and refuses an
+// IPv6-only one with the reason and what to run instead.
+func TestKubeFamilies(t *testing.T) {
+	v4, v6 := netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("fd00:10:244::/56")
+	only6 := &Options{Hosts: 2, Backend: "vxlan", IPv6Network: v6, NoIPv4: true, Kube: true, KubeBinDir: t.TempDir()}
+	if err := only6.checkUp(); err == nil || !strings.Contains(err.Error(), "--kube --dual-stack") {
+		t.Errorf("--kube --ipv6: %v, want a refusal that names --kube --dual-stack", err)
+	}
+	dual := &Options{Hosts: 2, Backend: "vxlan", Network: v4, IPv6Network: v6, Kube: true, KubeBinDir: t.TempDir()}
+	if err := dual.checkUp(); err == nil || !strings.Contains(err.Error(), "kube-apiserver") || strings.Contains(err.Error(), "IPv6") {
+		t.Errorf("--kube --dual-stack with an empty bin dir: %v, want only the missing binaries named", err)
 	}
 }

@@ -104,8 +104,10 @@ func (o *Options) checkUp() error {
 		return fmt.Errorf("--ipv6-network %s: want an IPv6 network of /56 or larger, e.g. fd00:10:244::/56", o.IPv6Network)
 	}
 	if o.Kube {
-		if o.NoIPv4 || o.IPv6Network.IsValid() {
-			return errors.New("--kube: the Kubernetes mode of this version is IPv4 only; drop --dual-stack/--ipv6")
+		if o.NoIPv4 {
+			// kube-apiserver wants its advertise address (the bridge's
+			// IPv4 address) in the family of its service range.
+			return errors.New("--kube --ipv6: the lab's Kubernetes mode is IPv4 or dual-stack (its kube-apiserver listens on the IPv4 bridge address); use --kube --dual-stack, or --ipv6 without --kube")
 		}
 		if err := kubecp.CheckBinDir(o.KubeBinDir); err != nil {
 			return fmt.Errorf("--kube needs kube-apiserver and kube-controller-manager: %w", err)
@@ -124,6 +126,13 @@ func (o *Options) checkUp() error {
 // network (unless noIPv4), IPv6 on ipv6Network when it is valid, the
 // firewall in nftables mode with nft.
 func networkConfig(network, ipv6Network netip.Prefix, noIPv4 bool, backend string, nft bool) string {
+	return netConfig(network, ipv6Network, noIPv4, backend, nft, true)
+}
+
+// netConfig is networkConfig, with the subnet lengths only when
+// subnetLens: Kubernetes mode takes each node's subnets from its
+// podCIDRs and ignores them.
+func netConfig(network, ipv6Network netip.Prefix, noIPv4 bool, backend string, nft, subnetLens bool) string {
 	b := `{"Type":"vxlan","VNI":1,"Port":8472}`
 	switch backend {
 	case "host-gw":
@@ -133,12 +142,18 @@ func networkConfig(network, ipv6Network netip.Prefix, noIPv4 bool, backend strin
 	}
 	var fam string
 	if !noIPv4 {
-		fam = fmt.Sprintf(`"Network":%q,"SubnetLen":24,`, network.String())
+		fam = fmt.Sprintf(`"Network":%q,`, network.String())
+		if subnetLens {
+			fam += `"SubnetLen":24,`
+		}
 	} else {
 		fam = `"EnableIPv4":false,`
 	}
 	if ipv6Network.IsValid() {
-		fam += fmt.Sprintf(`"EnableIPv6":true,"IPv6Network":%q,"IPv6SubnetLen":64,`, ipv6Network.String())
+		fam += fmt.Sprintf(`"EnableIPv6":true,"IPv6Network":%q,`, ipv6Network.String())
+		if subnetLens {
+			fam += `"IPv6SubnetLen":64,`
+		}
 	}
 	if nft {
 		fam += `"EnableNFTables":true,`
