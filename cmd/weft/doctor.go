@@ -16,6 +16,7 @@ import (
 	"github.com/weftnet/weft/internal/etcdflags"
 	"github.com/weftnet/weft/internal/nodeflags"
 	"github.com/weftnet/weft/kernel/iptables"
+	"github.com/weftnet/weft/kernel/nftables"
 	"github.com/weftnet/weft/ops/doctor"
 	etcdstore "github.com/weftnet/weft/subnet/etcd"
 )
@@ -67,6 +68,9 @@ func (d *doctorFlags) options() doctor.Options {
 	}
 	if ipt, err := iptables.New(firewall.IPv4); err == nil {
 		o.Firewall = doctor.IPTablesChecker{IPT: ipt, Masq: d.node.IPMasq, Forward: d.node.ForwardRules}
+	}
+	if nft, err := nftables.New(nil); err == nil {
+		o.NFTables = nft
 	}
 	return o
 }

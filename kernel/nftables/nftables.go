@@ -32,6 +32,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -310,4 +311,155 @@ func (fw *Firewall) list(ctx context.Context, f firewall.Family) (listing string
 		return "", false, fmt.Errorf("nft list table %s %s: %w: %s", Family(f), TableName(f), err, strings.TrimSpace(stderr.String()))
 	}
 	return string(out), true, nil
+}
+
+// Check reports how the tables differ from p, one line per finding (a table
+// or chain missing, a chain of another hook, a chain's rules not p's, a
+// table or chain p does not want); none when they hold p's rules. It writes
+// nothing and keeps no state, so a process other than the agent (`weft
+// doctor`) can ask. Rules compare word by word as nft lists them (counters
+// left out), numbers by value: nft lists the mark 0x4000 as 0x00004000.
+func (fw *Firewall) Check(ctx context.Context, p firewall.Policy) ([]string, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, f := range firewall.Families {
+		name := string(Family(f)) + " " + TableName(f)
+		listing, exists, err := fw.list(ctx, f)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case !p.Wants(f) && exists:
+			out = append(out, fmt.Sprintf("table %s is present, but %s wants no rule (%s off, or masquerade and forward rules off)", name, f, f))
+			continue
+		case !p.Wants(f):
+			continue
+		case !exists:
+			out = append(out, fmt.Sprintf("table %s is missing", name))
+			continue
+		}
+		have := listedChains(listing)
+		n := p.Net(f)
+		for _, c := range []struct {
+			on         bool
+			name, hook string
+			rules      []firewall.Rule
+		}{
+			{p.Forward, ChainForward, "forward", firewall.ForwardRules(n)},
+			{p.Masq, ChainPostrtg, "postrouting", firewall.MasqRules(n)},
+		} {
+			lc, ok := have[c.name]
+			delete(have, c.name)
+			switch {
+			case !c.on && ok:
+				out = append(out, fmt.Sprintf("chain %s %s is present, but its rules are off", name, c.name))
+				continue
+			case !c.on:
+				continue
+			case !ok:
+				out = append(out, fmt.Sprintf("chain %s %s is missing", name, c.name))
+				continue
+			case lc.hook != c.hook:
+				out = append(out, fmt.Sprintf("chain %s %s hooks %q, want %q", name, c.name, lc.hook, c.hook))
+			}
+			want := make([]string, len(c.rules))
+			for i, r := range c.rules {
+				want[i] = Rule(f, r)
+			}
+			if d := rulesDiff(lc.rules, want); d != "" {
+				out = append(out, fmt.Sprintf("chain %s %s is not current: has %d rules, want %d (%s)", name, c.name, len(lc.rules), len(want), d))
+			}
+		}
+		for extra := range have {
+			out = append(out, fmt.Sprintf("table %s has a chain %s that Weft does not make", name, extra))
+		}
+	}
+	return out, nil
+}
+
+// listedChain is one chain of an `nft list table` listing.
+type listedChain struct {
+	hook  string   // "forward", or "" for a regular chain
+	rules []string // as listed, counters left out
+}
+
+// listedChains reads the chains of an `nft list table` listing.
+func listedChains(listing string) map[string]listedChain {
+	chains := map[string]listedChain{}
+	var cur string
+	var c listedChain
+	for _, l := range strings.Split(listing, "\n") {
+		w := strings.Fields(l)
+		switch {
+		case len(w) == 0:
+		case len(w) == 3 && w[0] == "chain" && w[2] == "{":
+			cur, c = w[1], listedChain{}
+		case cur == "":
+		case w[0] == "}":
+			chains[cur] = c
+			cur = ""
+		case w[0] == "comment":
+		case w[0] == "type":
+			for i := range len(w) - 1 {
+				if w[i] == "hook" {
+					c.hook = w[i+1]
+				}
+			}
+		default:
+			c.rules = append(c.rules, strings.Join(withoutCounter(w), " "))
+		}
+	}
+	return chains
+}
+
+// withoutCounter drops "counter" and "counter packets N bytes M".
+func withoutCounter(w []string) []string {
+	out := w[:0:0]
+	for i := 0; i < len(w); i++ {
+		if w[i] == "counter" {
+			if i+4 < len(w) && w[i+1] == "packets" && w[i+3] == "bytes" {
+				i += 4
+			}
+			continue
+		}
+		out = append(out, w[i])
+	}
+	return out
+}
+
+// rulesDiff names the first difference between listed rules and wanted
+// ones ("" when they match).
+func rulesDiff(have, want []string) string {
+	for i := range max(len(have), len(want)) {
+		switch {
+		case i >= len(have):
+			return "missing " + want[i]
+		case i >= len(want):
+			return "extra " + have[i]
+		case !sameRule(have[i], want[i]):
+			return "has " + have[i] + ", want " + want[i]
+		}
+	}
+	return ""
+}
+
+// sameRule compares two rules word by word, numbers by value.
+func sameRule(a, b string) bool {
+	x, y := strings.Fields(a), strings.Fields(b)
+	if len(x) != len(y) {
+		return false
+	}
+	for i := range x {
+		if x[i] == y[i] {
+			continue
+		}
+		m, err1 := strconv.ParseUint(x[i], 0, 64)
+		n, err2 := strconv.ParseUint(y[i], 0, 64)
+		if err1 != nil || err2 != nil || m != n {
+			return false
+		}
+	}
+	return true
 }

@@ -312,30 +312,34 @@ func handleOf(t *testing.T, listing, substr string) string {
 	return ""
 }
 
+// damages are changes made by hand to the IPv4 table Ensure wrote (an nft
+// command each).
+var damages = []struct {
+	name   string
+	damage func(x *fixture) []string // an nft command
+}{
+	{"table deleted", func(*fixture) []string { return []string{"delete", "table", "ip", TableIPv4} }},
+	{"table flushed", func(*fixture) []string { return []string{"flush", "table", "ip", TableIPv4} }},
+	{"chain flushed", func(*fixture) []string { return []string{"flush", "chain", "ip", TableIPv4, ChainPostrtg} }},
+	{"chain deleted", func(*fixture) []string {
+		return []string{"delete", "chain", "ip", TableIPv4, ChainForward}
+	}},
+	{"rule deleted", func(x *fixture) []string {
+		h := handleOf(x.t, x.table("ip", TableIPv4, true), "ip daddr != 224.0.0.0/4 masquerade")
+		return []string{"delete", "rule", "ip", TableIPv4, ChainPostrtg, "handle", h}
+	}},
+	{"rule replaced", func(x *fixture) []string {
+		h := handleOf(x.t, x.table("ip", TableIPv4, true), "ip saddr 10.244.0.0/16 accept")
+		return []string{"replace", "rule", "ip", TableIPv4, ChainForward, "handle", h, "ip", "saddr", "10.244.0.0/16", "drop"}
+	}},
+	{"foreign rule added", func(*fixture) []string {
+		return []string{"insert", "rule", "ip", TableIPv4, ChainForward, "drop"}
+	}},
+	{"chain added", func(*fixture) []string { return []string{"add", "chain", "ip", TableIPv4, "extra"} }},
+}
+
 func TestEnsureRestores(t *testing.T) {
-	tests := []struct {
-		name   string
-		damage func(x *fixture) []string // an nft command
-	}{
-		{"table deleted", func(*fixture) []string { return []string{"delete", "table", "ip", TableIPv4} }},
-		{"table flushed", func(*fixture) []string { return []string{"flush", "table", "ip", TableIPv4} }},
-		{"chain flushed", func(*fixture) []string { return []string{"flush", "chain", "ip", TableIPv4, ChainPostrtg} }},
-		{"chain deleted", func(*fixture) []string {
-			return []string{"delete", "chain", "ip", TableIPv4, ChainForward}
-		}},
-		{"rule deleted", func(x *fixture) []string {
-			h := handleOf(x.t, x.table("ip", TableIPv4, true), "ip daddr != 224.0.0.0/4 masquerade")
-			return []string{"delete", "rule", "ip", TableIPv4, ChainPostrtg, "handle", h}
-		}},
-		{"rule replaced", func(x *fixture) []string {
-			h := handleOf(x.t, x.table("ip", TableIPv4, true), "ip saddr 10.244.0.0/16 accept")
-			return []string{"replace", "rule", "ip", TableIPv4, ChainForward, "handle", h, "ip", "saddr", "10.244.0.0/16", "drop"}
-		}},
-		{"foreign rule added", func(*fixture) []string {
-			return []string{"insert", "rule", "ip", TableIPv4, ChainForward, "drop"}
-		}},
-		{"chain added", func(*fixture) []string { return []string{"add", "chain", "ip", TableIPv4, "extra"} }},
-	}
+	tests := damages
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			x := newFixture(t)
@@ -441,4 +445,63 @@ func waitFor(t *testing.T, ok func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestCheck: Check finds no difference in the tables Ensure wrote, and one
+// for each hand-made damage, a missing table, a family's table Ensure would
+// remove and a policy that changed; it writes nothing.
+func TestCheck(t *testing.T) {
+	x := newFixture(t)
+	check := func(p firewall.Policy) []string {
+		t.Helper()
+		var found []string
+		x.do(func() (err error) {
+			found, err = x.fw.Check(context.Background(), p)
+			return err
+		})
+		return found
+	}
+	if got := check(v4Policy()); len(got) != 1 || !strings.Contains(got[0], "table ip flannel-ipv4 is missing") {
+		t.Fatalf("before Ensure: %q", got)
+	}
+	x.ensure(v4Policy())
+	if got := check(v4Policy()); len(got) != 0 {
+		t.Fatalf("after Ensure: %q", got)
+	}
+	if got := check(dualPolicy()); len(got) != 1 || !strings.Contains(got[0], "table ip6 flannel-ipv6 is missing") {
+		t.Errorf("IPv6 turned on: %q", got)
+	}
+	moved := v4Policy()
+	moved.IPv4.Subnet = netip.MustParsePrefix("10.244.53.1/24")
+	if got := check(moved); len(got) != 1 || !strings.Contains(got[0], "chain ip flannel-ipv4 postrtg is not current") || !strings.Contains(got[0], "10.244.53.0/24") {
+		t.Errorf("subnet changed: %q", got)
+	}
+	noMasq := v4Policy()
+	noMasq.Masq = false
+	if got := check(noMasq); len(got) != 1 || !strings.Contains(got[0], "postrtg is present") {
+		t.Errorf("masquerade turned off: %q", got)
+	}
+	if got := check(firewall.Policy{Masq: true, Forward: true}); len(got) != 1 || !strings.Contains(got[0], "is present, but IPv4 wants no rule") {
+		t.Errorf("IPv4 off: %q", got)
+	}
+	for _, d := range damages {
+		x.ns.MustExec(t, append([]string{"nft"}, d.damage(x)...)...)
+		if got := check(v4Policy()); len(got) == 0 {
+			t.Errorf("%s: Check found nothing in\n%s", d.name, x.v4())
+		} else {
+			t.Logf("%s: %q", d.name, got)
+		}
+		x.ensure(v4Policy())
+		if got := check(v4Policy()); len(got) != 0 {
+			t.Errorf("%s, restored: %q", d.name, got)
+		}
+	}
+	// Check wrote nothing: the last table Ensure wrote is as it was
+	// (handles included) after a last Check.
+	after := x.table("ip", TableIPv4, true)
+	check(v4Policy())
+	if got := x.table("ip", TableIPv4, true); got != after {
+		t.Errorf("Check changed the table:\n%s\nwas:\n%s", got, after)
+	}
+	x.checkForeign()
 }

@@ -111,6 +111,9 @@ type Options struct {
 	IPMasq, ForwardRules bool
 	// Firewall checks Weft's chains; nil skips that check.
 	Firewall RuleChecker
+	// NFTables checks Weft's nftables tables in nftables mode
+	// (EnableNFTables); nil skips that check there.
+	NFTables TableChecker
 	// Backends of iptables whose rules are counted (iptables-legacy and
 	// iptables-nft); nil uses the installed programs.
 	IPTablesBackends []IPTablesBackend

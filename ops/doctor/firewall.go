@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/weftnet/weft/firewall"
 	"github.com/weftnet/weft/kernel/iptables"
 )
 
@@ -21,6 +22,13 @@ type RuleChecker interface {
 	// ForwardChain returns the built-in FORWARD chain's policy and rules, as
 	// `iptables -S FORWARD` prints them.
 	ForwardChain(ctx context.Context) ([]string, error)
+}
+
+// TableChecker says how the kernel's nftables tables differ from a
+// policy: one line per finding, none when they hold its rules.
+// kernel/nftables' Firewall implements it.
+type TableChecker interface {
+	Check(ctx context.Context, p firewall.Policy) ([]string, error)
 }
 
 // IPTablesChecker checks the chains that kernel/iptables keeps
@@ -208,23 +216,43 @@ func (n *node) checkFirewall(ctx context.Context) []Result {
 		return out()
 	}
 	if n.cfg.EnableNFTables {
-		chains.Status = Skipped
-		chains.Verdict = "nftables mode (EnableNFTables): Weft's nftables tables are not checked yet; list them with nft list tables"
+		if n.o.NFTables == nil {
+			chains.Status, chains.Verdict = Skipped, "nftables mode (EnableNFTables), and no nft command here"
+			return out()
+		}
+		p := firewall.Policy{Masq: n.o.IPMasq, Forward: n.o.ForwardRules}
+		if n.cfg.Network.IsValid() && n.own.Subnet.IsValid() {
+			p.IPv4 = firewall.Net{Network: n.cfg.Network, Subnet: n.own.Subnet}
+		}
+		if n.cfg.IPv6Network.IsValid() && n.own.IPv6Subnet.IsValid() {
+			p.IPv6 = firewall.Net{Network: n.cfg.IPv6Network, Subnet: n.own.IPv6Subnet}
+		}
+		found, err := n.o.NFTables.Check(ctx, p)
+		chains = rulesVerdict(chains, found, err, "nftables tables",
+			"the tables weftd keeps are missing or differ from the network and lease (an `nft flush ruleset`, a firewall reload, another tool)")
 		return out()
 	}
 	found, err := n.o.Firewall.Check(ctx, network, n.own.Subnet)
+	chains = rulesVerdict(chains, found, err, "chains",
+		"the chains weftd keeps are missing or differ from the network and lease (a firewall reload, an iptables-restore, another tool)")
+	return out()
+}
+
+// rulesVerdict fills the result of the check of Weft's own rules from the
+// findings of a checker; what names them in the verdict ("chains").
+func rulesVerdict(res Result, found []string, err error, what, cause string) Result {
 	switch {
 	case err != nil:
-		chains.Status, chains.Verdict, chains.Cause = Unknown, "cannot list Weft's chains", err.Error()
+		res.Status, res.Verdict, res.Cause = Unknown, "cannot list Weft's "+what, err.Error()
 	case len(found) == 0:
-		chains.Status, chains.Verdict = OK, "Weft's chains are present and current"
+		res.Status, res.Verdict = OK, "Weft's "+what+" are present and current"
 	default:
-		chains.Status, chains.Verdict = Problem, found[0]
-		chains.Details = found
-		chains.Cause = "the chains weftd keeps are missing or differ from the network and lease (a firewall reload, an iptables-restore, another tool)"
-		chains.Fix = []string{"weftd rewrites them within -iptables-resync seconds; if they stay, see its log (journalctl -u weftd)"}
+		res.Status, res.Verdict = Problem, found[0]
+		res.Details = found
+		res.Cause = cause
+		res.Fix = []string{"weftd rewrites them within -iptables-resync seconds; if they stay, see its log (journalctl -u weftd)"}
 	}
-	return out()
+	return res
 }
 
 // forwardVerdict judges the FORWARD chain: with policy DROP, something must

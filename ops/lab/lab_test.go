@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/procstat"
+	"github.com/weftnet/weft/ops/doctor"
 	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/test/bintest"
 	"github.com/weftnet/weft/test/kubetest"
@@ -248,6 +249,15 @@ func TestLab(t *testing.T) {
 	if out, _ := exec.Command("ip", "netns", "exec", h.NS, "iptables", "-w", "-t", "nat", "-S").CombinedOutput(); strings.Contains(string(out), "FLANNEL") {
 		t.Errorf("%s in nftables mode has iptables chains:\n%s", h.Name, out)
 	}
+	// The doctor checks the tables in nftables mode: current, then a
+	// chain flushed while the agent cannot restore it.
+	dl := &doctorLab{testLab: l, st: st}
+	if r, code := dl.doctor(t, h.Name); code != 0 || r.get(t, "firewall chains").Verdict != "Weft's nftables tables are present and current" {
+		t.Errorf("doctor on %s in nftables mode: exit %d:\n%s", h.Name, code, r)
+	}
+	dl.pauseAgent(t, h.Name)
+	dl.inHost(t, h.Name, "nft", "flush", "chain", "ip", "flannel-ipv4", "postrtg")
+	dl.expect(t, h.Name, nil, 1, "firewall chains", doctor.Problem, "chain ip flannel-ipv4 postrtg is not current: has 0 rules, want 6", "nft flush ruleset")
 	l.mustRun("down")
 	l.assertGone()
 }
