@@ -134,11 +134,13 @@ var _ backend.Backend = (*Backend)(nil)
 // Backend is the wireguard backend. Create it with New.
 type Backend struct {
 	*base.Base
-	opts   Options
-	host   Host
-	open   func(wg.Device, wg.Options) (wg.Engine, error)
-	key    wgtypes.Key
-	pub    wgtypes.Key
+	opts Options
+	host Host
+	open func(wg.Device, wg.Options) (wg.Engine, error)
+	key  wgtypes.Key
+	pub  wgtypes.Key
+	// newKey says key was made at this start (see wg.Options.NewKey).
+	newKey bool
 	verify time.Duration
 	// v4 and v6 are the devices of the families that are on (nil when
 	// off): flannel-wg and flannel-wg-v6. In a single-tunnel Mode with
@@ -199,7 +201,7 @@ func New(ctx context.Context, p backend.Params, c Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wireguard backend: %w", err)
 	}
-	b.key, b.pub = key, key.PublicKey()
+	b.key, b.pub, b.newKey = key, key.PublicKey(), created
 	name := DeviceName
 	if !p.Config.EnableIPv4 {
 		name = DeviceNameV6
@@ -322,7 +324,7 @@ func (d *device) openEngine() error {
 		sock = ""
 	}
 	e, err := b.open(wg.Device{Name: d.name, PrivateKey: b.key, ListenPort: d.port, MTU: d.mtu},
-		wg.Options{Choice: b.opts.Engine, SocketDir: sock, Log: d.log})
+		wg.Options{Choice: b.opts.Engine, SocketDir: sock, Log: d.log, NewKey: b.newKey})
 	if err != nil {
 		return fmt.Errorf("wireguard backend: %s: %w", d.name, err)
 	}

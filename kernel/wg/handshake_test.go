@@ -15,21 +15,21 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
 
-func TestKicksFirst(t *testing.T) {
+func TestKickAfter(t *testing.T) {
 	lo, hi := key(t, 1), key(t, 2)
 	for _, tc := range []struct {
 		name      string
 		own, peer Key
 		restarted bool
-		want      bool
+		want      time.Duration
 	}{
-		{"lower key initiates", lo, hi, false, true},
-		{"higher key waits", hi, lo, false, false},
-		{"restarted, higher key initiates", hi, lo, true, true},
-		{"restarted, lower key initiates", lo, hi, true, true},
+		{"lower key initiates", lo, hi, false, 0},
+		{"higher key waits", hi, lo, false, kickDelay},
+		{"restarted, lower key initiates", lo, hi, true, 0},
+		{"restarted, higher key initiates", hi, lo, true, 0},
 	} {
-		if got := kicksFirst(tc.own, tc.peer, tc.restarted); got != tc.want {
-			t.Errorf("%s: kicksFirst = %v, want %v", tc.name, got, tc.want)
+		if got := kickAfter(tc.own, tc.peer, tc.restarted); got != tc.want {
+			t.Errorf("%s: kickAfter = %s, want %s", tc.name, got, tc.want)
 		}
 	}
 }
@@ -170,10 +170,54 @@ func TestUserspaceSimultaneousAdd(t *testing.T) {
 	}
 }
 
-// TestUserspaceRestartKicks: an engine that re-opened its TUN (a restarted
-// agent) starts a handshake to its peers at once, whichever key is lower:
-// the peer, which holds a session with the previous process and adds
-// nothing, switches to the new session without waiting for its timers.
+// TestUserspaceNewKey: a node restarted with a new key (a rotated key
+// file) initiates to its peer while the peer, learning the new key from
+// the lease, replaces the old one at the same moment: one working session
+// each way, every time.
+func TestUserspaceNewKey(t *testing.T) {
+	for round := range 15 {
+		t.Logf("round %d", round)
+		a := newWGEnd(t, nil, "10.99.0.1", false)
+		b := newWGEnd(t, nil, "10.99.0.2", false)
+		if err := a.u.Apply([]Peer{b.peer()}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.u.Apply([]Peer{a.peer()}, nil); err != nil {
+			t.Fatal(err)
+		}
+		connected(t, a, b)
+		a.u.Close()
+		time.Sleep(2 * device.HandshakeInitationRate)
+		// A new key: Open does not take the re-opened TUN for a restart.
+		a2 := newWGEnd(t, nil, "10.99.0.1", false)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for _, f := range []func() error{
+			func() error { return a2.u.Apply([]Peer{b.peer()}, nil) },
+			func() error { return b.u.Apply([]Peer{a2.peer()}, []Key{a.pub}) },
+		} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				if err := f(); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		connected(t, a2, b)
+		a2.u.Close()
+		b.u.Close()
+	}
+}
+
+// TestUserspaceRestartKicks: an engine that re-opened its TUN with the key
+// it had (a restarted agent) starts a handshake to its peers at once,
+// whichever key is lower: the peer, which holds a session with the previous
+// process and adds nothing, switches to the new session without waiting
+// for its timers.
 func TestUserspaceRestartKicks(t *testing.T) {
 	for round := range 10 {
 		t.Logf("round %d", round)

@@ -23,6 +23,11 @@ type Options struct {
 	// NewClient opens the wgctrl client for the kernel engine (nil:
 	// wgctrl.New).
 	NewClient func() (Client, error)
+	// NewKey says the device's private key was just made (a new node, or
+	// a key rotated): peers will add the device afresh rather than wait
+	// for it, so the userspace engine does not treat a re-opened TUN as a
+	// plain restart (see kickAfter).
+	NewKey bool
 }
 
 // Open returns an engine for the device d in the calling thread's network
@@ -55,7 +60,7 @@ func Open(d Device, o Options) (Engine, error) {
 			return openKernel(d, o)
 		case (kind == "tuntap" || kind == "tun") && choice != ForceKernel:
 			log.Info("re-opening the persistent TUN device of the userspace engine", "device", d.Name, "index", l.Attrs().Index)
-			return openUserspace(d, o, log, true)
+			return openUserspace(d, o, log, !o.NewKey)
 		}
 		log.Warn("an existing device of another kind has the WireGuard device's name; replacing it", "device", d.Name, "type", kind, "engine", choice)
 		if err := netlink.LinkDel(l); err != nil {
@@ -114,7 +119,8 @@ func openKernel(d Device, o Options) (Engine, error) {
 }
 
 // openUserspace opens the persistent TUN and starts wireguard-go on it;
-// restarted says the TUN existed (a restarted agent).
+// restarted says the TUN existed and the key is the one it had (a
+// restarted agent).
 func openUserspace(d Device, o Options, log *slog.Logger, restarted bool) (Engine, error) {
 	tdev, err := openPersistentTUN(d.Name, d.MTU)
 	if err != nil {

@@ -19,10 +19,10 @@ import (
 
 var _ Engine = (*userspace)(nil)
 
-// kickDelay is how long the end with the higher public key waits before it
-// starts a handshake to a peer it added (see kicksFirst): long enough for
-// the other end's handshake, which takes a round trip and two Curve25519
-// operations on each end, to complete first.
+// kickDelay is how long an end waits before it starts a handshake to a
+// peer it added, when it is not the one to start at once (see kickAfter):
+// long enough for the other end's handshake, which takes a round trip and
+// two Curve25519 operations on each end, to complete first.
 const kickDelay = 250 * time.Millisecond
 
 // userspace is the wireguard-go engine: a device.Device in this process on
@@ -34,8 +34,9 @@ type userspace struct {
 	log  *slog.Logger
 	pub  Key
 
-	// restarted says the engine re-opened a persistent TUN (a restarted
-	// agent) and has not applied peers yet; Apply clears it.
+	// restarted says the engine re-opened a persistent TUN with the key
+	// it had (an agent restart) and has not applied peers yet; Apply
+	// clears it.
 	restarted bool
 	// kicks are the delayed handshakes not yet started; stop ends them.
 	kicks sync.WaitGroup
@@ -56,7 +57,7 @@ type userspaceConfig struct {
 	// <socketDir>/<name>.sock.
 	socketDir string
 	// restarted says tun is a persistent TUN re-opened after an agent
-	// restart (see kicksFirst).
+	// restart (see kickAfter).
 	restarted bool
 	log       *slog.Logger
 }
@@ -168,25 +169,22 @@ func (u *userspace) Peers() ([]Peer, error) {
 
 // Apply implements Engine. It starts a handshake to the peers it adds (a
 // keepalive staged without a session starts one, and the keepalive that
-// follows confirms the session to the peer): at once, or after kickDelay
-// unless a session exists by then, as kicksFirst decides. A restarted
-// agent's peers so switch to its new sessions within a round trip instead
-// of after their own timeouts.
+// follows confirms the session to the peer): at once, or after a delay
+// that lets the peer's own handshake complete first, as kickAfter decides;
+// once a session exists, the delayed kick only sends a keepalive on it. A
+// restarted agent's peers so switch to its new sessions within a round
+// trip instead of after their own timeouts.
 func (u *userspace) Apply(set []Peer, remove []Key) error {
 	if len(set) == 0 && len(remove) == 0 {
 		return nil
 	}
 	restarted := u.restarted
 	u.restarted = false
-	var now, later []Key
+	kicks := map[time.Duration][]Key{}
 	for _, p := range set {
-		if u.dev.LookupPeer(device.NoisePublicKey(p.PublicKey)) != nil {
-			continue
-		}
-		if kicksFirst(u.pub, p.PublicKey, restarted) {
-			now = append(now, p.PublicKey)
-		} else {
-			later = append(later, p.PublicKey)
+		if u.dev.LookupPeer(device.NoisePublicKey(p.PublicKey)) == nil {
+			d := kickAfter(u.pub, p.PublicKey, restarted)
+			kicks[d] = append(kicks[d], p.PublicKey)
 		}
 	}
 	// One operation per peer, so that one bad peer does not keep the
@@ -202,18 +200,19 @@ func (u *userspace) Apply(set []Peer, remove []Key) error {
 			errs = append(errs, fmt.Errorf("wireguard-go %s: removing %d peers: %w", u.name, len(remove), err))
 		}
 	}
-	u.kick(now)
-	if len(later) > 0 {
+	for d, keys := range kicks {
+		if d == 0 {
+			u.kick(keys)
+			continue
+		}
 		u.kicks.Add(1)
 		go func() {
 			defer u.kicks.Done()
-			t := time.NewTimer(kickDelay)
+			t := time.NewTimer(d)
 			defer t.Stop()
 			select {
 			case <-t.C:
-				// With a session (the other end's handshake
-				// completed), this sends a keepalive on it.
-				u.kick(later)
+				u.kick(keys)
 			case <-u.stop:
 			}
 		}()
@@ -230,21 +229,24 @@ func (u *userspace) kick(keys []Key) {
 	}
 }
 
-// kicksFirst reports whether the end with the public key own starts the
-// handshake to a peer it adds at once, rather than after kickDelay.
+// kickAfter returns how long the end with the public key own waits before
+// it starts the handshake to a peer it adds.
 //
 // Two ends that add each other at the same moment (nodes that start
-// together, or a node that joins while the others learn its lease) must not
-// both initiate: when the initiations cross, wireguard-go's handshake
-// workers can process one end's initiation and response concurrently and
-// leave the other end with a session it sends on but this end cannot
-// decrypt, until wireguard-go's 15 s data timeout starts a new handshake.
-// So the end with the lower public key initiates at once and the other
-// waits. After a restart (restarted: the first Apply on a re-opened TUN)
-// this end initiates to every peer at once: its peers hold sessions with
-// the previous process and start no handshake of their own.
-func kicksFirst(own, peer Key, restarted bool) bool {
-	return restarted || bytes.Compare(own[:], peer[:]) < 0
+// together, a node that joins or comes back with a new key while the
+// others learn its lease) must not both initiate: when the initiations
+// cross, wireguard-go's handshake workers can process one end's initiation
+// and response concurrently and leave the other end with a session it
+// sends on but this end cannot decrypt, until wireguard-go's 15 s data
+// timeout starts a new handshake. So the end with the lower public key
+// initiates at once and the other waits kickDelay. An agent restarted with
+// the key it had (restarted) initiates to every peer at once: its peers
+// know its key, add nothing and hold sessions with the previous process.
+func kickAfter(own, peer Key, restarted bool) time.Duration {
+	if restarted || bytes.Compare(own[:], peer[:]) < 0 {
+		return 0
+	}
+	return kickDelay
 }
 
 // Close implements Engine: it stops serving the UAPI and stops
