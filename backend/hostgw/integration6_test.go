@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
@@ -98,7 +99,7 @@ func TestIntegrationHostGWIPv6(t *testing.T) {
 							dsts = append(dsts, b.lease.Subnet.Addr().Next().Next())
 						}
 						for _, dst := range dsts {
-							if err := a.pod.Ping(dst); err != nil {
+							if err := a.pod.PingWithin(dst, 5*time.Second); err != nil {
 								t.Errorf("pod of %s cannot reach %s: %v", a.ns.Name, dst, err)
 							}
 						}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
@@ -68,7 +69,7 @@ func TestIntegrationHostGW(t *testing.T) {
 				continue
 			}
 			dst := b.lease.Subnet.Addr().Next().Next()
-			if err := a.pod.Ping(dst); err != nil {
+			if err := a.pod.PingWithin(dst, 5*time.Second); err != nil {
 				t.Errorf("pod of %s cannot reach %s: %v", a.ns.Name, dst, err)
 			}
 		}

@@ -91,7 +91,7 @@ func checkReach(t *testing.T, hs []*host) {
 			if a == b {
 				continue
 			}
-			if err := a.pod.Ping(podAddr(b)); err != nil {
+			if err := a.pod.PingWithin(podAddr(b), 5*time.Second); err != nil {
 				t.Errorf("pod of %s cannot reach pod %s of %s: %v", a.ns.Name, podAddr(b), b.ns.Name, err)
 			}
 		}
