@@ -141,7 +141,7 @@ func TestKubeStore(t *testing.T) {
 		ks.API, ks.Host = down, rc.Host
 		s, l, code := check(t, ks)
 		if code != 2 || s.Status != Unknown || !strings.Contains(s.Verdict, "cannot read the Nodes from the Kubernetes API at https://127.0.0.1:1") ||
-			!strings.Contains(s.Cause, "connection refused") || !strings.Contains(strings.Join(s.Fix, "\n"), "-kubeconfig-file") || l.Status == Problem {
+			!strings.Contains(s.Cause, "connection refused") || !strings.Contains(strings.Join(s.Fix, "\n"), "-kubeconfig-file") || l.Status != Unknown {
 			t.Errorf("exit %d\n%+v\n%+v", code, s, l)
 		}
 		// No client at all (a kubeconfig that cannot be read).

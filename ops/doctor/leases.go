@@ -19,6 +19,10 @@ func (n *node) checkLeases() Result {
 		res.Status, res.Verdict = Unknown, "cannot check: no network config"
 		return res
 	}
+	if n.storeUnread() {
+		res.Status, res.Verdict = Unknown, "cannot check: the leases could not be read"
+		return res
+	}
 	var det []string
 	for _, il := range n.invalid {
 		det = append(det, fmt.Sprintf("invalid lease %s: %v", il.Key, il.Err))

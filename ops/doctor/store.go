@@ -92,6 +92,11 @@ func (n *node) checkStore(ctx context.Context) []Result {
 	return out
 }
 
+// storeUnread reports whether the store check could not read the leases.
+func (n *node) storeUnread() bool {
+	return n.snap != nil && n.snap.Fail != nil && n.snap.Fail.Status == Unknown
+}
+
 // checkSubnetEnv compares subnet.env with the node's lease and the config.
 func (n *node) checkSubnetEnv() Result {
 	res := Result{Check: "subnet.env"}
@@ -104,6 +109,10 @@ func (n *node) checkSubnetEnv() Result {
 	}
 	if n.cfg == nil {
 		res.Status, res.Verdict = Unknown, fmt.Sprintf("FLANNEL_SUBNET=%s; cannot compare without the network config", env.Subnet)
+		return res
+	}
+	if n.storeUnread() {
+		res.Status, res.Verdict = Unknown, fmt.Sprintf("FLANNEL_SUBNET=%s; cannot compare without the leases", env.Subnet)
 		return res
 	}
 	var probs []string

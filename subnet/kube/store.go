@@ -585,27 +585,30 @@ func sameValues(want, have map[string]string) bool {
 // backend type and data, public IPs), so that peers drop it; the podCIDR
 // stays with the Node. Used by an explicit teardown only.
 func (s *Store) ReleaseLease(ctx context.Context, _ *subnet.Lease) error {
-	return RemoveLeaseAnnotations(ctx, s.cs, s.ann, s.name)
+	_, err := RemoveLeaseAnnotations(ctx, s.cs, s.ann, s.name)
+	return err
 }
 
 // RemoveLeaseAnnotations removes the lease annotations of the named Node
 // (kube-subnet-manager, backend type and data, public IPs) with a
 // strategic-merge patch of its status, as flanneld writes them: peers then
 // drop the node. The podCIDR stays with the Node, and so do the
-// annotations a person sets (public-ip-overwrite, node-public-ip).
-func RemoveLeaseAnnotations(ctx context.Context, api API, a Annotations, name string) error {
+// annotations a person sets (public-ip-overwrite, node-public-ip). It
+// returns the Node's podCIDRs.
+func RemoveLeaseAnnotations(ctx context.Context, api API, a Annotations, name string) ([]string, error) {
 	del := map[string]any{}
 	for _, k := range []string{a.SubnetManager, a.BackendType, a.BackendData, a.BackendV6Data, a.PublicIP, a.PublicIPv6} {
 		del[k] = nil
 	}
 	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": del}})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := api.PatchNode(ctx, name, types.StrategicMergePatchType, body, "status"); err != nil {
-		return fmt.Errorf("removing the lease annotations of node %q: %w", name, err)
+	n, err := api.PatchNode(ctx, name, types.StrategicMergePatchType, body, "status")
+	if err != nil {
+		return nil, fmt.Errorf("removing the lease annotations of node %q: %w", name, err)
 	}
-	return nil
+	return toInfo(n, a.Prefix, "").podCIDRs, nil
 }
 
 // LookupLease implements subnet.Manager: the lease this node's Node still
