@@ -65,6 +65,7 @@ func TestUsageErrors(t *testing.T) {
 		{"doctor", "--kube-subnet-mgr", "--kube-annotation-prefix", "A/B/C"},
 		{"doctor", "--kube-subnet-mgr", "--net-config-path", ""},
 		{"node", "teardown", "--kube-subnet-mgr", "--kube-annotation-prefix", "A/B/C"},
+		{"node", "teardown", "--kube-subnet-mgr", "--public-ip", "192.0.2.1"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			var out, errOut bytes.Buffer

@@ -47,6 +47,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	o := teardown.Options{SubnetFile: *subnetFile, KeepIPTables: *keepIPT}
+	if *publicIP != "" && f.kube.Enabled {
+		return fmt.Errorf("%w: -public-ip guards the release of an etcd lease; in Kubernetes mode the Node is the one NODE_NAME names", errUsage)
+	}
 	if *publicIP != "" {
 		a, err := netip.ParseAddr(*publicIP)
 		if err != nil {

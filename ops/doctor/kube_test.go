@@ -99,6 +99,9 @@ func TestKubeStore(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, _, code := check(t, store(tc.node))
+			var b strings.Builder
+			_ = RenderText(&b, &Report{Node: tc.node, Results: []Result{s}})
+			t.Logf("the store check:\n%s", b.String())
 			if code != tc.code || s.Status != tc.status || !strings.Contains(s.Verdict, tc.verdict) ||
 				!strings.Contains(s.Cause, tc.cause) || !strings.Contains(strings.Join(s.Fix, "\n"), tc.fix) {
 				t.Errorf("exit %d, %s %q\ncause %q\nfix %q\nwant exit %d, %s %q, cause with %q, fix with %q",

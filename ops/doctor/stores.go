@@ -155,7 +155,7 @@ func (k KubeStore) Look(ctx context.Context) *Snapshot {
 			Cause: "in Kubernetes mode the node's subnet is its Node's spec.podCIDR, which kube-controller-manager assigns only with --allocate-node-cidrs=true and a --cluster-cidr; weftd waits until the Node has one, and pods cannot start meanwhile",
 			Fix: []string{
 				"run kube-controller-manager with --allocate-node-cidrs=true --cluster-cidr=" + cfg.Network.String() + " (kubeadm: kubeadm init --pod-network-cidr=" + cfg.Network.String() + ")",
-				"or give the Node one by hand (once: it cannot change later): kubectl patch node " + name + ` -p '{"spec":{"podCIDR":"<a free /24 of ` + cfg.Network.String() + `>"}}'`,
+				"or give the Node one by hand (once: it cannot change later): kubectl patch node " + name + ` -p '{"spec":{"podCIDR":"<a free subnet of ` + cfg.Network.String() + `, as long as those of the other Nodes>"}}'`,
 				show}}
 	case sv.ConfigErr != nil:
 		snap.Fail = &Result{Status: Problem, Verdict: strings.TrimPrefix(sv.ConfigErr.Error(), fmt.Sprintf("node %q: ", name)),
