@@ -58,7 +58,7 @@ func (d *doctorFlags) register(fs *flag.FlagSet) {
 func (d *doctorFlags) options() doctor.Options {
 	o := doctor.Options{
 		Backends:     registry.Lookup,
-		Iface:        agent.IfaceOptions{Ifaces: d.node.Ifaces, Regexes: d.node.IfaceRegexes, PublicIP: d.node.Public()},
+		Iface:        agent.IfaceOptions{Ifaces: d.node.Ifaces, Regexes: d.node.IfaceRegexes, PublicIP: d.node.Public(), PublicIPv6: d.node.PublicV6()},
 		SubnetFile:   d.node.SubnetFile,
 		IPMasq:       d.node.IPMasq,
 		ForwardRules: d.node.ForwardRules,

@@ -108,6 +108,11 @@ type Snapshot struct {
 	// doctor finds the own lease by the node's public address.
 	Node string
 	Own  *subnet.Lease
+	// PublicIP and PublicIPv6, when valid, are the node's public addresses
+	// as the store sets them (Kubernetes: the Node's node-public-ip and
+	// node-public-ipv6 annotations), which win over -public-ip and
+	// -public-ipv6 as in weftd.
+	PublicIP, PublicIPv6 netip.Addr
 	// Fail, when set, is the store check's verdict instead of the summary
 	// (its Check is filled in): Unknown when the store could not be read,
 	// Problem when the network config or the node's own lease is wrong,

@@ -131,6 +131,23 @@ func TestKubeStore(t *testing.T) {
 		c.DeleteNode(t, "badann")
 	})
 
+	t.Run("node-public-ip", func(t *testing.T) {
+		// An operator's node-public-ip wins over -public-ip, as in weftd.
+		pa := ann("192.0.2.6", "5a:1f:00:00:00:06")
+		pa[p+"node-public-ip"] = "192.0.2.6"
+		c.CreateNode(t, "pub", kubetest.NodeOptions{PodCIDR: "10.244.6.0/24", Annotations: pa})
+		defer c.DeleteNode(t, "pub")
+		snap := store("pub").Look(context.Background())
+		if snap.Fail != nil || snap.PublicIP != netip.MustParseAddr("192.0.2.6") || snap.PublicIPv6.IsValid() {
+			t.Errorf("snapshot: fail %+v, public IPs %v %v", snap.Fail, snap.PublicIP, snap.PublicIPv6)
+		}
+		n := &node{o: Options{Store: store("pub"), Iface: agent.IfaceOptions{PublicIP: netip.MustParseAddr("192.0.2.1")}}}
+		n.checkStore(context.Background())
+		if n.o.Iface.PublicIP != netip.MustParseAddr("192.0.2.6") {
+			t.Errorf("the doctor chooses the interface with -public-ip %v, want the annotation's", n.o.Iface.PublicIP)
+		}
+	})
+
 	t.Run("apiserver unreachable", func(t *testing.T) {
 		rc, err := kube.RESTConfig("https://127.0.0.1:1", "", "test")
 		if err != nil {

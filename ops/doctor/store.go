@@ -22,6 +22,12 @@ import (
 func (n *node) checkStore(ctx context.Context) []Result {
 	snap := n.o.Store.Look(ctx)
 	n.snap = snap
+	if snap.PublicIP.IsValid() {
+		n.o.Iface.PublicIP = snap.PublicIP
+	}
+	if snap.PublicIPv6.IsValid() {
+		n.o.Iface.PublicIPv6 = snap.PublicIPv6
+	}
 	cfg := snap.Config
 	if cfg == nil {
 		n.ext, n.extErr = agent.ChooseExternal(n.o.Iface)

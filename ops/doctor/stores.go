@@ -144,6 +144,7 @@ func (k KubeStore) Look(ctx context.Context) *Snapshot {
 		}
 	}
 	snap.Own = sv.Own
+	snap.PublicIP, snap.PublicIPv6 = sv.NodePublicIP, sv.NodePublicIPv6
 	show := "kubectl get node " + name + " -o jsonpath='{.spec.podCIDRs} {.metadata.annotations}'"
 	switch {
 	case !sv.OwnFound:

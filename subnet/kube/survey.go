@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -63,6 +64,11 @@ type Survey struct {
 	OwnFound    bool
 	OwnPodCIDRs []string
 	OwnMarked   bool
+	// NodePublicIP and NodePublicIPv6 are the own Node's node-public-ip
+	// and node-public-ipv6 annotations (an operator's), which win over
+	// -public-ip in weftd; zero when absent or malformed (weftd then
+	// ignores them too).
+	NodePublicIP, NodePublicIPv6 netip.Addr
 	// ConfigErr says why the own podCIDRs give no config: ErrNoPodCIDR, a
 	// podCIDR outside the network, a family missing (nil when the Node is
 	// missing).
@@ -96,6 +102,12 @@ func Look(ctx context.Context, api API, ann Annotations, name string, cfg *subne
 		marked := n.annotations[ann.SubnetManager] == "true"
 		if n.name == name {
 			s.OwnFound, s.OwnPodCIDRs, s.OwnMarked = true, n.podCIDRs, marked
+			if a, err := netip.ParseAddr(n.annotations[ann.NodePublicIP]); err == nil && a.Is4() {
+				s.NodePublicIP = a
+			}
+			if a, err := netip.ParseAddr(n.annotations[ann.NodePublicIPv6]); err == nil && a.Is6() {
+				s.NodePublicIPv6 = a
+			}
 		}
 		if marked {
 			flannel = append(flannel, n)
