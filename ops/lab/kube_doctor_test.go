@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/weftnet/weft/ops/doctor"
 	"github.com/weftnet/weft/ops/lab"
@@ -24,7 +25,9 @@ import (
 // with podCIDRs from a real kube-controller-manager): `weft lab doctor`
 // on every host (healthy, each lease found as its Node's), the doctor with
 // the apiserver out of reach (exit 2), a peer Node with a malformed
-// annotation (exit 1, named), and `weft node teardown -kube-subnet-mgr` on
+// annotation (exit 1, named), the own Node's annotation broken while its
+// agent is stopped (exit 1 on it and on its peers; the agent restores it),
+// and `weft node teardown -kube-subnet-mgr` on
 // a host whose agent is stopped (local objects gone, the Node's lease
 // annotations removed and its podCIDR kept; the doctor then says so), then
 // the agent puts its annotations back.
@@ -118,6 +121,23 @@ func kubeDoctor(t *testing.T, l *doctorLab) {
 		if _, err := kube.RemoveLeaseAnnotations(ctx, api, ann, "ghost"); err != nil {
 			t.Fatal(err)
 		}
+		l.waitHealthy(t, "host1")
+	})
+
+	t.Run("own Node with a malformed annotation", func(t *testing.T) {
+		// With host2's agent stopped (it would restore the annotation
+		// before the doctor looks), a person breaks its public-ip.
+		l.pauseAgent(t, "host2")
+		body := `{"metadata":{"annotations":{"` + ann.PublicIP + `":"garbage"}}}`
+		if _, err := api.PatchNode(context.Background(), "host2", types.MergePatchType, []byte(body)); err != nil {
+			t.Fatal(err)
+		}
+		l.expect(t, "host2", nil, 1, "store", doctor.Problem, ann.PublicIP+`="garbage" is not an IPv4 address`, "peers skip", "restart weftd")
+		// The peers skip it and say so.
+		l.expect(t, "host1", nil, 1, "peer leases", doctor.Problem, "invalid lease node/host2")
+		// Let go, the agent writes its annotation back.
+		l.resumeAgent(t, "host2")
+		l.waitHealthy(t, "host2")
 		l.waitHealthy(t, "host1")
 	})
 
