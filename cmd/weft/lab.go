@@ -13,6 +13,7 @@ import (
 
 	"github.com/weftnet/weft/internal/etcdflags"
 	"github.com/weftnet/weft/internal/kubecp"
+	"github.com/weftnet/weft/internal/kubeflags"
 	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/subnet/kube"
 )
@@ -107,7 +108,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	case "status":
 		o.KubeLeases = func(ctx context.Context, kubeconfig, netConf string) error {
 			var f leaseFlags
-			f.kube = kubeFlags{enabled: true, kubeconfig: kubeconfig, netConfPath: netConf, annotationPrefix: kube.DefaultAnnotationPrefix}
+			f.kube = kubeflags.Flags{Enabled: true, Kubeconfig: kubeconfig, NetConfPath: netConf, AnnotationPrefix: kube.DefaultAnnotationPrefix}
 			return showKubeLeases(ctx, stdout, f, false)
 		}
 		return lab.Status(ctx, o, func(ctx context.Context, endpoint, prefix string) error {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/etcdflags"
+	"github.com/weftnet/weft/internal/kubeflags"
 	"github.com/weftnet/weft/internal/version"
 	"github.com/weftnet/weft/ops/leases"
 	"github.com/weftnet/weft/subnet"
@@ -23,34 +24,29 @@ import (
 type leaseFlags struct {
 	etcdflags.Flags
 	timeout time.Duration
-	kube    kubeFlags
+	// kube are weftd's Kubernetes-mode flags, for a cluster whose leases
+	// are Nodes.
+	kube kubeflags.Flags
 }
 
-// kubeFlags are weftd's Kubernetes-mode flags, for `weft leases` in a
-// cluster whose leases are Nodes.
-type kubeFlags struct {
-	enabled          bool
-	apiURL           string
-	kubeconfig       string
-	annotationPrefix string
-	netConfPath      string
+// registerKube defines weftd's Kubernetes-mode flags on fs.
+func (f *leaseFlags) registerKube(fs *flag.FlagSet) { f.kube.Register(fs) }
+
+// kubeAPI returns a client of the apiserver the Kubernetes-mode flags name.
+// A person at a shell has $KUBECONFIG where weftd has its in-cluster
+// config: it stands in for -kubeconfig-file when neither it nor
+// -kube-api-url is given.
+func (f *leaseFlags) kubeAPI(userAgent string) (kube.API, string, error) {
+	return kubeAPI(f.kube, userAgent)
 }
 
-func isKubeFlag(name string) bool {
-	switch name {
-	case "kube-subnet-mgr", "kube-api-url", "kubeconfig-file", "kube-annotation-prefix", "net-config-path":
-		return true
+// kubeAPI is leaseFlags.kubeAPI for any command with the Kubernetes-mode
+// flags.
+func kubeAPI(kf kubeflags.Flags, userAgent string) (kube.API, string, error) {
+	if kf.Kubeconfig == "" && kf.APIURL == "" {
+		kf.Kubeconfig = os.Getenv("KUBECONFIG")
 	}
-	return false
-}
-
-// registerKube defines the Kubernetes-mode flags on fs.
-func (f *leaseFlags) registerKube(fs *flag.FlagSet) {
-	fs.BoolVar(&f.kube.enabled, "kube-subnet-mgr", false, "read the leases from Kubernetes Nodes (as weftd -kube-subnet-mgr) instead of etcd")
-	fs.StringVar(&f.kube.apiURL, "kube-api-url", "", "Kubernetes API server URL")
-	fs.StringVar(&f.kube.kubeconfig, "kubeconfig-file", "", "kubeconfig file (default: $KUBECONFIG, then the in-cluster config)")
-	fs.StringVar(&f.kube.annotationPrefix, "kube-annotation-prefix", kube.DefaultAnnotationPrefix, "prefix of the flannel node annotations")
-	fs.StringVar(&f.kube.netConfPath, "net-config-path", kube.DefaultNetConfPath, "the cluster's net-conf.json, to check the leases against (skipped when missing)")
+	return kf.API(userAgent)
 }
 
 // register defines the etcd flags and -timeout on fs.
@@ -62,8 +58,11 @@ func (f *leaseFlags) register(fs *flag.FlagSet) {
 // fromEnv takes the etcd flags not given on the command line from
 // FLANNELD_ETCD_*, as weftd does.
 func (f *leaseFlags) fromEnv(fs *flag.FlagSet) error {
-	keep := func(name string) bool { return etcdflags.IsEtcdFlag(name) || isKubeFlag(name) }
+	keep := func(name string) bool { return etcdflags.IsEtcdFlag(name) || kubeflags.IsKubeFlag(name) }
 	if err := etcdflags.FromEnv(fs, os.Getenv, keep); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := f.kube.Check(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return nil
@@ -86,7 +85,7 @@ func runLeases(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := f.fromEnv(fs); err != nil {
 		return err
 	}
-	if f.kube.enabled {
+	if f.kube.Enabled {
 		if len(pos) > 0 {
 			return fmt.Errorf("%w: weft leases %s: in Kubernetes mode a node's subnet is its podCIDR, assigned by kube-controller-manager; there is nothing to reserve or release", errUsage, pos[0])
 		}
@@ -182,32 +181,19 @@ func (f leaseFlags) store() (*etcd.Store, error) { return leases.Open(f.StoreOpt
 
 // showKubeLeases prints the leases of a Kubernetes-mode cluster.
 func showKubeLeases(ctx context.Context, w io.Writer, f leaseFlags, asJSON bool) error {
-	kf := f.kube
-	ann, err := kube.NewAnnotations(kf.annotationPrefix)
-	if err != nil {
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	kubeconfig := kf.kubeconfig
-	if kubeconfig == "" && kf.apiURL == "" {
-		kubeconfig = os.Getenv("KUBECONFIG")
-	}
-	rc, err := kube.RESTConfig(kf.apiURL, kubeconfig, "weft/"+version.String())
-	if err != nil {
-		return err
-	}
-	api, err := kube.NewAPI(rc)
+	api, host, err := f.kubeAPI("weft/" + version.String())
 	if err != nil {
 		return err
 	}
 	var cfg *subnet.Config
-	if _, statErr := os.Stat(kf.netConfPath); statErr == nil {
-		if cfg, err = kube.ReadNetConf(kf.netConfPath, slog.New(slog.DiscardHandler)); err != nil {
+	if _, statErr := os.Stat(f.kube.NetConfPath); statErr == nil {
+		if cfg, err = kube.ReadNetConf(f.kube.NetConfPath, slog.New(slog.DiscardHandler)); err != nil {
 			return err
 		}
 	}
-	rep, err := leases.ListKube(ctx, api, ann, cfg)
+	rep, err := leases.ListKube(ctx, api, f.kube.Annotations(), cfg)
 	if err != nil {
-		return fmt.Errorf("%w (apiserver %s)", err, rc.Host)
+		return fmt.Errorf("%w (apiserver %s)", err, host)
 	}
 	if asJSON {
 		return leases.RenderJSON(w, rep)

@@ -62,6 +62,10 @@ func TestUsageErrors(t *testing.T) {
 		{"leases", "frobnicate"},
 		{"leases", "--kube-subnet-mgr", "reserve", "10.244.5.0/24", "198.18.0.2"},
 		{"leases", "--kube-subnet-mgr", "--kube-annotation-prefix", "A/B/C"},
+		{"doctor", "--kube-subnet-mgr", "--kube-annotation-prefix", "A/B/C"},
+		{"doctor", "--kube-subnet-mgr", "--net-config-path", ""},
+		{"node", "teardown", "--kube-subnet-mgr", "--kube-annotation-prefix", "A/B/C"},
+		{"node", "teardown", "--kube-subnet-mgr", "--public-ip", "192.0.2.1"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			var out, errOut bytes.Buffer
@@ -70,6 +74,21 @@ func TestUsageErrors(t *testing.T) {
 				t.Errorf("run(%q) = %v, want a usage error", args, err)
 			}
 		})
+	}
+}
+
+// TestKubeFlagsFromEnv: the doctor and teardown take the Kubernetes-mode
+// flags from FLANNELD_* as weftd does (the bad prefix is refused only when
+// it was read).
+func TestKubeFlagsFromEnv(t *testing.T) {
+	t.Setenv("FLANNELD_KUBE_SUBNET_MGR", "true")
+	t.Setenv("FLANNELD_KUBE_ANNOTATION_PREFIX", "A/B/C")
+	for _, args := range [][]string{{"doctor"}, {"node", "teardown"}} {
+		var out, errOut bytes.Buffer
+		err := run(context.Background(), args, &out, &errOut)
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "A/B/C") {
+			t.Errorf("run(%q) = %v, want a usage error naming the prefix", args, err)
+		}
 	}
 }
 

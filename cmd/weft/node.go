@@ -5,10 +5,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 
+	"github.com/weftnet/weft/internal/kubeflags"
+	"github.com/weftnet/weft/internal/version"
 	"github.com/weftnet/weft/ops/teardown"
+	"github.com/weftnet/weft/subnet/kube"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
@@ -25,11 +30,12 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	var f leaseFlags
 	f.register(fs)
+	f.registerKube(fs)
 	subnetFile := fs.String("subnet-file", subnetenv.DefaultPath, "weftd's subnet.env, which names this node's subnet")
 	publicIP := fs.String("public-ip", "", "release the lease only if it still advertises this address (default: the address in the lease is not checked)")
-	keepLease := fs.Bool("keep-lease", false, "leave the lease in etcd (remove only what is on this machine)")
+	keepLease := fs.Bool("keep-lease", false, "leave the lease in etcd, or in Kubernetes mode the Node's lease annotations (remove only what is on this machine)")
 	keepIPT := fs.Bool("keep-iptables", false, "leave the firewall rules in place (the FLANNEL-POSTRTG and FLANNEL-FWD chains, the flannel-ipv4 and flannel-ipv6 nftables tables)")
-	setUsage(fs, "weft node teardown [flags]\n\nRemoves what weftd programmed on this node (the flannel.<VNI> and\nflannel-v6.<VNI> devices with their routes, neighbours and FDB entries, the flannel-wg device, host-gw routes, iptables chains, nftables tables, subnet.env)\nand releases its lease. Stop weftd first, or it puts everything back.")
+	setUsage(fs, "weft node teardown [flags]\n\nRemoves what weftd programmed on this node (the flannel.<VNI> and\nflannel-v6.<VNI> devices with their routes, neighbours and FDB entries, the flannel-wg device, host-gw routes, iptables chains, nftables tables, subnet.env)\nand releases its lease. Stop weftd first, or it puts everything back.\n\nIn Kubernetes mode (-kube-subnet-mgr, with NODE_NAME as weftd) the lease\nis the Node's podCIDR, which kube-controller-manager owns: it stays with the\nNode (kubectl delete node frees it). Teardown removes the Node's lease\nannotations instead, so that peers drop the node at once.")
 	pos, err := parseInterleaved(fs, args[1:])
 	if err != nil {
 		return err
@@ -41,6 +47,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	o := teardown.Options{SubnetFile: *subnetFile, KeepIPTables: *keepIPT}
+	if *publicIP != "" && f.kube.Enabled {
+		return fmt.Errorf("%w: -public-ip guards the release of an etcd lease; in Kubernetes mode the Node is the one NODE_NAME names", errUsage)
+	}
 	if *publicIP != "" {
 		a, err := netip.ParseAddr(*publicIP)
 		if err != nil {
@@ -50,7 +59,14 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	if !*keepLease {
+	switch {
+	case f.kube.Enabled:
+		node, networks, err := kubeTeardown(ctx, f.kube, *keepLease)
+		if err != nil {
+			return err
+		}
+		o.Node, o.Networks = node, networks
+	case !*keepLease:
 		s, err := f.store()
 		if err != nil {
 			return err
@@ -60,12 +76,48 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	rep, err := teardown.Run(ctx, o)
 	if rep != nil {
-		fmt.Fprintf(stdout, "released leases: %s\n", orNone(rep.Released))
+		switch {
+		case f.kube.Enabled && o.Node == nil:
+			fmt.Fprintf(stdout, "Kubernetes mode: the Node's lease annotations kept (-keep-lease)\n")
+		case f.kube.Enabled && rep.Node != "":
+			fmt.Fprintf(stdout, "Kubernetes mode: lease annotations removed from Node %s (peers drop this node)\n", rep.Node)
+			fmt.Fprintf(stdout, "podCIDR kept:    %s (Node %s's, owned by kube-controller-manager: not released; kubectl delete node %s frees it)\n", orNone(rep.PodCIDRs), rep.Node, rep.Node)
+		case f.kube.Enabled:
+			fmt.Fprintf(stdout, "Kubernetes mode: the Node's lease annotations were not removed (see the error below)\n")
+		default:
+			fmt.Fprintf(stdout, "released leases: %s\n", orNone(rep.Released))
+		}
 		fmt.Fprintf(stdout, "deleted links:   %s\n", orNone(rep.Links))
 		fmt.Fprintf(stdout, "deleted routes:  %s\n", orNone(rep.Routes))
 		fmt.Fprintf(stdout, "iptables chains removed: %t\nnftables tables removed: %t\nsubnet.env removed: %t\n", rep.IPTables, rep.NFTables, rep.EnvFile)
 	}
 	return err
+}
+
+// kubeTeardown returns, in Kubernetes mode, the node's Node (nil with
+// keepLease) and the networks of net-conf.json (nil when it cannot be
+// read: subnet.env names them too).
+func kubeTeardown(ctx context.Context, kf kubeflags.Flags, keepLease bool) (teardown.Node, []netip.Prefix, error) {
+	var networks []netip.Prefix
+	if cfg, err := kube.ReadNetConf(kf.NetConfPath, slog.New(slog.DiscardHandler)); err == nil {
+		for _, n := range []netip.Prefix{cfg.Network, cfg.IPv6Network} {
+			if n.IsValid() {
+				networks = append(networks, n)
+			}
+		}
+	}
+	if keepLease {
+		return nil, networks, nil
+	}
+	api, host, err := kubeAPI(kf, "weft/"+version.String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (give -keep-lease to remove only what is on this machine)", err)
+	}
+	name, err := kube.NodeName(ctx, api, os.Getenv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (apiserver %s; give -keep-lease to remove only what is on this machine)", err, host)
+	}
+	return teardown.KubeNode{API: api, Annotations: kf.Annotations(), NodeName: name}, networks, nil
 }
 
 func orNone(s []string) string {

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/etcdflags"
+	"github.com/weftnet/weft/internal/kubeflags"
 	"github.com/weftnet/weft/internal/nodeflags"
-	"github.com/weftnet/weft/subnet/kube"
 )
 
 // options are weftd's settings, named as flanneld's flags.
@@ -29,12 +29,8 @@ type options struct {
 	version        bool
 
 	// Kubernetes mode (flanneld's -kube-subnet-mgr).
-	kubeSubnetMgr        bool
-	kubeAPIURL           string
-	kubeconfigFile       string
-	kubeAnnotationPrefix string
-	netConfigPath        string
-	setNodeNetUnavail    bool
+	kube              kubeflags.Flags
+	setNodeNetUnavail bool
 	// etcdGiven names the etcd flags given (on the command line or as
 	// FLANNELD_* variables), to warn about in Kubernetes mode.
 	etcdGiven []string
@@ -54,11 +50,7 @@ func newFlagSet(o *options, out io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.logLevel, "log-level", "", "log level: debug, info, warn or error (overrides -v)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
-	fs.BoolVar(&o.kubeSubnetMgr, "kube-subnet-mgr", false, "contact the Kubernetes API for subnet assignment instead of etcd")
-	fs.StringVar(&o.kubeAPIURL, "kube-api-url", "", "Kubernetes API server URL (default: from -kubeconfig-file, or in-cluster)")
-	fs.StringVar(&o.kubeconfigFile, "kubeconfig-file", "", "kubeconfig file location (default: the in-cluster config)")
-	fs.StringVar(&o.kubeAnnotationPrefix, "kube-annotation-prefix", kube.DefaultAnnotationPrefix, "prefix of the node annotations weftd reads and writes in Kubernetes mode")
-	fs.StringVar(&o.netConfigPath, "net-config-path", kube.DefaultNetConfPath, "path to the network config file in Kubernetes mode")
+	o.kube.Register(fs)
 	fs.BoolVar(&o.setNodeNetUnavail, "set-node-network-unavailable", true, "set the Node's NetworkUnavailable condition to False once the network is up (Kubernetes mode)")
 	return fs
 }
@@ -96,12 +88,9 @@ func (o *options) check() error {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: "+format, append([]any{errUsage}, a...)...)
 	}
-	if o.kubeSubnetMgr {
-		if _, err := kube.NewAnnotations(o.kubeAnnotationPrefix); err != nil {
+	if o.kube.Enabled {
+		if err := o.kube.Check(); err != nil {
 			return bad("%v", err)
-		}
-		if o.netConfigPath == "" {
-			return bad("-net-config-path is empty")
 		}
 	} else if err := o.etcd.Check(); err != nil {
 		return bad("%v", err)

@@ -52,8 +52,8 @@ func TestParseOptions(t *testing.T) {
 		{name: "unknown flag", args: []string{"-no-such-flag"}, wantErr: "not defined: -no-such-flag"},
 		{name: "bad bool in env", env: map[string]string{"FLANNELD_IP_MASQ": "maybe"}, wantErr: `FLANNELD_IP_MASQ="maybe"`},
 		{name: "kube defaults", args: []string{"-kube-subnet-mgr"}, check: func(t *testing.T, o *options) {
-			if !o.kubeSubnetMgr || o.netConfigPath != "/etc/kube-flannel/net-conf.json" || !o.setNodeNetUnavail ||
-				o.kubeAnnotationPrefix != "flannel.alpha.coreos.com" || o.kubeAPIURL != "" || o.kubeconfigFile != "" || len(o.etcdGiven) != 0 {
+			if !o.kube.Enabled || o.kube.NetConfPath != "/etc/kube-flannel/net-conf.json" || !o.setNodeNetUnavail ||
+				o.kube.AnnotationPrefix != "flannel.alpha.coreos.com" || o.kube.APIURL != "" || o.kube.Kubeconfig != "" || len(o.etcdGiven) != 0 {
 				t.Errorf("got %+v", o)
 			}
 		}},
@@ -61,7 +61,7 @@ func TestParseOptions(t *testing.T) {
 			env: map[string]string{"FLANNELD_KUBE_SUBNET_MGR": "true", "FLANNELD_KUBECONFIG_FILE": "/k", "FLANNELD_ETCD_ENDPOINTS": "http://e:2379",
 				"FLANNELD_SET_NODE_NETWORK_UNAVAILABLE": "false", "FLANNELD_KUBE_ANNOTATION_PREFIX": "example.com/net"},
 			check: func(t *testing.T, o *options) {
-				if !o.kubeSubnetMgr || o.kubeconfigFile != "/k" || o.setNodeNetUnavail || o.kubeAnnotationPrefix != "example.com/net" ||
+				if !o.kube.Enabled || o.kube.Kubeconfig != "/k" || o.setNodeNetUnavail || o.kube.AnnotationPrefix != "example.com/net" ||
 					strings.Join(o.etcdGiven, " ") != "-etcd-endpoints -etcd-prefix" {
 					t.Errorf("got %+v", o)
 				}

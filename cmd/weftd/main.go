@@ -57,7 +57,7 @@ func run(args []string) int {
 	publicIPv6 := o.node.PublicV6()
 	var st store
 	storeName := "etcd"
-	if o.kubeSubnetMgr {
+	if o.kube.Enabled {
 		if len(o.etcdGiven) > 0 {
 			log.Warn("Kubernetes mode: ignoring the etcd flags given", "flags", o.etcdGiven)
 		}

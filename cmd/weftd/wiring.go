@@ -30,7 +30,7 @@ type store interface {
 // node's name and starts the Kubernetes store.
 func newKubeStore(ctx context.Context, o *options, log *slog.Logger, live func(bool)) (*kube.Store, error) {
 	klog.SetSlogLogger(log.With("component", "client-go"))
-	rc, err := kube.RESTConfig(o.kubeAPIURL, o.kubeconfigFile, "weftd/"+version.String())
+	rc, err := kube.RESTConfig(o.kube.APIURL, o.kube.Kubeconfig, "weftd/"+version.String())
 	if err != nil {
 		return nil, err
 	}
@@ -44,12 +44,12 @@ func newKubeStore(ctx context.Context, o *options, log *slog.Logger, live func(b
 	if err != nil {
 		return nil, err
 	}
-	log.Info("Kubernetes mode", "node", name, "apiserver", rc.Host, "net_config", o.netConfigPath)
+	log.Info("Kubernetes mode", "node", name, "apiserver", rc.Host, "net_config", o.kube.NetConfPath)
 	return kube.New(kube.Options{
 		Client:                    cs,
 		NodeName:                  name,
-		AnnotationPrefix:          o.kubeAnnotationPrefix,
-		NetConfPath:               o.netConfigPath,
+		AnnotationPrefix:          o.kube.AnnotationPrefix,
+		NetConfPath:               o.kube.NetConfPath,
 		SetNodeNetworkUnavailable: o.setNodeNetUnavail,
 		Logger:                    log.With("component", "kube"),
 		ValidatorFor:              registry.ValidateData,

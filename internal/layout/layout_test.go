@@ -209,3 +209,31 @@ func TestUnderContains(t *testing.T) {
 		}
 	}
 }
+
+// kubeOwners are the packages allowed to import the Kubernetes client
+// libraries (k8s.io/...) in product code: the Kubernetes store, the lab
+// (it registers a Node per host as a kubelet would) and weftd (it routes
+// client-go's klog into its slog logger). Everything else, the doctor,
+// teardown and the CLI included, reaches the apiserver through
+// subnet/kube's API and functions.
+var kubeOwners = []string{"subnet/kube", "ops/lab", "cmd/weftd"}
+
+// TestKubeClientInOneStore: in product code (non-test files outside test/
+// and bench/), only kubeOwners import k8s.io packages.
+func TestKubeClientInOneStore(t *testing.T) {
+	storeUses := 0
+	for _, p := range packages(t) {
+		if under(p.rel, "test", "bench") {
+			continue
+		}
+		hits := importsAny(p, []string{"k8s.io"})
+		if p.rel == "subnet/kube" {
+			storeUses += len(hits)
+		} else if len(hits) > 0 && !slices.Contains(kubeOwners, p.rel) {
+			t.Errorf("%s imports %s: only %s may; reach the apiserver through subnet/kube", p.rel, strings.Join(hits, ", "), strings.Join(kubeOwners, ", "))
+		}
+	}
+	if storeUses == 0 {
+		t.Error("subnet/kube imports no k8s.io package: the import listing is broken")
+	}
+}

@@ -18,7 +18,6 @@ import (
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/subnet"
-	etcdstore "github.com/weftnet/weft/subnet/etcd"
 )
 
 // Status is the verdict of one check.
@@ -84,21 +83,52 @@ func (r *Report) ExitCode() int {
 	return code
 }
 
-// Store is what the doctor reads from the lease store.
+// Store is where the doctor reads the network config and the leases:
+// etcd (EtcdStore) or the Kubernetes API (KubeStore).
 type Store interface {
-	GetNetworkConfig(ctx context.Context) (*subnet.Config, error)
-	// ListLeases reads every lease, invalid ones with the reason agents
-	// skip them.
-	ListLeases(ctx context.Context) (*etcdstore.Listing, error)
+	// Look reads them once. It does not fail: what it could not read, or
+	// a problem with the node's own lease, is in the Snapshot's Fail.
+	Look(ctx context.Context) *Snapshot
 }
 
-// invalidLease is a lease agents skip, with the reason.
-type invalidLease struct {
+// Snapshot is what a Store read.
+type Snapshot struct {
+	// Source names the store in the store check's verdict ("" in etcd
+	// mode; "Kubernetes API https://10.0.0.1:6443, Node node1").
+	Source string
+	// Config is the network config, nil when it could not be read.
+	Config *subnet.Config
+	// Leases are the valid leases (the node's own among them), Invalid
+	// the ones agents skip.
+	Leases  []subnet.Lease
+	Invalid []InvalidLease
+	// Node is the node's name when the store knows the node by name
+	// (Kubernetes mode: its Node); Own is then the node's own lease (nil
+	// when it has no usable one, and Fail says why). With Node "" the
+	// doctor finds the own lease by the node's public address.
+	Node string
+	Own  *subnet.Lease
+	// PublicIP and PublicIPv6, when valid, are the node's public addresses
+	// as the store sets them (Kubernetes: the Node's node-public-ip and
+	// node-public-ipv6 annotations), which win over -public-ip and
+	// -public-ipv6 as in weftd.
+	PublicIP, PublicIPv6 netip.Addr
+	// Fail, when set, is the store check's verdict instead of the summary
+	// (its Check is filled in): Unknown when the store could not be read,
+	// Problem when the network config or the node's own lease is wrong,
+	// with the cause and the fix in the store's terms.
+	Fail *Result
+	// LeaseFix are the commands that deal with an invalid or duplicate
+	// lease in this store, for the peer leases check.
+	LeaseFix []string
+}
+
+// InvalidLease is a lease agents skip, with the reason: Key names it (the
+// etcd key below the subnets folder, or node/NAME).
+type InvalidLease struct {
 	Key string
 	Err error
 }
-
-var _ Store = (*etcdstore.Store)(nil)
 
 // Options says where the node's overlay is: the same settings weftd runs
 // with, and the CNI paths.
@@ -137,7 +167,8 @@ type node struct {
 	extErr  error // why ext is unknown
 	cfg     *subnet.Config
 	leases  []subnet.Lease
-	invalid []invalidLease
+	invalid []InvalidLease
+	snap    *Snapshot
 	own     *subnet.Lease
 	plan    *backend.Plan
 	device  string // the overlay device, "" for none
@@ -180,6 +211,9 @@ func (n *node) describe(extErr error) string {
 	s := "external interface unknown"
 	if extErr == nil {
 		s = n.ext.Name + " " + n.ext.PublicIP.String()
+	}
+	if n.snap != nil && n.snap.Node != "" {
+		s += ", Node " + n.snap.Node
 	}
 	if n.own != nil {
 		s += ", subnet " + n.own.Subnet.String()

@@ -19,6 +19,10 @@ func (n *node) checkLeases() Result {
 		res.Status, res.Verdict = Unknown, "cannot check: no network config"
 		return res
 	}
+	if n.storeUnread() {
+		res.Status, res.Verdict = Unknown, "cannot check: the leases could not be read"
+		return res
+	}
 	var det []string
 	for _, il := range n.invalid {
 		det = append(det, fmt.Sprintf("invalid lease %s: %v", il.Key, il.Err))
@@ -56,11 +60,7 @@ func (n *node) checkLeases() Result {
 	}
 	res.Status, res.Verdict = Problem, det[0]
 	res.Details = det
-	res.Cause = "agents skip an invalid lease, and of two leases sharing a VTEP MAC or public IP they program one at most: the other node's pods are unreachable. Usually a cloned VM (same MAC or address), a node renamed without teardown, or a hand-written key"
-	res.Fix = []string{
-		"weft leases   # shows every lease, with the reason an invalid one is skipped",
-		"on the node that should not hold the lease: weft node teardown, then start weftd again (it takes a fresh subnet and MAC)",
-		"or remove a stale lease: weft leases release <subnet>",
-	}
+	res.Cause = "agents skip an invalid lease, and of two leases sharing a VTEP MAC or public IP they program one at most: the other node's pods are unreachable. Usually a cloned VM (same MAC or address), a node renamed without teardown, or a hand-written key or annotation"
+	res.Fix = n.snap.LeaseFix
 	return res
 }

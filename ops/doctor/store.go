@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/weftnet/weft/agent"
 	"github.com/weftnet/weft/backend/vxlan"
@@ -13,60 +12,66 @@ import (
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
-// checkStore reads the network config and the leases, and finds the
-// node's own lease (the one advertising its public address; with several,
-// the one subnet.env names).
+// checkStore reads the network config and the leases from the store, and
+// finds the node's own lease: the one the store names (Kubernetes mode:
+// the node's Node), else the one advertising its public address (with
+// several, the one subnet.env names).
 //
 // It also finds the external interface as the agent does: for the families
 // the config turns on, or IPv4 alone when the config cannot be read.
 func (n *node) checkStore(ctx context.Context) []Result {
-	res := Result{Check: "store"}
-	// GetNetworkConfig waits for a config that is missing or unreadable;
-	// the doctor does not.
-	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	cfg, err := n.o.Store.GetNetworkConfig(cctx)
-	if err != nil {
+	snap := n.o.Store.Look(ctx)
+	n.snap = snap
+	if snap.PublicIP.IsValid() {
+		n.o.Iface.PublicIP = snap.PublicIP
+	}
+	if snap.PublicIPv6.IsValid() {
+		n.o.Iface.PublicIPv6 = snap.PublicIPv6
+	}
+	cfg := snap.Config
+	if cfg == nil {
 		n.ext, n.extErr = agent.ChooseExternal(n.o.Iface)
-		res.Status, res.Verdict = Unknown, "cannot read the network config"
-		res.Cause = err.Error()
-		res.Fix = []string{"check -etcd-endpoints, -etcd-prefix and the TLS flags (the same as weftd's), and that etcd answers: etcdctl endpoint health"}
-		return []Result{res}
-	}
-	n.cfg = cfg
-	n.ext, n.extErr = agent.ChooseExternalFor(n.o.Iface, cfg.EnableIPv4, cfg.EnableIPv6)
-	extErr := n.extErr
-	if cfg.BackendType == vxlan.TypeName {
-		if opts, err := vxlan.ParseOptions(cfg.Backend); err == nil {
-			n.device = opts.DeviceName()
+	} else {
+		n.cfg = cfg
+		n.ext, n.extErr = agent.ChooseExternalFor(n.o.Iface, cfg.EnableIPv4, cfg.EnableIPv6)
+		if cfg.BackendType == vxlan.TypeName {
+			if opts, err := vxlan.ParseOptions(cfg.Backend); err == nil {
+				n.device = opts.DeviceName()
+			}
+		}
+		if cfg.BackendType == wireguard.TypeName {
+			n.device = wireguard.DeviceName
+			if !cfg.EnableIPv4 {
+				n.device = wireguard.DeviceNameV6
+			}
 		}
 	}
-	if cfg.BackendType == wireguard.TypeName {
-		n.device = wireguard.DeviceName
-		if !cfg.EnableIPv4 {
-			n.device = wireguard.DeviceNameV6
+	n.leases, n.invalid = snap.Leases, snap.Invalid
+	var res Result
+	if snap.Fail != nil {
+		res = *snap.Fail
+		res.Check = "store"
+	} else {
+		res = Result{Check: "store", Status: OK}
+		res.Verdict = fmt.Sprintf("network %s, backend %s, %s, %d invalid", cfg.Network, cfg.BackendType, count(len(n.leases), "valid lease"), len(n.invalid))
+		if snap.Source != "" {
+			res.Verdict = snap.Source + ": " + res.Verdict
 		}
 	}
-	ls, err := n.o.Store.ListLeases(ctx)
-	if err != nil {
-		res.Status, res.Verdict = Unknown, "cannot list the leases"
-		res.Cause = err.Error()
-		return []Result{res}
-	}
-	for _, e := range ls.Entries {
-		if e.Invalid != nil {
-			n.invalid = append(n.invalid, invalidLease{Key: e.Name, Err: e.Invalid})
-		} else {
-			n.leases = append(n.leases, e.Lease)
-		}
-	}
-	res.Status = OK
-	res.Verdict = fmt.Sprintf("network %s, backend %s, %s, %d invalid", cfg.Network, cfg.BackendType, count(len(n.leases), "valid lease"), len(n.invalid))
 	out := []Result{res}
-	if extErr != nil {
+	if cfg == nil || (snap.Fail != nil && snap.Fail.Status == Unknown && snap.Node == "") {
+		// (etcd mode: a store that could not list the leases gives no
+		// own lease to find)
+		return out
+	}
+	if n.extErr != nil {
 		out = append(out, Result{Check: "external interface", Status: Unknown,
-			Verdict: "cannot find the external interface", Cause: extErr.Error(),
+			Verdict: "cannot find the external interface", Cause: n.extErr.Error(),
 			Fix: []string{"give weft doctor the -iface, -iface-regex and -public-ip flags weftd runs with"}})
+		return out
+	}
+	if snap.Node != "" {
+		n.own = snap.Own
 		return out
 	}
 	var mine []subnet.Lease
@@ -93,6 +98,11 @@ func (n *node) checkStore(ctx context.Context) []Result {
 	return out
 }
 
+// storeUnread reports whether the store check could not read the leases.
+func (n *node) storeUnread() bool {
+	return n.snap != nil && n.snap.Fail != nil && n.snap.Fail.Status == Unknown
+}
+
 // checkSubnetEnv compares subnet.env with the node's lease and the config.
 func (n *node) checkSubnetEnv() Result {
 	res := Result{Check: "subnet.env"}
@@ -107,7 +117,17 @@ func (n *node) checkSubnetEnv() Result {
 		res.Status, res.Verdict = Unknown, fmt.Sprintf("FLANNEL_SUBNET=%s; cannot compare without the network config", env.Subnet)
 		return res
 	}
+	if n.storeUnread() {
+		res.Status, res.Verdict = Unknown, fmt.Sprintf("FLANNEL_SUBNET=%s; cannot compare without the leases", env.Subnet)
+		return res
+	}
 	var probs []string
+	if n.own == nil && n.snap.Node != "" {
+		res.Status, res.Verdict = Problem, fmt.Sprintf("FLANNEL_SUBNET=%s, but Node %s gives this node no usable lease (see the store check)", env.Subnet, n.snap.Node)
+		res.Cause = "in Kubernetes mode the node's lease is its Node's podCIDR with weftd's annotations; without a usable one peers do not route to this node"
+		res.Fix = []string{"fix what the store check names, then restart weftd: it rewrites " + n.o.SubnetFile}
+		return res
+	}
 	if n.own == nil {
 		res.Status, res.Verdict = Problem, fmt.Sprintf("FLANNEL_SUBNET=%s, but no lease advertises this node's address %s", env.Subnet, n.ext.PublicIP)
 		res.Cause = "the node's lease expired or was released while weftd was not running, or weftd runs with another -public-ip"

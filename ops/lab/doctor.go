@@ -21,6 +21,13 @@ func DoctorArgs(self string, h Host, st *State, extra ...string) []string {
 	return append(args, extra...)
 }
 
+// DoctorEnv returns the environment `weft doctor` runs with for host h:
+// its weftd's (the host's own WireGuard paths, and NODE_NAME, which names
+// the host's Node in Kubernetes mode).
+func DoctorEnv(environ []string, h Host) []string {
+	return append(weftdEnv(environ, h), "NODE_NAME="+h.Name)
+}
+
 // Doctor runs `weft doctor` for the named host (every host when host is
 // ""), each inside its namespace, printing each report to o.Out under a
 // heading. It returns the worst exit code: 1 when any host has a problem,
@@ -53,8 +60,7 @@ func Doctor(ctx context.Context, o Options, host string, extra []string) (int, e
 		}
 		argv := DoctorArgs(o.Self, h, st, extra...)
 		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-		// The host's own WireGuard paths, as its weftd has them.
-		cmd.Env = weftdEnv(os.Environ(), h)
+		cmd.Env = DoctorEnv(os.Environ(), h)
 		cmd.Stdout, cmd.Stderr = o.Out, os.Stderr
 		err := cmd.Run()
 		code := 0

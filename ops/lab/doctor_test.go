@@ -159,6 +159,20 @@ func (l *doctorLab) pauseAgent(t *testing.T, host string) {
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
 }
 
+// resumeAgent lets host's weftd, stopped by pauseAgent, go on.
+func (l *doctorLab) resumeAgent(t *testing.T, host string) {
+	t.Helper()
+	for _, p := range l.st.Procs {
+		if p.Name == host {
+			if err := syscall.Kill(p.PID, syscall.SIGCONT); err != nil {
+				t.Fatalf("resuming weftd of %s (pid %d): %v", host, p.PID, err)
+			}
+			return
+		}
+	}
+	t.Fatalf("no weftd recorded for %s", host)
+}
+
 // store opens the lab's lease store.
 func (l *doctorLab) store(t *testing.T) (*etcdstore.Store, *subnet.Config) {
 	t.Helper()

@@ -421,6 +421,9 @@ func TestLabKube(t *testing.T) {
 			t.Error(err)
 		}
 	}
+	// The doctor and teardown in Kubernetes mode share this control plane
+	// (kube_doctor_test.go).
+	kubeDoctor(t, &doctorLab{testLab: l, st: st})
 	l.mustRun("down")
 	l.assertGone()
 }

@@ -547,7 +547,7 @@ func weftdEnv(environ []string, h Host) []string {
 func (u *upper) startWeftd(h Host, st *State) error {
 	logPath := filepath.Join(h.DataDir, "weftd.log")
 	// NODE_NAME: the host's Node in Kubernetes mode (ignored otherwise).
-	pid, exited, err := startDetached(weftdArgs(u.ip, u.o.BinDir, h, st), logPath, append(weftdEnv(os.Environ(), h), "NODE_NAME="+h.Name))
+	pid, exited, err := startDetached(weftdArgs(u.ip, u.o.BinDir, h, st), logPath, DoctorEnv(os.Environ(), h))
 	if err != nil {
 		return fmt.Errorf("starting weftd on %s: %w", h.Name, err)
 	}

@@ -1,5 +1,7 @@
 // Package teardown removes what weftd set up on a node, for decommissioning
-// it: the node's lease in etcd, the VXLAN device (with its routes,
+// it: the node's lease in etcd (in Kubernetes mode, its Node's lease
+// annotations: the podCIDR is kube-controller-manager's and stays), the
+// VXLAN device (with its routes,
 // neighbours and FDB entries), the WireGuard device or the host-gw routes,
 // the firewall rules (the iptables chains and the nftables tables, whichever
 // mode left them), and subnet.env. It works in the network namespace of the
@@ -23,6 +25,7 @@ import (
 	"github.com/weftnet/weft/kernel/netlinkx"
 	"github.com/weftnet/weft/kernel/nftables"
 	"github.com/weftnet/weft/subnet"
+	"github.com/weftnet/weft/subnet/kube"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
@@ -39,10 +42,40 @@ type Leases interface {
 	ReleaseLease(ctx context.Context, l *subnet.Lease) error
 }
 
+// Node is what teardown needs of the node's Node in Kubernetes mode.
+type Node interface {
+	// Name names the Node.
+	Name() string
+	// Release removes the node's lease annotations (peers then drop the
+	// node) and returns its podCIDRs, which stay with the Node.
+	Release(ctx context.Context) (podCIDRs []string, err error)
+}
+
+// KubeNode is the node's Node in Kubernetes mode, over the API.
+type KubeNode struct {
+	API         kube.API
+	Annotations kube.Annotations
+	NodeName    string
+}
+
+// Name implements Node.
+func (k KubeNode) Name() string { return k.NodeName }
+
+// Release implements Node.
+func (k KubeNode) Release(ctx context.Context) ([]string, error) {
+	return kube.RemoveLeaseAnnotations(ctx, k.API, k.Annotations, k.NodeName)
+}
+
 // Options says what to tear down.
 type Options struct {
-	// Leases reaches the node's lease; nil leaves the leases alone.
+	// Leases reaches the node's lease in etcd; nil leaves the leases alone.
 	Leases Leases
+	// Node is the node's Node in Kubernetes mode (instead of Leases): its
+	// lease annotations are removed; nil leaves the Node alone.
+	Node Node
+	// Networks are the overlay's networks when subnet.env is gone and no
+	// etcd config says them (Kubernetes mode: net-conf.json's).
+	Networks []netip.Prefix
 	// SubnetFile is the agent's subnet.env, which names the node's subnet.
 	SubnetFile string
 	// Subnet and IPv6Subnet are the node's subnets when subnet.env is gone
@@ -65,6 +98,10 @@ type Options struct {
 // Report says what was removed.
 type Report struct {
 	Released []string // subnets whose lease was released
+	// Node is the Node whose lease annotations were removed (Kubernetes
+	// mode), PodCIDRs the subnets it keeps.
+	Node     string
+	PodCIDRs []string
 	Links    []string // links deleted
 	Routes   []string // routes deleted
 	IPTables bool     // iptables chains removed (or iptables not installed)
@@ -117,6 +154,30 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 				log.Info("released the lease", "subnet", released)
 			}
 		}
+	}
+
+	if o.Node != nil {
+		cidrs, err := o.Node.Release(ctx)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			r.Node, r.PodCIDRs = o.Node.Name(), cidrs
+			log.Info("removed the lease annotations", "node", r.Node, "pod_cidrs", cidrs)
+			for _, c := range cidrs {
+				// (subnet.env gone: the podCIDRs say the own subnets)
+				p, err := netip.ParsePrefix(c)
+				switch {
+				case err != nil:
+				case p.Addr().Is4() && !own.IsValid():
+					own = p
+				case p.Addr().Is6() && !own6.IsValid():
+					own6 = p
+				}
+			}
+		}
+	}
+	if len(networks) == 0 {
+		networks = o.Networks
 	}
 
 	links, routes, err := removeKernelState(networks, own, own6)

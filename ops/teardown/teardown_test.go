@@ -12,11 +12,15 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weftnet/weft/firewall"
 	"github.com/weftnet/weft/subnet"
 	"github.com/weftnet/weft/subnet/etcd"
+	"github.com/weftnet/weft/subnet/kube"
 	"github.com/weftnet/weft/subnet/subnetenv"
 	"github.com/weftnet/weft/test/etcdtest"
+	"github.com/weftnet/weft/test/kubetest"
 	"github.com/weftnet/weft/test/netnstest"
 )
 
@@ -167,5 +171,82 @@ func TestRunKeepsOthers(t *testing.T) {
 				t.Errorf("key %s: %v, %v; want it kept", tc.key, r, err)
 			}
 		})
+	}
+}
+
+// TestRunKube decommissions a Kubernetes-mode vxlan node whose subnet.env
+// is gone: the device and the gateway routes inside net-conf.json's
+// network go, the Node's lease annotations go (peers drop it) while its
+// podCIDR and the annotations a person set stay, and another Node is not
+// touched.
+func TestRunKube(t *testing.T) {
+	netnstest.SkipUnlessRoot(t)
+	c := kubetest.Start(t, kubetest.Options{NoControllerManager: true})
+	p := kube.DefaultAnnotationPrefix + "/"
+	ann := func(ip string) map[string]string {
+		return map[string]string{p + "kube-subnet-manager": "true", p + "backend-type": "vxlan",
+			p + "backend-data": `{"VNI":1,"VtepMAC":"5a:1f:00:00:00:01"}`, p + "public-ip": ip}
+	}
+	own := ann("192.0.2.10")
+	own[p+"public-ip-overwrite"] = "198.51.100.10" // a person's
+	c.CreateNode(t, "td-own", kubetest.NodeOptions{PodCIDR: "10.244.7.0/24", Annotations: own})
+	c.CreateNode(t, "td-peer", kubetest.NodeOptions{PodCIDR: "10.244.8.0/24", Annotations: ann("192.0.2.12")})
+	api, err := kube.NewAPI(c.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := kube.NewAnnotations(kube.DefaultAnnotationPrefix)
+
+	ns := netnstest.NewNS(t, "tdk")
+	netnstest.NewVeth(t, ns, "eth0", netip.MustParsePrefix("192.0.2.10/24"), netnstest.NewNS(t, "tdkpeer"), "p0", netip.Prefix{})
+	ns.MustExec(t, "ip", "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dev", "eth0", "dstport", "8472")
+	ns.MustExec(t, "ip", "route", "add", "10.244.8.0/24", "via", "192.0.2.12", "dev", "eth0")
+	ns.MustExec(t, "ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.13", "dev", "eth0")
+	f := &fixture{ns: ns}
+
+	o := Options{Node: KubeNode{API: api, Annotations: a, NodeName: "td-own"},
+		Networks:   []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")},
+		SubnetFile: filepath.Join(t.TempDir(), "subnet.env")}
+	rep, err := f.run(t, o)
+	if err != nil {
+		t.Fatalf("teardown: %v", err)
+	}
+	want := Report{Node: "td-own", PodCIDRs: []string{"10.244.7.0/24"}, Links: []string{"flannel.1"}, Routes: []string{"10.244.8.0/24"}, IPTables: true, NFTables: true}
+	if !reflect.DeepEqual(*rep, want) {
+		t.Errorf("report %+v, want %+v", *rep, want)
+	}
+	if out := ns.MustExec(t, "ip", "-o", "link", "show"); strings.Contains(out, "flannel.1") {
+		t.Errorf("flannel.1 still there:\n%s", out)
+	}
+	if routes := ns.MustExec(t, "ip", "route", "show"); strings.Contains(routes, "10.244.8.0/24") || !strings.Contains(routes, "198.51.100.0/24 via 192.0.2.13") {
+		t.Errorf("routes after teardown:\n%s", routes)
+	}
+	ctx := context.Background()
+	n, err := c.Client.CoreV1().Nodes().Get(ctx, "td-own", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range ann("") {
+		if _, ok := n.Annotations[k]; ok {
+			t.Errorf("Node td-own still has %s", k)
+		}
+	}
+	if n.Annotations[p+"public-ip-overwrite"] != "198.51.100.10" || n.Spec.PodCIDR != "10.244.7.0/24" {
+		t.Errorf("Node td-own lost its podCIDR or a person's annotation: %q, %v", n.Spec.PodCIDR, n.Annotations)
+	}
+	peer, err := c.Client.CoreV1().Nodes().Get(ctx, "td-peer", metav1.GetOptions{})
+	if err != nil || peer.Annotations[p+"kube-subnet-manager"] != "true" {
+		t.Errorf("Node td-peer: %v, %v", err, peer.Annotations)
+	}
+
+	// With the apiserver gone the local objects still go, and the error
+	// says what was not done.
+	ns.MustExec(t, "ip", "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dev", "eth0", "dstport", "8472")
+	c.StopAPIServer()
+	o.Firewalls = map[firewall.Mode]firewall.Firewall{}
+	rep, err = f.run(t, o)
+	if err == nil || !strings.Contains(err.Error(), `removing the lease annotations of node "td-own"`) || rep.Node != "" ||
+		!reflect.DeepEqual(rep.Links, []string{"flannel.1"}) {
+		t.Errorf("teardown without an apiserver: %+v, %v", rep, err)
 	}
 }

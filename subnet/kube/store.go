@@ -376,28 +376,9 @@ func (s *Store) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
 		case len(n.podCIDRs) == 0:
 			why = "this node has no podCIDR yet; waiting for kube-controller-manager (--allocate-node-cidrs) or an operator to assign one"
 		default:
-			v4, v6, err := splitPodCIDRs(n.podCIDRs)
+			cfg, err := withPodCIDRs(s.cfg, s.name, n.podCIDRs, s.o.NetConfPath)
 			if err != nil {
-				return nil, fmt.Errorf("node %q: %w", s.name, err)
-			}
-			cfg := s.cfg
-			if cfg.EnableIPv4 {
-				if !v4.IsValid() {
-					return nil, fmt.Errorf("node %q has no IPv4 podCIDR (%q), and the network config enables IPv4", s.name, n.podCIDRs)
-				}
-				if cfg, err = cfg.WithSubnetLen(v4); err != nil {
-					return nil, fmt.Errorf("node %q: podCIDR %s is not inside Network %s of %s", s.name, v4, s.cfg.Network, s.o.NetConfPath)
-				}
-			}
-			if cfg.EnableIPv6 {
-				// flanneld goes on without the v6 subnet and its backend
-				// fails later; say what is missing instead.
-				if !v6.IsValid() {
-					return nil, fmt.Errorf("node %q has no IPv6 podCIDR (%q), and the network config enables IPv6 (give kube-controller-manager a dual-stack --cluster-cidr)", s.name, n.podCIDRs)
-				}
-				if cfg, err = cfg.WithIPv6SubnetLen(v6); err != nil {
-					return nil, fmt.Errorf("node %q: podCIDR %s is not inside IPv6Network %s of %s", s.name, v6, s.cfg.IPv6Network, s.o.NetConfPath)
-				}
+				return nil, err
 			}
 			if last != "" {
 				s.log.Info("podCIDR assigned", "node", s.name, "pod_cidrs", n.podCIDRs)
@@ -604,19 +585,30 @@ func sameValues(want, have map[string]string) bool {
 // backend type and data, public IPs), so that peers drop it; the podCIDR
 // stays with the Node. Used by an explicit teardown only.
 func (s *Store) ReleaseLease(ctx context.Context, _ *subnet.Lease) error {
-	a := s.ann
+	_, err := RemoveLeaseAnnotations(ctx, s.cs, s.ann, s.name)
+	return err
+}
+
+// RemoveLeaseAnnotations removes the lease annotations of the named Node
+// (kube-subnet-manager, backend type and data, public IPs) with a
+// strategic-merge patch of its status, as flanneld writes them: peers then
+// drop the node. The podCIDR stays with the Node, and so do the
+// annotations a person sets (public-ip-overwrite, node-public-ip). It
+// returns the Node's podCIDRs.
+func RemoveLeaseAnnotations(ctx context.Context, api API, a Annotations, name string) ([]string, error) {
 	del := map[string]any{}
 	for _, k := range []string{a.SubnetManager, a.BackendType, a.BackendData, a.BackendV6Data, a.PublicIP, a.PublicIPv6} {
 		del[k] = nil
 	}
 	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": del}})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if _, err := s.cs.PatchNode(ctx, s.name, types.StrategicMergePatchType, body, "status"); err != nil {
-		return fmt.Errorf("removing the lease annotations of node %q: %w", s.name, err)
+	n, err := api.PatchNode(ctx, name, types.StrategicMergePatchType, body, "status")
+	if err != nil {
+		return nil, fmt.Errorf("removing the lease annotations of node %q: %w", name, err)
 	}
-	return nil
+	return toInfo(n, a.Prefix, "").podCIDRs, nil
 }
 
 // LookupLease implements subnet.Manager: the lease this node's Node still
