@@ -86,8 +86,10 @@ type Options struct {
 	// hand-off wakes another thread: a stream of leases written one by one
 	// cost about a third more CPU with 2 Ps than with 1 (BenchmarkStream4000).
 	// A goroutine blocked in a syscall (a slow route write) still lets the
-	// others run, on another thread. Start-up, before ready, keeps the
-	// runtime's default. 0 leaves GOMAXPROCS alone.
+	// others run, on another thread. The price: on a machine whose CPUs are
+	// all busy, one thread gets one share of them, and the agent falls
+	// further behind a stream (bench/PROFILES.md). Start-up, before ready,
+	// keeps the runtime's default. 0 leaves GOMAXPROCS alone.
 	SteadyProcs int
 	// Log receives the agent's log lines.
 	Log *slog.Logger
@@ -642,7 +644,7 @@ func (a *Agent) steadyProcs() {
 		return
 	}
 	if prev := runtime.GOMAXPROCS(n); prev != n {
-		a.log.Info("ready: the agent continues on fewer Ps", "gomaxprocs", n, "was", prev)
+		a.log.Info("GOMAXPROCS for the steady state", "gomaxprocs", n, "was", prev)
 	}
 }
 
