@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -76,6 +77,20 @@ type Options struct {
 	// change after a quiet Coalesce goes to the backend at once. 0 means
 	// DefaultCoalesce; negative, never wait.
 	Coalesce time.Duration
+	// SteadyProcs, when positive, is the GOMAXPROCS the agent sets once it
+	// is first ready, when its backend's data plane is the kernel's
+	// (backend.EngineOf "kernel"; a userspace engine encrypts in this
+	// process and keeps every CPU). From then on its work is one pipeline
+	// of small steps (a watch response decoded, a Set, its netlink writes)
+	// handed from goroutine to goroutine, and with more than one P each
+	// hand-off wakes another thread: a stream of leases written one by one
+	// cost about a third more CPU with 2 Ps than with 1 (BenchmarkStream4000).
+	// A goroutine blocked in a syscall (a slow route write) still lets the
+	// others run, on another thread. The price: on a machine whose CPUs are
+	// all busy, one thread gets one share of them, and the agent falls
+	// further behind a stream (bench/PROFILES.md). Start-up, before ready,
+	// keeps the runtime's default. 0 leaves GOMAXPROCS alone.
+	SteadyProcs int
 	// Log receives the agent's log lines.
 	Log *slog.Logger
 	// Metrics, if not nil, is updated as the agent works.
@@ -604,6 +619,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if !a.ready.Load() {
 			// Peers that fail validation never get here; peer errors from the
 			// backend (one unreachable peer) do not hold readiness back.
+			a.steadyProcs()
 			a.ready.Store(true)
 			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers,
 				"programmed_in", took.Round(time.Microsecond))
@@ -614,6 +630,21 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 				a.o.OnReady()
 			}
 		}
+	}
+}
+
+// steadyProcs applies Options.SteadyProcs.
+func (a *Agent) steadyProcs() {
+	n := a.o.SteadyProcs
+	if n <= 0 {
+		return
+	}
+	if engine := backend.EngineOf(a.be); engine != "kernel" {
+		a.log.Debug("keeping GOMAXPROCS: the data plane runs in this process", "engine", engine, "gomaxprocs", runtime.GOMAXPROCS(0))
+		return
+	}
+	if prev := runtime.GOMAXPROCS(n); prev != n {
+		a.log.Info("GOMAXPROCS for the steady state", "gomaxprocs", n, "was", prev)
 	}
 }
 

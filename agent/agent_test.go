@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -153,11 +154,15 @@ func (m *fakeManager) send(t *testing.T, evs ...subnet.Event) {
 // recorder wraps the real backend and records every Set.
 type recorder struct {
 	backend.Backend
+	engine string // what Engine reports ("": the default, kernel)
 	mu     sync.Mutex
 	peers  []int              // len(State.Peers) of every Set, in order
 	hold   chan chan struct{} // if set, Set sends a release channel here and waits on it
 	closed atomic.Bool
 }
+
+// Engine implements backend.EngineReporter.
+func (r *recorder) Engine() string { return r.engine }
 
 func (r *recorder) Set(ctx context.Context, s backend.State) error {
 	r.mu.Lock()
@@ -211,6 +216,7 @@ type rig struct {
 	metrics *Metrics
 	logs    *syncBuffer
 	env     string
+	engine  string // the recorder's Engine, set before start
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -242,7 +248,7 @@ func newRig(t *testing.T, edit func(*Options)) *rig {
 				if err != nil {
 					return nil, err
 				}
-				r.be = &recorder{Backend: b}
+				r.be = &recorder{Backend: b, engine: r.engine}
 				return r.be, nil
 			}}, nil
 		},
@@ -698,4 +704,31 @@ func TestStreamIsCoalesced(t *testing.T) {
 	time.Sleep(coalesce + coalesce/4)
 	quick(peer(20))
 	quick(peer(21))
+}
+
+// TestSteadyProcs checks that an agent with SteadyProcs runs on that many
+// Ps once ready when its data plane is the kernel's, and keeps them all
+// when a userspace engine works in its process.
+func TestSteadyProcs(t *testing.T) {
+	for _, tc := range []struct {
+		engine string
+		want   int
+	}{
+		{engine: "", want: 1}, // a backend without EngineReporter: the kernel
+		{engine: "kernel", want: 1},
+		{engine: "userspace", want: 3},
+	} {
+		t.Run("engine="+tc.engine, func(t *testing.T) {
+			prev := runtime.GOMAXPROCS(3)
+			t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+			r := newRig(t, func(o *Options) { o.SteadyProcs = 1 })
+			r.engine = tc.engine
+			r.start()
+			r.mgr.send(t, added(peer(2))...)
+			r.waitReady()
+			if got := runtime.GOMAXPROCS(0); got != tc.want {
+				t.Errorf("GOMAXPROCS %d once ready, want %d", got, tc.want)
+			}
+		})
+	}
 }

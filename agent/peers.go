@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -8,107 +9,154 @@ import (
 )
 
 // peerSet folds lease events into the current set of leases, kept sorted
-// by subnet: the agent hands the slice itself to the backend, so that one
-// lease event costs a binary search and a copy within the slice, not a
-// sort of every peer. It is owned by the agent's reconcile goroutine; it is
-// not safe for concurrent use.
+// by subnet: the agent hands the slice itself to the backend. Events are
+// not inserted into the slice one by one — an insertion at a random place
+// (subnets are leased at random) moves half the set, a cost per lease that
+// grows with the peer set — but gathered as pending changes, which all
+// merges into the slice in one pass when the backend needs it: once per Set
+// rather than once per lease. It is owned by the agent's reconcile
+// goroutine; it is not safe for concurrent use.
 type peerSet struct {
 	sorted []subnet.Lease
+	// pending holds, by primary subnet, the changes not yet merged into
+	// sorted: the lease now, or gone for a removal.
+	pending map[netip.Prefix]pendingLease
+	n       int // leases in the set, pending changes included
 }
 
-// bigBatch is the batch size above which apply folds events into a map and
-// sorts once, rather than inserting into the sorted slice one by one.
-const bigBatch = 64
+type pendingLease struct {
+	lease subnet.Lease
+	gone  bool
+}
 
-func newPeerSet() *peerSet { return &peerSet{} }
+// smallPending is the size above which the pending map is dropped after a
+// merge rather than cleared and kept for the next changes.
+const smallPending = 64
 
-func cmpSubnet(l subnet.Lease, p netip.Prefix) int {
-	if c := l.Primary().Addr().Compare(p.Addr()); c != 0 {
+func newPeerSet() *peerSet { return &peerSet{pending: make(map[netip.Prefix]pendingLease)} }
+
+func cmpSubnet(l subnet.Lease, p netip.Prefix) int { return comparePrefix(l.Primary(), p) }
+
+func comparePrefix(x, y netip.Prefix) int {
+	if c := x.Addr().Compare(y.Addr()); c != 0 {
 		return c
 	}
-	return l.Primary().Bits() - p.Bits()
+	return x.Bits() - y.Bits()
+}
+
+// lookup returns the lease the set holds for p, pending changes included.
+func (s *peerSet) lookup(p netip.Prefix) (subnet.Lease, bool) {
+	if pl, ok := s.pending[p]; ok {
+		return pl.lease, !pl.gone
+	}
+	if i, ok := slices.BinarySearchFunc(s.sorted, p, cmpSubnet); ok {
+		return s.sorted[i], true
+	}
+	return subnet.Lease{}, false
 }
 
 // apply folds events into the set and returns the leases added, changed
-// and removed (events that change nothing are not counted).
+// and removed (events that change nothing are not counted). It costs a map
+// update and a binary search per event, whatever the size of the set.
 func (s *peerSet) apply(events []subnet.Event) (added, changed, removed []subnet.Lease) {
-	if len(events) > bigBatch {
-		return s.applyMany(events)
+	if s.pending == nil {
+		s.pending = make(map[netip.Prefix]pendingLease, len(events))
 	}
 	for _, ev := range events {
 		key := ev.Lease.Primary()
-		i, had := slices.BinarySearchFunc(s.sorted, key, cmpSubnet)
+		old, had := s.lookup(key)
 		switch ev.Type {
 		case subnet.EventAdded, subnet.EventChanged:
-			switch {
-			case !had:
-				s.sorted = slices.Insert(s.sorted, i, ev.Lease)
-				added = append(added, ev.Lease)
-			case !s.sorted[i].Attrs.Equal(ev.Lease.Attrs):
-				s.sorted[i] = ev.Lease
-				changed = append(changed, ev.Lease)
-			default:
-				s.sorted[i] = ev.Lease
-			}
-		case subnet.EventRemoved:
-			if had {
-				removed = append(removed, s.sorted[i])
-				s.sorted = slices.Delete(s.sorted, i, i+1)
-			}
-		}
-	}
-	return added, changed, removed
-}
-
-// applyMany is apply for a large batch (the first listing, a burst).
-func (s *peerSet) applyMany(events []subnet.Event) (added, changed, removed []subnet.Lease) {
-	m := make(map[netip.Prefix]subnet.Lease, len(s.sorted)+len(events))
-	for _, l := range s.sorted {
-		m[l.Primary()] = l
-	}
-	for _, ev := range events {
-		key := ev.Lease.Primary()
-		old, had := m[key]
-		switch ev.Type {
-		case subnet.EventAdded, subnet.EventChanged:
-			m[key] = ev.Lease
+			// Taken even when the attributes are equal: the other fields
+			// (revision, expiry) follow the store.
+			s.pending[key] = pendingLease{lease: ev.Lease}
 			switch {
 			case !had:
 				added = append(added, ev.Lease)
+				s.n++
 			case !old.Attrs.Equal(ev.Lease.Attrs):
 				changed = append(changed, ev.Lease)
 			}
 		case subnet.EventRemoved:
 			if had {
-				delete(m, key)
+				s.pending[key] = pendingLease{gone: true}
 				removed = append(removed, old)
+				s.n--
 			}
 		}
 	}
-	old := s.sorted
-	out := old[:0]
-	if cap(old) < len(m) {
-		out = make([]subnet.Lease, 0, len(m))
-	}
-	for _, l := range m {
-		out = append(out, l)
-	}
-	if len(out) < len(old) {
-		clear(old[len(out):]) // drop the references a shrunk set leaves behind
-	}
-	slices.SortFunc(out, func(a, b subnet.Lease) int { return cmpSubnet(a, b.Primary()) })
-	s.sorted = out
 	return added, changed, removed
 }
 
-// all returns every lease, own included, sorted by subnet. The slice is the
-// set's own: valid until the next apply, and not to be modified.
-func (s *peerSet) all() []subnet.Lease { return s.sorted }
+// all returns every lease, own included, sorted by subnet, after merging
+// the pending changes: replacements in place, then one pass that closes
+// the gaps of the removals and one, from the end, that opens room for the
+// additions, each moving only the leases after the first place it touches.
+// The slice is the set's own: valid until the next apply, and not to be
+// modified.
+func (s *peerSet) all() []subnet.Lease {
+	if len(s.pending) == 0 {
+		return s.sorted
+	}
+	keys := slices.SortedFunc(maps.Keys(s.pending), comparePrefix)
+	var ins []subnet.Lease // additions, in subnet order
+	var del []int          // indices of removals in sorted, ascending
+	for _, k := range keys {
+		pl := s.pending[k]
+		i, ok := slices.BinarySearchFunc(s.sorted, k, cmpSubnet)
+		switch {
+		case ok && pl.gone:
+			del = append(del, i)
+		case ok:
+			s.sorted[i] = pl.lease
+		case !pl.gone:
+			ins = append(ins, pl.lease)
+		}
+	}
+	if len(del) > 0 {
+		old := s.sorted
+		w := del[0]
+		for j, i := range del {
+			next := len(old)
+			if j+1 < len(del) {
+				next = del[j+1]
+			}
+			w += copy(old[w:], old[i+1:next])
+		}
+		clear(old[w:]) // drop the references the shrunk set leaves behind
+		s.sorted = old[:w]
+	}
+	switch {
+	case len(ins) == 0:
+	case len(s.sorted) == 0:
+		s.sorted = ins
+	default:
+		i, j := len(s.sorted)-1, len(ins)-1
+		s.sorted = slices.Grow(s.sorted, len(ins))[:len(s.sorted)+len(ins)]
+		for w := len(s.sorted) - 1; j >= 0; w-- {
+			if i >= 0 && comparePrefix(s.sorted[i].Primary(), ins[j].Primary()) > 0 {
+				s.sorted[w] = s.sorted[i]
+				i--
+			} else {
+				s.sorted[w] = ins[j]
+				j--
+			}
+		}
+	}
+	if len(s.pending) > smallPending {
+		// A burst's map (or the first listing's): clearing it would cost
+		// a walk of its capacity at every later merge.
+		s.pending = nil
+	} else {
+		clear(s.pending)
+	}
+	return s.sorted
+}
 
 // has reports whether the set holds a lease for p.
 func (s *peerSet) has(p netip.Prefix) bool {
-	_, ok := slices.BinarySearchFunc(s.sorted, p, cmpSubnet)
+	_, ok := s.lookup(p)
 	return ok
 }
 
-func (s *peerSet) len() int { return len(s.sorted) }
+func (s *peerSet) len() int { return s.n }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -35,7 +36,9 @@ import (
 //	BenchmarkOneChange5000      one lease added and removed with 5,000 present
 //	BenchmarkStream4000         the burst's 4,000 leases written one by one by
 //	                            a writer process (stream_bench_test.go)
-//	BenchmarkStreamPerLease     CPU per lease streamed onto 1,000, 5,000, 20,000
+//	BenchmarkStreamPerLease     CPU per lease streamed onto 1,000, 5,000, 20,000,
+//	                            beside ip -batch adding the same leases' entries
+//	                            onto as many
 //
 // Run: go test -run '^$' -bench . -benchtime 3x ./cmd/weftd/
 //
@@ -280,41 +283,102 @@ func BenchmarkIPBatch(b *testing.B) {
 	netnstest.SkipUnlessRoot(b)
 	for _, n := range []int{1000, 5000, 20000} {
 		b.Run(fmt.Sprintf("peers=%d", n), func(b *testing.B) {
-			dir := b.TempDir()
-			var ipb, brb strings.Builder
-			for i := range n {
-				k, v := fakePeer(i)
-				sn, _, _ := subnet.ParseSubnetKey(strings.TrimPrefix(k, "/coreos.com/network/subnets/"))
-				attrs, _ := subnet.ParseLeaseAttrs([]byte(v))
-				mac := strings.Split(strings.Split(string(attrs.BackendData), `"VtepMAC":"`)[1], `"`)[0]
-				gw := sn.Addr()
-				fmt.Fprintf(&ipb, "neigh replace %s dev flannel.1 lladdr %s nud permanent\n", gw, mac)
-				fmt.Fprintf(&brb, "fdb append %s dev flannel.1 self dst %s permanent\n", mac, attrs.PublicIP)
-				fmt.Fprintf(&ipb, "route replace %s via %s dev flannel.1 onlink\n", sn, gw)
-			}
-			ipFile, brFile := filepath.Join(dir, "ip.batch"), filepath.Join(dir, "bridge.batch")
-			os.WriteFile(ipFile, []byte(ipb.String()), 0o644)
-			os.WriteFile(brFile, []byte(brb.String()), 0o644)
+			batch := writeIPBatch(b, 0, n)
 			var cpu float64
 			b.ResetTimer()
 			for range b.N {
 				b.StopTimer()
-				ns := netnstest.NewNS(b, "ipb")
-				ns.MustExec(b, "ip", "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472", "nolearning")
-				ns.MustExec(b, "ip", "link", "set", "flannel.1", "up")
+				ns := batchNS(b)
 				b.StartTimer()
-				for _, argv := range [][]string{{"bridge", "-n", ns.Name, "-batch", brFile}, {"ip", "-n", ns.Name, "-batch", ipFile}} {
-					cmd := exec.Command(argv[0], argv[1:]...)
-					if out, err := cmd.CombinedOutput(); err != nil {
-						b.Fatalf("%v: %v: %s", argv, err, out)
-					}
-					u := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-					cpu += u.Seconds()
-				}
+				cpu += batch.run(b, ns)
+				b.StopTimer()
+				netnstest.Run("ip", "netns", "del", ns)
+				b.StartTimer()
 			}
 			b.ReportMetric(cpu/float64(b.N), "cpu-s")
 		})
 	}
+}
+
+// ipBatch is the kernel entries of some fake peers as iproute2 batch files:
+// what the agent writes for them, one netlink request per entry.
+type ipBatch struct {
+	ip, bridge string // the files for ip -batch and bridge -batch
+}
+
+// writeIPBatch writes the batch files for the peers fakeLease(from) up to
+// fakeLease(to-1): per peer a permanent neighbour, an FDB entry and an
+// onlink route on flannel.1, as the vxlan backend programs them.
+func writeIPBatch(b *testing.B, from, to int) ipBatch {
+	b.Helper()
+	var ipb, brb strings.Builder
+	for i := from; i < to; i++ {
+		l := fakeLease(i)
+		var d struct{ VtepMAC string }
+		if err := json.Unmarshal(l.Attrs.BackendData, &d); err != nil {
+			b.Fatalf("fake lease %d: %v", i, err)
+		}
+		gw := l.Subnet.Addr()
+		fmt.Fprintf(&ipb, "neigh replace %s dev flannel.1 lladdr %s nud permanent\n", gw, d.VtepMAC)
+		fmt.Fprintf(&brb, "fdb append %s dev flannel.1 self dst %s permanent\n", d.VtepMAC, l.Attrs.PublicIP)
+		fmt.Fprintf(&ipb, "route replace %s via %s dev flannel.1 onlink\n", l.Subnet, gw)
+	}
+	dir := b.TempDir()
+	f := ipBatch{ip: filepath.Join(dir, "ip.batch"), bridge: filepath.Join(dir, "bridge.batch")}
+	for name, text := range map[string]string{f.ip: ipb.String(), f.bridge: brb.String()} {
+		if err := os.WriteFile(name, []byte(text), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return f
+}
+
+// batchNS returns a fresh namespace holding an up flannel.1 device, as the
+// agent's device exists before its first Set.
+func batchNS(b *testing.B) string {
+	b.Helper()
+	name := "weft-ipb-" + netnstest.Suffix(6)
+	netnstest.MustRun(b, "ip", "netns", "add", name)
+	b.Cleanup(func() { netnstest.Run("ip", "netns", "del", name) }) // if not removed before
+	// lo down makes the kernel refuse the onlink routes' gateways.
+	netnstest.MustRun(b, "ip", "-n", name, "link", "set", "lo", "up")
+	netnstest.MustRun(b, "ip", "-n", name, "link", "add", "flannel.1", "type", "vxlan", "id", "1", "dstport", "8472", "nolearning")
+	netnstest.MustRun(b, "ip", "-n", name, "link", "set", "flannel.1", "up")
+	return name
+}
+
+// run writes the batch into the namespace ns (FDB entries first, then
+// neighbours and routes, as the agent orders them) and returns the CPU
+// seconds of the two commands: the kernel's work for the entries, and
+// iproute2's small share.
+func (f ipBatch) run(b *testing.B, ns string) float64 {
+	b.Helper()
+	var cpu float64
+	for _, argv := range [][]string{{"bridge", "-n", ns, "-batch", f.bridge}, {"ip", "-n", ns, "-batch", f.ip}} {
+		cmd := exec.Command(argv[0], argv[1:]...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("%v: %v: %s", argv, err, out)
+		}
+		cpu += (cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds()
+	}
+	return cpu
+}
+
+// batchFloor is the kernel's marginal cost of adding the entries of the
+// peers [n, n+more) to a namespace already holding those of [0, n): the
+// floor of streaming more leases onto an agent with n peers. The cost of a
+// route grows with the routes present (see bench/PROFILES.md), so a batch
+// from empty is not this floor. It returns the CPU seconds of the second
+// batch alone, in a namespace of its own that it removes afterwards.
+func batchFloor(b *testing.B, n, more int) float64 {
+	b.Helper()
+	base, add := writeIPBatch(b, 0, n), writeIPBatch(b, n, n+more)
+	ns := batchNS(b)
+	// Removed at once: a namespace holding many routes must not linger
+	// beside the agent's while that is measured.
+	defer netnstest.Run("ip", "netns", "del", ns)
+	base.run(b, ns)
+	return add.run(b, ns)
 }
 
 // routeWatcher counts route additions and deletions in a namespace.

@@ -104,3 +104,20 @@ func TestRunUsageExitCode(t *testing.T) {
 		t.Errorf("run(-version) = %d, want 0", code)
 	}
 }
+
+// TestSteadyProcs checks that weftd asks the agent for one P once ready,
+// unless GOMAXPROCS in the environment chose the number itself.
+func TestSteadyProcs(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want int
+	}{
+		{env: nil, want: 1},
+		{env: map[string]string{"GOMAXPROCS": "4"}, want: 0},
+		{env: map[string]string{"GOGC": "50"}, want: 1},
+	} {
+		if got := steadyProcs(func(k string) string { return tc.env[k] }); got != tc.want {
+			t.Errorf("environment %v: steadyProcs %d, want %d", tc.env, got, tc.want)
+		}
+	}
+}

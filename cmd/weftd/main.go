@@ -106,6 +106,7 @@ func run(args []string) int {
 		Firewall:       openFirewall(log),
 		FirewallResync: time.Duration(o.iptablesResync) * time.Second,
 		Resync:         o.resync,
+		SteadyProcs:    steadyProcs(os.Getenv),
 		Log:            log,
 		Metrics:        metrics,
 	})
@@ -130,4 +131,14 @@ func run(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// steadyProcs is agent.Options.SteadyProcs: one P once ready, unless
+// GOMAXPROCS in the environment says otherwise (then the runtime's own
+// reading of it stands).
+func steadyProcs(getenv func(string) string) int {
+	if getenv("GOMAXPROCS") != "" {
+		return 0
+	}
+	return 1
 }
