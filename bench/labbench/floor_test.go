@@ -114,3 +114,17 @@ func TestAgainstFloor(t *testing.T) {
 		})
 	}
 }
+
+// TestFloorPodNSIsSwept checks that `weft lab down` recognises the
+// hand-made pod namespaces as the lab's, so a crashed bench leaves none.
+func TestFloorPodNSIsSwept(t *testing.T) {
+	n, err := lab.NewNames("wbench")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 2; i++ {
+		if ns := floorPodNS(lab.Host{NS: n.HostNS(i)}); !n.IsNS(ns) {
+			t.Errorf("weft lab down would not remove %s", ns)
+		}
+	}
+}
