@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/weftnet/weft/bench/report"
@@ -34,13 +36,16 @@ func (b *Bench) LabUp(ctx context.Context, reps int) ([]report.Measurement, erro
 
 // DataPlane measures TCP throughput with iperf3 between two hosts of a lab
 // of the given backend: pod to pod over the overlay, and host to host on
-// the underlay as the baseline, alternating, reps times each for secs
-// seconds. With six, the lab is dual-stack and both run over IPv6. For
+// the underlay as the baseline, alternating (every other round in reverse
+// order), reps times each for secs seconds. With six, the lab is dual-stack and both run over IPv6. For
 // the tunnelling backends over IPv4 it also measures host to host through
 // the tunnel device (host 1 to host 2's own address on flannel.<VNI> or
 // flannel-wg, <subnet>.0): encapsulation without the pods' veth, bridge
 // and forwarding, which splits the overlay's cost into the tunnel's and
-// the pod attachment's (for wireguard, the wireguard-go floor).
+// the pod attachment's (for wireguard, the wireguard-go floor). For
+// vxlan over IPv4 it also measures both paths made by hand with `ip`
+// between the same two hosts, no agent involved (floor.go), each beside
+// Weft's, and rows giving Weft's figure against that floor.
 //
 // Beside each throughput it reports the CPU the transfer cost per GB
 // (iperf3's own client and server processes, which on veth links also run
@@ -97,11 +102,39 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, s
 		}
 		legs = append(legs, over)
 	}
+	// The floor under vxlan's two overlay rows: the same paths made by
+	// hand between the same two hosts, no agent involved (floor.go).
+	var rawDev, rawPod *leg
+	if backend == "vxlan" && !six {
+		fl, err := b.buildFloor(ctx, h1, h2)
+		if err != nil {
+			return nil, err
+		}
+		defer b.dropFloor(h1, h2)
+		srv, err := start(nsArgv(fl.serverNS, "iperf3", "-s"), io.Discard)
+		if err != nil {
+			return nil, err
+		}
+		defer stop(srv)
+		rawDev = newLeg("floor: TCP host to host through a VXLAN device made by hand (no agent)", h1.NS, fl.dev, h1.Name)
+		rawPod = newLeg("floor: TCP pod to pod through a VXLAN device, bridge and veth made by hand (no agent)", fl.podNS, fl.pod, h1.Name+"-pod0")
+		rawDev.setup = floorCommand(h1) + "; "
+		rawPod.setup = rawDev.setup
+		// Each after the Weft row it is the floor of.
+		legs = []*leg{legs[0], legs[1], rawDev, legs[2], rawPod}
+	}
 	if backend == "wireguard" {
 		over.gbps.Note = "target: at least 0.3 of the underlay, or the wireguard-go floor's ratio (previous row) if lower"
 	}
 	for i := range reps {
-		for _, c := range legs {
+		// Every other round runs the legs in reverse, so that a load that
+		// rises or falls through a round does not always favour the same
+		// leg.
+		round := slices.Clone(legs)
+		if i%2 == 1 {
+			slices.Reverse(round)
+		}
+		for _, c := range round {
 			argv := nsArgv(c.from, "iperf3", "-c", c.to.String(), "-t", strconv.Itoa(secs), "-J")
 			r, err := iperf(ctx, argv)
 			if err != nil {
@@ -110,22 +143,66 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, s
 			b.say("%s run %d: %s -> %s: %.2f Gbit/s, %.0f CPU-ms/GB", backend, i+1, c.fromName, c.to, r.gbps, r.cpuMsPerGB)
 			c.gbps.Samples = append(c.gbps.Samples, r.gbps)
 			c.cost.Samples = append(c.cost.Samples, r.cpuMsPerGB)
-			c.gbps.Command = upCmd + "; " + b.show(argv...)
+			c.gbps.Command = upCmd + "; " + c.setup + b.show(argv...)
 			c.cost.Command = c.gbps.Command
 		}
 	}
 	var out []report.Measurement
 	for _, c := range legs[1:] {
 		c.gbps.Baseline, c.cost.Baseline = &under.gbps, &under.cost
+		c.gbps.Note = joinNotes(spread(c.gbps.Samples), c.gbps.Note)
 		out = append(out, c.gbps)
 		// wireguard's userspace engine encrypts in a process of its own,
 		// whose CPU iperf3 does not see: its cost per GB would look
 		// cheaper than the underlay's.
 		if backend != "wireguard" {
+			c.cost.Note = spread(c.cost.Samples)
 			out = append(out, c.cost)
 		}
 	}
+	if rawDev != nil {
+		dev, pod := legs[1], over
+		out = append(out,
+			againstFloor("vxlan: Weft's TCP host to host through flannel.1, against the hand-made device", dev.gbps, rawDev.gbps),
+			againstFloor("vxlan: Weft's host to host through flannel.1, CPU per GB, against the hand-made device's", dev.cost, rawDev.cost),
+			againstFloor("vxlan: Weft's TCP pod to pod, against the hand-made pod path", pod.gbps, rawPod.gbps),
+			againstFloor("vxlan: Weft's pod to pod, CPU per GB, against the hand-made pod path's", pod.cost, rawPod.cost))
+	}
 	return out, nil
+}
+
+// againstFloor is a row comparing a Weft leg with its hand-made floor: the
+// ratio of the two medians, and in the note the ratio of each round's
+// pair, which ran seconds apart and so shared the machine's load.
+func againstFloor(what string, weft, floor report.Measurement) report.Measurement {
+	m := weft
+	m.What = what
+	m.Baseline = &floor
+	var pairs []string
+	for i := range min(len(weft.Samples), len(floor.Samples)) {
+		pairs = append(pairs, fmt.Sprintf("%.2f", weft.Samples[i]/floor.Samples[i]))
+	}
+	m.Note = joinNotes(spread(m.Samples), "ratio by round "+strings.Join(pairs, ", "))
+	return m
+}
+
+// spread names the range of samples, for a median shown without it.
+func spread(samples []float64) string {
+	if len(samples) < 2 {
+		return ""
+	}
+	return "range " + report.Number(slices.Min(samples)) + "–" + report.Number(slices.Max(samples))
+}
+
+// joinNotes joins the non-empty notes with "; ".
+func joinNotes(notes ...string) string {
+	var out []string
+	for _, n := range notes {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // leg is one path DataPlane measures: its throughput and its CPU cost.
@@ -134,6 +211,9 @@ type leg struct {
 	from       string
 	to         netip.Addr
 	fromName   string
+	// setup is shown in the command before the client's, for a path
+	// made outside `weft lab up`.
+	setup string
 }
 
 // iperfResult is one iperf3 client run.
