@@ -13,7 +13,7 @@ import (
 // to disk before and after the rename, so that the new content survives a
 // crash. It creates the parent directory (0755) when missing.
 func Write(path string, data []byte, perm os.FileMode) error {
-	return write(path, data, perm, true)
+	return write(path, data, perm, syncBefore)
 }
 
 // WriteNoSync atomically replaces path as Write does, without the fsyncs:
@@ -22,10 +22,29 @@ func Write(path string, data []byte, perm os.FileMode) error {
 // entry (the CNI plugin's), where an fsync would cost milliseconds on every
 // pod start.
 func WriteNoSync(path string, data []byte, perm os.FileMode) error {
-	return write(path, data, perm, false)
+	return write(path, data, perm, noSync)
 }
 
-func write(path string, data []byte, perm os.FileMode, sync bool) (err error) {
+// WriteVisibleFirst atomically replaces path as Write does, and syncs it
+// as Write does once it is in place rather than before: readers see the new
+// content a sync sooner (milliseconds on a busy disk), and once it returns
+// the content survives a crash; a crash in between may leave the file empty,
+// as WriteNoSync may. For files that a reader waits for and that are
+// rewritten at every start (subnet.env).
+func WriteVisibleFirst(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, syncAfter)
+}
+
+// syncMode says when write syncs the file and its directory.
+type syncMode int
+
+const (
+	noSync     syncMode = iota
+	syncBefore          // the file before the rename, the directory after
+	syncAfter           // both after the rename
+)
+
+func write(path string, data []byte, perm os.FileMode, sync syncMode) (err error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating directory for %s: %w", path, err)
@@ -35,8 +54,9 @@ func write(path string, data []byte, perm os.FileMode, sync bool) (err error) {
 		return fmt.Errorf("creating temporary file for %s: %w", path, err)
 	}
 	tmp := f.Name()
+	renamed := false
 	defer func() {
-		if err != nil {
+		if err != nil && !renamed {
 			f.Close()
 			os.Remove(tmp)
 		}
@@ -47,18 +67,31 @@ func write(path string, data []byte, perm os.FileMode, sync bool) (err error) {
 	if _, err := f.Write(data); err != nil {
 		return fmt.Errorf("writing %s: %w", tmp, err)
 	}
-	if sync {
+	if sync == syncBefore {
 		if err := f.Sync(); err != nil {
 			return fmt.Errorf("syncing %s: %w", tmp, err)
 		}
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", tmp, err)
+	if sync != syncAfter {
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("closing %s: %w", tmp, err)
+		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("replacing %s: %w", path, err)
 	}
-	if !sync {
+	renamed = true
+	if sync == syncAfter {
+		serr := f.Sync()
+		cerr := f.Close()
+		if serr != nil {
+			return fmt.Errorf("syncing %s: %w", path, serr)
+		}
+		if cerr != nil {
+			return fmt.Errorf("closing %s: %w", path, cerr)
+		}
+	}
+	if sync == noSync {
 		return nil
 	}
 	if d, derr := os.Open(dir); derr == nil {

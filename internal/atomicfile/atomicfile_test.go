@@ -12,7 +12,7 @@ func TestWrite(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		write func(string, []byte, os.FileMode) error
-	}{{"sync", Write}, {"nosync", WriteNoSync}} {
+	}{{"sync", Write}, {"nosync", WriteNoSync}, {"visible first", WriteVisibleFirst}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "sub", "file")
@@ -54,11 +54,11 @@ func TestWriteNeverPartial(t *testing.T) {
 				return
 			default:
 			}
-			data := a
+			data, write := a, WriteNoSync
 			if i%2 == 1 {
-				data = b
+				data, write = b, WriteVisibleFirst
 			}
-			if err := WriteNoSync(path, data, 0o644); err != nil {
+			if err := write(path, data, 0o644); err != nil {
 				t.Error(err)
 				return
 			}

@@ -63,9 +63,11 @@ func (e *Env) Marshal() []byte {
 	return b.Bytes()
 }
 
-// Write atomically replaces path with the rendered env (mode 0644).
+// Write atomically replaces path with the rendered env (mode 0644). The
+// new file is in place before it is synced (atomicfile.WriteVisibleFirst):
+// the CNI plugin waits for it, and the agent writes it again at every start.
 func Write(path string, e *Env) error {
-	return atomicfile.Write(path, e.Marshal(), 0o644)
+	return atomicfile.WriteVisibleFirst(path, e.Marshal(), 0o644)
 }
 
 // Read reads and parses path. A missing file gives an error that satisfies
