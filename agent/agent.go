@@ -101,6 +101,8 @@ type Agent struct {
 	ready     atomic.Bool
 	readyErr  atomic.Pointer[string]
 	watchDown atomic.Bool
+
+	syncs sync.WaitGroup // subnet.env's fsyncs in flight
 }
 
 // SetWatchLive records whether the lease watch follows etcd; while it does
@@ -166,6 +168,7 @@ func New(o Options) (*Agent, error) {
 // the error that kept it from starting.
 func (a *Agent) Run(ctx context.Context) error {
 	start := time.Now()
+	defer a.syncs.Wait()
 	a.notReady("waiting for the network config from " + a.o.StoreName)
 	cfg, err := a.o.Manager.GetNetworkConfig(ctx)
 	if err != nil {
@@ -389,10 +392,18 @@ func (a *Agent) writeSubnetEnv(l subnet.Lease) error {
 		env.IPv6Networks = []netip.Prefix{a.cfg.IPv6Network}
 		env.IPv6Subnet = netip.PrefixFrom(l.IPv6Subnet.Addr().Next(), l.IPv6Subnet.Bits())
 	}
-	if err := subnetenv.Write(a.o.SubnetFile, env); err != nil {
+	sync, err := subnetenv.WriteVisible(a.o.SubnetFile, env)
+	if err != nil {
 		return fmt.Errorf("writing subnet.env: %w", err)
 	}
 	a.log.Info("wrote subnet.env", "path", a.o.SubnetFile, "subnet", env.Subnet, "ipv6_subnet", env.IPv6Subnet, "mtu", env.MTU)
+	// Readers see it now; its fsyncs (milliseconds on a busy disk) hold
+	// neither the listing nor the peers up.
+	a.syncs.Go(func() {
+		if err := sync(); err != nil {
+			a.log.Warn("syncing subnet.env to disk", "err", err)
+		}
+	})
 	return nil
 }
 

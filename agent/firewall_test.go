@@ -174,11 +174,15 @@ func TestPeersDoNotWaitForFirewall(t *testing.T) {
 	})
 	r.start()
 	r.mgr.send(t, added(peer(2))...)
-	r.eventually("the listed peer's route while the firewall is held", func() bool {
-		return strings.Contains(r.nl.Dump(), routeLine(peer(2)))
+	r.eventually("the first Set to end while the firewall is held", func() bool {
+		_, why := r.agent.Ready()
+		return why == "programming the firewall rules"
 	})
-	if ok, why := r.agent.Ready(); ok || why != "programming the firewall rules" {
-		t.Errorf("Ready() with the peers programmed and the firewall held = %v, %q; want not ready, programming the firewall rules", ok, why)
+	if dump := r.nl.Dump(); !strings.Contains(dump, routeLine(peer(2))) {
+		t.Errorf("the listed peer is not programmed while the firewall is held:\n%s", dump)
+	}
+	if ok, _ := r.agent.Ready(); ok {
+		t.Error("ready while the firewall is held")
 	}
 	if _, there := fw.Installed(); there {
 		t.Fatal("rules installed while the firewall is held")
