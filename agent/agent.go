@@ -392,7 +392,7 @@ func (a *Agent) writeSubnetEnv(l subnet.Lease) error {
 		env.IPv6Networks = []netip.Prefix{a.cfg.IPv6Network}
 		env.IPv6Subnet = netip.PrefixFrom(l.IPv6Subnet.Addr().Next(), l.IPv6Subnet.Bits())
 	}
-	sync, err := subnetenv.WriteVisible(a.o.SubnetFile, env)
+	syncEnv, err := subnetenv.WriteVisible(a.o.SubnetFile, env)
 	if err != nil {
 		return fmt.Errorf("writing subnet.env: %w", err)
 	}
@@ -400,7 +400,7 @@ func (a *Agent) writeSubnetEnv(l subnet.Lease) error {
 	// Readers see it now; its fsyncs (milliseconds on a busy disk) hold
 	// neither the listing nor the peers up.
 	a.syncs.Go(func() {
-		if err := sync(); err != nil {
+		if err := syncEnv(); err != nil {
 			a.log.Warn("syncing subnet.env to disk", "err", err)
 		}
 	})
@@ -637,7 +637,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if first {
 			programmed, firstTook = true, took
 			if hostWait != nil {
-				a.notReady("programming the firewall rules")
+				a.notReady(a.hostSetUpReason())
 			}
 			markReady()
 		}
@@ -664,6 +664,14 @@ func (a *Agent) setUpHost(ctx context.Context, done chan struct{}) {
 		return
 	}
 	_ = a.fw.Run(ctx)
+}
+
+// hostSetUpReason is the readiness reason while setUpHost has not ended.
+func (a *Agent) hostSetUpReason() string {
+	if a.fw == nil {
+		return "turning forwarding on"
+	}
+	return "programming the firewall rules"
 }
 
 // openFirewall opens the firewall of the mode the network config chooses
