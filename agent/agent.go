@@ -116,6 +116,8 @@ type Agent struct {
 	ready     atomic.Bool
 	readyErr  atomic.Pointer[string]
 	watchDown atomic.Bool
+
+	syncs sync.WaitGroup // subnet.env's fsyncs in flight
 }
 
 // SetWatchLive records whether the lease watch follows etcd; while it does
@@ -181,6 +183,7 @@ func New(o Options) (*Agent, error) {
 // the error that kept it from starting.
 func (a *Agent) Run(ctx context.Context) error {
 	start := time.Now()
+	defer a.syncs.Wait()
 	a.notReady("waiting for the network config from " + a.o.StoreName)
 	cfg, err := a.o.Manager.GetNetworkConfig(ctx)
 	if err != nil {
@@ -260,12 +263,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.writeSubnetEnv(*lease); err != nil {
 		return err
 	}
-	if cfg.EnableIPv4 {
-		ensureSysctl(a.log, a.o.IPForwardFile)
-	}
-	if cfg.EnableIPv6 {
-		ensureSysctl(a.log, a.o.IPv6ForwardFile)
-	}
 	a.notReady("listing the leases")
 
 	var wg sync.WaitGroup
@@ -273,7 +270,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	a.startFirewall(ctx, *lease)
+	// The host's own set-up (forwarding, the firewall rules) must be done
+	// before the agent reports ready, but neither the listing nor the
+	// peers wait for it: it runs beside them (the iptables commands take
+	// tens of milliseconds), and the keeper goes on from there.
+	hostDone := make(chan struct{})
+	a.openFirewall(*lease, func(error) { close(hostDone) })
+	wg.Go(func() { a.setUpHost(ctx, hostDone) })
 
 	ownCh := make(chan subnet.Lease, 1)
 	evCh := make(chan []subnet.Event, 16)
@@ -315,11 +318,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Warn("watching the network config stopped", "err", err)
 		}
 	})
-	if a.fw != nil {
-		wg.Go(func() { _ = a.fw.Run(ctx) })
-	}
 
-	a.reconcileLoop(ctx, start, ownCh, evCh)
+	a.reconcileLoop(ctx, start, ownCh, evCh, hostDone)
 	a.log.Info("stopping; the data plane and the lease stay in place")
 	return nil
 }
@@ -407,10 +407,18 @@ func (a *Agent) writeSubnetEnv(l subnet.Lease) error {
 		env.IPv6Networks = []netip.Prefix{a.cfg.IPv6Network}
 		env.IPv6Subnet = netip.PrefixFrom(l.IPv6Subnet.Addr().Next(), l.IPv6Subnet.Bits())
 	}
-	if err := subnetenv.Write(a.o.SubnetFile, env); err != nil {
+	syncEnv, err := subnetenv.WriteVisible(a.o.SubnetFile, env)
+	if err != nil {
 		return fmt.Errorf("writing subnet.env: %w", err)
 	}
 	a.log.Info("wrote subnet.env", "path", a.o.SubnetFile, "subnet", env.Subnet, "ipv6_subnet", env.IPv6Subnet, "mtu", env.MTU)
+	// Readers see it now; its fsyncs (milliseconds on a busy disk) hold
+	// neither the listing nor the peers up.
+	a.syncs.Go(func() {
+		if err := syncEnv(); err != nil {
+			a.log.Warn("syncing subnet.env to disk", "err", err)
+		}
+	})
 	return nil
 }
 
@@ -426,8 +434,10 @@ const streamMin = 4
 
 // reconcileLoop owns the peer set. It batches whatever arrived while the
 // previous Set ran, so that a burst of events costs one reconcile, and
-// while changes keep arriving it gathers them (Options.Coalesce).
-func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan subnet.Lease, evCh <-chan []subnet.Event) {
+// while changes keep arriving it gathers them (Options.Coalesce). The agent
+// is ready once the first Set has returned and hostDone is closed (the
+// host's set-up, setUpHost, is done).
+func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan subnet.Lease, evCh <-chan []subnet.Event, hostDone <-chan struct{}) {
 	peers := newPeerSet()
 	own := a.Own()
 	resync := time.NewTicker(a.o.Resync)
@@ -452,6 +462,27 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 	defer hold.Stop()
 	var holdC <-chan time.Time // hold.C while the timer runs
 	waiting := false           // a Set is held for more changes
+	programmed := false        // the first Set has returned
+	var nPeers int             // peers handed to the last Set
+	var firstTook time.Duration
+	hostWait := hostDone // nil once the host's set-up is done
+	markReady := func() {
+		if a.ready.Load() || !programmed || hostWait != nil {
+			return
+		}
+		// Peers that fail validation never get here; peer errors from the
+		// backend (one unreachable peer) do not hold readiness back.
+		a.steadyProcs()
+		a.ready.Store(true)
+		a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers,
+			"programmed_in", firstTook.Round(time.Microsecond))
+		if err := sdNotify("READY=1"); err != nil {
+			a.log.Warn("sd_notify", "err", err)
+		}
+		if a.o.OnReady != nil {
+			a.o.OnReady()
+		}
+	}
 
 	handleEvents := func(evs []subnet.Event) {
 		first := !snapshot
@@ -521,6 +552,9 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			force = true
 		case <-holdC:
 			holdC = nil
+		case <-hostWait:
+			hostWait = nil
+			markReady()
 		}
 		// Take whatever else is already waiting, so a burst costs one Set.
 	drain:
@@ -537,7 +571,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if !snapshot || (!dirty && !force) {
 			continue
 		}
-		if c := a.o.Coalesce; c > 0 && !force && a.ready.Load() {
+		if c := a.o.Coalesce; c > 0 && !force && programmed {
 			switch since := time.Since(lastSet); {
 			case since < c && streak >= streamMin:
 				// A stream: wait until Coalesce after the last Set.
@@ -557,7 +591,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			hold.Stop()
 			holdC, waiting = nil, false
 		}
-		first := !a.ready.Load() // this Set programs every peer listed at start
+		first := !programmed // this Set programs every peer listed at start
 		var cpu0 time.Duration
 		var cpuErr error
 		if first {
@@ -590,7 +624,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		}
 		a.m.ReconcileRuns.Inc()
 		a.m.ReconcileTime.Observe(took.Seconds())
-		nPeers := len(state.Peers)
+		nPeers = len(state.Peers)
 		if peers.has(own.Primary()) {
 			nPeers--
 		}
@@ -616,19 +650,12 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		if ctx.Err() != nil {
 			return
 		}
-		if !a.ready.Load() {
-			// Peers that fail validation never get here; peer errors from the
-			// backend (one unreachable peer) do not hold readiness back.
-			a.steadyProcs()
-			a.ready.Store(true)
-			a.log.Info("ready", "since_start", time.Since(start).Round(time.Microsecond), "peers", nPeers,
-				"programmed_in", took.Round(time.Microsecond))
-			if err := sdNotify("READY=1"); err != nil {
-				a.log.Warn("sd_notify", "err", err)
+		if first {
+			programmed, firstTook = true, took
+			if hostWait != nil {
+				a.notReady(a.hostSetUpReason())
 			}
-			if a.o.OnReady != nil {
-				a.o.OnReady()
-			}
+			markReady()
 		}
 	}
 }
@@ -652,12 +679,40 @@ func (a *Agent) steadyProcs() {
 // agent returns freed memory to the OS right after it.
 const bulkRelease = 1000
 
-// startFirewall opens the firewall of the mode the network config chooses
-// and applies the policy for the own lease once, so that the rules are in
-// place before the agent reports ready; the other mode's firewall, when it
-// can be opened, is retired by the keeper once the chosen rules are in
-// place. Without a usable firewall the agent runs without rules and says so.
-func (a *Agent) startFirewall(ctx context.Context, own subnet.Lease) {
+// setUpHost turns forwarding on and, with a firewall, runs its keeper
+// until ctx ends; done is closed once forwarding is on and the keeper's
+// first pass (the rules for the own lease, then the other mode's removed)
+// has ended, successful or not (the keeper retries every resync).
+func (a *Agent) setUpHost(ctx context.Context, done chan struct{}) {
+	if a.cfg.EnableIPv4 {
+		ensureSysctl(a.log, a.o.IPForwardFile)
+	}
+	if a.cfg.EnableIPv6 {
+		ensureSysctl(a.log, a.o.IPv6ForwardFile)
+	}
+	if a.fw == nil {
+		close(done)
+		return
+	}
+	_ = a.fw.Run(ctx)
+}
+
+// hostSetUpReason is the readiness reason while setUpHost has not ended.
+func (a *Agent) hostSetUpReason() string {
+	if a.fw == nil {
+		return "turning forwarding on"
+	}
+	return "programming the firewall rules"
+}
+
+// openFirewall opens the firewall of the mode the network config chooses
+// and makes its keeper (a.fw) with the policy for the own lease; setUpHost
+// runs it, and firstPass is called after its first pass, so that the rules
+// are in place before the agent reports ready. The other mode's firewall,
+// when it can be opened, is retired by the keeper once the chosen rules are
+// in place. Without a usable firewall the agent runs without rules and says
+// so, and a.fw stays nil.
+func (a *Agent) openFirewall(own subnet.Lease, firstPass func(error)) {
 	if a.o.Firewall == nil {
 		return
 	}
@@ -668,7 +723,7 @@ func (a *Agent) startFirewall(ctx context.Context, own subnet.Lease) {
 		log.Error("firewall unavailable: masquerade and forward rules will not be kept, and the other mode's rules stay", "err", err)
 		return
 	}
-	o := firewall.KeeperOptions{Period: a.o.FirewallResync, Log: log}
+	o := firewall.KeeperOptions{Period: a.o.FirewallResync, Log: log, FirstPass: firstPass}
 	switch other, err := a.o.Firewall(mode.Other()); {
 	case err == nil:
 		o.Retire = other
@@ -680,9 +735,6 @@ func (a *Agent) startFirewall(ctx context.Context, own subnet.Lease) {
 	a.fw = firewall.NewKeeper(fw, o)
 	log.Info("firewall mode", "masq", a.o.IPMasq, "forward", a.o.ForwardRules, "resync", a.o.FirewallResync)
 	a.setFirewallPolicy(own)
-	if err := a.fw.Ensure(ctx); err != nil {
-		log.Error("programming the firewall rules; retrying every resync", "err", err)
-	}
 }
 
 // setFirewallPolicy hands the keeper the policy for the own lease.

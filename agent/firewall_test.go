@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/backend"
@@ -48,8 +51,9 @@ func TestFirewallPolicy(t *testing.T) {
 }
 
 // TestStartFirewall: the network config's EnableNFTables chooses the mode,
-// the rules are in place when startFirewall returns, the other mode's rules
-// are removed after them, and a lease change reaches the keeper.
+// the rules are in place when setUpHost says the host is set up, the other
+// mode's rules are removed after them, forwarding is on, and a lease change
+// reaches the keeper.
 func TestStartFirewall(t *testing.T) {
 	notInstalled := fmt.Errorf("nft: %w", firewall.ErrNotInstalled)
 	tests := []struct {
@@ -74,7 +78,11 @@ func TestStartFirewall(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			a, err := New(Options{Manager: firewallTestManager{}, Backends: firewallTestBackends, IPMasq: true, ForwardRules: true,
+			fwd := filepath.Join(t.TempDir(), "ip_forward")
+			if err := os.WriteFile(fwd, []byte("0\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			a, err := New(Options{Manager: firewallTestManager{}, Backends: firewallTestBackends, IPMasq: true, ForwardRules: true, IPForwardFile: fwd,
 				Firewall: func(m firewall.Mode) (firewall.Firewall, error) {
 					if m == tt.missing {
 						return nil, notInstalled
@@ -86,7 +94,16 @@ func TestStartFirewall(t *testing.T) {
 			}
 			a.cfg = &subnet.Config{EnableIPv4: true, EnableNFTables: tt.nft, Network: netip.MustParsePrefix("10.244.0.0/16")}
 			lease := subnet.Lease{Subnet: netip.MustParsePrefix("10.244.3.0/24")}
-			a.startFirewall(ctx, lease)
+			done := make(chan struct{})
+			a.openFirewall(lease, func(error) { close(done) })
+			rctx, cancel := context.WithCancel(ctx)
+			stopped := make(chan struct{})
+			go func() { a.setUpHost(rctx, done); close(stopped) }()
+			defer func() { cancel(); <-stopped }()
+			<-done
+			if b, err := os.ReadFile(fwd); err != nil || string(b) != "1\n" {
+				t.Errorf("forwarding file holds %q (%v) once the host is set up, want 1", b, err)
+			}
 			if tt.wantKept == "" {
 				if a.fw != nil {
 					t.Fatal("a keeper runs without a firewall")
@@ -118,9 +135,61 @@ func TestStartFirewall(t *testing.T) {
 	}
 }
 
-// firewallTestManager and firewallTestBackends satisfy New; startFirewall uses neither.
+// firewallTestManager and firewallTestBackends satisfy New; openFirewall
+// and setUpHost use neither.
 type firewallTestManager struct{ subnet.Manager }
 
 func firewallTestBackends(string) (backend.Spec, error) {
 	return backend.Spec{}, errors.New("no backends in this test")
+}
+
+// gatedFirewall is a firewall whose Ensure waits until gate is closed, as
+// iptables commands take their time.
+type gatedFirewall struct {
+	firewalltest.Fake
+	gate chan struct{}
+}
+
+func (g *gatedFirewall) Ensure(ctx context.Context, p firewall.Policy) error {
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.Fake.Ensure(ctx, p)
+}
+
+// The peers listed at start are programmed while the firewall rules are
+// still being written, and the agent is ready only once both are done.
+func TestPeersDoNotWaitForFirewall(t *testing.T) {
+	fw := &gatedFirewall{gate: make(chan struct{})}
+	r := newRig(t, func(o *Options) {
+		o.Firewall = func(m firewall.Mode) (firewall.Firewall, error) {
+			if m != firewall.IPTables {
+				return nil, firewall.ErrNotInstalled
+			}
+			return fw, nil
+		}
+		o.IPMasq = true
+	})
+	r.start()
+	r.mgr.send(t, added(peer(2))...)
+	r.eventually("the first Set to end while the firewall is held", func() bool {
+		_, why := r.agent.Ready()
+		return why == "programming the firewall rules"
+	})
+	if dump := r.nl.Dump(); !strings.Contains(dump, routeLine(peer(2))) {
+		t.Errorf("the listed peer is not programmed while the firewall is held:\n%s", dump)
+	}
+	if ok, _ := r.agent.Ready(); ok {
+		t.Error("ready while the firewall is held")
+	}
+	if _, there := fw.Installed(); there {
+		t.Fatal("rules installed while the firewall is held")
+	}
+	close(fw.gate)
+	r.waitReady()
+	if got, ok := fw.Installed(); !ok || got != r.agent.firewallPolicy(r.agent.Own()) {
+		t.Errorf("rules once ready: %+v (%v), want %+v", got, ok, r.agent.firewallPolicy(r.agent.Own()))
+	}
 }

@@ -13,7 +13,10 @@
 #
 # BENCHTIME replaces the -benchtime of every `go test -bench` (the lab
 # sections keep their repetitions); BENCH_OUT and BENCH_RESULTS move the raw
-# outputs and the table.
+# outputs and the table; BENCH_STATE_DIR and BENCH_PREFIX give the lab
+# sections a state dir and name prefix of their own (default /run/weft-bench
+# and wbench), so that two runs on one machine do not take each other's labs
+# down.
 # It builds everything (make), installs iperf3 from Debian if missing, writes
 # each section's raw output to bench/out/ (go-*.txt from `go test -bench`,
 # lab-*.json from bench/cmd/weftbench), then regenerates bench/RESULTS.md
@@ -26,8 +29,8 @@ cd "$(dirname "$0")/.."
 OUT=${BENCH_OUT:-bench/out}
 RESULTS=${BENCH_RESULTS:-bench/RESULTS.md}
 BENCHTIME=${BENCHTIME:-}
-STATE_DIR=/run/weft-bench
-PREFIX=wbench
+STATE_DIR=${BENCH_STATE_DIR:-/run/weft-bench}
+PREFIX=${BENCH_PREFIX:-wbench}
 ALL=(labup dataplane convergence cni restart scale components)
 
 cleanup() {

@@ -41,6 +41,8 @@ type Keeper struct {
 	set     bool
 	retire  Firewall
 	lastErr string
+
+	firstPass func(error) // nil once called
 }
 
 // KeeperOptions configure a Keeper.
@@ -52,6 +54,9 @@ type KeeperOptions struct {
 	Retire Firewall
 	// Log receives what the loop did; nil discards.
 	Log *slog.Logger
+	// FirstPass, if not nil, is called once, when Run's first pass has
+	// ended, with its error (nil: the rules are in place).
+	FirstPass func(error)
 }
 
 // NewKeeper returns a Keeper of fw. Nothing happens before the first Set.
@@ -62,7 +67,7 @@ func NewKeeper(fw Firewall, o KeeperOptions) *Keeper {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Keeper{fw: fw, period: o.Period, log: o.Log, retire: o.Retire, kick: make(chan struct{}, 1)}
+	return &Keeper{fw: fw, period: o.Period, log: o.Log, retire: o.Retire, kick: make(chan struct{}, 1), firstPass: o.FirstPass}
 }
 
 // Set replaces the wanted policy (for instance after the node's lease
@@ -115,7 +120,11 @@ func (k *Keeper) Run(ctx context.Context) error {
 	t := time.NewTicker(k.period)
 	defer t.Stop()
 	for {
-		k.pass(ctx)
+		err := k.pass(ctx)
+		if k.firstPass != nil {
+			k.firstPass(err)
+			k.firstPass = nil
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -125,11 +134,12 @@ func (k *Keeper) Run(ctx context.Context) error {
 	}
 }
 
-// pass runs Ensure and logs the outcome when it changed.
-func (k *Keeper) pass(ctx context.Context) {
+// pass runs Ensure, logs the outcome when it changed, and returns Ensure's
+// error.
+func (k *Keeper) pass(ctx context.Context) error {
 	err := k.Ensure(ctx)
 	if ctx.Err() != nil {
-		return
+		return err
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -141,4 +151,5 @@ func (k *Keeper) pass(ctx context.Context) {
 		k.log.Info("firewall rules in place again")
 		k.lastErr = ""
 	}
+	return err
 }

@@ -2,11 +2,14 @@ package labbench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,23 +18,43 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
 
 	"github.com/weftnet/weft/bench/report"
 	"github.com/weftnet/weft/ops/lab"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
-// joinResult is what one join measured, in ms since the agent started.
+// joinResult is what one join measured, in ms since the agent started,
+// and the floor under it measured on the same new host just before.
 type joinResult struct {
 	lease, podUp, answered, allRoutes float64
+	// inEtcd is when a watch beside the agents saw the new lease's put.
+	inEtcd float64
+	floor  joinFloor
 }
+
+// joinFloor is the floor under a join, measured on the new host before its
+// agent starts: the median of floorRuns execs of `weftd -version` through
+// `ip netns exec` (as the agent is started) until it exits, and the median
+// of floorRuns Gets of the network config key from inside the host's
+// namespace on an open connection (the agent's first request).
+type joinFloor struct {
+	exec, etcd float64
+}
+
+// floorRuns is how many of each floor measurement one join takes.
+const floorRuns = 5
 
 // Convergence brings up a lab of n hosts (one pod each) and joins joins
 // new hosts to it one after another, measuring for each: its agent's start
-// until its lease is written, until its pod is attached, until a pod on
-// host 1 gets an answer from that pod, and until every other host has a
-// route to its subnet.
+// until its lease is in etcd, until its lease is written (subnet.env),
+// until its pod is attached, until a pod on host 1 gets an answer from that
+// pod, and until every other host has a route to its subnet; and beside
+// them the floor on the same new host (joinFloor).
 func (b *Bench) Convergence(ctx context.Context, n, joins int) ([]report.Measurement, error) {
 	st, upCmd, _, err := b.Up(ctx, n, 1, "vxlan")
 	if err != nil {
@@ -44,7 +67,8 @@ func (b *Bench) Convergence(ctx context.Context, n, joins int) ([]report.Measure
 		if err != nil {
 			return nil, err
 		}
-		b.say("N=%d join %d: lease %.0f ms, pod %.0f ms, answered %.0f ms, all %d hosts routed %.0f ms", n, j+1, r.lease, r.podUp, r.answered, len(st.Hosts), r.allRoutes)
+		b.say("N=%d join %d: in etcd %.0f ms, lease %.0f ms, pod %.0f ms, answered %.0f ms, all %d hosts routed %.0f ms; floor: exec %.1f ms + etcd %.1f ms",
+			n, j+1, r.inEtcd, r.lease, r.podUp, r.answered, len(st.Hosts), r.allRoutes, r.floor.exec, r.floor.etcd)
 		res = append(res, r)
 		st, err = lab.LoadState(b.StateDir) // not changed by the join; reloaded for clarity
 		if err != nil {
@@ -52,6 +76,7 @@ func (b *Bench) Convergence(ctx context.Context, n, joins int) ([]report.Measure
 		}
 	}
 	cmd := fmt.Sprintf("%s; then a host joins (bench/labbench/convergence.go); ip netns exec %s ping -D -i 0.002 <new pod>", upCmd, st.Hosts[0].Pods[0].NS)
+	floorCmd := fmt.Sprintf("%s; on each new host before its agent starts, %d× ip netns exec <new host> bin/weftd -version and %d× an etcd Get of %s/config from inside <new host> (bench/labbench/convergence.go)", upCmd, floorRuns, floorRuns, lab.EtcdPrefix)
 	pick := func(f func(joinResult) float64) []float64 {
 		var s []float64
 		for _, r := range res {
@@ -60,11 +85,23 @@ func (b *Bench) Convergence(ctx context.Context, n, joins int) ([]report.Measure
 		return s
 	}
 	what := func(s string) string { return fmt.Sprintf("N=%d: agent start → %s", n, s) }
+	execF := report.Measurement{What: fmt.Sprintf("N=%d: floor: exec of weftd on the new host until it exits (ip netns exec … weftd -version)", n),
+		Unit: "ms", Stat: "median", Samples: pick(func(r joinResult) float64 { return r.floor.exec }), Command: floorCmd}
+	etcdF := report.Measurement{What: fmt.Sprintf("N=%d: floor: one etcd round trip from the new host (Get of the config key, connection open)", n),
+		Unit: "ms", Stat: "median", Samples: pick(func(r joinResult) float64 { return r.floor.etcd }), Command: floorCmd}
+	floor := report.Measurement{What: "floor (exec + one etcd round trip)",
+		Unit: "ms", Stat: "median", Samples: pick(func(r joinResult) float64 { return r.floor.exec + r.floor.etcd }), Command: floorCmd}
+	floorRow := floor
+	floorRow.What = fmt.Sprintf("N=%d: floor: exec + one etcd round trip (the two above, summed per join)", n)
 	return []report.Measurement{
-		{What: what("its lease written (subnet.env)"), Unit: "ms", Stat: "median", Samples: pick(func(r joinResult) float64 { return r.lease }), Command: cmd},
+		execF, etcdF, floorRow,
+		{What: what("its lease in etcd (a watch beside the agents sees the put)"), Unit: "ms", Stat: "median", Samples: pick(func(r joinResult) float64 { return r.inEtcd }), Baseline: &floor, Command: cmd},
+		{What: what("its lease written (subnet.env) (target 40 ms)"), Unit: "ms", Stat: "median", Samples: pick(func(r joinResult) float64 { return r.lease }), Baseline: &floor, Command: cmd},
 		{What: what("its pod attached (CNI ADD done)"), Unit: "ms", Stat: "median", Samples: pick(func(r joinResult) float64 { return r.podUp }), Command: cmd},
 		{What: what("pod on host 1 answered by a pod on the new host"), Unit: "ms", Stat: "median", Samples: pick(func(r joinResult) float64 { return r.answered }), Command: cmd},
-		{What: what(fmt.Sprintf("all %d hosts have its route", n)), Unit: "ms", Stat: "median", Samples: pick(func(r joinResult) float64 { return r.allRoutes }), Command: cmd},
+		{What: what(fmt.Sprintf("all %d hosts have its route (target 50 ms)", n)), Unit: "ms", Stat: "median", Samples: pick(func(r joinResult) float64 { return r.allRoutes }), Baseline: &floor, Command: cmd},
+		{What: fmt.Sprintf("N=%d: its lease in etcd → all %d hosts have its route (the other agents' watch → Set)", n, n), Unit: "ms", Stat: "median",
+			Samples: pick(func(r joinResult) float64 { return r.allRoutes - r.inEtcd }), Command: cmd},
 	}, nil
 }
 
@@ -104,6 +141,21 @@ func (b *Bench) join(ctx context.Context, st *lab.State, k int) (joinResult, err
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return joinResult{}, err
 	}
+	etcdURL := "http://" + st.BridgeAddr.String() + ":" + strconv.Itoa(st.EtcdPort)
+	cli, err := nsEtcdClient(h.NS, etcdURL)
+	if err != nil {
+		return joinResult{}, err
+	}
+	defer cli.Close()
+	fl, err := b.joinFloor(ctx, h.NS, cli)
+	if err != nil {
+		return joinResult{}, fmt.Errorf("floor on %s: %w", h.Name, err)
+	}
+	lw, err := watchLease(ctx, cli, addr)
+	if err != nil {
+		return joinResult{}, fmt.Errorf("%s: %w", h.Name, err)
+	}
+	defer lw.stop()
 	// Watch every other host's routes before the agent starts.
 	var peers []string
 	for _, p := range st.Hosts {
@@ -122,7 +174,7 @@ func (b *Bench) join(ctx context.Context, st *lab.State, k int) (joinResult, err
 	defer logf.Close()
 	t0 := time.Now()
 	agent, err := start(nsArgv(h.NS, filepath.Join(st.BinDir, "weftd"),
-		"-etcd-endpoints", "http://"+st.BridgeAddr.String()+":"+strconv.Itoa(st.EtcdPort),
+		"-etcd-endpoints", etcdURL,
 		"-etcd-prefix", lab.EtcdPrefix, "-iface", "eth0", "-public-ip", addr.String(),
 		"-subnet-file", h.SubnetFile, "-ip-masq", "-healthz-ip", addr.String(),
 		"-healthz-port", strconv.Itoa(st.HealthzPort), "-log-level", "info"), logf)
@@ -131,7 +183,7 @@ func (b *Bench) join(ctx context.Context, st *lab.State, k int) (joinResult, err
 	}
 	defer stop(agent)
 
-	var r joinResult
+	r := joinResult{floor: fl}
 	sn, err := waitSubnet(ctx, h.SubnetFile, 30*time.Second)
 	if err != nil {
 		return r, err
@@ -156,9 +208,128 @@ func (b *Bench) join(ctx context.Context, st *lab.State, k int) (joinResult, err
 		return r, err
 	}
 	r.allRoutes = ms(last.Sub(t0))
+	put, err := lw.wait(5 * time.Second)
+	if err != nil {
+		return r, err
+	}
+	r.inEtcd = ms(put.Sub(t0))
 	_ = c.del(ctx, "join", podNS)
 	return r, nil
 }
+
+// joinFloor measures the floor under a join on the host namespace ns
+// before its agent starts (see joinFloor the type): the same exec the
+// agent's start makes, and the same Get its first request makes, with cli,
+// a client whose connection is made from inside the namespace.
+func (b *Bench) joinFloor(ctx context.Context, ns string, cli *clientv3.Client) (joinFloor, error) {
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		return joinFloor{}, err
+	}
+	defer devnull.Close()
+	var execs, gets []float64
+	argv := nsArgv(ns, filepath.Join(b.Bin, "weftd"), "-version")
+	for range floorRuns {
+		cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+		cmd.Stdout, cmd.Stderr = devnull, devnull
+		t0 := time.Now()
+		if err := cmd.Run(); err != nil {
+			return joinFloor{}, fmt.Errorf("%s: %w", strings.Join(argv, " "), err)
+		}
+		execs = append(execs, ms(time.Since(t0)))
+	}
+	key := lab.EtcdPrefix + "/config"
+	for i := range floorRuns + 1 {
+		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		t0 := time.Now()
+		_, err := cli.Get(gctx, key)
+		d := time.Since(t0)
+		cancel()
+		if err != nil {
+			return joinFloor{}, fmt.Errorf("etcd Get %s from %s: %w", key, ns, err)
+		}
+		if i > 0 { // the first one opens the connection
+			gets = append(gets, ms(d))
+		}
+	}
+	return joinFloor{exec: report.Quantile(execs, 0.5), etcd: report.Quantile(gets, 0.5)}, nil
+}
+
+// nsEtcdClient returns an etcd client of url whose connections are made
+// from inside the namespace ns: sockets belong to the namespace of the
+// thread that makes them, so it dials from a thread switched into ns.
+func nsEtcdClient(ns, url string) (*clientv3.Client, error) {
+	dial := func(ctx context.Context, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := inNS(ns, func() error {
+			var err error
+			c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			return err
+		})
+		return c, err
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second,
+		Logger: zap.NewNop(), DialOptions: []grpc.DialOption{grpc.WithContextDialer(dial)}})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %s from %s: %w", url, ns, err)
+	}
+	return cli, nil
+}
+
+// leaseWatch records when etcd first tells of a lease put for one public
+// address.
+type leaseWatch struct {
+	cancel context.CancelFunc
+	seen   chan time.Time // receives that time once
+}
+
+// watchLease watches the lab's subnets prefix for a put of a lease whose
+// value holds the public address addr; it returns once the watch is in
+// place.
+func watchLease(ctx context.Context, cli *clientv3.Client, addr netip.Addr) (*leaseWatch, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	prefix := lab.EtcdPrefix + "/subnets/"
+	wch := cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
+	select {
+	case resp, ok := <-wch:
+		if !ok || resp.Err() != nil || !resp.Created {
+			cancel()
+			return nil, fmt.Errorf("watching %s: %v", prefix, resp.Err())
+		}
+	case <-time.After(5 * time.Second):
+		cancel()
+		return nil, fmt.Errorf("watching %s: not in place after 5 s", prefix)
+	}
+	w := &leaseWatch{cancel: cancel, seen: make(chan time.Time, 1)}
+	want := []byte(`"PublicIP":"` + addr.String() + `"`)
+	go func() {
+		for resp := range wch {
+			now := time.Now()
+			for _, ev := range resp.Events {
+				if ev.Type == clientv3.EventTypePut && bytes.Contains(ev.Kv.Value, want) {
+					w.seen <- now
+					cancel()
+					for range wch { // until the watch has closed
+					}
+					return
+				}
+			}
+		}
+	}()
+	return w, nil
+}
+
+// wait returns when the watch saw the put.
+func (w *leaseWatch) wait(timeout time.Duration) (time.Time, error) {
+	select {
+	case t := <-w.seen:
+		return t, nil
+	case <-time.After(timeout):
+		return time.Time{}, fmt.Errorf("no put of the new lease seen in etcd after %s", timeout)
+	}
+}
+
+func (w *leaseWatch) stop() { w.cancel() }
 
 // waitSubnet polls a subnet.env every 2 ms until it names a subnet.
 func waitSubnet(ctx context.Context, path string, timeout time.Duration) (netip.Prefix, error) {

@@ -66,6 +66,9 @@ func newStore(o *options, log *slog.Logger, m *agent.Metrics, live func(bool)) (
 	opts.ObserveRequest = m.ObserveEtcd
 	opts.OnWatchRestart = func(string) { m.WatchRestarts.Inc() }
 	opts.OnWatchLive = live
+	// The agent reads the config, then looks up and acquires its lease:
+	// one listing, read with the config, serves all three.
+	opts.PrefetchLeases = true
 	return etcdstore.New(opts)
 }
 

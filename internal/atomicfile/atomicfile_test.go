@@ -2,6 +2,7 @@ package atomicfile
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,7 +13,7 @@ func TestWrite(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		write func(string, []byte, os.FileMode) error
-	}{{"sync", Write}, {"nosync", WriteNoSync}} {
+	}{{"sync", Write}, {"nosync", WriteNoSync}, {"visible first", writeVisibleFirst}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			path := filepath.Join(dir, "sub", "file")
@@ -38,6 +39,20 @@ func TestWrite(t *testing.T) {
 	}
 }
 
+// writeVisibleFirst is WriteVisibleFirst that checks the content is in
+// place before it syncs, then syncs.
+func writeVisibleFirst(path string, data []byte, perm os.FileMode) error {
+	sync, err := WriteVisibleFirst(path, data, perm)
+	if err != nil {
+		return err
+	}
+	if got, err := os.ReadFile(path); err != nil || !bytes.Equal(got, data) {
+		sync()
+		return fmt.Errorf("before the sync %s holds %d bytes (%v), want the %d written", path, len(got), err, len(data))
+	}
+	return sync()
+}
+
 // A reader running beside the writer only ever sees whole contents.
 func TestWriteNeverPartial(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "f")
@@ -54,11 +69,11 @@ func TestWriteNeverPartial(t *testing.T) {
 				return
 			default:
 			}
-			data := a
+			data, write := a, WriteNoSync
 			if i%2 == 1 {
-				data = b
+				data, write = b, writeVisibleFirst
 			}
-			if err := WriteNoSync(path, data, 0o644); err != nil {
+			if err := write(path, data, 0o644); err != nil {
 				t.Error(err)
 				return
 			}

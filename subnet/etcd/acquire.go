@@ -99,12 +99,28 @@ func (s *Store) list(ctx context.Context, cfg *subnet.Config, ip netip.Addr) (*s
 	if err != nil {
 		return nil, fmt.Errorf("listing leases under %s: %w", s.subnets, err)
 	}
+	return s.classify(resp.Kvs, resp.Header.Revision, cfg, ip), nil
+}
+
+// listFirst is list for the first listing of a LookupLease (acquire false)
+// or an AcquireLease (acquire true): it takes the listing read ahead with
+// the config when there is one for it (Options.PrefetchLeases).
+func (s *Store) listFirst(ctx context.Context, cfg *subnet.Config, ip netip.Addr, acquire bool) (*snapshot, error) {
+	if kvs, rev, ok := s.takePrefetched(acquire); ok {
+		return s.classify(kvs, rev, cfg, ip), nil
+	}
+	return s.list(ctx, cfg, ip)
+}
+
+// classify turns a listing of the subnets prefix at revision rev into what
+// the allocator needs to know of it for the node with address ip.
+func (s *Store) classify(kvs []*mvccpb.KeyValue, rev int64, cfg *subnet.Config, ip netip.Addr) *snapshot {
 	r4, r6 := cfg.Subnets(), cfg.IPv6Subnets()
 	ipQuoted := []byte(`"` + ip.String() + `"`)
-	sn := &snapshot{rev: resp.Header.Revision,
-		v4: taken{set: make(map[netip.Prefix]bool, len(resp.Kvs))},
+	sn := &snapshot{rev: rev,
+		v4: taken{set: make(map[netip.Prefix]bool, len(kvs))},
 		v6: taken{set: make(map[netip.Prefix]bool)}}
-	for _, kv := range resp.Kvs {
+	for _, kv := range kvs {
 		v4, v6, err := subnet.ParseSubnetKey(string(kv.Key[len(s.subnets):]))
 		if err != nil {
 			continue
@@ -142,7 +158,7 @@ func (s *Store) list(ctx context.Context, cfg *subnet.Config, ip netip.Addr) (*s
 			sn.own, sn.ownAttrs = kv, attrs
 		}
 	}
-	return sn, nil
+	return sn
 }
 
 // AcquireLease leases a subnet of each family the config has on for a node
@@ -174,9 +190,15 @@ func (s *Store) AcquireLease(ctx context.Context, cfg *subnet.Config, attrs subn
 	}
 	a := &acquirer{s: s, ttl: ttl, cfg: cfg}
 	defer a.release()
+	defer s.dropGrantAhead() // one granted ahead and not needed (a node that keeps its own)
 
 	for round := 0; round < maxAcquireRounds; round++ {
-		sn, err := s.list(ctx, cfg, ip)
+		var sn *snapshot
+		if round == 0 {
+			sn, err = s.listFirst(ctx, cfg, ip, true)
+		} else {
+			sn, err = s.list(ctx, cfg, ip)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -273,7 +295,7 @@ func (s *Store) LookupLease(ctx context.Context, cfg *subnet.Config, publicIP ne
 		// The node is known by the address of the network's first family.
 		return nil, fmt.Errorf("looking up this node's lease: %s is not an address of the network's %s family", publicIP, map[bool]string{true: "IPv4", false: "IPv6"}[cfg.EnableIPv4])
 	}
-	sn, err := s.list(ctx, cfg, publicIP)
+	sn, err := s.listFirst(ctx, cfg, publicIP, false)
 	if err != nil {
 		return nil, err
 	}
@@ -395,9 +417,12 @@ func (a *acquirer) leaseID(ctx context.Context) (clientv3.LeaseID, error) {
 	if a.id != 0 {
 		return a.id, nil
 	}
-	secs := int64((a.ttl + time.Second - 1) / time.Second)
+	if id, at, ok := a.s.takeGrantAhead(ctx, a.ttl); ok {
+		a.id, a.grant = id, at
+		return a.id, nil
+	}
 	start := time.Now()
-	resp, err := a.s.cli.Grant(ctx, secs)
+	resp, err := a.s.cli.Grant(ctx, ttlSeconds(a.ttl))
 	a.s.track("grant", start)
 	if err != nil {
 		return 0, fmt.Errorf("granting an etcd lease of %v: %w", a.ttl, err)
@@ -405,6 +430,9 @@ func (a *acquirer) leaseID(ctx context.Context) (clientv3.LeaseID, error) {
 	a.id, a.grant = resp.ID, start
 	return a.id, nil
 }
+
+// ttlSeconds is a TTL as etcd takes it: whole seconds, rounded up.
+func ttlSeconds(ttl time.Duration) int64 { return int64((ttl + time.Second - 1) / time.Second) }
 
 // release revokes the granted etcd lease if no key was bound to it.
 func (a *acquirer) release() {

@@ -14,8 +14,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -88,7 +90,25 @@ type Options struct {
 	// LivenessInterval is how often an idle lease watch checks that etcd
 	// is reachable (RequestProgress); 5 s when zero.
 	LivenessInterval time.Duration
+
+	// PrefetchLeases prepares an agent's start in GetNetworkConfig's round
+	// trip: it lists the subnets in the same read transaction as the
+	// config, and grants an etcd lease of TTL beside it. The next
+	// LookupLease and the next AcquireLease use that listing instead of
+	// making a Get of their own, and AcquireLease binds a new key to that
+	// etcd lease instead of granting one, while they are younger than
+	// prefetchMaxAge: at a new node's start, two round trips in a row
+	// instead of five. Each uses them once; AcquireLease revokes an etcd
+	// lease granted ahead that it did not need (a restarted node keeps its
+	// own). A listing a moment old decides nothing a fresh one would not:
+	// every key AcquireLease writes is written by a transaction guarded by
+	// what it read, and a lost race lists afresh.
+	PrefetchLeases bool
 }
+
+// prefetchMaxAge bounds the age of a listing that GetNetworkConfig read
+// ahead (Options.PrefetchLeases) for LookupLease and AcquireLease to use.
+const prefetchMaxAge = 2 * time.Second
 
 // Store implements subnet.Manager on etcd v3.
 type Store struct {
@@ -108,6 +128,30 @@ type Store struct {
 	restarted func(string)
 	live      func(bool)
 	liveIvl   time.Duration
+
+	prefetch bool
+	preMu    sync.Mutex
+	pre      *prefetched // the listing GetNetworkConfig read ahead, if any
+	ahead    *grantAhead // the etcd lease it granted ahead, if any
+}
+
+// grantAhead is an etcd lease granted ahead of AcquireLease
+// (Options.PrefetchLeases); its other fields are set when done is closed.
+type grantAhead struct {
+	ttl  time.Duration
+	done chan struct{}
+	id   clientv3.LeaseID
+	at   time.Time // when it was asked for: its TTL runs from then
+	err  error
+}
+
+// prefetched is a listing of the subnets prefix read ahead with the config,
+// and which of its users have had it.
+type prefetched struct {
+	kvs             []*mvccpb.KeyValue
+	rev             int64
+	at              time.Time
+	lookup, acquire bool // used by LookupLease, AcquireLease
 }
 
 var _ subnet.Manager = (*Store)(nil)
@@ -182,6 +226,7 @@ func NewWithClient(cli *clientv3.Client, opts Options) *Store {
 		restarted: opts.OnWatchRestart,
 		live:      opts.OnWatchLive,
 		liveIvl:   opts.LivenessInterval,
+		prefetch:  opts.PrefetchLeases,
 	}
 	if opts.Prefix == "" {
 		s.prefix = DefaultPrefix
@@ -306,20 +351,153 @@ func (s *Store) GetNetworkConfig(ctx context.Context) (*subnet.Config, error) {
 // readConfig reads the config once. situation names the kind of failure
 // (and the invalid value) so that the caller logs only changes.
 func (s *Store) readConfig(ctx context.Context) (cfg *subnet.Config, unknown []string, situation string, err error) {
-	start := time.Now()
-	resp, err := s.cli.Get(ctx, s.configKey)
-	s.track("get", start)
+	var kvs []*mvccpb.KeyValue
+	if s.prefetch {
+		kvs, err = s.readConfigAndLeases(ctx)
+	} else {
+		start := time.Now()
+		var resp *clientv3.GetResponse
+		resp, err = s.cli.Get(ctx, s.configKey)
+		s.track("get", start)
+		if err == nil {
+			kvs = resp.Kvs
+		}
+	}
 	if err != nil {
 		return nil, nil, "unreachable", fmt.Errorf("reading %s: %w", s.configKey, err)
 	}
-	if len(resp.Kvs) == 0 {
+	if len(kvs) == 0 {
 		return nil, nil, "missing", fmt.Errorf("key %s does not exist", s.configKey)
 	}
-	cfg, unknown, err = subnet.ParseConfig(resp.Kvs[0].Value)
+	cfg, unknown, err = subnet.ParseConfig(kvs[0].Value)
 	if err != nil {
 		return nil, nil, "invalid:" + err.Error(), fmt.Errorf("key %s: %w", s.configKey, err)
 	}
 	return cfg, unknown, "", nil
+}
+
+// readConfigAndLeases reads the config key and lists the subnets prefix in
+// one read transaction; it keeps the listing for LookupLease and
+// AcquireLease (Options.PrefetchLeases) and returns the config's key-values.
+func (s *Store) readConfigAndLeases(ctx context.Context) ([]*mvccpb.KeyValue, error) {
+	s.grantAhead()
+	start := time.Now()
+	resp, err := s.cli.Txn(ctx).Then(clientv3.OpGet(s.configKey), clientv3.OpGet(s.subnets, clientv3.WithPrefix())).Commit()
+	s.track("txn", start)
+	if err != nil {
+		return nil, err
+	}
+	if len(resp.Responses) != 2 {
+		return nil, fmt.Errorf("reading %s and listing %s: %d responses to 2 requests", s.configKey, s.subnets, len(resp.Responses))
+	}
+	s.preMu.Lock()
+	s.pre = &prefetched{kvs: resp.Responses[1].GetResponseRange().GetKvs(), rev: resp.Header.Revision, at: start}
+	s.preMu.Unlock()
+	return resp.Responses[0].GetResponseRange().GetKvs(), nil
+}
+
+// grantAhead grants an etcd lease of the store's TTL in the background, for
+// the next AcquireLease to bind its key to, unless one is already there.
+func (s *Store) grantAhead() {
+	s.preMu.Lock()
+	defer s.preMu.Unlock()
+	if s.ahead != nil {
+		return
+	}
+	g := &grantAhead{ttl: s.ttl, done: make(chan struct{}), at: time.Now()}
+	s.ahead = g
+	go func() {
+		defer close(g.done)
+		ctx, cancel := context.WithTimeout(s.cli.Ctx(), 30*time.Second)
+		defer cancel()
+		resp, err := s.cli.Grant(ctx, ttlSeconds(g.ttl))
+		s.track("grant", g.at)
+		if err != nil {
+			g.err = fmt.Errorf("granting an etcd lease of %v: %w", g.ttl, err)
+			return
+		}
+		g.id = resp.ID
+	}()
+}
+
+// takeGrantAhead returns the etcd lease granted ahead, if there is one of
+// ttl granted less than prefetchMaxAge ago; it waits for the grant to
+// answer. A grant that failed, or one of another TTL or too old, it drops
+// (revoking it) and returns false.
+func (s *Store) takeGrantAhead(ctx context.Context, ttl time.Duration) (clientv3.LeaseID, time.Time, bool) {
+	s.preMu.Lock()
+	g := s.ahead
+	s.ahead = nil
+	s.preMu.Unlock()
+	if g == nil {
+		return 0, time.Time{}, false
+	}
+	if g.ttl != ttl || time.Since(g.at) > prefetchMaxAge {
+		s.revokeAhead(g)
+		return 0, time.Time{}, false
+	}
+	select {
+	case <-g.done:
+	case <-ctx.Done():
+		s.revokeAhead(g)
+		return 0, time.Time{}, false
+	}
+	if g.err != nil {
+		s.log.Debug("the etcd lease granted ahead failed; granting one now", "err", g.err)
+		return 0, time.Time{}, false
+	}
+	return g.id, g.at, true
+}
+
+// dropGrantAhead revokes an etcd lease granted ahead that no AcquireLease
+// took.
+func (s *Store) dropGrantAhead() {
+	s.preMu.Lock()
+	g := s.ahead
+	s.ahead = nil
+	s.preMu.Unlock()
+	if g != nil {
+		s.revokeAhead(g)
+	}
+}
+
+// revokeAhead revokes g once its grant has answered, in the background:
+// nobody waits for it.
+func (s *Store) revokeAhead(g *grantAhead) {
+	go func() {
+		<-g.done
+		if g.err == nil {
+			s.revokeQuietly(int64(g.id))
+		}
+	}()
+}
+
+// takePrefetched returns the listing read ahead with the config, if one is
+// there that this user (LookupLease or AcquireLease) has not had yet and
+// that is younger than prefetchMaxAge.
+func (s *Store) takePrefetched(acquire bool) (kvs []*mvccpb.KeyValue, rev int64, ok bool) {
+	s.preMu.Lock()
+	defer s.preMu.Unlock()
+	p := s.pre
+	if p == nil {
+		return nil, 0, false
+	}
+	if time.Since(p.at) > prefetchMaxAge {
+		s.pre = nil
+		return nil, 0, false
+	}
+	used := &p.lookup
+	if acquire {
+		used = &p.acquire
+	}
+	if *used {
+		return nil, 0, false
+	}
+	*used = true
+	if p.lookup && p.acquire {
+		s.pre = nil
+	}
+	return p.kvs, p.rev, true
 }
 
 // WatchConfig calls onChange whenever the stored config stops matching cfg

@@ -63,9 +63,22 @@ func (e *Env) Marshal() []byte {
 	return b.Bytes()
 }
 
-// Write atomically replaces path with the rendered env (mode 0644).
+// Write atomically replaces path with the rendered env (mode 0644) and
+// syncs it to disk.
 func Write(path string, e *Env) error {
-	return atomicfile.Write(path, e.Marshal(), 0o644)
+	sync, err := WriteVisible(path, e)
+	if err != nil {
+		return err
+	}
+	return sync()
+}
+
+// WriteVisible is Write that returns as soon as the new file is in place,
+// before it is synced (atomicfile.WriteVisibleFirst): the CNI plugin waits
+// for it, the agent writes it again at every start, and neither need wait
+// for the disk. sync syncs it and must be called once.
+func WriteVisible(path string, e *Env) (sync func() error, err error) {
+	return atomicfile.WriteVisibleFirst(path, e.Marshal(), 0o644)
 }
 
 // Read reads and parses path. A missing file gives an error that satisfies
