@@ -697,8 +697,11 @@ type peerRec struct {
 	direct bool  // DirectRouting: a plain route via ip
 	owns   bool  // its tunnel entries are in the desired state
 	dup    int32 // how many leases claimed the subnet (>1: all skipped)
-	seen   uint64
-	err    error // why the peer is skipped, whatever the other peers
+	// seen is the full derivation (desiredState.gen) that last saw the
+	// peer; 32 bits (a wrap takes billions of Sets) keep the record in
+	// 128 bytes.
+	seen uint32
+	err  error // why the peer is skipped, whatever the other peers
 	// other is the lease's subnet of the other family: with the record's
 	// own, it makes the lease's key.
 	other netip.Prefix
@@ -833,7 +836,7 @@ type desiredState struct {
 	basis basis
 	six   bool // the tunnel's family, for messages
 	bits  int  // the length of the tunnel's subnets
-	gen   uint64
+	gen   uint32
 	recs  map[netip.Prefix]*peerRec
 	// claims holds, by VtepMAC, the tunnel peers claiming it, in subnet
 	// order: the first gets the entries, the others are skipped.
