@@ -21,6 +21,7 @@ func TestMemoryRoundTrip(t *testing.T) {
 		{"IPv4-mapped IPv6 stays IPv6", netip.MustParseAddr("::ffff:10.0.0.1"), netip.MustParsePrefix("::ffff:10.0.0.0/120"), netip.MustParseAddr("::ffff:10.0.0.1"), false},
 		{"no gateway", netip.MustParseAddr("192.168.0.7"), netip.MustParsePrefix("10.9.0.0/16"), netip.Addr{}, false},
 		{"default route", netip.MustParseAddr("192.168.0.8"), netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("192.168.0.1"), false},
+		{"IPv4 route via an IPv6 gateway", netip.MustParseAddr("192.168.0.9"), netip.MustParsePrefix("10.9.0.0/16"), netip.MustParseAddr("fe80::9"), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMemory(1)
@@ -59,10 +60,24 @@ func TestMemoryRoundTrip(t *testing.T) {
 			m.deleteNeigh(tc.ip)
 			m.deleteFDB(f)
 			m.deleteRoute(tc.dst)
-			if len(m.neighs)+len(m.fdbs)+len(m.routes) != 0 {
+			if m.numNeighs()+m.numFDBs()+m.numRoutes() != 0 {
 				t.Errorf("after deleting: %+v", m.entries())
 			}
 		})
+	}
+	// A route changing gateway family is kept in one form only.
+	m := newMemory(0)
+	dst := netip.MustParsePrefix("10.9.0.0/16")
+	for _, gw := range []string{"fe80::9", "192.168.0.1", "fe80::9"} {
+		r := Route{Table: MainTable, Dst: dst, Gw: netip.MustParseAddr(gw), LinkIndex: 3}
+		m.setRoute(dst, r)
+		if got, ok := m.route(dst); !ok || got != r || m.numRoutes() != 1 {
+			t.Errorf("after setting %v: route = %+v, %v; %d routes", r, got, ok, m.numRoutes())
+		}
+	}
+	m.deleteRoute(dst)
+	if m.numRoutes() != 0 {
+		t.Errorf("%d routes after deleting the only one", m.numRoutes())
 	}
 	if k := packPrefix(netip.Prefix{}); k != (prefixKey{}) || k.prefix() != (netip.Prefix{}) {
 		t.Errorf("the zero Prefix packs to %+v, back to %v", k, k.prefix())

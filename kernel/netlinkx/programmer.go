@@ -394,17 +394,17 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 		// mean there is nothing to delete (the common case, which skips a
 		// walk).
 		wantNeighs, wantFDBs, wantRoutes := want.Counts()
-		if len(have.routes) > wantRoutes-skipped {
+		if have.numRoutes() > wantRoutes-skipped {
 			for dst := range have.allRoutes() {
 				delRoute(dst)
 			}
 		}
-		if len(have.neighs) > wantNeighs {
+		if have.numNeighs() > wantNeighs {
 			for ip := range have.allNeighs() {
 				delNeigh(ip)
 			}
 		}
-		if len(have.fdbs) > wantFDBs {
+		if have.numFDBs() > wantFDBs {
 			for f := range have.allFDBs() {
 				delFDB(f)
 			}
