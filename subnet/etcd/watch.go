@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
 	"strings"
 	"time"
@@ -28,7 +29,8 @@ func (s *Store) WatchLeases(ctx context.Context, cfg *subnet.Config, fn func([]s
 		s:      s,
 		cfg:    cfg,
 		fn:     fn,
-		known:  make(map[string]subnet.LeaseAttrs),
+		known:  make(map[string][2]uint64),
+		seeds:  [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 		logged: make(map[string]int64),
 	}
 	return w.run(ctx)
@@ -38,11 +40,14 @@ type leaseWatcher struct {
 	s   *Store
 	cfg *subnet.Config
 	fn  func([]subnet.Event)
-	// known holds the attributes of the valid leases delivered to fn, by
-	// key below the subnets prefix (the subnets are in the key): with
-	// thousands of peers, a whole Lease and the full key per peer would
-	// cost twice the memory, and a removal needs only the subnets.
-	known map[string]subnet.LeaseAttrs
+	// known holds the valid leases delivered to fn, by key below the
+	// subnets prefix, as the digest of their attributes
+	// (subnet.LeaseAttrs.Digest, under seeds): that tells a changed lease
+	// from a rewritten one, and a removal needs only the subnets, which
+	// are in the key. With thousands of peers a whole Lease and the full
+	// key per peer took five times the memory.
+	known map[string][2]uint64
+	seeds [2]maphash.Seed
 	// logged holds, by key, the revision of the last invalid value logged.
 	logged map[string]int64
 }
@@ -177,14 +182,13 @@ func (w *leaseWatcher) apply(batch []subnet.Event, ev *clientv3.Event) []subnet.
 // forget drops the lease known under name (if any) and appends its
 // removal.
 func (w *leaseWatcher) forget(batch []subnet.Event, name string) []subnet.Event {
-	old, ok := w.known[name]
-	if !ok {
+	if _, ok := w.known[name]; !ok {
 		return batch
 	}
 	delete(w.known, name)
 	// The name parsed when the lease was delivered.
 	v4, v6, _ := subnet.ParseSubnetKey(name)
-	return append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: old}})
+	return append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: v4, IPv6Subnet: v6}})
 }
 
 func (w *leaseWatcher) upsert(batch []subnet.Event, name string, l subnet.Lease) []subnet.Event {
@@ -193,11 +197,12 @@ func (w *leaseWatcher) upsert(batch []subnet.Event, name string, l subnet.Lease)
 		// A copy of the name: it may be a slice of a longer key.
 		name = strings.Clone(name)
 	}
-	w.known[name] = l.Attrs
+	d := l.Attrs.Digest(w.seeds)
+	w.known[name] = d
 	switch {
 	case !ok:
 		batch = append(batch, subnet.Event{Type: subnet.EventAdded, Lease: l})
-	case !old.Equal(l.Attrs):
+	case old != d:
 		batch = append(batch, subnet.Event{Type: subnet.EventChanged, Lease: l})
 	}
 	return batch
