@@ -42,7 +42,10 @@ type State struct {
 	Own subnet.Lease
 	// Peers are the validated leases of the network, in any order. They may
 	// include Own's subnet, which the backend skips. Set must not keep or
-	// change the slice after it returns: the caller reuses it.
+	// change the slice after it returns: the caller reuses it. The leases'
+	// contents (their BackendData bytes included) are not modified once
+	// handed to Set, by the caller or the backend, so a backend may keep
+	// references to them rather than copies.
 	Peers []subnet.Lease
 	// Incremental says that Changed names every subnet whose leases in Peers
 	// may differ from those in the previous Set's Peers (added, changed or

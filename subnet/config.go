@@ -307,6 +307,18 @@ func (c *Config) ContainsIPv6(p netip.Prefix) bool {
 	return c.EnableIPv6 && p.IsValid() && p.Bits() == c.IPv6SubnetLen && p.Masked() == p && c.IPv6Network.Contains(p.Addr())
 }
 
+// canonicalJSON returns the form of a that jsonEqual compares, tagged by
+// kind: its re-encoding when it parses ("j" + JSON), else its bytes ("r" +
+// raw). jsonEqual(a, b) is canonicalJSON(a) == canonicalJSON(b).
+func canonicalJSON(a json.RawMessage) []byte {
+	var x any
+	if json.Unmarshal(a, &x) != nil {
+		return append([]byte("r"), a...)
+	}
+	j, _ := json.Marshal(x)
+	return append([]byte("j"), j...)
+}
+
 func jsonEqual(a, b json.RawMessage) bool {
 	var x, y any
 	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {

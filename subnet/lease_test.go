@@ -3,6 +3,7 @@ package subnet
 import (
 	"encoding/json"
 	"errors"
+	"hash/maphash"
 	"net/netip"
 	"strings"
 	"testing"
@@ -372,5 +373,41 @@ func TestValidateLeaseFamilies(t *testing.T) {
 				t.Fatalf("ValidateLease(%+v) = %v; want ErrInvalidLease mentioning %q and key %q", l, err, tt.want, l.Key())
 			}
 		})
+	}
+}
+
+// TestDigestAgreesWithEqual checks that LeaseAttrs.Digest tells apart
+// exactly the attributes that Equal does.
+func TestDigestAgreesWithEqual(t *testing.T) {
+	v6 := netip.MustParseAddr("fd00::1")
+	zero6 := netip.Addr{}
+	base := LeaseAttrs{PublicIP: netip.MustParseAddr("192.168.0.2"), BackendType: "vxlan", BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}`)}
+	with := func(f func(*LeaseAttrs)) LeaseAttrs { a := base; f(&a); return a }
+	others := map[string]LeaseAttrs{
+		"the same":              base,
+		"spaces in the data":    with(func(a *LeaseAttrs) { a.BackendData = json.RawMessage(` { "VNI": 1, "VtepMAC": "02:00:00:00:00:01" } `) }),
+		"keys in another order": with(func(a *LeaseAttrs) { a.BackendData = json.RawMessage(`{"VtepMAC":"02:00:00:00:00:01","VNI":1}`) }),
+		"another MAC":           with(func(a *LeaseAttrs) { a.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}`) }),
+		"another public IP":     with(func(a *LeaseAttrs) { a.PublicIP = netip.MustParseAddr("192.168.0.3") }),
+		"an IPv6 address":       with(func(a *LeaseAttrs) { a.PublicIPv6 = &v6 }),
+		"a zero IPv6 address":   with(func(a *LeaseAttrs) { a.PublicIPv6 = &zero6 }),
+		"another type":          with(func(a *LeaseAttrs) { a.BackendType = "host-gw" }),
+		"no data":               with(func(a *LeaseAttrs) { a.BackendData = nil }),
+		"empty data":            with(func(a *LeaseAttrs) { a.BackendData = json.RawMessage{} }),
+		"null data":             with(func(a *LeaseAttrs) { a.BackendData = json.RawMessage(`null`) }),
+		"invalid data":          with(func(a *LeaseAttrs) { a.BackendData = json.RawMessage(`{"VNI":`) }),
+		"other invalid data":    with(func(a *LeaseAttrs) { a.BackendData = json.RawMessage(`{"VNI": `) }),
+		"the data in the IPv6 field": with(func(a *LeaseAttrs) {
+			a.BackendData, a.BackendV6Data = nil, a.BackendData
+		}),
+		"part of the type in the data": with(func(a *LeaseAttrs) { a.BackendType, a.BackendData = "vxla", json.RawMessage(`"n"`) }),
+	}
+	seeds := [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()}
+	for na, a := range others {
+		for nb, b := range others {
+			if eq, same := a.Equal(b), a.Digest(seeds) == b.Digest(seeds); eq != same {
+				t.Errorf("%s vs %s: Equal %v, digests equal %v", na, nb, eq, same)
+			}
+		}
 	}
 }

@@ -91,7 +91,7 @@ func (t *tunnel) plan(pl *backend.Plan, s backend.State) error {
 	}
 	t.desired(s, false)
 	pl.Skipped = append(pl.Skipped, t.d.errors()...)
-	changes, err := netlinkx.NewProgrammer(nl, t.ownsRoute, 0).Plan(l.Index, t.d.want)
+	changes, err := netlinkx.NewProgrammer(nl, t.ownsRoute, 0).Plan(l.Index, &t.d)
 	if err != nil {
 		return fmt.Errorf("vxlan backend: %w", err)
 	}

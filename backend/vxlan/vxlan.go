@@ -59,10 +59,12 @@
 package vxlan
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -573,9 +575,9 @@ func (t *tunnel) set(ctx context.Context, s backend.State) error {
 	var st netlinkx.Stats
 	var err error
 	if t.d.full {
-		st, err = t.prog.Sync(t.link.Index, t.d.want)
+		st, err = t.prog.Sync(t.link.Index, &t.d)
 	} else {
-		st, err = t.prog.SyncDelta(t.link.Index, t.d.want, &t.d.delta)
+		st, err = t.prog.SyncDelta(t.link.Index, &t.d, &t.d.delta)
 	}
 	t.d.full = false
 	t.d.delta.Reset()
@@ -594,7 +596,7 @@ func (t *tunnel) desired(s backend.State, incremental bool) {
 	own := t.subnetOf(&s.Own)
 	basis := basis{own: own, link: t.link.Index, ext: fmt.Sprint(t.extPrefix)}
 	if d.recs == nil || d.basis != basis {
-		d.reset(basis, t.b.ext.Index)
+		d.reset(basis, t.b.ext.Index, t.six, t.subnetLen)
 	}
 	if incremental && !d.full {
 		// Only the named peers; every other one is as the last Set left it.
@@ -682,20 +684,26 @@ type basis struct {
 }
 
 // peerRec is what the backend derived from one peer's lease at the last
-// Set: enough to tell whether the lease changed, and the peer's entries.
+// Set: enough to tell whether the lease changed, and the peer's entries
+// (see desiredState). There is one per peer: it is kept small.
 type peerRec struct {
-	ip     netip.Addr
-	typ    string
-	data   string // BackendData as given, compared byte for byte
+	ip  netip.Addr
+	typ string
+	// data is the lease's BackendData (of the family), compared byte for
+	// byte: the lease's own bytes, not a copy (leases are not modified
+	// once handed to Set).
+	data   json.RawMessage
 	mac    netlinkx.MAC
-	err    error // why the peer is skipped, whatever the other peers
-	dup    int   // how many leases claimed the subnet (>1: all skipped)
 	direct bool  // DirectRouting: a plain route via ip
 	owns   bool  // its tunnel entries are in the desired state
-	seen   uint64
-	name   string // the lease's key and public address, for messages
-	// other is the lease's subnet of the other family: with this one, it
-	// makes the key that name holds.
+	dup    int32 // how many leases claimed the subnet (>1: all skipped)
+	// seen is the full derivation (desiredState.gen) that last saw the
+	// peer; 32 bits (a wrap takes billions of Sets) keep the record in
+	// 128 bytes.
+	seen uint32
+	err  error // why the peer is skipped, whatever the other peers
+	// other is the lease's subnet of the other family: with the record's
+	// own, it makes the lease's key.
 	other netip.Prefix
 }
 
@@ -751,14 +759,14 @@ func leaseGroup(peers []subnet.Lease, sn netip.Prefix) []subnet.Lease {
 
 // same reports whether rec was derived from a group of leases like g.
 func (t *tunnel) same(rec *peerRec, g []subnet.Lease) bool {
-	if len(g) != rec.dup {
+	if len(g) != int(rec.dup) {
 		return false
 	}
 	if len(g) > 1 {
 		return false // rare: derive the errors again
 	}
 	p := &g[0]
-	return t.publicIP(p) == rec.ip && p.Attrs.BackendType == rec.typ && string(t.data(p)) == rec.data && t.otherSubnetOf(p) == rec.other
+	return t.publicIP(p) == rec.ip && p.Attrs.BackendType == rec.typ && bytes.Equal(t.data(p), rec.data) && t.otherSubnetOf(p) == rec.other
 }
 
 // otherSubnetOf returns the lease's subnet of the other family.
@@ -775,15 +783,9 @@ func (t *tunnel) derive(g []subnet.Lease) *peerRec {
 	p := &g[0]
 	ip := t.publicIP(p)
 	sn := t.subnetOf(p)
-	rec := &peerRec{ip: ip, typ: p.Attrs.BackendType, data: string(t.data(p)), dup: len(g), other: t.otherSubnetOf(p)}
-	what := "PublicIP"
-	if t.six {
-		what = "PublicIPv6"
-	}
-	name := func(p *subnet.Lease) string { return fmt.Sprintf("%s (%s %v)", p.Key(), what, t.publicIP(p)) }
-	rec.name = name(p)
+	rec := &peerRec{ip: ip, typ: p.Attrs.BackendType, data: t.data(p), dup: int32(len(g)), other: t.otherSubnetOf(p)}
 	fail := func(p *subnet.Lease, format string, args ...any) error {
-		return fmt.Errorf("vxlan backend: skipping peer %s: %s", name(p), fmt.Sprintf(format, args...))
+		return fmt.Errorf("vxlan backend: skipping peer %s: %s", peerName(p.Key(), t.six, t.publicIP(p)), fmt.Sprintf(format, args...))
 	}
 	switch {
 	case !t.contains(sn):
@@ -815,31 +817,48 @@ func (t *tunnel) derive(g []subnet.Lease) *peerRec {
 	return rec
 }
 
+// peerName names a peer in messages: its lease's key and public address.
+func peerName(key string, six bool, ip netip.Addr) string {
+	what := "PublicIP"
+	if six {
+		what = "PublicIPv6"
+	}
+	return fmt.Sprintf("%s (%s %v)", key, what, ip)
+}
+
 // desiredState is the backend's memory of the desired state: the peers it
-// was derived from and the entries, maintained incrementally.
+// was derived from, maintained incrementally. It holds no entries of its
+// own: it is the programmer's netlinkx.Desired as a view of the peer
+// records (a neighbour, an FDB entry and an onlink route for each tunnel
+// peer that owns its VtepMAC, a plain route for each DirectRouting peer),
+// so that the entries are not held twice.
 type desiredState struct {
 	basis basis
-	gen   uint64
+	six   bool // the tunnel's family, for messages
+	bits  int  // the length of the tunnel's subnets
+	gen   uint32
 	recs  map[netip.Prefix]*peerRec
 	// claims holds, by VtepMAC, the tunnel peers claiming it, in subnet
 	// order: the first gets the entries, the others are skipped.
-	claims map[netlinkx.MAC][]netip.Prefix
+	claims claimSet
 	// bad holds the peers skipped, with the reason.
-	bad     map[netip.Prefix]error
-	want    netlinkx.Entries
-	delta   netlinkx.Delta
-	full    bool   // the next Sync compares everything (want was rebuilt)
-	took    uint64 // the Backend.Set call whose state this is
-	touched map[netlinkx.MAC]bool
-	extIdx  int // the underlay's index, for DirectRouting routes
+	bad map[netip.Prefix]error
+	// owners and directs count the records that own tunnel entries and
+	// the DirectRouting ones: the view's sizes.
+	owners, directs int
+	delta           netlinkx.Delta
+	full            bool   // the next Sync compares everything (the records were rebuilt)
+	took            uint64 // the Backend.Set call whose state this is
+	touched         map[netlinkx.MAC]bool
+	extIdx          int // the underlay's index, for DirectRouting routes
 }
 
-func (d *desiredState) reset(b basis, extIdx int) {
-	d.basis, d.extIdx = b, extIdx
+func (d *desiredState) reset(b basis, extIdx int, six bool, bits int) {
+	d.basis, d.extIdx, d.six, d.bits = b, extIdx, six, bits
 	d.recs = make(map[netip.Prefix]*peerRec)
-	d.claims = make(map[netlinkx.MAC][]netip.Prefix)
+	d.claims = newClaimSet()
 	d.bad = make(map[netip.Prefix]error)
-	d.want = netlinkx.NewEntries(0)
+	d.owners, d.directs = 0, 0
 	d.touched = make(map[netlinkx.MAC]bool)
 	d.full = true
 	d.delta.Reset()
@@ -855,16 +874,13 @@ func (d *desiredState) retract(sn netip.Prefix, rec *peerRec) {
 	switch {
 	case rec.err != nil:
 	case rec.direct:
-		delete(d.want.Routes, sn)
+		d.directs--
 		d.delta.Routes = append(d.delta.Routes, sn)
 	default:
-		cl := d.claims[rec.mac]
 		if rec.owns {
 			d.drop(sn, rec)
 		}
-		if i := slices.Index(cl, sn); i >= 0 {
-			d.claims[rec.mac] = slices.Delete(cl, i, i+1)
-		}
+		d.claims.remove(rec.mac, sn)
 		d.touched[rec.mac] = true
 	}
 }
@@ -876,12 +892,10 @@ func (d *desiredState) contribute(sn netip.Prefix, rec *peerRec) {
 	case rec.err != nil:
 		d.bad[sn] = rec.err
 	case rec.direct:
-		d.want.Routes[sn] = netlinkx.Route{Dst: sn, Gw: rec.ip, LinkIndex: d.extIdx}
+		d.directs++
 		d.delta.Routes = append(d.delta.Routes, sn)
 	default:
-		cl := d.claims[rec.mac]
-		i, _ := slices.BinarySearchFunc(cl, sn, comparePrefix)
-		d.claims[rec.mac] = slices.Insert(cl, i, sn)
+		d.claims.add(rec.mac, sn)
 		d.touched[rec.mac] = true
 	}
 }
@@ -889,11 +903,9 @@ func (d *desiredState) contribute(sn netip.Prefix, rec *peerRec) {
 // drop removes a tunnel peer's three entries.
 func (d *desiredState) drop(sn netip.Prefix, rec *peerRec) {
 	rec.owns = false
+	d.owners--
 	gw := sn.Addr()
-	delete(d.want.Neighs, gw)
-	delete(d.want.Routes, sn)
 	f := netlinkx.FDB{LinkIndex: d.basis.link, MAC: rec.mac, Dst: rec.ip}
-	delete(d.want.FDBs, f)
 	d.delta.Neighs = append(d.delta.Neighs, gw)
 	d.delta.Routes = append(d.delta.Routes, sn)
 	d.delta.FDBs = append(d.delta.FDBs, f)
@@ -904,19 +916,17 @@ func (d *desiredState) drop(sn netip.Prefix, rec *peerRec) {
 func (d *desiredState) resolve() {
 	idx := d.basis.link
 	for mac := range d.touched {
-		cl := d.claims[mac]
-		if len(cl) == 0 {
-			delete(d.claims, mac)
+		owner, ok := d.claims.owner(mac)
+		if !ok {
 			continue
 		}
-		owner := cl[0]
-		for _, sn := range cl[1:] {
+		for _, sn := range d.claims.others(mac) {
 			rec := d.recs[sn]
 			if rec.owns {
 				d.drop(sn, rec)
 			}
 			d.bad[sn] = fmt.Errorf("vxlan backend: skipping peer %s: VtepMAC %s is already used by peer %s",
-				rec.name, mac, owner)
+				peerName(d.key(sn, rec), d.six, rec.ip), mac, owner)
 		}
 		rec := d.recs[owner]
 		delete(d.bad, owner)
@@ -924,17 +934,127 @@ func (d *desiredState) resolve() {
 			continue
 		}
 		rec.owns = true
+		d.owners++
 		gw := owner.Addr()
-		d.want.Neighs[gw] = netlinkx.Neigh{LinkIndex: idx, IP: gw, MAC: mac, Permanent: true}
 		f := netlinkx.FDB{LinkIndex: idx, MAC: mac, Dst: rec.ip}
-		d.want.FDBs[f] = struct{}{}
-		d.want.Routes[owner] = netlinkx.Route{Dst: owner, Gw: gw, LinkIndex: idx, OnLink: true}
 		d.delta.Neighs = append(d.delta.Neighs, gw)
 		d.delta.FDBs = append(d.delta.FDBs, f)
 		d.delta.Routes = append(d.delta.Routes, owner)
 	}
-	clear(d.touched)
+	if len(d.touched) > keepTouched {
+		// A full derive touched every MAC: a map that big would stay
+		// allocated (and cost its size to clear) for the life of the
+		// backend.
+		d.touched = make(map[netlinkx.MAC]bool)
+	} else {
+		clear(d.touched)
+	}
 }
+
+// key returns the key of the lease rec was derived from.
+func (d *desiredState) key(sn netip.Prefix, rec *peerRec) string {
+	if d.six {
+		return subnet.SubnetKey(rec.other, sn)
+	}
+	return subnet.SubnetKey(sn, rec.other)
+}
+
+var _ netlinkx.Desired = (*desiredState)(nil)
+
+// The desired entries, as a view of the records.
+
+func (d *desiredState) neigh(sn netip.Prefix, rec *peerRec) netlinkx.Neigh {
+	return netlinkx.Neigh{LinkIndex: d.basis.link, IP: sn.Addr(), MAC: rec.mac, Permanent: true}
+}
+
+func (d *desiredState) fdb(rec *peerRec) netlinkx.FDB {
+	return netlinkx.FDB{LinkIndex: d.basis.link, MAC: rec.mac, Dst: rec.ip}
+}
+
+// route returns the peer's route, if it has one in the desired state.
+func (d *desiredState) route(sn netip.Prefix, rec *peerRec) (netlinkx.Route, bool) {
+	switch {
+	case rec.err != nil:
+		return netlinkx.Route{}, false
+	case rec.direct:
+		return netlinkx.Route{Dst: sn, Gw: rec.ip, LinkIndex: d.extIdx}, true
+	case rec.owns:
+		return netlinkx.Route{Dst: sn, Gw: sn.Addr(), LinkIndex: d.basis.link, OnLink: true}, true
+	}
+	return netlinkx.Route{}, false
+}
+
+// LookupNeigh implements netlinkx.Desired: the neighbour of the tunnel
+// peer whose subnet's address is ip.
+func (d *desiredState) LookupNeigh(ip netip.Addr) (netlinkx.Neigh, bool) {
+	sn := netip.PrefixFrom(ip, d.bits)
+	if rec := d.recs[sn]; rec != nil && rec.owns && sn.Addr() == ip {
+		return d.neigh(sn, rec), true
+	}
+	return netlinkx.Neigh{}, false
+}
+
+// HasFDB implements netlinkx.Desired: f is the entry of the peer that owns
+// its MAC.
+func (d *desiredState) HasFDB(f netlinkx.FDB) bool {
+	owner, ok := d.claims.owner(f.MAC)
+	if !ok || f.LinkIndex != d.basis.link {
+		return false
+	}
+	rec := d.recs[owner]
+	return rec != nil && rec.owns && rec.ip == f.Dst
+}
+
+// LookupRoute implements netlinkx.Desired.
+func (d *desiredState) LookupRoute(dst netip.Prefix) (netlinkx.Route, bool) {
+	if rec := d.recs[dst]; rec != nil {
+		return d.route(dst, rec)
+	}
+	return netlinkx.Route{}, false
+}
+
+// AllNeighs implements netlinkx.Desired.
+func (d *desiredState) AllNeighs() iter.Seq2[netip.Addr, netlinkx.Neigh] {
+	return func(yield func(netip.Addr, netlinkx.Neigh) bool) {
+		for sn, rec := range d.recs {
+			if rec.owns && !yield(sn.Addr(), d.neigh(sn, rec)) {
+				return
+			}
+		}
+	}
+}
+
+// AllFDBs implements netlinkx.Desired.
+func (d *desiredState) AllFDBs() iter.Seq[netlinkx.FDB] {
+	return func(yield func(netlinkx.FDB) bool) {
+		for _, rec := range d.recs {
+			if rec.owns && !yield(d.fdb(rec)) {
+				return
+			}
+		}
+	}
+}
+
+// AllRoutes implements netlinkx.Desired.
+func (d *desiredState) AllRoutes() iter.Seq2[netip.Prefix, netlinkx.Route] {
+	return func(yield func(netip.Prefix, netlinkx.Route) bool) {
+		for sn, rec := range d.recs {
+			if r, ok := d.route(sn, rec); ok && !yield(sn, r) {
+				return
+			}
+		}
+	}
+}
+
+// Counts implements netlinkx.Desired: each owner of a VtepMAC has one of
+// each entry, and each DirectRouting peer a route.
+func (d *desiredState) Counts() (neighs, fdbs, routes int) {
+	return d.owners, d.owners, d.owners + d.directs
+}
+
+// keepTouched is the largest desiredState.touched map that resolve keeps
+// for the next Set rather than letting it go.
+const keepTouched = 256
 
 // errors returns the reasons peers are skipped, in subnet order.
 func (d *desiredState) errors() []error {

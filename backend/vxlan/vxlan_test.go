@@ -541,6 +541,8 @@ func TestIncrementalMatchesScratch(t *testing.T) {
 				if got, want := r.fake.Dump(), fresh.fake.Dump(); got != want {
 					t.Fatalf("%s seed %d step %d: state\n%s\nfrom scratch:\n%s", opts, seed, step, got, want)
 				}
+				checkView(t, r.b.v4, fmt.Sprintf("%s seed %d step %d", opts, seed, step))
+				checkView(t, fresh.b.v4, fmt.Sprintf("%s seed %d step %d from scratch", opts, seed, step))
 				fresh.b.Close()
 			}
 		}

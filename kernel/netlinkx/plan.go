@@ -2,6 +2,8 @@ package netlinkx
 
 import (
 	"cmp"
+	"iter"
+	"maps"
 	"net/netip"
 	"slices"
 )
@@ -55,19 +57,19 @@ func (c Change) String() string {
 // Sync. Entries are compared as Sync compares them (neighbours written
 // permanent, routes in the main table), so an empty plan means Sync would
 // write nothing. The changes are sorted by object and key.
-func (p *Programmer) Plan(link int, want Entries) ([]Change, error) {
+func (p *Programmer) Plan(link int, want Desired) ([]Change, error) {
 	have, err := p.dump(link)
 	if err != nil {
 		return nil, err
 	}
-	return diff(have, want), nil
+	return diff(have.entries(), want), nil
 }
 
 // diff lists the changes that take have to want.
-func diff(have, want Entries) []Change {
+func diff(have Entries, want Desired) []Change {
 	var out []Change
 	neigh := func(n Neigh) string { return "lladdr " + n.MAC.String() }
-	for ip, n := range want.Neighs {
+	for ip, n := range want.AllNeighs() {
 		n.Permanent = true
 		cur, ok := have.Neighs[ip]
 		switch {
@@ -78,13 +80,13 @@ func diff(have, want Entries) []Change {
 		}
 	}
 	for ip, n := range have.Neighs {
-		if _, ok := want.Neighs[ip]; !ok {
+		if _, ok := want.LookupNeigh(ip); !ok {
 			out = append(out, Change{Kind: Extra, Object: "neighbour", Key: ip.String(), Have: neigh(n)})
 		}
 	}
 	// FDB entries are keyed by MAC for the report: one MAC with another
 	// destination is a stale entry, not a missing and an extra one.
-	wantDst, haveDst := fdbByMAC(want.FDBs), fdbByMAC(have.FDBs)
+	wantDst, haveDst := fdbByMAC(want.AllFDBs()), fdbByMAC(maps.Keys(have.FDBs))
 	for mac, w := range wantDst {
 		h := haveDst[mac]
 		switch {
@@ -99,7 +101,7 @@ func diff(have, want Entries) []Change {
 			out = append(out, Change{Kind: Extra, Object: "fdb", Key: mac.String(), Have: dsts(h)})
 		}
 	}
-	for dst, r := range want.Routes {
+	for dst, r := range want.AllRoutes() {
 		r.Table = MainTable
 		cur, ok := have.Routes[dst]
 		switch {
@@ -110,7 +112,7 @@ func diff(have, want Entries) []Change {
 		}
 	}
 	for dst, r := range have.Routes {
-		if _, ok := want.Routes[dst]; !ok {
+		if _, ok := want.LookupRoute(dst); !ok {
 			out = append(out, Change{Kind: Extra, Object: "route", Key: dst.String(), Have: r.String()})
 		}
 	}
@@ -121,8 +123,8 @@ func diff(have, want Entries) []Change {
 }
 
 // fdbByMAC groups FDB entries by MAC, with their destinations sorted.
-func fdbByMAC(fdbs map[FDB]struct{}) map[MAC][]netip.Addr {
-	m := make(map[MAC][]netip.Addr, len(fdbs))
+func fdbByMAC(fdbs iter.Seq[FDB]) map[MAC][]netip.Addr {
+	m := make(map[MAC][]netip.Addr)
 	for f := range fdbs {
 		m[f.MAC] = append(m[f.MAC], f.Dst)
 	}

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"net/netip"
 	"slices"
@@ -12,7 +13,7 @@ import (
 )
 
 // Entries is a set of kernel entries: the neighbours and FDB entries of one
-// link and a set of routes in one table.
+// link and a set of routes in one table. It is the plain Desired.
 type Entries struct {
 	// Neighs is keyed by neighbour address.
 	Neighs map[netip.Addr]Neigh
@@ -30,18 +31,60 @@ func NewEntries(n int) Entries {
 	}
 }
 
-func (e Entries) clone() Entries {
-	c := NewEntries(max(len(e.Neighs), len(e.Routes)))
-	for k, v := range e.Neighs {
-		c.Neighs[k] = v
-	}
-	for k := range e.FDBs {
-		c.FDBs[k] = struct{}{}
-	}
-	for k, v := range e.Routes {
-		c.Routes[k] = v
-	}
-	return c
+// Desired is the set of entries that Sync brings the kernel to: neighbours
+// keyed by address, FDB entries, routes keyed by destination. Entries is
+// the plain one. A backend that keeps its peers from Set to Set may
+// implement it as a view of them instead, so that it does not hold every
+// entry twice (its peers and the entries made from them).
+type Desired interface {
+	// LookupNeigh returns the desired neighbour for ip.
+	LookupNeigh(ip netip.Addr) (Neigh, bool)
+	// HasFDB reports whether f is desired.
+	HasFDB(f FDB) bool
+	// LookupRoute returns the desired route to dst.
+	LookupRoute(dst netip.Prefix) (Route, bool)
+	// AllNeighs, AllFDBs and AllRoutes yield every desired entry, with
+	// its key.
+	AllNeighs() iter.Seq2[netip.Addr, Neigh]
+	AllFDBs() iter.Seq[FDB]
+	AllRoutes() iter.Seq2[netip.Prefix, Route]
+	// Counts returns how many entries of each kind are desired: exactly
+	// as many as the All functions yield.
+	Counts() (neighs, fdbs, routes int)
+}
+
+var _ Desired = Entries{}
+
+// LookupNeigh implements Desired.
+func (e Entries) LookupNeigh(ip netip.Addr) (Neigh, bool) {
+	n, ok := e.Neighs[ip]
+	return n, ok
+}
+
+// HasFDB implements Desired.
+func (e Entries) HasFDB(f FDB) bool {
+	_, ok := e.FDBs[f]
+	return ok
+}
+
+// LookupRoute implements Desired.
+func (e Entries) LookupRoute(dst netip.Prefix) (Route, bool) {
+	r, ok := e.Routes[dst]
+	return r, ok
+}
+
+// AllNeighs implements Desired.
+func (e Entries) AllNeighs() iter.Seq2[netip.Addr, Neigh] { return maps.All(e.Neighs) }
+
+// AllFDBs implements Desired.
+func (e Entries) AllFDBs() iter.Seq[FDB] { return maps.Keys(e.FDBs) }
+
+// AllRoutes implements Desired.
+func (e Entries) AllRoutes() iter.Seq2[netip.Prefix, Route] { return maps.All(e.Routes) }
+
+// Counts implements Desired.
+func (e Entries) Counts() (neighs, fdbs, routes int) {
+	return len(e.Neighs), len(e.FDBs), len(e.Routes)
 }
 
 // Stats says what one Sync did.
@@ -57,7 +100,7 @@ type Stats struct {
 // every neighbour and FDB entry of its link and the main-table routes that
 // its ownsRoute function accepts; it never touches anything else.
 //
-// It remembers what it applied, so that a Sync after a single peer change
+// It remembers what it applied (compactly, see memory), so that a Sync after a single peer change
 // writes one entry without reading the kernel. It reads (dumps) the kernel
 // when that memory is not trusted: at first, after a failed write, after
 // Invalidate, after Observe saw an update that undoes its work, and when
@@ -75,7 +118,7 @@ type Programmer struct {
 
 	mu       sync.Mutex
 	link     int
-	applied  Entries
+	applied  *memory
 	known    bool // applied mirrors the kernel
 	gen      uint64
 	verified time.Time
@@ -86,7 +129,7 @@ type Programmer struct {
 // may change over time); verify is the longest time Sync trusts its memory
 // of the kernel (0: always dump).
 func NewProgrammer(nl Interface, ownsRoute func(r Route, link int) bool, verify time.Duration) *Programmer {
-	return &Programmer{nl: nl, ownsRoute: ownsRoute, verify: verify, applied: NewEntries(0)}
+	return &Programmer{nl: nl, ownsRoute: ownsRoute, verify: verify, applied: newMemory(0)}
 }
 
 // Invalidate makes the next Sync read the kernel state.
@@ -113,7 +156,7 @@ func (p *Programmer) Observe(u Update) bool {
 		if p.link == 0 || u.Neigh.LinkIndex != p.link {
 			break
 		}
-		cur, ok := p.applied.Neighs[u.Neigh.IP]
+		cur, ok := p.applied.neigh(u.Neigh.IP)
 		if u.Deleted {
 			dirty = ok
 		} else {
@@ -123,15 +166,14 @@ func (p *Programmer) Observe(u Update) bool {
 		if p.link == 0 || u.FDB.LinkIndex != p.link {
 			break
 		}
-		_, ok := p.applied.FDBs[u.FDB]
-		dirty = u.Deleted == ok
+		dirty = u.Deleted == p.applied.hasFDB(u.FDB)
 	case RouteUpdate:
 		r := u.Route
 		if !r.Dst.IsValid() || r.table() != MainTable || !p.ownsRoute(r, p.link) {
 			break
 		}
 		r.Table = MainTable
-		cur, ok := p.applied.Routes[r.Dst]
+		cur, ok := p.applied.route(r.Dst)
 		if u.Deleted {
 			dirty = ok && cur == r
 		} else {
@@ -156,9 +198,21 @@ type Delta struct {
 // Len returns how many keys d names.
 func (d *Delta) Len() int { return len(d.Neighs) + len(d.FDBs) + len(d.Routes) }
 
-// Reset empties d, keeping its storage.
+// deltaKeep is the most keys of a kind whose storage Reset keeps.
+const deltaKeep = 256
+
+// Reset empties d. It keeps its storage for the next changes, unless a big
+// change (a full derivation, a burst) grew it: that is let go, so that it
+// does not stay allocated for the life of the caller.
 func (d *Delta) Reset() {
-	d.Neighs, d.FDBs, d.Routes = d.Neighs[:0], d.FDBs[:0], d.Routes[:0]
+	d.Neighs, d.FDBs, d.Routes = reset(d.Neighs), reset(d.FDBs), reset(d.Routes)
+}
+
+func reset[T any](s []T) []T {
+	if cap(s) > deltaKeep {
+		return nil
+	}
+	return s[:0]
 }
 
 // Sync makes the kernel entries owned by the programmer equal want; link is
@@ -166,7 +220,7 @@ func (d *Delta) Reset() {
 // none). Entries that fail to be written are reported in the returned error
 // (one line each) and do not stop the others; a route whose gateway's
 // neighbour or FDB entry failed is not written.
-func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
+func (p *Programmer) Sync(link int, want Desired) (Stats, error) {
 	return p.sync(link, want, nil)
 }
 
@@ -178,11 +232,11 @@ func (p *Programmer) Sync(link int, want Entries) (Stats, error) {
 // peer change costs a few map lookups whatever the number of entries;
 // otherwise it is Sync(link, want). Either way, afterwards the kernel
 // matches the whole of want.
-func (p *Programmer) SyncDelta(link int, want Entries, d *Delta) (Stats, error) {
+func (p *Programmer) SyncDelta(link int, want Desired, d *Delta) (Stats, error) {
 	return p.sync(link, want, d)
 }
 
-func (p *Programmer) sync(link int, want Entries, d *Delta) (Stats, error) {
+func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 	var st Stats
 	p.mu.Lock()
 	if link != p.link {
@@ -210,126 +264,161 @@ func (p *Programmer) sync(link int, want Entries, d *Delta) (Stats, error) {
 	have := p.applied
 	p.mu.Unlock()
 
-	// The keys to compare: all of want and have, or those of the delta.
-	neighKeys, fdbKeys, routeKeys := maps.Keys(want.Neighs), maps.Keys(want.FDBs), maps.Keys(want.Routes)
-	if d != nil {
-		neighKeys, fdbKeys, routeKeys = slices.Values(d.Neighs), slices.Values(d.FDBs), slices.Values(d.Routes)
-	}
-
+	// Each step compares one key; the keys are all of want (and, for
+	// deletions, of have) or those of the delta.
 	var errs []error
 	// Adds and replacements, in the order that keeps the kernel from ARPing.
 	failedGw := map[netip.Addr]bool{}
 	skipped := 0 // wanted routes absent from have
-	for ip := range neighKeys {
-		n, ok := want.Neighs[ip]
-		if !ok {
-			continue
-		}
+	addNeigh := func(ip netip.Addr, n Neigh) {
 		n.Permanent = true
-		if cur, ok := have.Neighs[ip]; ok && cur == n {
-			continue
+		if cur, ok := have.neigh(ip); ok && cur == n {
+			return
 		}
-		p.record(func(e Entries) { e.Neighs[ip] = n })
+		p.record(func(m *memory) { m.setNeigh(ip, n) })
 		if err := p.nl.SetNeigh(n); err != nil {
 			errs = append(errs, err)
 			failedGw[ip] = true
-			continue
+			return
 		}
 		st.Added++
 	}
-	for f := range fdbKeys {
-		if _, ok := want.FDBs[f]; !ok {
-			continue
+	addFDB := func(f FDB) {
+		if have.hasFDB(f) {
+			return
 		}
-		if _, ok := have.FDBs[f]; ok {
-			continue
-		}
-		p.record(func(e Entries) { e.FDBs[f] = struct{}{} })
+		p.record(func(m *memory) { m.addFDB(f) })
 		if err := p.nl.SetFDB(f); err != nil {
 			errs = append(errs, err)
-			for ip, n := range want.Neighs {
+			for ip, n := range want.AllNeighs() {
 				if n.MAC == f.MAC {
 					failedGw[ip] = true
 				}
 			}
-			continue
+			return
 		}
 		st.Added++
 	}
-	for dst := range routeKeys {
-		r, ok := want.Routes[dst]
-		if !ok {
-			continue
-		}
+	addRoute := func(dst netip.Prefix, r Route) {
 		r.Table = MainTable
-		if cur, ok := have.Routes[dst]; ok && cur == r {
-			continue
+		cur, ok := have.route(dst)
+		if ok && cur == r {
+			return
 		}
 		if r.OnLink && failedGw[r.Gw] {
 			errs = append(errs, fmt.Errorf("route %s not written: the neighbour or FDB entry for %s failed", dst, r.Gw))
-			if _, ok := have.Routes[dst]; !ok {
+			if !ok {
 				skipped++
 			}
-			continue
+			return
 		}
-		p.record(func(e Entries) { e.Routes[dst] = r })
+		p.record(func(m *memory) { m.setRoute(dst, r) })
 		if err := p.nl.ReplaceRoute(r); err != nil {
 			errs = append(errs, err)
-			continue
+			return
 		}
 		st.Added++
 	}
-	// Deletions. In a full pass have now holds every wanted key, so equal
-	// sizes mean there is nothing to delete (the common case, which skips
-	// a walk).
-	routeKeys, neighKeys, fdbKeys = maps.Keys(extra(have.Routes, len(want.Routes)-skipped)),
-		maps.Keys(extra(have.Neighs, len(want.Neighs))), maps.Keys(extra(have.FDBs, len(want.FDBs)))
-	if d != nil {
-		neighKeys, fdbKeys, routeKeys = slices.Values(d.Neighs), slices.Values(d.FDBs), slices.Values(d.Routes)
+	if d == nil {
+		for ip, n := range want.AllNeighs() {
+			addNeigh(ip, n)
+		}
+		for f := range want.AllFDBs() {
+			addFDB(f)
+		}
+		for dst, r := range want.AllRoutes() {
+			addRoute(dst, r)
+		}
+	} else {
+		for _, ip := range d.Neighs {
+			if n, ok := want.LookupNeigh(ip); ok {
+				addNeigh(ip, n)
+			}
+		}
+		for _, f := range d.FDBs {
+			if want.HasFDB(f) {
+				addFDB(f)
+			}
+		}
+		for _, dst := range d.Routes {
+			if r, ok := want.LookupRoute(dst); ok {
+				addRoute(dst, r)
+			}
+		}
 	}
-	for dst := range routeKeys {
-		if _, ok := want.Routes[dst]; ok {
-			continue
+
+	// Deletions: routes, then neighbours, then FDB entries.
+	delRoute := func(dst netip.Prefix) {
+		if _, ok := want.LookupRoute(dst); ok {
+			return
 		}
-		r, ok := have.Routes[dst]
+		r, ok := have.route(dst)
 		if !ok {
-			continue
+			return
 		}
-		p.record(func(e Entries) { delete(e.Routes, dst) })
+		p.record(func(m *memory) { m.deleteRoute(dst) })
 		if err := p.nl.DeleteRoute(r); err != nil && !errors.Is(err, ErrNotFound) {
 			errs = append(errs, err)
-			continue
+			return
 		}
 		st.Deleted++
 	}
-	for ip := range neighKeys {
-		if _, ok := want.Neighs[ip]; ok {
-			continue
+	delNeigh := func(ip netip.Addr) {
+		if _, ok := want.LookupNeigh(ip); ok {
+			return
 		}
-		n, ok := have.Neighs[ip]
+		n, ok := have.neigh(ip)
 		if !ok {
-			continue
+			return
 		}
-		p.record(func(e Entries) { delete(e.Neighs, ip) })
+		p.record(func(m *memory) { m.deleteNeigh(ip) })
 		if err := p.nl.DeleteNeigh(n); err != nil && !errors.Is(err, ErrNotFound) {
 			errs = append(errs, err)
-			continue
+			return
 		}
 		st.Deleted++
 	}
-	for f := range fdbKeys {
-		if _, ok := want.FDBs[f]; ok {
-			continue
+	delFDB := func(f FDB) {
+		if want.HasFDB(f) || !have.hasFDB(f) {
+			return
 		}
-		if _, ok := have.FDBs[f]; !ok {
-			continue
-		}
-		p.record(func(e Entries) { delete(e.FDBs, f) })
+		p.record(func(m *memory) { m.deleteFDB(f) })
 		if err := p.nl.DeleteFDB(f); err != nil && !errors.Is(err, ErrNotFound) {
 			errs = append(errs, err)
-			continue
+			return
 		}
 		st.Deleted++
+	}
+	if d == nil {
+		// In a full pass have now holds every wanted key, so equal sizes
+		// mean there is nothing to delete (the common case, which skips a
+		// walk).
+		wantNeighs, wantFDBs, wantRoutes := want.Counts()
+		if have.numRoutes() > wantRoutes-skipped {
+			for dst := range have.allRoutes() {
+				delRoute(dst)
+			}
+		}
+		if have.numNeighs() > wantNeighs {
+			for ip := range have.allNeighs() {
+				delNeigh(ip)
+			}
+		}
+		if have.numFDBs() > wantFDBs {
+			for f := range have.allFDBs() {
+				delFDB(f)
+			}
+		}
+	} else {
+		for _, dst := range d.Routes {
+			delRoute(dst)
+		}
+		for _, ip := range d.Neighs {
+			delNeigh(ip)
+		}
+		for _, f := range d.FDBs {
+			delFDB(f)
+		}
 	}
 
 	p.mu.Lock()
@@ -350,50 +439,49 @@ func (p *Programmer) sync(link int, want Entries, d *Delta) (Stats, error) {
 
 // record changes the applied entries before the matching write, so that
 // Observe recognises the write's echo.
-func (p *Programmer) record(f func(Entries)) {
+func (p *Programmer) record(f func(*memory)) {
 	p.mu.Lock()
 	f(p.applied)
 	p.mu.Unlock()
 }
 
-func (p *Programmer) dump(link int) (Entries, error) {
-	var e Entries
+func (p *Programmer) dump(link int) (*memory, error) {
 	var neighs []Neigh
 	var fdbs []FDB
 	var err error
 	if link != 0 {
 		if neighs, err = p.nl.Neighs(link); err != nil {
-			return e, err
+			return nil, err
 		}
 		if fdbs, err = p.nl.FDBs(link); err != nil {
-			return e, err
+			return nil, err
 		}
 	}
 	routes, err := p.nl.Routes(MainTable, 0)
 	if err != nil {
-		return e, err
+		return nil, err
 	}
-	e = NewEntries(max(len(neighs), len(routes)))
+	m := newMemory(max(len(neighs), len(routes)))
 	for _, n := range neighs {
 		if n.Permanent {
-			e.Neighs[n.IP] = n
+			m.setNeigh(n.IP, n)
 		}
 	}
 	for _, f := range fdbs {
-		e.FDBs[f] = struct{}{}
+		m.addFDB(f)
 	}
 	for _, r := range routes {
 		r.Table = MainTable
 		if p.ownsRoute(r, link) {
-			if _, dup := e.Routes[r.Dst]; dup {
+			if _, dup := m.route(r.Dst); dup {
 				// Two routes to one destination (different metrics): the
 				// second is not one we wrote; remove it by resyncing later.
 				continue
 			}
-			e.Routes[r.Dst] = r
+			m.setRoute(r.Dst, r)
 		}
 	}
-	return e, nil
+	return m, nil
 }
 
 // Applied returns a copy of the entries the programmer believes the kernel
@@ -401,15 +489,5 @@ func (p *Programmer) dump(link int) (Entries, error) {
 func (p *Programmer) Applied() Entries {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.applied.clone()
-}
-
-// extra returns have, or nil when it holds no more than the wanted entries
-// it is known to contain (after the adds, every wanted key that was not
-// skipped), so that there is nothing to delete.
-func extra[K comparable, V any](have map[K]V, wanted int) map[K]V {
-	if len(have) <= wanted {
-		return nil
-	}
-	return have
+	return p.applied.entries()
 }

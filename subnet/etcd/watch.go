@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"slices"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -27,7 +29,8 @@ func (s *Store) WatchLeases(ctx context.Context, cfg *subnet.Config, fn func([]s
 		s:      s,
 		cfg:    cfg,
 		fn:     fn,
-		known:  make(map[string]subnet.Lease),
+		known:  make(map[string][2]uint64),
+		seeds:  [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 		logged: make(map[string]int64),
 	}
 	return w.run(ctx)
@@ -37,8 +40,14 @@ type leaseWatcher struct {
 	s   *Store
 	cfg *subnet.Config
 	fn  func([]subnet.Event)
-	// known holds the valid leases delivered to fn, by key.
-	known map[string]subnet.Lease
+	// known holds the valid leases delivered to fn, by key below the
+	// subnets prefix, as the digest of their attributes
+	// (subnet.LeaseAttrs.Digest, under seeds): that tells a changed lease
+	// from a rewritten one, and a removal needs only the subnets, which
+	// are in the key. With thousands of peers a whole Lease and the full
+	// key per peer took five times the memory.
+	known map[string][2]uint64
+	seeds [2]maphash.Seed
 	// logged holds, by key, the revision of the last invalid value logged.
 	logged map[string]int64
 }
@@ -157,33 +166,43 @@ func (w *leaseWatcher) watch(ctx context.Context, rev int64) (string, error) {
 // apply folds one watch event into known and appends what changed.
 func (w *leaseWatcher) apply(batch []subnet.Event, ev *clientv3.Event) []subnet.Event {
 	key := string(ev.Kv.Key)
+	name := key[len(w.s.subnets):]
 	if ev.Type == clientv3.EventTypeDelete {
 		delete(w.logged, key)
-		if old, ok := w.known[key]; ok {
-			delete(w.known, key)
-			batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: old})
-		}
-		return batch
+		return w.forget(batch, name)
 	}
 	l, err := w.parse(ev.Kv)
 	if err != nil {
 		w.logInvalid(key, ev.Kv.ModRevision, err)
-		if old, ok := w.known[key]; ok {
-			delete(w.known, key)
-			batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: old})
-		}
-		return batch
+		return w.forget(batch, name)
 	}
-	return w.upsert(batch, key, l)
+	return w.upsert(batch, name, l)
 }
 
-func (w *leaseWatcher) upsert(batch []subnet.Event, key string, l subnet.Lease) []subnet.Event {
-	old, ok := w.known[key]
-	w.known[key] = l
+// forget drops the lease known under name (if any) and appends its
+// removal.
+func (w *leaseWatcher) forget(batch []subnet.Event, name string) []subnet.Event {
+	if _, ok := w.known[name]; !ok {
+		return batch
+	}
+	delete(w.known, name)
+	// The name parsed when the lease was delivered.
+	v4, v6, _ := subnet.ParseSubnetKey(name)
+	return append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: subnet.Lease{Subnet: v4, IPv6Subnet: v6}})
+}
+
+func (w *leaseWatcher) upsert(batch []subnet.Event, name string, l subnet.Lease) []subnet.Event {
+	old, ok := w.known[name]
+	if !ok {
+		// A copy of the name: it may be a slice of a longer key.
+		name = strings.Clone(name)
+	}
+	d := l.Attrs.Digest(w.seeds)
+	w.known[name] = d
 	switch {
 	case !ok:
 		batch = append(batch, subnet.Event{Type: subnet.EventAdded, Lease: l})
-	case !old.Attrs.Equal(l.Attrs):
+	case old != d:
 		batch = append(batch, subnet.Event{Type: subnet.EventChanged, Lease: l})
 	}
 	return batch
@@ -192,29 +211,33 @@ func (w *leaseWatcher) upsert(batch []subnet.Event, key string, l subnet.Lease) 
 // resync diffs a fresh listing against known and returns the difference.
 func (w *leaseWatcher) resync(kvs []*mvccpb.KeyValue) []subnet.Event {
 	var batch []subnet.Event
+	if len(w.known) == 0 {
+		// The first listing: every valid lease is an event.
+		batch = make([]subnet.Event, 0, len(kvs))
+	}
 	present := make(map[string]bool, len(kvs))
 	valid := make(map[string]bool, len(kvs))
 	for _, kv := range kvs {
 		key := string(kv.Key)
+		name := key[len(w.s.subnets):]
 		present[key] = true
 		l, err := w.parse(kv)
 		if err != nil {
 			w.logInvalid(key, kv.ModRevision, err)
 			continue
 		}
-		valid[key] = true
-		batch = w.upsert(batch, key, l)
+		valid[name] = true
+		batch = w.upsert(batch, name, l)
 	}
 	var gone []string
-	for key := range w.known {
-		if !valid[key] {
-			gone = append(gone, key)
+	for name := range w.known {
+		if !valid[name] {
+			gone = append(gone, name)
 		}
 	}
 	slices.Sort(gone)
-	for _, key := range gone {
-		batch = append(batch, subnet.Event{Type: subnet.EventRemoved, Lease: w.known[key]})
-		delete(w.known, key)
+	for _, name := range gone {
+		batch = w.forget(batch, name)
 	}
 	for key := range w.logged {
 		if !present[key] {
