@@ -25,6 +25,7 @@ import (
 
 	"github.com/weftnet/weft/bench/report"
 	"github.com/weftnet/weft/ops/lab"
+	"github.com/weftnet/weft/subnet/etcd"
 	"github.com/weftnet/weft/subnet/subnetenv"
 )
 
@@ -288,7 +289,7 @@ type leaseWatch struct {
 // place.
 func watchLease(ctx context.Context, cli *clientv3.Client, addr netip.Addr) (*leaseWatch, error) {
 	wctx, cancel := context.WithCancel(ctx)
-	prefix := lab.EtcdPrefix + "/subnets/"
+	prefix := etcd.SubnetsPrefix(lab.EtcdPrefix)
 	wch := cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithCreatedNotify())
 	select {
 	case resp, ok := <-wch:
