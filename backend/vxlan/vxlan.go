@@ -524,16 +524,19 @@ func (t *tunnel) ensureAddr(own netip.Prefix) error {
 }
 
 // ownsRoute reports whether a main-table route is one the tunnel manages:
-// a route to a subnet of its family's network (not our own) on its device,
-// or with DirectRouting a gateway route on the underlay.
+// a route to a subnet of its family's network on its device, or with
+// DirectRouting a gateway route on the underlay (not to our own subnet).
+// A route to our own subnet on the device is the tunnel's too: it is left
+// from when that subnet was a peer's (a lease lost and the subnet leased
+// again), and no entry is desired for it, so it is removed.
 func (t *tunnel) ownsRoute(r netlinkx.Route, link int) bool {
-	if r.Dst.Addr().Is4() == t.six || !t.b.PeerSubnet(r.Dst) {
+	if r.Dst.Addr().Is4() == t.six {
 		return false
 	}
 	if link != 0 && r.LinkIndex == link {
-		return true
+		return t.b.NetworkSubnet(r.Dst)
 	}
-	return t.b.opts.DirectRouting && r.LinkIndex == t.b.ext.Index && r.Gw.IsValid()
+	return t.b.PeerSubnet(r.Dst) && t.b.opts.DirectRouting && r.LinkIndex == t.b.ext.Index && r.Gw.IsValid()
 }
 
 // Set implements backend.Backend: each family's tunnel is brought to s.

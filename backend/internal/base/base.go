@@ -157,10 +157,25 @@ func (b *Base) Begin(ctx context.Context, s backend.State) error {
 // is on (of the configured length) other than this node's: the routes a
 // backend may own. It is safe from any goroutine.
 func (b *Base) PeerSubnet(dst netip.Prefix) bool {
-	if dst.Addr().Is4() {
-		return b.Cfg.EnableIPv4 && dst.Bits() == b.Cfg.SubnetLen && b.Cfg.Network.Contains(dst.Addr()) && dst != *b.own.Load()
+	if !b.NetworkSubnet(dst) {
+		return false
 	}
-	return b.Cfg.EnableIPv6 && dst.Bits() == b.Cfg.IPv6SubnetLen && b.Cfg.IPv6Network.Contains(dst.Addr()) && dst != *b.own6.Load()
+	if dst.Addr().Is4() {
+		return dst != *b.own.Load()
+	}
+	return dst != *b.own6.Load()
+}
+
+// NetworkSubnet reports whether dst is a subnet of a network of a family
+// that is on (of the configured length), this node's own included: a
+// backend owns a route to its own subnet through its own device, which is
+// stale (left from when that subnet was a peer's). It is safe from any
+// goroutine.
+func (b *Base) NetworkSubnet(dst netip.Prefix) bool {
+	if dst.Addr().Is4() {
+		return b.Cfg.EnableIPv4 && dst.Bits() == b.Cfg.SubnetLen && b.Cfg.Network.Contains(dst.Addr())
+	}
+	return b.Cfg.EnableIPv6 && dst.Bits() == b.Cfg.IPv6SubnetLen && b.Cfg.IPv6Network.Contains(dst.Addr())
 }
 
 // Skip returns the error that says why peer p is left out.
