@@ -139,6 +139,40 @@ func connected(t *testing.T, a, b *wgEnd) {
 	}
 }
 
+// atOnce runs the applies at the same moment and waits for them.
+func atOnce(t *testing.T, applies ...func() error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, f := range applies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := f(); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+}
+
+// pair starts two engines that have each other as peers, connected.
+func pair(t *testing.T) (a, b *wgEnd) {
+	t.Helper()
+	a = newWGEnd(t, nil, "10.99.0.1", false)
+	b = newWGEnd(t, nil, "10.99.0.2", false)
+	if err := a.u.Apply([]Peer{b.peer()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.u.Apply([]Peer{a.peer()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	connected(t, a, b)
+	return a, b
+}
+
 // TestUserspaceSimultaneousAdd: two userspace engines that add each other
 // at the same moment (nodes that start together) end with one working
 // session in both directions, every time. When both ends started a
@@ -150,20 +184,9 @@ func TestUserspaceSimultaneousAdd(t *testing.T) {
 		t.Logf("round %d", round)
 		a := newWGEnd(t, nil, "10.99.0.1", false)
 		b := newWGEnd(t, nil, "10.99.0.2", false)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for _, x := range [][2]*wgEnd{{a, b}, {b, a}} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				if err := x[0].u.Apply([]Peer{x[1].peer()}, nil); err != nil {
-					t.Error(err)
-				}
-			}()
-		}
-		close(start)
-		wg.Wait()
+		atOnce(t,
+			func() error { return a.u.Apply([]Peer{b.peer()}, nil) },
+			func() error { return b.u.Apply([]Peer{a.peer()}, nil) })
 		connected(t, a, b)
 		a.u.Close()
 		b.u.Close()
@@ -177,36 +200,14 @@ func TestUserspaceSimultaneousAdd(t *testing.T) {
 func TestUserspaceNewKey(t *testing.T) {
 	for round := range 15 {
 		t.Logf("round %d", round)
-		a := newWGEnd(t, nil, "10.99.0.1", false)
-		b := newWGEnd(t, nil, "10.99.0.2", false)
-		if err := a.u.Apply([]Peer{b.peer()}, nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.u.Apply([]Peer{a.peer()}, nil); err != nil {
-			t.Fatal(err)
-		}
-		connected(t, a, b)
+		a, b := pair(t)
 		a.u.Close()
 		time.Sleep(2 * device.HandshakeInitationRate)
 		// A new key: Open does not take the re-opened TUN for a restart.
 		a2 := newWGEnd(t, nil, "10.99.0.1", false)
-		var wg sync.WaitGroup
-		start := make(chan struct{})
-		for _, f := range []func() error{
+		atOnce(t,
 			func() error { return a2.u.Apply([]Peer{b.peer()}, nil) },
-			func() error { return b.u.Apply([]Peer{a2.peer()}, []Key{a.pub}) },
-		} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				<-start
-				if err := f(); err != nil {
-					t.Error(err)
-				}
-			}()
-		}
-		close(start)
-		wg.Wait()
+			func() error { return b.u.Apply([]Peer{a2.peer()}, []Key{a.pub}) })
 		connected(t, a2, b)
 		a2.u.Close()
 		b.u.Close()
@@ -221,15 +222,7 @@ func TestUserspaceNewKey(t *testing.T) {
 func TestUserspaceRestartKicks(t *testing.T) {
 	for round := range 10 {
 		t.Logf("round %d", round)
-		a := newWGEnd(t, nil, "10.99.0.1", false)
-		b := newWGEnd(t, nil, "10.99.0.2", false)
-		if err := a.u.Apply([]Peer{b.peer()}, nil); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.u.Apply([]Peer{a.peer()}, nil); err != nil {
-			t.Fatal(err)
-		}
-		connected(t, a, b)
+		a, b := pair(t)
 		a.u.Close()
 		// b takes one initiation from a peer per HandshakeInitationRate;
 		// an agent's restart takes longer.
