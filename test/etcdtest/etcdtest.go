@@ -84,7 +84,24 @@ func Start(t testing.TB, opts ...Option) *Server {
 	s.cluster = s.name + "=" + s.peerURL
 	s.state = embed.ClusterStateFlagNew
 	t.Cleanup(s.shutdown)
-	s.start()
+	for attempt := 1; ; attempt++ {
+		err := s.tryStart()
+		if err == nil {
+			break
+		}
+		// A port freeAddr found free can be taken before etcd binds it
+		// (test packages run in parallel): take new ones.
+		if attempt == 5 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("starting etcd member %s (%s): %v", s.name, s.ClientURL, err)
+		}
+		t.Logf("starting etcd member %s: %v; again on new ports", s.name, err)
+		s.dir = filepath.Join(t.TempDir(), s.name)
+		s.peerURL = "http://" + freeAddr(t)
+		s.cluster = s.name + "=" + s.peerURL
+		if o.clientAddr == "" {
+			s.ClientURL = strings.SplitAfter(s.ClientURL, "://")[0] + freeAddr(t)
+		}
+	}
 	s.waitReady()
 	if o.rootPassword != "" {
 		s.enableAuth()
@@ -163,13 +180,21 @@ func (s *Server) config() *embed.Config {
 // start launches the member without waiting for it to join a quorum.
 func (s *Server) start() {
 	s.t.Helper()
+	if err := s.tryStart(); err != nil {
+		s.t.Fatalf("starting etcd member %s (%s): %v", s.name, s.ClientURL, err)
+	}
+}
+
+// tryStart is start, returning the error.
+func (s *Server) tryStart() error {
 	e, err := embed.StartEtcd(s.config())
 	if err != nil {
-		s.t.Fatalf("starting etcd member %s (%s): %v", s.name, s.ClientURL, err)
+		return err
 	}
 	s.mu.Lock()
 	s.etcd = e
 	s.mu.Unlock()
+	return nil
 }
 
 func (s *Server) waitReady() {
