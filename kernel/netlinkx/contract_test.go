@@ -80,6 +80,21 @@ func (e env) route(dst string, gw string, dev string, onlink bool, table int) ne
 	return r
 }
 
+// apply runs ops through Interface.Apply and returns nil when all were
+// written, else an error listing each failed op's index and outcome, the
+// same text for both implementations when they agree.
+func (e env) apply(ops ...netlinkx.Op) error {
+	errs := e.nl.Apply(ops)
+	if len(errs) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	for _, oe := range errs {
+		fmt.Fprintf(&b, "op %d: %s; ", oe.Index, outcome(oe.Err))
+	}
+	return errors.New(b.String())
+}
+
 type step struct {
 	name string
 	do   func(e env) error
@@ -130,6 +145,31 @@ var script = []step{
 	}},
 	{"second fdb entry", func(e env) error {
 		return e.nl.SetFDB(netlinkx.FDB{LinkIndex: e.idx("flannel.1"), MAC: macC, Dst: peer3})
+	}},
+	{"a batch: entries, some failing, and entries after the failures", func(e env) error {
+		i := e.idx("flannel.1")
+		return e.apply(
+			netlinkx.Op{Kind: netlinkx.OpSetNeigh, Neigh: netlinkx.Neigh{LinkIndex: i, IP: addr("10.244.20.0"), MAC: macD}},
+			netlinkx.Op{Kind: netlinkx.OpSetFDB, FDB: netlinkx.FDB{LinkIndex: i, MAC: macD, Dst: peer2}},
+			netlinkx.Op{Kind: netlinkx.OpReplaceRoute, Route: e.route("10.244.20.0/24", "10.244.20.0", "flannel.1", true, 0)},
+			netlinkx.Op{Kind: netlinkx.OpDeleteRoute, Route: e.route("10.244.21.0/24", "10.244.21.0", "flannel.1", true, 0)},
+			netlinkx.Op{Kind: netlinkx.OpReplaceRoute, Route: e.route("10.244.21.0/24", "10.244.21.0", "missing", true, 0)},
+			netlinkx.Op{Kind: netlinkx.OpSetNeigh, Neigh: netlinkx.Neigh{LinkIndex: 9999, IP: addr("10.244.21.0"), MAC: macD}},
+			netlinkx.Op{Kind: netlinkx.OpReplaceRoute, Route: e.route("10.244.22.0/24", "10.244.22.0", "flannel.1", true, 0)},
+			netlinkx.Op{Kind: netlinkx.OpDeleteNeigh, Neigh: netlinkx.Neigh{LinkIndex: i, IP: addr("10.244.23.0")}},
+			netlinkx.Op{Kind: netlinkx.OpReplaceRoute, Route: e.route("10.244.24.0/24", far.String(), "eth0", false, 0)},
+			netlinkx.Op{Kind: netlinkx.OpSetFDB, FDB: netlinkx.FDB{LinkIndex: i, MAC: macD, Dst: peer3}},
+		)
+	}},
+	{"a batch undoing it, deleting one entry twice", func(e env) error {
+		i := e.idx("flannel.1")
+		return e.apply(
+			netlinkx.Op{Kind: netlinkx.OpDeleteRoute, Route: e.route("10.244.20.0/24", "10.244.20.0", "flannel.1", true, 0)},
+			netlinkx.Op{Kind: netlinkx.OpDeleteRoute, Route: e.route("10.244.22.0/24", "10.244.22.0", "flannel.1", true, 0)},
+			netlinkx.Op{Kind: netlinkx.OpDeleteRoute, Route: e.route("10.244.22.0/24", "10.244.22.0", "flannel.1", true, 0)},
+			netlinkx.Op{Kind: netlinkx.OpDeleteNeigh, Neigh: netlinkx.Neigh{LinkIndex: i, IP: addr("10.244.20.0")}},
+			netlinkx.Op{Kind: netlinkx.OpDeleteFDB, FDB: netlinkx.FDB{LinkIndex: i, MAC: macD, Dst: peer3}},
+		)
 	}},
 	{"gateway route on the underlay", func(e env) error {
 		return e.nl.ReplaceRoute(e.route("10.244.3.0/24", "192.168.0.3", "eth0", false, 0))

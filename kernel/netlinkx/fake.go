@@ -463,6 +463,18 @@ func (f *Fake) DeleteFDB(e FDB) error {
 	return nil
 }
 
+// Apply implements Interface: the ops one after the other, through the
+// single calls.
+func (f *Fake) Apply(ops []Op) []OpError {
+	var errs []OpError
+	for i, op := range ops {
+		if err := applyOne(f, op); err != nil {
+			errs = append(errs, OpError{Index: i, Err: err})
+		}
+	}
+	return errs
+}
+
 // Routes implements Interface.
 func (f *Fake) Routes(table, index int) ([]Route, error) {
 	f.mu.Lock()

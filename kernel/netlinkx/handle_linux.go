@@ -25,6 +25,7 @@ const maxDumpAttempts = 10
 type Handle struct {
 	h  *netlink.Handle
 	ns netns.NsHandle // owned duplicate; subscriptions open their sockets in it
+	w  writer         // neighbour, FDB and route writes (write_linux.go)
 }
 
 // Open returns a Handle bound to the caller's current network namespace
@@ -67,6 +68,9 @@ func OpenPath(path string) (*Handle, error) {
 
 // Close releases the Handle's sockets and namespace handle.
 func (h *Handle) Close() error {
+	h.w.mu.Lock()
+	h.w.drop()
+	h.w.mu.Unlock()
 	h.h.Close()
 	return h.ns.Close()
 }
@@ -260,29 +264,10 @@ func fromNetlinkNeigh(n netlink.Neigh) Neigh {
 }
 
 // SetNeigh implements Interface.
-func (h *Handle) SetNeigh(n Neigh) error {
-	err := h.h.NeighSet(&netlink.Neigh{
-		LinkIndex:    n.LinkIndex,
-		Family:       family(n.IP),
-		State:        netlink.NUD_PERMANENT,
-		Type:         unix.RTN_UNICAST,
-		IP:           n.IP.AsSlice(),
-		HardwareAddr: n.MAC.HardwareAddr(),
-	})
-	if err != nil {
-		return fmt.Errorf("setting neighbour %s lladdr %s on link #%d: %w", n.IP, n.MAC, n.LinkIndex, noLink(err))
-	}
-	return nil
-}
+func (h *Handle) SetNeigh(n Neigh) error { return h.apply1(Op{Kind: OpSetNeigh, Neigh: n}) }
 
 // DeleteNeigh implements Interface.
-func (h *Handle) DeleteNeigh(n Neigh) error {
-	err := h.h.NeighDel(&netlink.Neigh{LinkIndex: n.LinkIndex, Family: family(n.IP), IP: n.IP.AsSlice()})
-	if err != nil {
-		return fmt.Errorf("deleting neighbour %s on link #%d: %w", n.IP, n.LinkIndex, wrapNotFound(err))
-	}
-	return nil
-}
+func (h *Handle) DeleteNeigh(n Neigh) error { return h.apply1(Op{Kind: OpDeleteNeigh, Neigh: n}) }
 
 // FDBs implements Interface.
 func (h *Handle) FDBs(index int) ([]FDB, error) {
@@ -310,32 +295,11 @@ func fromNetlinkFDB(n netlink.Neigh) (FDB, bool) {
 	return FDB{LinkIndex: n.LinkIndex, MAC: m, Dst: dst}, true
 }
 
-func toNetlinkFDB(f FDB) *netlink.Neigh {
-	return &netlink.Neigh{
-		LinkIndex:    f.LinkIndex,
-		Family:       unix.AF_BRIDGE,
-		State:        netlink.NUD_PERMANENT,
-		Flags:        netlink.NTF_SELF,
-		IP:           f.Dst.AsSlice(),
-		HardwareAddr: f.MAC.HardwareAddr(),
-	}
-}
-
 // SetFDB implements Interface.
-func (h *Handle) SetFDB(f FDB) error {
-	if err := h.h.NeighSet(toNetlinkFDB(f)); err != nil {
-		return fmt.Errorf("setting FDB entry %s dst %s on link #%d: %w", f.MAC, f.Dst, f.LinkIndex, noLink(err))
-	}
-	return nil
-}
+func (h *Handle) SetFDB(f FDB) error { return h.apply1(Op{Kind: OpSetFDB, FDB: f}) }
 
 // DeleteFDB implements Interface.
-func (h *Handle) DeleteFDB(f FDB) error {
-	if err := h.h.NeighDel(toNetlinkFDB(f)); err != nil {
-		return fmt.Errorf("deleting FDB entry %s dst %s on link #%d: %w", f.MAC, f.Dst, f.LinkIndex, wrapNotFound(err))
-	}
-	return nil
-}
+func (h *Handle) DeleteFDB(f FDB) error { return h.apply1(Op{Kind: OpDeleteFDB, FDB: f}) }
 
 // Routes implements Interface.
 func (h *Handle) Routes(table, index int) ([]Route, error) {
@@ -378,31 +342,19 @@ func fromNetlinkRoute(r netlink.Route) (Route, bool) {
 	return Route{Table: r.Table, Dst: dst, Gw: addrFrom(r.Gw), LinkIndex: r.LinkIndex, OnLink: r.Flags&int(netlink.FLAG_ONLINK) != 0}, true
 }
 
-func toNetlinkRoute(r Route) *netlink.Route {
-	nr := &netlink.Route{Table: r.table(), Dst: ipnet(r.Dst), LinkIndex: r.LinkIndex, Type: unix.RTN_UNICAST}
-	if r.Gw.IsValid() {
-		nr.Gw = r.Gw.AsSlice()
-	} else {
-		nr.Scope = netlink.SCOPE_LINK
-	}
-	if r.OnLink {
-		nr.Flags = int(netlink.FLAG_ONLINK)
-	}
-	return nr
-}
-
 // ReplaceRoute implements Interface.
-func (h *Handle) ReplaceRoute(r Route) error {
-	if err := h.h.RouteReplace(toNetlinkRoute(r)); err != nil {
-		return fmt.Errorf("replacing route %s: %w", r, noLink(err))
-	}
-	return nil
-}
+func (h *Handle) ReplaceRoute(r Route) error { return h.apply1(Op{Kind: OpReplaceRoute, Route: r}) }
 
 // DeleteRoute implements Interface.
-func (h *Handle) DeleteRoute(r Route) error {
-	if err := h.h.RouteDel(toNetlinkRoute(r)); err != nil {
-		return fmt.Errorf("deleting route %s: %w", r, wrapNotFound(err))
+func (h *Handle) DeleteRoute(r Route) error { return h.apply1(Op{Kind: OpDeleteRoute, Route: r}) }
+
+// Apply implements Interface: the ops go to the kernel in batches of
+// writeBatch requests per message.
+func (h *Handle) Apply(ops []Op) []OpError { return h.w.apply(h.ns, ops) }
+
+func (h *Handle) apply1(op Op) error {
+	if errs := h.w.apply(h.ns, []Op{op}); len(errs) > 0 {
+		return errs[0].Err
 	}
 	return nil
 }

@@ -216,10 +216,67 @@ type Interface interface {
 	// DeleteRoute deletes the route to r.Dst in r.Table.
 	DeleteRoute(r Route) error
 
+	// Apply performs ops in order, each as the matching single call above
+	// would, and returns the failed ones in the order of their Index
+	// (none: nil). A failed op does not
+	// stop the ones after it. It is how many entries are written at once:
+	// Handle sends them to the kernel in a few messages rather than one
+	// request and one answer per entry.
+	Apply(ops []Op) []OpError
+
 	// Subscribe sends link, neighbour, FDB and route updates on the
 	// returned channel until ctx ends; the channel is closed once every
 	// goroutine the subscription started has returned.
 	Subscribe(ctx context.Context) (<-chan Update, error)
+}
+
+// OpKind names the write an Op performs.
+type OpKind uint8
+
+// The writes Apply performs: those of SetNeigh, DeleteNeigh, SetFDB,
+// DeleteFDB, ReplaceRoute and DeleteRoute.
+const (
+	OpSetNeigh OpKind = iota + 1
+	OpDeleteNeigh
+	OpSetFDB
+	OpDeleteFDB
+	OpReplaceRoute
+	OpDeleteRoute
+)
+
+// Op is one write for Apply: its Kind, and the entry the kind acts on
+// (Neigh, FDB or Route; the other two are unused).
+type Op struct {
+	Kind  OpKind
+	Neigh Neigh
+	FDB   FDB
+	Route Route
+}
+
+// OpError is the failure of the op at Index in the slice given to Apply.
+// Err is the error the matching single call would have returned.
+type OpError struct {
+	Index int
+	Err   error
+}
+
+// applyOne performs op through the single calls of nl.
+func applyOne(nl Interface, op Op) error {
+	switch op.Kind {
+	case OpSetNeigh:
+		return nl.SetNeigh(op.Neigh)
+	case OpDeleteNeigh:
+		return nl.DeleteNeigh(op.Neigh)
+	case OpSetFDB:
+		return nl.SetFDB(op.FDB)
+	case OpDeleteFDB:
+		return nl.DeleteFDB(op.FDB)
+	case OpReplaceRoute:
+		return nl.ReplaceRoute(op.Route)
+	case OpDeleteRoute:
+		return nl.DeleteRoute(op.Route)
+	}
+	return fmt.Errorf("netlink write of unknown kind %d", op.Kind)
 }
 
 func (r Route) table() int {

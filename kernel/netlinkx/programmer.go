@@ -265,39 +265,41 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 	p.mu.Unlock()
 
 	// Each step compares one key; the keys are all of want (and, for
-	// deletions, of have) or those of the delta.
+	// deletions, of have) or those of the delta. The writes are queued and
+	// go to the kernel in batches (Interface.Apply), in the order queued.
 	var errs []error
+	q := opQueue{nl: p.nl}
 	// Adds and replacements, in the order that keeps the kernel from ARPing.
 	failedGw := map[netip.Addr]bool{}
 	skipped := 0 // wanted routes absent from have
+	failed := func(op Op, err error) {
+		errs = append(errs, err)
+		switch op.Kind {
+		case OpSetNeigh:
+			failedGw[op.Neigh.IP] = true
+		case OpSetFDB:
+			for ip, n := range want.AllNeighs() {
+				if n.MAC == op.FDB.MAC {
+					failedGw[ip] = true
+				}
+			}
+		}
+	}
+	written := func(Op) { st.Added++ }
 	addNeigh := func(ip netip.Addr, n Neigh) {
 		n.Permanent = true
 		if cur, ok := have.neigh(ip); ok && cur == n {
 			return
 		}
 		p.record(func(m *memory) { m.setNeigh(ip, n) })
-		if err := p.nl.SetNeigh(n); err != nil {
-			errs = append(errs, err)
-			failedGw[ip] = true
-			return
-		}
-		st.Added++
+		q.add(Op{Kind: OpSetNeigh, Neigh: n}, written, failed)
 	}
 	addFDB := func(f FDB) {
 		if have.hasFDB(f) {
 			return
 		}
 		p.record(func(m *memory) { m.addFDB(f) })
-		if err := p.nl.SetFDB(f); err != nil {
-			errs = append(errs, err)
-			for ip, n := range want.AllNeighs() {
-				if n.MAC == f.MAC {
-					failedGw[ip] = true
-				}
-			}
-			return
-		}
-		st.Added++
+		q.add(Op{Kind: OpSetFDB, FDB: f}, written, failed)
 	}
 	addRoute := func(dst netip.Prefix, r Route) {
 		r.Table = MainTable
@@ -313,11 +315,7 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 			return
 		}
 		p.record(func(m *memory) { m.setRoute(dst, r) })
-		if err := p.nl.ReplaceRoute(r); err != nil {
-			errs = append(errs, err)
-			return
-		}
-		st.Added++
+		q.add(Op{Kind: OpReplaceRoute, Route: r}, written, failed)
 	}
 	if d == nil {
 		for ip, n := range want.AllNeighs() {
@@ -326,6 +324,9 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 		for f := range want.AllFDBs() {
 			addFDB(f)
 		}
+		// Every neighbour and FDB entry is written (or known failed)
+		// before the first route.
+		q.flush()
 		for dst, r := range want.AllRoutes() {
 			addRoute(dst, r)
 		}
@@ -340,14 +341,24 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 				addFDB(f)
 			}
 		}
+		q.flush()
 		for _, dst := range d.Routes {
 			if r, ok := want.LookupRoute(dst); ok {
 				addRoute(dst, r)
 			}
 		}
 	}
+	q.flush()
 
 	// Deletions: routes, then neighbours, then FDB entries.
+	removed := func(Op) { st.Deleted++ }
+	delFailed := func(_ Op, err error) {
+		if !errors.Is(err, ErrNotFound) {
+			errs = append(errs, err)
+			return
+		}
+		st.Deleted++
+	}
 	delRoute := func(dst netip.Prefix) {
 		if _, ok := want.LookupRoute(dst); ok {
 			return
@@ -357,11 +368,7 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 			return
 		}
 		p.record(func(m *memory) { m.deleteRoute(dst) })
-		if err := p.nl.DeleteRoute(r); err != nil && !errors.Is(err, ErrNotFound) {
-			errs = append(errs, err)
-			return
-		}
-		st.Deleted++
+		q.add(Op{Kind: OpDeleteRoute, Route: r}, removed, delFailed)
 	}
 	delNeigh := func(ip netip.Addr) {
 		if _, ok := want.LookupNeigh(ip); ok {
@@ -372,22 +379,14 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 			return
 		}
 		p.record(func(m *memory) { m.deleteNeigh(ip) })
-		if err := p.nl.DeleteNeigh(n); err != nil && !errors.Is(err, ErrNotFound) {
-			errs = append(errs, err)
-			return
-		}
-		st.Deleted++
+		q.add(Op{Kind: OpDeleteNeigh, Neigh: n}, removed, delFailed)
 	}
 	delFDB := func(f FDB) {
 		if want.HasFDB(f) || !have.hasFDB(f) {
 			return
 		}
 		p.record(func(m *memory) { m.deleteFDB(f) })
-		if err := p.nl.DeleteFDB(f); err != nil && !errors.Is(err, ErrNotFound) {
-			errs = append(errs, err)
-			return
-		}
-		st.Deleted++
+		q.add(Op{Kind: OpDeleteFDB, FDB: f}, removed, delFailed)
 	}
 	if d == nil {
 		// In a full pass have now holds every wanted key, so equal sizes
@@ -420,6 +419,7 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 			delFDB(f)
 		}
 	}
+	q.flush()
 
 	p.mu.Lock()
 	if len(errs) > 0 || p.gen != gen {
@@ -435,6 +435,48 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 	p.mu.Unlock()
 	slices.SortFunc(errs, func(a, b error) int { return cmp.Compare(a.Error(), b.Error()) })
 	return st, errors.Join(errs...)
+}
+
+// opQueue collects writes and hands them to Interface.Apply in batches,
+// then calls each op's done or failed function.
+type opQueue struct {
+	nl   Interface
+	ops  []Op
+	done []opDone
+}
+
+type opDone struct {
+	ok   func(Op)
+	fail func(Op, error)
+}
+
+// queueMax is the most writes an opQueue holds before it applies them.
+const queueMax = 256
+
+func (q *opQueue) add(op Op, ok func(Op), fail func(Op, error)) {
+	q.ops = append(q.ops, op)
+	q.done = append(q.done, opDone{ok, fail})
+	if len(q.ops) >= queueMax {
+		q.flush()
+	}
+}
+
+// flush applies the queued writes and empties the queue.
+func (q *opQueue) flush() {
+	if len(q.ops) == 0 {
+		return
+	}
+	errs := q.nl.Apply(q.ops)
+	next := 0
+	for i, op := range q.ops {
+		if next < len(errs) && errs[next].Index == i {
+			q.done[i].fail(op, errs[next].Err)
+			next++
+			continue
+		}
+		q.done[i].ok(op)
+	}
+	q.ops, q.done = q.ops[:0], q.done[:0]
 }
 
 // record changes the applied entries before the matching write, so that
