@@ -367,8 +367,6 @@ const subscribeBuffer = 8 << 20
 func (h *Handle) Subscribe(ctx context.Context) (<-chan Update, error) {
 	done := make(chan struct{})
 	links := make(chan netlink.LinkUpdate, 64)
-	neighs := make(chan netlink.NeighUpdate, 256)
-	routes := make(chan netlink.RouteUpdate, 256)
 	out := make(chan Update, 256)
 	var lostMu sync.Mutex
 	var lost []error
@@ -385,11 +383,10 @@ func (h *Handle) Subscribe(ctx context.Context) (<-chan Update, error) {
 	if err := netlink.LinkSubscribeWithOptions(links, done, netlink.LinkSubscribeOptions{Namespace: &ns, ErrorCallback: onErr, ReceiveBufferSize: subscribeBuffer, ReceiveBufferForceSize: true}); err != nil {
 		return fail("link", err)
 	}
-	if err := netlink.NeighSubscribeWithOptions(neighs, done, netlink.NeighSubscribeOptions{Namespace: &ns, ErrorCallback: onErr, ReceiveBufferSize: subscribeBuffer, ReceiveBufferForceSize: true}); err != nil {
-		return fail("neighbour", err)
-	}
-	if err := netlink.RouteSubscribeWithOptions(routes, done, netlink.RouteSubscribeOptions{Namespace: &ns, ErrorCallback: onErr, ReceiveBufferSize: subscribeBuffer, ReceiveBufferForceSize: true}); err != nil {
-		return fail("route", err)
+	// Neighbours, FDB entries and routes: subscribe_linux.go.
+	entries, err := h.subscribeEntries(done, onErr)
+	if err != nil {
+		return fail("neighbour and route", err)
 	}
 	go func() {
 		defer close(out)
@@ -404,7 +401,7 @@ func (h *Handle) Subscribe(ctx context.Context) (<-chan Update, error) {
 				stop = nil
 			}
 		}
-		for links != nil || neighs != nil || routes != nil {
+		for links != nil || entries != nil {
 			var u Update
 			var ok bool
 			select {
@@ -419,22 +416,13 @@ func (h *Handle) Subscribe(ctx context.Context) (<-chan Update, error) {
 				}
 				u = Update{Kind: LinkUpdate, Deleted: lu.Header.Type == unix.RTM_DELLINK, Link: fromNetlinkLink(lu.Link)}
 				ok = true
-			case nu, more := <-neighs:
+			case eu, more := <-entries:
 				if !more {
-					neighs = nil
-					end(errors.New("neighbour subscription ended"))
+					entries = nil
+					end(errors.New("neighbour and route subscription ended"))
 					continue
 				}
-				u, ok = neighUpdate(nu)
-			case ru, more := <-routes:
-				if !more {
-					routes = nil
-					end(errors.New("route subscription ended"))
-					continue
-				}
-				var rt Route
-				rt, ok = fromNetlinkRoute(ru.Route)
-				u = Update{Kind: RouteUpdate, Deleted: ru.Type == unix.RTM_DELROUTE, Route: rt}
+				u, ok = eu, true
 			}
 			if stop == nil {
 				continue
@@ -460,18 +448,6 @@ func (h *Handle) Subscribe(ctx context.Context) (<-chan Update, error) {
 		}
 	}()
 	return out, nil
-}
-
-func neighUpdate(nu netlink.NeighUpdate) (Update, bool) {
-	del := nu.Type == unix.RTM_DELNEIGH
-	switch nu.Family {
-	case unix.AF_BRIDGE:
-		f, ok := fromNetlinkFDB(nu.Neigh)
-		return Update{Kind: FDBUpdate, Deleted: del, FDB: f}, ok
-	case unix.AF_INET, unix.AF_INET6:
-		return Update{Kind: NeighUpdate, Deleted: del, Neigh: fromNetlinkNeigh(nu.Neigh)}, true
-	}
-	return Update{}, false
 }
 
 func send(out chan<- Update, u Update, stop <-chan struct{}) {

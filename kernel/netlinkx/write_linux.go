@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"syscall"
 	"time"
@@ -45,7 +46,7 @@ func nlaAlign(n int) int { return (n + 3) &^ 3 }
 // writer is a NETLINK_ROUTE socket in the Handle's namespace for writes.
 type writer struct {
 	mu   sync.Mutex
-	sock *nl.NetlinkSocket // nil until first used, and after a broken answer
+	sock *nl.NetlinkSocket // nil until first used; then kept, for its port id
 	seq  uint32
 	out  []byte
 	in   []byte
@@ -80,8 +81,20 @@ func (w *writer) open(ns netns.NsHandle) (int, error) {
 	return fd, nil
 }
 
-// drop closes the socket after an answer was lost or garbled, so that a
-// late answer is never taken for one of the next batch.
+// pid returns the port id of the writer's socket, opening it if need be:
+// the kernel stamps the notifications of the writer's changes with it.
+func (w *writer) pid(ns netns.NsHandle) (uint32, error) {
+	if _, err := w.open(ns); err != nil {
+		return 0, err
+	}
+	pid, err := w.sock.GetPid()
+	if err != nil {
+		return 0, fmt.Errorf("reading the port id of the netlink write socket: %w", err)
+	}
+	return pid, nil
+}
+
+// drop closes the socket (Handle.Close).
 func (w *writer) drop() {
 	if w.sock != nil {
 		w.sock.Close()
@@ -120,6 +133,9 @@ func (w *writer) batch(ns netns.NsHandle, ops []Op) []error {
 	if err != nil {
 		return fail(err)
 	}
+	if w.seq > math.MaxUint32-writeBatch {
+		w.seq = 0 // the sequence numbers of one batch never wrap
+	}
 	first := w.seq + 1
 	w.out = w.out[:0]
 	for i, op := range ops {
@@ -146,19 +162,18 @@ func (w *writer) batch(ns netns.NsHandle, ops []Op) []error {
 		n, _, err := unix.Recvfrom(fd, w.in, 0)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			if err := waitReadable(fd, deadline); err != nil {
-				w.drop()
+				// A late answer is told from the next batch's by its
+				// sequence number.
 				return fail(err)
 			}
 			continue
 		}
 		if err != nil {
 			// ENOBUFS: answers were dropped, which ones is unknown.
-			w.drop()
 			return fail(fmt.Errorf("reading the kernel's answers to %d netlink requests: %w", len(ops), err))
 		}
 		msgs, err := syscall.ParseNetlinkMessage(w.in[:n])
 		if err != nil {
-			w.drop()
 			return fail(fmt.Errorf("parsing the kernel's answers to %d netlink requests: %w", len(ops), err))
 		}
 		for _, m := range msgs {
