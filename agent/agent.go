@@ -446,6 +446,13 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 	snapshot := false // the watch's first batch has arrived
 	dirty := true     // the desired state changed since the last Set
 	bulk := 0         // leases changed since the last Set
+	// Lease changes since freed memory was last returned to the OS, and the
+	// timer that returns it once a stream of them has been quiet a while.
+	sinceRelease := 0
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
+	var settleC <-chan time.Time
 	// The subnets changed since the last Set, handed to the backend so that
 	// it looks at those alone (backend.State.Incremental); incremental is
 	// false when the backend must compare every peer (the first Set, a new
@@ -555,6 +562,12 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		case <-hostWait:
 			hostWait = nil
 			markReady()
+		case <-settleC:
+			// A stream of many small Sets has ended (see bulkRelease).
+			settleC = nil
+			sinceRelease = 0
+			debug.FreeOSMemory()
+			a.m.MemoryReleases.Inc()
 		}
 		// Take whatever else is already waiting, so a burst costs one Set.
 	drain:
@@ -630,13 +643,25 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 		}
 		a.m.PeersProgrammed.Set(float64(nPeers))
 		dirty = false
-		if bulk > bulkRelease {
+		sinceRelease += bulk
+		switch {
+		case bulk >= bulkRelease:
 			// A big batch (the first listing, a burst) leaves megabytes of
 			// decoded etcd responses and netlink messages behind; the
 			// runtime would return them to the OS only over minutes.
 			// One GC now (milliseconds) keeps the agent's RSS at what it
 			// really holds.
 			debug.FreeOSMemory()
+			a.m.MemoryReleases.Inc()
+			sinceRelease = 0
+			settle.Stop()
+			settleC = nil
+		case sinceRelease >= bulkRelease:
+			// As many changes arriving one by one (a cluster cold start, a
+			// restore) leave as much behind, over many Sets: the same GC
+			// once no Set has run for settleAfter.
+			settle.Reset(settleAfter)
+			settleC = settle.C
 		}
 		bulk = 0
 		if err != nil {
@@ -675,9 +700,14 @@ func (a *Agent) steadyProcs() {
 	}
 }
 
-// bulkRelease is the number of lease changes in one Set above which the
-// agent returns freed memory to the OS right after it.
+// bulkRelease is the number of lease changes in one Set from which on the
+// agent returns freed memory to the OS right after it (and, over many
+// Sets, settleAfter after the last).
 const bulkRelease = 1000
+
+// settleAfter is how long after the last of many small Sets, together over
+// bulkRelease lease changes, the agent returns freed memory to the OS.
+const settleAfter = time.Second
 
 // setUpHost turns forwarding on and, with a firewall, runs its keeper
 // until ctx ends; done is closed once forwarding is on and the keeper's

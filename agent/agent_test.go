@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/vxlan"
 	"github.com/weftnet/weft/kernel/netlinkx"
@@ -730,5 +732,38 @@ func TestSteadyProcs(t *testing.T) {
 				t.Errorf("GOMAXPROCS %d once ready, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestStreamReleasesMemory checks that freed memory goes back to the OS
+// once after 1,000 lease changes that came over many small Sets, when the
+// stream has been quiet for settleAfter, and not after fewer changes.
+func TestStreamReleasesMemory(t *testing.T) {
+	r := newRig(t, func(o *Options) { o.Coalesce = time.Millisecond })
+	r.start()
+	r.mgr.send(t) // the first listing: no peers
+	r.waitReady()
+	releases := func() float64 { return testutil.ToFloat64(r.metrics.MemoryReleases) }
+	base := releases()
+	stream := func(from, to int) {
+		for k := from; k < to; k++ {
+			r.mgr.send(t, added(peer(k))...)
+		}
+		last := peer(to - 1)
+		r.eventually("the last peer of the stream to be programmed", func() bool { return strings.Contains(r.nl.Dump(), routeLine(last)) })
+	}
+	stream(2, 2+bulkRelease-1)
+	time.Sleep(settleAfter + settleAfter/2)
+	if got := releases() - base; got != 0 {
+		t.Fatalf("%v memory releases after %d changes, want none below %d", got, bulkRelease-1, bulkRelease)
+	}
+	stream(2+bulkRelease-1, 2+bulkRelease)
+	if sets := len(r.be.sets()); sets < 10 {
+		t.Fatalf("%d Sets for %d changes sent one by one: not a stream of small Sets", sets, bulkRelease)
+	}
+	r.eventually("memory to be released after the quiet time", func() bool { return releases()-base == 1 })
+	time.Sleep(settleAfter + settleAfter/2)
+	if got := releases() - base; got != 1 {
+		t.Errorf("%v memory releases for one stream, want 1", got)
 	}
 }

@@ -24,6 +24,9 @@ type Metrics struct {
 	InitialProgram    prometheus.Gauge
 	InitialProgramCPU prometheus.Gauge
 	BackendInfo       *prometheus.GaugeVec
+	// MemoryReleases counts the times the agent returned freed memory to
+	// the OS after many lease changes (a burst, or a stream once quiet).
+	MemoryReleases prometheus.Counter
 }
 
 // NewMetrics creates and registers the agent's metrics.
@@ -65,10 +68,13 @@ func NewMetrics() *Metrics {
 		BackendInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "weft_backend_info", Help: "Always 1, labelled with the backend type and its engine (kernel, or userspace for wireguard-go).",
 		}, []string{"backend", "engine"}),
+		MemoryReleases: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "weft_memory_releases_total", Help: "Times the agent collected garbage and returned freed memory to the OS after 1,000 or more lease changes: after the Set of a burst, or 1 s after the last Set of a stream.",
+		}),
 	}
 	m.Registry.MustRegister(m.LeasesKnown, m.PeersProgrammed, m.ReconcileRuns, m.ReconcileErrors,
 		m.ReconcileTime, m.WatchRestarts, m.EtcdLatency, m.LeaseChanges, m.InitialProgram, m.InitialProgramCPU,
-		m.BackendInfo,
+		m.BackendInfo, m.MemoryReleases,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
