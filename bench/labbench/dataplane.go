@@ -105,8 +105,23 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, s
 	// The floor under vxlan's two overlay rows: the same paths made by
 	// hand between the same two hosts, no agent involved (floor.go).
 	var rawDev, rawPod *leg
+	if backend == "host-gw" && !six {
+		fl, err := b.buildFloor(ctx, h1, h2, true)
+		if err != nil {
+			return nil, err
+		}
+		defer b.dropFloor(h1, h2)
+		srv, err := start(nsArgv(fl.serverNS, "iperf3", "-s"), io.Discard)
+		if err != nil {
+			return nil, err
+		}
+		defer stop(srv)
+		rawPod = newLeg("floor: TCP pod to pod through a bridge and veth made by hand, routed over the underlay (no agent)", fl.podNS, fl.pod, h1.Name+"-pod0")
+		rawPod.setup = floorHostGWCommand(h1, h2) + "; "
+		legs = append(legs, rawPod)
+	}
 	if backend == "vxlan" && !six {
-		fl, err := b.buildFloor(ctx, h1, h2)
+		fl, err := b.buildFloor(ctx, h1, h2, false)
 		if err != nil {
 			return nil, err
 		}
@@ -159,6 +174,11 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, s
 			c.cost.Note = spread(c.cost.Samples)
 			out = append(out, c.cost)
 		}
+	}
+	if rawPod != nil && rawDev == nil {
+		out = append(out,
+			againstFloor(backend+": Weft's TCP pod to pod, against the hand-made pod path", over.gbps, rawPod.gbps),
+			againstFloor(backend+": Weft's pod to pod, CPU per GB, against the hand-made pod path's", over.cost, rawPod.cost))
 	}
 	if rawDev != nil {
 		dev, pod := legs[1], over

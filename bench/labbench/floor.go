@@ -20,6 +20,11 @@ import (
 // subnet's .1, a veth pair with the overlay's MTU, and a namespace holding
 // .2 with a default route through the bridge.
 //
+// The hand-made host-gw floor is the same pod-like half on each host (its
+// veth at the underlay's MTU, as host-gw advertises), with the peer's
+// subnet routed through the peer's underlay address: what backend/hostgw
+// programs, and no device at all.
+//
 // Everything it adds lives inside the lab's host namespaces, or in
 // namespaces named like the lab's pods (pod number 0, which the lab never
 // uses), so `weft lab down` removes it even after a crash.
@@ -59,33 +64,42 @@ type floor struct {
 }
 
 // floorDevSteps returns the `ip` argv (without "ip") that build host i's
-// (1-based) half of the hand-made path: its device and its pod-like hops.
-// They come before the peer entries (floorPeerSteps), which need the
-// other half's device MAC.
-func floorDevSteps(i int, h lab.Host) [][]string {
+// (1-based) half of the hand-made path: its device (vxlan only) and its
+// pod-like hops. They come before the peer entries (floorPeerSteps), which
+// need the other half's device MAC.
+func floorDevSteps(i int, h lab.Host, hostgw bool) [][]string {
 	sub := floorSubnet(i)
 	devAddr := sub.Addr()
 	brAddr := devAddr.Next()
 	podAddr := brAddr.Next()
 	pod := floorPodNS(h)
-	return [][]string{
-		{"-n", h.NS, "link", "add", floorDev, "type", "vxlan", "id", fmt.Sprint(floorVNI), "dstport", fmt.Sprint(floorPort),
-			"local", h.Addr.String(), "dev", "eth0", "nolearning"},
-		{"-n", h.NS, "addr", "add", netip.PrefixFrom(devAddr, 32).String(), "dev", floorDev},
-		{"-n", h.NS, "link", "set", floorDev, "up"},
-		// The pod-like hops: bridge (cni0), veth pair at the overlay's MTU
-		// (the device's, 50 below the underlay's), pod namespace.
+	// The veth at the overlay's MTU: the VXLAN device's, 50 below the
+	// underlay's, or the underlay's for host-gw.
+	mtu := "1450"
+	var steps [][]string
+	if hostgw {
+		mtu = "1500"
+	} else {
+		steps = [][]string{
+			{"-n", h.NS, "link", "add", floorDev, "type", "vxlan", "id", fmt.Sprint(floorVNI), "dstport", fmt.Sprint(floorPort),
+				"local", h.Addr.String(), "dev", "eth0", "nolearning"},
+			{"-n", h.NS, "addr", "add", netip.PrefixFrom(devAddr, 32).String(), "dev", floorDev},
+			{"-n", h.NS, "link", "set", floorDev, "up"},
+		}
+	}
+	return append(steps, [][]string{
+		// The pod-like hops: bridge (cni0), veth pair, pod namespace.
 		{"netns", "add", pod},
 		{"-n", h.NS, "link", "add", floorBr, "type", "bridge"},
 		{"-n", h.NS, "addr", "add", netip.PrefixFrom(brAddr, sub.Bits()).String(), "dev", floorBr},
 		{"-n", h.NS, "link", "set", floorBr, "up"},
-		{"-n", h.NS, "link", "add", floorVeth, "mtu", "1450", "type", "veth", "peer", "name", "eth0", "mtu", "1450", "netns", pod},
+		{"-n", h.NS, "link", "add", floorVeth, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "mtu", mtu, "netns", pod},
 		{"-n", h.NS, "link", "set", floorVeth, "master", floorBr, "up"},
 		{"-n", pod, "link", "set", "lo", "up"},
 		{"-n", pod, "addr", "add", netip.PrefixFrom(podAddr, sub.Bits()).String(), "dev", "eth0"},
 		{"-n", pod, "link", "set", "eth0", "up"},
 		{"-n", pod, "route", "add", "default", "via", brAddr.String()},
-	}
+	}...)
 }
 
 // floorPeerSteps are host h's entries for peer j (1-based) whose device
@@ -99,20 +113,38 @@ func floorPeerSteps(h lab.Host, j int, mac string) [][]string {
 	}
 }
 
-// buildFloor builds the hand-made path between h1 and h2. On failure it
-// removes what it made; on success the caller removes it with dropFloor.
-func (b *Bench) buildFloor(ctx context.Context, h1, h2 lab.Host) (*floor, error) {
+// floorHostGWCommand is the shape of the hand-made host-gw path.
+func floorHostGWCommand(h lab.Host, peer lab.Host) string {
+	return fmt.Sprintf("ip -n %s route add %s via %s dev eth0, to a bridge and veth made by hand (bench/labbench/floor.go)",
+		h.NS, floorSubnet(2), peer.Addr)
+}
+
+// buildFloor builds the hand-made path between h1 and h2: VXLAN, or with
+// hostgw the routed one. On failure it removes what it made; on success
+// the caller removes it with dropFloor.
+func (b *Bench) buildFloor(ctx context.Context, h1, h2 lab.Host, hostgw bool) (*floor, error) {
 	hosts := []lab.Host{h1, h2}
 	fail := func(err error) (*floor, error) {
 		b.dropFloor(h1, h2)
-		return nil, fmt.Errorf("building the hand-made VXLAN floor: %w", err)
+		return nil, fmt.Errorf("building the hand-made floor: %w", err)
 	}
 	for i, h := range hosts {
-		for _, s := range floorDevSteps(i+1, h) {
+		for _, s := range floorDevSteps(i+1, h, hostgw) {
 			if _, err := run(ctx, append([]string{"ip"}, s...)...); err != nil {
 				return fail(err)
 			}
 		}
+	}
+	dev2 := floorSubnet(2).Addr()
+	fl := &floor{dev: dev2, pod: dev2.Next().Next(), podNS: floorPodNS(h1), serverNS: floorPodNS(h2)}
+	if hostgw {
+		for i, h := range hosts {
+			j := 1 - i
+			if _, err := run(ctx, "ip", "-n", h.NS, "route", "add", floorSubnet(j+1).String(), "via", hosts[j].Addr.String(), "dev", "eth0"); err != nil {
+				return fail(err)
+			}
+		}
+		return fl, nil
 	}
 	macs := make([]string, 2)
 	for i, h := range hosts {
@@ -136,8 +168,7 @@ func (b *Bench) buildFloor(ctx context.Context, h1, h2 lab.Host) (*floor, error)
 			return fail(err)
 		}
 	}
-	dev2 := floorSubnet(2).Addr()
-	return &floor{dev: dev2, pod: dev2.Next().Next(), podNS: floorPodNS(h1), serverNS: floorPodNS(h2)}, nil
+	return fl, nil
 }
 
 // dropFloor removes the hand-made path, best-effort: the pod-like
@@ -147,5 +178,8 @@ func (b *Bench) dropFloor(h1, h2 lab.Host) {
 		_, _ = run(context.Background(), "ip", "netns", "del", floorPodNS(h))
 		_, _ = run(context.Background(), "ip", "-n", h.NS, "link", "del", floorDev)
 		_, _ = run(context.Background(), "ip", "-n", h.NS, "link", "del", floorBr)
+		for j := 1; j <= 2; j++ {
+			_, _ = run(context.Background(), "ip", "-n", h.NS, "route", "del", floorSubnet(j).String())
+		}
 	}
 }

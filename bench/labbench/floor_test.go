@@ -15,14 +15,20 @@ import (
 	"github.com/weftnet/weft/ops/lab"
 )
 
-// TestFloor builds the hand-made VXLAN path between two namespaces joined
-// by a veth pair (each end eth0, like a lab host's), checks the device has
-// the options the bench claims, that both legs carry traffic, and that
-// dropFloor leaves nothing behind.
+// TestFloor builds each hand-made path (VXLAN, and host-gw's routed one)
+// between two namespaces joined by a veth pair (each end eth0, like a lab
+// host's), checks it has the shape the bench claims, that its legs carry
+// traffic, and that dropFloor leaves nothing behind.
 func TestFloor(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("TestFloor makes network namespaces: run it as root")
 	}
+	for _, hostgw := range []bool{false, true} {
+		t.Run(map[bool]string{false: "vxlan", true: "host-gw"}[hostgw], func(t *testing.T) { testFloor(t, hostgw) })
+	}
+}
+
+func testFloor(t *testing.T, hostgw bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	prefix := fmt.Sprintf("lbf%d", os.Getpid()%100000)
@@ -44,30 +50,44 @@ func TestFloor(t *testing.T) {
 		mustRun(t, ctx, "ip", "netns", "exec", h.NS, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	}
 	b := &Bench{Log: io.Discard}
-	fl, err := b.buildFloor(ctx, hosts[0], hosts[1])
+	fl, err := b.buildFloor(ctx, hosts[0], hosts[1], hostgw)
 	if err != nil {
 		t.Fatal(err)
-	}
-	if want := netip.MustParseAddr("10.77.2.0"); fl.dev != want {
-		t.Errorf("device address %s, want %s", fl.dev, want)
 	}
 	if want := netip.MustParseAddr("10.77.2.2"); fl.pod != want {
 		t.Errorf("pod address %s, want %s", fl.pod, want)
 	}
-	link := mustRun(t, ctx, "ip", "-d", "-n", hosts[0].NS, "link", "show", floorDev)
-	for _, want := range []string{"mtu 1450", "vxlan id 4242", "local 198.51.100.1 dev eth0", "dstport 4789", "nolearning"} {
-		if !strings.Contains(link, want) {
-			t.Errorf("%s lacks %q:\n%s", floorDev, want, link)
+	route := mustRun(t, ctx, "ip", "-n", hosts[0].NS, "route", "get", fl.pod.String())
+	podLink := mustRun(t, ctx, "ip", "-n", fl.podNS, "link", "show", "eth0")
+	if hostgw {
+		// Routed over the underlay to the peer's address, pods at its MTU.
+		if want := "via 198.51.100.2 dev eth0"; !strings.Contains(route, want) {
+			t.Errorf("route to %s lacks %q: %s", fl.pod, want, route)
+		}
+		if !strings.Contains(podLink, "mtu 1500") {
+			t.Errorf("pod link not at the underlay's MTU:\n%s", podLink)
+		}
+	} else {
+		if want := netip.MustParseAddr("10.77.2.0"); fl.dev != want {
+			t.Errorf("device address %s, want %s", fl.dev, want)
+		}
+		link := mustRun(t, ctx, "ip", "-d", "-n", hosts[0].NS, "link", "show", floorDev)
+		for _, want := range []string{"mtu 1450", "vxlan id 4242", "local 198.51.100.1 dev eth0", "dstport 4789", "nolearning"} {
+			if !strings.Contains(link, want) {
+				t.Errorf("%s lacks %q:\n%s", floorDev, want, link)
+			}
+		}
+		// The host leg, to the peer's device address.
+		mustRun(t, ctx, "ip", "netns", "exec", hosts[0].NS, "ping", "-c1", "-W2", fl.dev.String())
+		// The pod-to-pod leg goes over the VXLAN device, not around it.
+		if !strings.Contains(route, "dev "+floorDev) {
+			t.Errorf("route to %s does not use %s: %s", fl.pod, floorDev, route)
+		}
+		if !strings.Contains(podLink, "mtu 1450") {
+			t.Errorf("pod link not at the device's MTU:\n%s", podLink)
 		}
 	}
-	// Both legs, as iperf3 would run them: host to the peer's device
-	// address, and pod to pod.
-	mustRun(t, ctx, "ip", "netns", "exec", hosts[0].NS, "ping", "-c1", "-W2", fl.dev.String())
 	mustRun(t, ctx, "ip", "netns", "exec", fl.podNS, "ping", "-c1", "-W2", fl.pod.String())
-	// The pod-to-pod leg goes over the VXLAN device, not around it.
-	if out := mustRun(t, ctx, "ip", "-n", hosts[0].NS, "route", "get", fl.pod.String()); !strings.Contains(out, "dev "+floorDev) {
-		t.Errorf("route to %s does not use %s: %s", fl.pod, floorDev, out)
-	}
 
 	b.dropFloor(hosts[0], hosts[1])
 	for _, h := range hosts {
@@ -76,6 +96,9 @@ func TestFloor(t *testing.T) {
 		}
 		if out, _ := exec.Command("ip", "-n", h.NS, "-br", "link").CombinedOutput(); strings.Contains(string(out), "floor") {
 			t.Errorf("links left in %s after dropFloor:\n%s", h.NS, out)
+		}
+		if out, _ := exec.Command("ip", "-n", h.NS, "route").CombinedOutput(); strings.Contains(string(out), "10.77.") {
+			t.Errorf("routes left in %s after dropFloor:\n%s", h.NS, out)
 		}
 	}
 }
