@@ -566,6 +566,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			// A stream of many small Sets has ended (see bulkRelease).
 			settleC = nil
 			sinceRelease = 0
+			peers.compact()
 			debug.FreeOSMemory()
 			a.m.MemoryReleases.Inc()
 		}
@@ -651,6 +652,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			// runtime would return them to the OS only over minutes.
 			// One GC now (milliseconds) keeps the agent's RSS at what it
 			// really holds.
+			peers.compact()
 			debug.FreeOSMemory()
 			a.m.MemoryReleases.Inc()
 			sinceRelease = 0

@@ -153,6 +153,15 @@ func (s *peerSet) all() []subnet.Lease {
 	return s.sorted
 }
 
+// compact gives the sorted slice back the room that growing it by merges
+// left beyond its length (up to a quarter), once changes have stopped.
+// Call it between merges only: the slice all returned before is stale.
+func (s *peerSet) compact() {
+	if cap(s.sorted)-len(s.sorted) > len(s.sorted)/16 {
+		s.sorted = slices.Clone(s.sorted)
+	}
+}
+
 // has reports whether the set holds a lease for p.
 func (s *peerSet) has(p netip.Prefix) bool {
 	_, ok := s.lookup(p)

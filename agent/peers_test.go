@@ -240,3 +240,31 @@ func BenchmarkPeerSetStream(b *testing.B) {
 		}
 	}
 }
+
+// A set grown by many merges holds spare room; compact gives it back and
+// keeps the leases.
+func TestPeerSetCompact(t *testing.T) {
+	s := newPeerSet()
+	add := func(k int) {
+		s.apply([]subnet.Event{{Type: subnet.EventAdded, Lease: lease(fmt.Sprintf("10.%d.%d.0/24", k>>8, k&255), "192.0.2.1")}})
+	}
+	for k := range 1000 {
+		add(k)
+	}
+	s.all()
+	for k := 1000; k < 1300; k++ {
+		add(k)
+		s.all() // one merge per lease, as a stream of Sets does
+	}
+	before := slices.Clone(s.all())
+	if spare := cap(s.sorted) - len(s.sorted); spare <= len(s.sorted)/16 {
+		t.Fatalf("spare room %d after merges: the test does not grow the slice by merges", spare)
+	}
+	s.compact()
+	if spare := cap(s.sorted) - len(s.sorted); spare > len(s.sorted)/16 {
+		t.Errorf("spare room %d of %d after compact", spare, len(s.sorted))
+	}
+	if got := s.all(); !slices.EqualFunc(got, before, func(a, b subnet.Lease) bool { return a.Subnet == b.Subnet && a.Attrs.Equal(b.Attrs) }) {
+		t.Errorf("compact changed the set: %d leases, want %d", len(got), len(before))
+	}
+}
