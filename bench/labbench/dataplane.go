@@ -102,11 +102,13 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, s
 		}
 		legs = append(legs, over)
 	}
-	// The floor under vxlan's two overlay rows: the same paths made by
-	// hand between the same two hosts, no agent involved (floor.go).
+	// The floor under the overlay rows of vxlan and host-gw: the same paths
+	// made by hand between the same two hosts, no agent involved
+	// (floor.go), with an iperf3 server in the hand-made pod.
 	var rawDev, rawPod *leg
-	if backend == "host-gw" && !six {
-		fl, err := b.buildFloor(ctx, h1, h2, true)
+	if (backend == "vxlan" || backend == "host-gw") && !six {
+		hostgw := backend == "host-gw"
+		fl, err := b.buildFloor(ctx, h1, h2, hostgw)
 		if err != nil {
 			return nil, err
 		}
@@ -116,27 +118,18 @@ func (b *Bench) DataPlane(ctx context.Context, backend string, secs, reps int, s
 			return nil, err
 		}
 		defer stop(srv)
-		rawPod = newLeg("floor: TCP pod to pod through a bridge and veth made by hand, routed over the underlay (no agent)", fl.podNS, fl.pod, h1.Name+"-pod0")
-		rawPod.setup = floorHostGWCommand(h1, h2) + "; "
-		legs = append(legs, rawPod)
-	}
-	if backend == "vxlan" && !six {
-		fl, err := b.buildFloor(ctx, h1, h2, false)
-		if err != nil {
-			return nil, err
+		if hostgw {
+			rawPod = newLeg("floor: TCP pod to pod through a bridge and veth made by hand, routed over the underlay (no agent)", fl.podNS, fl.pod, h1.Name+"-pod0")
+			rawPod.setup = floorHostGWCommand(h1, h2) + "; "
+			legs = append(legs, rawPod)
+		} else {
+			rawDev = newLeg("floor: TCP host to host through a VXLAN device made by hand (no agent)", h1.NS, fl.dev, h1.Name)
+			rawPod = newLeg("floor: TCP pod to pod through a VXLAN device, bridge and veth made by hand (no agent)", fl.podNS, fl.pod, h1.Name+"-pod0")
+			rawDev.setup = floorCommand(h1) + "; "
+			rawPod.setup = rawDev.setup
+			// Each after the Weft row it is the floor of.
+			legs = []*leg{legs[0], legs[1], rawDev, legs[2], rawPod}
 		}
-		defer b.dropFloor(h1, h2)
-		srv, err := start(nsArgv(fl.serverNS, "iperf3", "-s"), io.Discard)
-		if err != nil {
-			return nil, err
-		}
-		defer stop(srv)
-		rawDev = newLeg("floor: TCP host to host through a VXLAN device made by hand (no agent)", h1.NS, fl.dev, h1.Name)
-		rawPod = newLeg("floor: TCP pod to pod through a VXLAN device, bridge and veth made by hand (no agent)", fl.podNS, fl.pod, h1.Name+"-pod0")
-		rawDev.setup = floorCommand(h1) + "; "
-		rawPod.setup = rawDev.setup
-		// Each after the Weft row it is the floor of.
-		legs = []*leg{legs[0], legs[1], rawDev, legs[2], rawPod}
 	}
 	if backend == "wireguard" {
 		over.gbps.Note = "target: at least 0.3 of the underlay, or the wireguard-go floor's ratio (previous row) if lower"

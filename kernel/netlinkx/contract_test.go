@@ -431,17 +431,21 @@ func diffLines(kernel, fake string) string {
 	return b.String()
 }
 
-// A peer that keeps its VtepMAC and moves to another PublicIP: the
-// programmer writes the new destination before it deletes the old, so the
-// kernel must end with the new one (with an append, the kernel kept the old
-// destination and the delete then removed the MAC's only entry).
-func TestProgrammerMovesFDBDestination(t *testing.T) {
+// underlayNS returns a fresh namespace whose eth0 (one end of a veth pair,
+// up) holds local/24, and a Handle in it.
+func underlayNS(t *testing.T, name string) (*netnstest.NS, *netlinkx.Handle) {
+	t.Helper()
 	netnstest.SkipUnlessRoot(t)
-	ns := netnstest.NewNS(t, "nlxp")
+	ns := netnstest.NewNS(t, name)
 	ns.MustExec(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
 	ns.MustExec(t, "ip", "addr", "add", netip.PrefixFrom(local, 24).String(), "dev", "eth0")
 	ns.MustExec(t, "ip", "link", "set", "eth0", "up")
-	h := ns.Netlink(t)
+	return ns, ns.Netlink(t)
+}
+
+// upVXLAN creates flannel.1 on h, brings it up and returns its index.
+func upVXLAN(t *testing.T, h netlinkx.Interface) int {
+	t.Helper()
 	e := env{h}
 	if err := e.vxlan(0); err != nil {
 		t.Fatal(err)
@@ -450,6 +454,16 @@ func TestProgrammerMovesFDBDestination(t *testing.T) {
 	if err := h.SetLinkUp(idx); err != nil {
 		t.Fatal(err)
 	}
+	return idx
+}
+
+// A peer that keeps its VtepMAC and moves to another PublicIP: the
+// programmer writes the new destination before it deletes the old, so the
+// kernel must end with the new one (with an append, the kernel kept the old
+// destination and the delete then removed the MAC's only entry).
+func TestProgrammerMovesFDBDestination(t *testing.T) {
+	_, h := underlayNS(t, "nlxp")
+	idx := upVXLAN(t, h)
 	p := netlinkx.NewProgrammer(h, func(netlinkx.Route, int) bool { return false }, -1)
 	for _, dst := range []netip.Addr{peer2, peer3} {
 		want := netlinkx.NewEntries(1)

@@ -3,32 +3,19 @@ package netlinkx_test
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/weftnet/weft/kernel/netlinkx"
-	"github.com/weftnet/weft/test/netnstest"
 )
 
 // The Handle's subscription leaves out the echoes of its own neighbour and
 // route writes (its socket filter drops them in the kernel) and reads every
 // change made by anyone else, with the fields the programmer compares.
 func TestSubscribeLeavesOutOwnEchoes(t *testing.T) {
-	netnstest.SkipUnlessRoot(t)
-	ns := netnstest.NewNS(t, "nlxs")
-	ns.MustExec(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
-	ns.MustExec(t, "ip", "addr", "add", netip.PrefixFrom(local, 24).String(), "dev", "eth0")
-	ns.MustExec(t, "ip", "link", "set", "eth0", "up")
-	h := ns.Netlink(t)
+	ns, h := underlayNS(t, "nlxs")
 	e := env{h}
-	if err := e.vxlan(0); err != nil {
-		t.Fatal(err)
-	}
-	vx := e.idx("flannel.1")
-	if err := h.SetLinkUp(vx); err != nil {
-		t.Fatal(err)
-	}
+	vx := upVXLAN(t, h)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	updates, err := h.Subscribe(ctx)

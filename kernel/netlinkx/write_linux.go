@@ -235,17 +235,14 @@ func answerErr(m syscall.NetlinkMessage) error {
 	if nlaAlign(echoed) > len(rest) {
 		return err
 	}
-	for a := rest[nlaAlign(echoed):]; len(a) >= unix.SizeofRtAttr; {
-		l, typ := int(binary.NativeEndian.Uint16(a)), binary.NativeEndian.Uint16(a[2:])
-		if l < unix.SizeofRtAttr || l > len(a) {
-			break
-		}
+	msg := ""
+	attrs(rest[nlaAlign(echoed):], func(typ uint16, v []byte) {
 		if typ == nl.NLMSGERR_ATTR_MSG {
-			if msg := unix.ByteSliceToString(a[unix.SizeofRtAttr:l]); msg != "" {
-				return fmt.Errorf("%w: %s", err, msg)
-			}
+			msg = unix.ByteSliceToString(v)
 		}
-		a = a[min(nlaAlign(l), len(a)):]
+	})
+	if msg != "" {
+		return fmt.Errorf("%w: %s", err, msg)
 	}
 	return err
 }

@@ -8,19 +8,13 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/kernel/netlinkx"
-	"github.com/weftnet/weft/test/netnstest"
 )
 
 // Apply sends its ops in batches of a limited size: failures on both sides
 // of a batch boundary keep their index, the ops after a failure are
 // written, and each error says what the single call would have said.
 func TestApplyAcrossBatches(t *testing.T) {
-	netnstest.SkipUnlessRoot(t)
-	ns := netnstest.NewNS(t, "nlxa")
-	ns.MustExec(t, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
-	ns.MustExec(t, "ip", "addr", "add", netip.PrefixFrom(local, 24).String(), "dev", "eth0")
-	ns.MustExec(t, "ip", "link", "set", "eth0", "up")
-	h := ns.Netlink(t)
+	_, h := underlayNS(t, "nlxa")
 	eth0 := env{h}.idx("eth0")
 
 	const n = 300
