@@ -45,7 +45,8 @@ func (b *Bench) LabUp(ctx context.Context, reps int) ([]report.Measurement, erro
 // the pod attachment's (for wireguard, the wireguard-go floor). For
 // vxlan over IPv4 it also measures both paths made by hand with `ip`
 // between the same two hosts, no agent involved (floor.go), each beside
-// Weft's, and rows giving Weft's figure against that floor.
+// Weft's, and rows giving Weft's figure against that floor; for host-gw
+// over IPv4 the hand-made pod path, routed over the underlay.
 //
 // Beside each throughput it reports the CPU the transfer cost per GB
 // (iperf3's own client and server processes, which on veth links also run
