@@ -2,7 +2,6 @@ package wireguard
 
 import (
 	"net/netip"
-	"slices"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/kernel/wg"
@@ -19,43 +18,12 @@ var ula = netip.MustParsePrefix("fc00::/7")
 // PublicIPv6, auto: per peer, as flanneld's selectMode).
 func (d *device) desiredSingle(s backend.State) ([]wg.Peer, []error) {
 	b := d.b
-	cmp := func(x, y subnet.Lease) int { return wg.ComparePrefix(x.Primary(), y.Primary()) }
-	peers := s.Peers
-	if !slices.IsSortedFunc(peers, cmp) {
-		peers = slices.Clone(peers)
-		slices.SortFunc(peers, cmp)
-	}
-	type cand struct {
-		lease *subnet.Lease
-		peer  wg.Peer
-	}
-	var cands []cand
-	var errs []error
-	byKey := map[wg.Key][]int{}
 	own := s.Own.Primary()
-	for i := 0; i < len(peers); {
-		j := i + 1
-		for j < len(peers) && peers[j].Primary() == peers[i].Primary() {
-			j++
-		}
-		group := peers[i:j]
-		i = j
-		p := &group[0]
-		if p.Primary() == own {
-			continue
-		}
-		fail := func(p *subnet.Lease, format string, args ...any) {
-			errs = append(errs, b.Skip(p, format, args...))
-		}
-		if len(group) > 1 {
-			for k := range group {
-				fail(&group[k], "another peer holds subnet %s", p.Primary())
-			}
-			continue
-		}
+	primary := func(l *subnet.Lease) netip.Prefix { return l.Primary() }
+	return d.collect(s, primary, func(sn netip.Prefix) bool { return sn == own }, func(p *subnet.Lease, fail func(string, ...any)) (wg.Peer, bool) {
 		if p.Attrs.BackendType != TypeName {
-			fail(p, "BackendType %q, want %q", p.Attrs.BackendType, TypeName)
-			continue
+			fail("BackendType %q, want %q", p.Attrs.BackendType, TypeName)
+			return wg.Peer{}, false
 		}
 		var allowed []netip.Prefix
 		var d4, d6 *PeerData
@@ -63,16 +31,16 @@ func (d *device) desiredSingle(s backend.State) ([]wg.Peer, []error) {
 			ip := p.Attrs.PublicIP
 			switch {
 			case !b.Cfg.Contains(p.Subnet):
-				fail(p, "subnet %v is not a /%d of network %s", p.Subnet, b.Cfg.SubnetLen, b.Cfg.Network)
-				continue
+				fail("subnet %v is not a /%d of network %s", p.Subnet, b.Cfg.SubnetLen, b.Cfg.Network)
+				return wg.Peer{}, false
 			case !ip.Is4() || !subnet.IsUsableUnicast(ip):
-				fail(p, "PublicIP is not a unicast IPv4 address")
-				continue
+				fail("PublicIP is not a unicast IPv4 address")
+				return wg.Peer{}, false
 			}
 			pd, err := ParseBackendData(p.Attrs.BackendData)
 			if err != nil {
-				fail(p, "%v", err)
-				continue
+				fail("%v", err)
+				return wg.Peer{}, false
 			}
 			d4 = &pd
 			allowed = append(allowed, p.Subnet)
@@ -80,63 +48,45 @@ func (d *device) desiredSingle(s backend.State) ([]wg.Peer, []error) {
 		if p.IPv6Subnet.IsValid() || !b.Cfg.EnableIPv4 {
 			switch {
 			case !b.Cfg.ContainsIPv6(p.IPv6Subnet):
-				fail(p, "IPv6 subnet %v is not a /%d of IPv6 network %s", p.IPv6Subnet, b.Cfg.IPv6SubnetLen, b.Cfg.IPv6Network)
-				continue
+				fail("IPv6 subnet %v is not a /%d of IPv6 network %s", p.IPv6Subnet, b.Cfg.IPv6SubnetLen, b.Cfg.IPv6Network)
+				return wg.Peer{}, false
 			case !subnet.IsUsableUnicast6(p.Attrs.IPv6()):
-				fail(p, "PublicIPv6 %v is not a global unicast IPv6 address", p.Attrs.IPv6())
-				continue
+				fail("PublicIPv6 %v is not a global unicast IPv6 address", p.Attrs.IPv6())
+				return wg.Peer{}, false
 			}
 			pd, err := ParseBackendData(p.Attrs.BackendV6Data)
 			if err != nil {
-				fail(p, "BackendV6Data: %v", err)
-				continue
+				fail("BackendV6Data: %v", err)
+				return wg.Peer{}, false
 			}
 			d6 = &pd
 			allowed = append(allowed, p.IPv6Subnet)
 		}
-		key := func() PeerData {
-			if d4 != nil {
-				return *d4
-			}
-			return *d6
-		}().PublicKey
 		if d4 != nil && d6 != nil && d4.PublicKey != d6.PublicKey {
-			fail(p, "BackendData and BackendV6Data advertise different keys (%s, %s); one device has one peer per key", d4.PublicKey, d6.PublicKey)
-			continue
+			fail("BackendData and BackendV6Data advertise different keys (%s, %s); one device has one peer per key", d4.PublicKey, d6.PublicKey)
+			return wg.Peer{}, false
 		}
-		if key == b.pub {
-			fail(p, "its PublicKey %s is this node's own", key)
-			continue
+		key := d6
+		if d4 != nil {
+			key = d4
 		}
 		six, ok := d.endpointV6(p, d4 != nil, d6 != nil)
 		if !ok {
-			fail(p, "Mode %q needs the peer's %s address, and its lease has none", b.opts.Mode, map[bool]string{false: "IPv4", true: "IPv6"}[b.opts.Mode == ModeIPv6])
-			continue
+			fail("Mode %q needs the peer's %s address, and its lease has none", b.opts.Mode, map[bool]string{false: "IPv4", true: "IPv6"}[b.opts.Mode == ModeIPv6])
+			return wg.Peer{}, false
 		}
 		ip := p.Attrs.PublicIP
 		if six {
 			ip = p.Attrs.IPv6()
 		}
-		peer := wg.Peer{
-			PublicKey:    key,
+		return wg.Peer{
+			PublicKey:    key.PublicKey,
 			PresharedKey: b.opts.PSK,
 			Endpoint:     netip.AddrPortFrom(ip, uint16(b.opts.PeerPort(six, d4, d6))),
 			AllowedIPs:   allowed,
 			Keepalive:    b.opts.Keepalive,
-		}
-		byKey[key] = append(byKey[key], len(cands))
-		cands = append(cands, cand{lease: p, peer: peer})
-	}
-	want := make([]wg.Peer, 0, len(cands))
-	for _, c := range cands {
-		if idx := byKey[c.peer.PublicKey]; len(idx) > 1 {
-			errs = append(errs, b.Skip(c.lease, "PublicKey %s is also advertised by %d other peers", c.peer.PublicKey, len(idx)-1))
-			continue
-		}
-		want = append(want, c.peer)
-	}
-	wg.SortPeers(want)
-	return want, errs
+		}, true
+	})
 }
 
 // endpointV6 says whether the single tunnel reaches peer p over IPv6 (ok

@@ -645,7 +645,73 @@ func (d *device) desired(s backend.State) ([]wg.Peer, []error) {
 		return d.desiredSingle(s)
 	}
 	b := d.b
-	cmp := func(x, y subnet.Lease) int { return wg.ComparePrefix(d.subnetOf(&x), d.subnetOf(&y)) }
+	own := d.subnetOf(&s.Own)
+	leaveOut := func(sn netip.Prefix) bool {
+		return sn == own || d.six && !sn.IsValid() && b.Cfg.EnableIPv4
+	}
+	return d.collect(s, d.subnetOf, leaveOut, func(p *subnet.Lease, fail func(string, ...any)) (wg.Peer, bool) {
+		sn, ip := d.subnetOf(p), d.publicIP(p)
+		if d.six {
+			switch {
+			case !b.Cfg.ContainsIPv6(sn):
+				fail("IPv6 subnet %v is not a /%d of IPv6 network %s", sn, b.Cfg.IPv6SubnetLen, b.Cfg.IPv6Network)
+				return wg.Peer{}, false
+			case !subnet.IsUsableUnicast6(ip):
+				fail("PublicIPv6 %v is not a global unicast IPv6 address", ip)
+				return wg.Peer{}, false
+			}
+		} else {
+			switch {
+			case !b.Cfg.Contains(sn):
+				fail("subnet %v is not a /%d of network %s", sn, b.Cfg.SubnetLen, b.Cfg.Network)
+				return wg.Peer{}, false
+			case !ip.Is4() || !subnet.IsUsableUnicast(ip):
+				fail("PublicIP is not a unicast IPv4 address")
+				return wg.Peer{}, false
+			}
+		}
+		if p.Attrs.BackendType != TypeName {
+			fail("BackendType %q, want %q", p.Attrs.BackendType, TypeName)
+			return wg.Peer{}, false
+		}
+		pd, err := ParseBackendData(d.data(p))
+		if err != nil {
+			if d.six {
+				fail("BackendV6Data: %v", err)
+			} else {
+				fail("%v", err)
+			}
+			return wg.Peer{}, false
+		}
+		port := b.opts.PeerPort(false, &pd, nil)
+		if d.six {
+			port = b.opts.PeerPort(true, nil, &pd)
+		}
+		return wg.Peer{
+			PublicKey:    pd.PublicKey,
+			PresharedKey: b.opts.PSK,
+			Endpoint:     netip.AddrPortFrom(ip, uint16(port)),
+			AllowedIPs:   []netip.Prefix{sn},
+			Keepalive:    b.opts.Keepalive,
+		}, true
+	})
+}
+
+// collect is the frame of desired and desiredSingle. It walks s.Peers in
+// the order of the subnet sub gives each (sorting a copy if need be, so
+// that the result does not depend on their order), leaves out the leases
+// whose subnet leaveOut names (the own one), skips every lease of a
+// subnet that several hold, and asks build for the peer of each other
+// lease, which calls fail with the reason when there is none. A peer
+// advertising this node's own key, or a key that another peer advertises
+// too, is skipped (neither holder can be trusted with a shared key, and
+// skipping all keeps the result independent of the order of events).
+// The peers come back sorted by key; the reasons, one per skipped lease,
+// in subnet order.
+func (d *device) collect(s backend.State, sub func(*subnet.Lease) netip.Prefix, leaveOut func(netip.Prefix) bool,
+	build func(p *subnet.Lease, fail func(format string, args ...any)) (wg.Peer, bool)) ([]wg.Peer, []error) {
+	b := d.b
+	cmp := func(x, y subnet.Lease) int { return wg.ComparePrefix(sub(&x), sub(&y)) }
 	peers := s.Peers
 	if !slices.IsSortedFunc(peers, cmp) {
 		peers = slices.Clone(peers)
@@ -658,87 +724,38 @@ func (d *device) desired(s backend.State) ([]wg.Peer, []error) {
 	var cands []cand
 	var errs []error
 	byKey := map[wg.Key][]int{}
-	own := d.subnetOf(&s.Own)
 	for i := 0; i < len(peers); {
 		j := i + 1
-		for j < len(peers) && d.subnetOf(&peers[j]) == d.subnetOf(&peers[i]) {
+		for j < len(peers) && sub(&peers[j]) == sub(&peers[i]) {
 			j++
 		}
 		group := peers[i:j]
 		i = j
 		p := &group[0]
-		sn := d.subnetOf(p)
-		if sn == own {
+		sn := sub(p)
+		if leaveOut(sn) {
 			continue
-		}
-		if d.six && !sn.IsValid() && b.Cfg.EnableIPv4 {
-			continue
-		}
-		fail := func(p *subnet.Lease, format string, args ...any) {
-			errs = append(errs, b.Skip(p, format, args...))
 		}
 		if len(group) > 1 {
 			for k := range group {
-				fail(&group[k], "another peer holds subnet %s", sn)
+				errs = append(errs, b.Skip(&group[k], "another peer holds subnet %s", sn))
 			}
 			continue
 		}
-		ip := d.publicIP(p)
-		if d.six {
-			switch {
-			case !b.Cfg.ContainsIPv6(sn):
-				fail(p, "IPv6 subnet %v is not a /%d of IPv6 network %s", sn, b.Cfg.IPv6SubnetLen, b.Cfg.IPv6Network)
-				continue
-			case !subnet.IsUsableUnicast6(ip):
-				fail(p, "PublicIPv6 %v is not a global unicast IPv6 address", ip)
-				continue
-			}
-		} else {
-			switch {
-			case !b.Cfg.Contains(sn):
-				fail(p, "subnet %v is not a /%d of network %s", sn, b.Cfg.SubnetLen, b.Cfg.Network)
-				continue
-			case !ip.Is4() || !subnet.IsUsableUnicast(ip):
-				fail(p, "PublicIP is not a unicast IPv4 address")
-				continue
-			}
-		}
-		if p.Attrs.BackendType != TypeName {
-			fail(p, "BackendType %q, want %q", p.Attrs.BackendType, TypeName)
+		peer, ok := build(p, func(format string, args ...any) { errs = append(errs, b.Skip(p, format, args...)) })
+		if !ok {
 			continue
 		}
-		pd, err := ParseBackendData(d.data(p))
-		if err != nil {
-			if d.six {
-				fail(p, "BackendV6Data: %v", err)
-			} else {
-				fail(p, "%v", err)
-			}
+		if peer.PublicKey == b.pub {
+			errs = append(errs, b.Skip(p, "its PublicKey %s is this node's own", peer.PublicKey))
 			continue
 		}
-		if pd.PublicKey == b.pub {
-			fail(p, "its PublicKey %s is this node's own", pd.PublicKey)
-			continue
-		}
-		port := b.opts.PeerPort(false, &pd, nil)
-		if d.six {
-			port = b.opts.PeerPort(true, nil, &pd)
-		}
-		peer := wg.Peer{
-			PublicKey:    pd.PublicKey,
-			PresharedKey: b.opts.PSK,
-			Endpoint:     netip.AddrPortFrom(ip, uint16(port)),
-			AllowedIPs:   []netip.Prefix{sn},
-			Keepalive:    b.opts.Keepalive,
-		}
-		byKey[pd.PublicKey] = append(byKey[pd.PublicKey], len(cands))
+		byKey[peer.PublicKey] = append(byKey[peer.PublicKey], len(cands))
 		cands = append(cands, cand{lease: p, peer: peer})
 	}
 	want := make([]wg.Peer, 0, len(cands))
 	for _, c := range cands {
 		if idx := byKey[c.peer.PublicKey]; len(idx) > 1 {
-			// Neither holder can be trusted with the key; skipping all
-			// keeps the result independent of the order of events.
 			errs = append(errs, b.Skip(c.lease, "PublicKey %s is also advertised by %d other peers", c.peer.PublicKey, len(idx)-1))
 			continue
 		}
