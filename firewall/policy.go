@@ -239,3 +239,21 @@ func ForwardRules(n Net) []Rule {
 		{Dst: net, Action: Accept},
 	}
 }
+
+// FirstDiff names the first difference between the rules a chain lists
+// (have) and the wanted ones, in order: "missing <rule>", "extra <rule>"
+// or "has <rule>, want <rule>"; "" when they match. same compares two
+// rules (nil: as strings).
+func FirstDiff(have, want []string, same func(a, b string) bool) string {
+	for i := range max(len(have), len(want)) {
+		switch {
+		case i >= len(have):
+			return "missing " + want[i]
+		case i >= len(want):
+			return "extra " + have[i]
+		case same == nil && have[i] != want[i], same != nil && !same(have[i], want[i]):
+			return "has " + have[i] + ", want " + want[i]
+		}
+	}
+	return ""
+}

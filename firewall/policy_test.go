@@ -117,3 +117,24 @@ func TestModes(t *testing.T) {
 		t.Errorf("Other: %s %s", IPTables.Other(), NFTables.Other())
 	}
 }
+
+func TestFirstDiff(t *testing.T) {
+	byValue := func(a, b string) bool { return strings.ReplaceAll(a, "0x00004000", "0x4000") == strings.ReplaceAll(b, "0x00004000", "0x4000") }
+	for _, tc := range []struct {
+		name       string
+		have, want []string
+		same       func(a, b string) bool
+		diff       string
+	}{
+		{"equal", []string{"a", "b"}, []string{"a", "b"}, nil, ""},
+		{"missing", []string{"a"}, []string{"a", "b"}, nil, "missing b"},
+		{"extra", []string{"a", "b", "c"}, []string{"a", "b"}, nil, "extra c"},
+		{"changed", []string{"a", "x"}, []string{"a", "b"}, nil, "has x, want b"},
+		{"same by the caller's rule", []string{"mark 0x00004000"}, []string{"mark 0x4000"}, byValue, ""},
+		{"different by the caller's rule", []string{"mark 0x00004000"}, []string{"mark 0x4001"}, byValue, "has mark 0x00004000, want mark 0x4001"},
+	} {
+		if got := FirstDiff(tc.have, tc.want, tc.same); got != tc.diff {
+			t.Errorf("%s: FirstDiff = %q, want %q", tc.name, got, tc.diff)
+		}
+	}
+}

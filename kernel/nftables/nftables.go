@@ -368,7 +368,7 @@ func (fw *Firewall) Check(ctx context.Context, p firewall.Policy) ([]string, err
 			for i, r := range c.rules {
 				want[i] = Rule(f, r)
 			}
-			if d := rulesDiff(lc.rules, want); d != "" {
+			if d := firewall.FirstDiff(lc.rules, want, sameRule); d != "" {
 				out = append(out, fmt.Sprintf("chain %s %s is not current: has %d rules, want %d (%s)", name, c.name, len(lc.rules), len(want), d))
 			}
 		}
@@ -427,22 +427,6 @@ func withoutCounter(w []string) []string {
 		out = append(out, w[i])
 	}
 	return out
-}
-
-// rulesDiff names the first difference between listed rules and wanted
-// ones ("" when they match).
-func rulesDiff(have, want []string) string {
-	for i := range max(len(have), len(want)) {
-		switch {
-		case i >= len(have):
-			return "missing " + want[i]
-		case i >= len(want):
-			return "extra " + have[i]
-		case !sameRule(have[i], want[i]):
-			return "has " + have[i] + ", want " + want[i]
-		}
-	}
-	return ""
 }
 
 // sameRule compares two rules word by word, numbers by value.

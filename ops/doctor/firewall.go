@@ -74,7 +74,7 @@ func (c IPTablesChecker) Check(_ context.Context, network, own netip.Prefix) ([]
 				want = append(want, strings.TrimPrefix(r.String(), r.Table+" "))
 			}
 			if !slices.Equal(have, want) {
-				out = append(out, fmt.Sprintf("chain %s/%s is not current: has %d rules, want %d (%s)", s.table, s.chain, len(have), len(want), firstDiff(have, want)))
+				out = append(out, fmt.Sprintf("chain %s/%s is not current: has %d rules, want %d (%s)", s.table, s.chain, len(have), len(want), firewall.FirstDiff(have, want, nil)))
 			}
 		}
 		lines, err := c.IPT.List(s.table, s.parent)
@@ -111,20 +111,6 @@ func appended(lines []string, chain string) []string {
 		}
 	}
 	return out
-}
-
-func firstDiff(have, want []string) string {
-	for i := range max(len(have), len(want)) {
-		switch {
-		case i >= len(have):
-			return "missing " + want[i]
-		case i >= len(want):
-			return "extra " + have[i]
-		case have[i] != want[i]:
-			return "has " + have[i] + ", want " + want[i]
-		}
-	}
-	return "same rules"
 }
 
 // IPTablesBackend is one iptables variant whose rules are counted.
