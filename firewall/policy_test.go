@@ -119,7 +119,9 @@ func TestModes(t *testing.T) {
 }
 
 func TestFirstDiff(t *testing.T) {
-	byValue := func(a, b string) bool { return strings.ReplaceAll(a, "0x00004000", "0x4000") == strings.ReplaceAll(b, "0x00004000", "0x4000") }
+	byValue := func(a, b string) bool {
+		return strings.ReplaceAll(a, "0x00004000", "0x4000") == strings.ReplaceAll(b, "0x00004000", "0x4000")
+	}
 	for _, tc := range []struct {
 		name       string
 		have, want []string
