@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/weftnet/weft/backend"
 	"github.com/weftnet/weft/backend/internal/base"
@@ -111,9 +112,10 @@ func (d *device) plan(pl *backend.Plan, s backend.State, opts Options, inspect f
 }
 
 // PeerChanges lists how the device's peers (have) differ from the wanted
-// ones: missing, stale (configured otherwise) and extra peers.
+// ones: missing, stale (configured otherwise) and extra peers. A peer that
+// roamed (see roamed) is not stale for its endpoint.
 func PeerChanges(have, want []wg.Peer) []netlinkx.Change {
-	set, remove := DiffPeers(have, want)
+	set, remove := DiffPeers(have, want, time.Now(), nil)
 	cur := make(map[wg.Key]wg.Peer, len(have))
 	for _, p := range have {
 		cur[p.PublicKey] = p

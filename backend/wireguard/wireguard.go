@@ -168,6 +168,10 @@ type device struct {
 	link      netlinkx.Link
 	addrFor   [2]netip.Prefix
 	checkedAt time.Time
+	// advertised is the endpoint each peer's lease gave when its peer was
+	// last set: a peer whose device endpoint differs from it has roamed
+	// (see roamed).
+	advertised map[wg.Key]netip.AddrPort
 
 	kind      atomic.Value // wg.Kind
 	devOK     atomic.Bool
@@ -588,27 +592,73 @@ func (d *device) routes(link int) netlinkx.Entries {
 type peerStats struct{ set, removed int }
 
 // reconcilePeers makes the device's peers equal want (sorted by key): it
-// sets the missing and differing ones, then removes the others.
+// sets the missing and differing ones, then removes the others. A peer
+// that roamed keeps the endpoint WireGuard learnt (roamed).
 func (d *device) reconcilePeers(want []wg.Peer) (peerStats, error) {
 	var st peerStats
 	have, err := d.engine.Peers()
 	if err != nil {
 		return st, fmt.Errorf("wireguard backend: %s: %w", d.name, err)
 	}
-	set, remove := DiffPeers(have, want)
+	set, remove := DiffPeers(have, want, time.Now(), d.advertised)
 	st.set, st.removed = len(set), len(remove)
-	if len(set)+len(remove) == 0 {
-		return st, nil
+	if len(set)+len(remove) > 0 {
+		err = d.engine.Apply(set, remove)
 	}
-	if err := d.engine.Apply(set, remove); err != nil {
+	// What each wanted peer's lease advertises, now held by the device;
+	// after a failed Apply the peers it was to set keep the endpoint
+	// recorded before, so that a lease's new address is not taken for
+	// the device's and is set again next time.
+	adv := make(map[wg.Key]netip.AddrPort, len(want))
+	for _, p := range want {
+		adv[p.PublicKey] = p.Endpoint
+	}
+	if err != nil {
+		for _, p := range set {
+			if old, ok := d.advertised[p.PublicKey]; ok {
+				adv[p.PublicKey] = old
+			} else {
+				delete(adv, p.PublicKey)
+			}
+		}
+	}
+	d.advertised = adv
+	if err != nil {
 		return st, fmt.Errorf("wireguard backend: %s: %w", d.name, err)
 	}
 	return st, nil
 }
 
+// roamGrace is how recent a peer's last handshake must be for the
+// endpoint WireGuard learnt to be kept over the advertised one: a session
+// lives 180 s at most without a new handshake (REJECT_AFTER_TIME), and a
+// peer with traffic shakes hands again every 120 s.
+const roamGrace = 3 * time.Minute
+
+// roamed reports whether the device's peer h keeps its endpoint rather than
+// want's. WireGuard moves a peer's endpoint only to the source address of
+// an authenticated packet from it, so an endpoint other than the advertised
+// one, with a handshake within roamGrace, is where the peer really is (a
+// node behind NAT whose mapping changed); resetting it to the lease's
+// address on each reconcile would cut that peer off until it shook hands
+// again. This holds while the lease advertises what it did when the peer
+// was last set (adv, by key; a key adv lacks counts as unchanged): a lease
+// that moves its address is followed at once. Without a recent handshake,
+// the advertised endpoint is set again (someone changed it by hand, or the
+// peer went quiet).
+func roamed(h, want wg.Peer, now time.Time, adv map[wg.Key]netip.AddrPort) bool {
+	if h.Endpoint == want.Endpoint || !h.Endpoint.IsValid() || h.LastHandshake.IsZero() || now.Sub(h.LastHandshake) >= roamGrace {
+		return false
+	}
+	a, known := adv[want.PublicKey]
+	return !known || a == want.Endpoint
+}
+
 // DiffPeers returns the peers of want that have does not hold as wanted,
-// and the keys of have's peers that want lacks.
-func DiffPeers(have, want []wg.Peer) (set []wg.Peer, remove []wg.Key) {
+// and the keys of have's peers that want lacks. A peer that roamed (at now,
+// with adv the endpoints last advertised, nil: none known) is wanted at
+// the endpoint it holds.
+func DiffPeers(have, want []wg.Peer, now time.Time, adv map[wg.Key]netip.AddrPort) (set []wg.Peer, remove []wg.Key) {
 	cur := make(map[wg.Key]wg.Peer, len(have))
 	for _, p := range have {
 		cur[p.PublicKey] = p
@@ -616,7 +666,11 @@ func DiffPeers(have, want []wg.Peer) (set []wg.Peer, remove []wg.Key) {
 	wanted := make(map[wg.Key]bool, len(want))
 	for _, p := range want {
 		wanted[p.PublicKey] = true
-		if c, ok := cur[p.PublicKey]; !ok || !c.SameConfig(p) {
+		c, ok := cur[p.PublicKey]
+		if ok && roamed(c, p, now, adv) {
+			p.Endpoint = c.Endpoint
+		}
+		if !ok || !c.SameConfig(p) {
 			set = append(set, p)
 		}
 	}

@@ -769,3 +769,81 @@ func TestSetSingleTunnel(t *testing.T) {
 		}
 	}
 }
+
+// TestRoamedEndpointKept: a peer whose endpoint WireGuard moved (an
+// authenticated packet from a new address, as behind a NAT whose mapping
+// changed) keeps it across reconciles while its handshakes are recent; it
+// is set back to the advertised address once they are not, and follows its
+// lease at once when the lease advertises a new address.
+func TestRoamedEndpointKept(t *testing.T) {
+	r := newRig(t, `{"Type":"wireguard"}`)
+	key := wg.Key(peerKey(2))
+	l2, l3 := lease(2, 51820), lease(3, 51820)
+	if err := r.set(t, l2, l3); err != nil {
+		t.Fatal(err)
+	}
+	endpoint := func() netip.AddrPort {
+		t.Helper()
+		ps, _ := r.engine.Peers()
+		for _, p := range ps {
+			if p.PublicKey == key {
+				return p.Endpoint
+			}
+		}
+		t.Fatalf("no peer %s on the device:\n%s", key, r.engine.Dump())
+		return netip.AddrPort{}
+	}
+	advertised := netip.AddrPortFrom(l2.Attrs.PublicIP, 51820)
+	natted := netip.MustParseAddrPort("198.51.100.7:40123")
+	r.engine.TakeOps()
+
+	// Roamed, handshake just now: kept, nothing written.
+	r.engine.Roam(key, natted, time.Now())
+	if err := r.set(t, l2, l3); err != nil {
+		t.Fatal(err)
+	}
+	if got := endpoint(); got != natted {
+		t.Errorf("endpoint %s after a reconcile, want the roamed %s kept", got, natted)
+	}
+	if ops := r.engine.TakeOps(); len(ops) != 0 {
+		t.Errorf("a reconcile wrote %v for a roamed peer", ops)
+	}
+	// The doctor's plan does not call it stale either.
+	have, _ := r.engine.Peers()
+	want, _ := r.b.devices()[0].desired(backend.State{Own: r.own, Peers: []subnet.Lease{l2, l3}})
+	if ch := PeerChanges(have, want); len(ch) != 0 {
+		t.Errorf("plan of a roamed peer: %v", ch)
+	}
+
+	// Its last handshake older than roamGrace: back to the advertised address.
+	r.engine.Roam(key, natted, time.Now().Add(-roamGrace-time.Second))
+	if err := r.set(t, l2, l3); err != nil {
+		t.Fatal(err)
+	}
+	if got := endpoint(); got != advertised {
+		t.Errorf("endpoint %s with a stale handshake, want the advertised %s", got, advertised)
+	}
+
+	// Roamed again, then the lease moves: the lease wins at once.
+	r.engine.Roam(key, natted, time.Now())
+	moved := lease(2, 51820)
+	moved.Attrs.PublicIP = netip.MustParseAddr("192.168.0.222")
+	if err := r.set(t, moved, l3); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := endpoint(), netip.MustParseAddrPort("192.168.0.222:51820"); got != want {
+		t.Errorf("endpoint %s after the lease moved, want %s", got, want)
+	}
+
+	// A device endpoint changed by hand, with no handshake at all: reset.
+	if err := r.engine.Apply([]wg.Peer{{PublicKey: key, Endpoint: natted, AllowedIPs: []netip.Prefix{moved.Subnet}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	r.engine.Roam(key, natted, time.Time{})
+	if err := r.set(t, moved, l3); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := endpoint(), netip.MustParseAddrPort("192.168.0.222:51820"); got != want {
+		t.Errorf("endpoint %s after a change by hand, want %s", got, want)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 var _ Engine = (*Fake)(nil)
@@ -76,6 +77,21 @@ func (f *Fake) Apply(set []Peer, remove []Key) error {
 		delete(f.peers, k)
 	}
 	return errors.Join(errs...)
+}
+
+// Roam does what an engine does when an authenticated packet from the
+// peer with key arrives from a new address: the peer's endpoint becomes
+// that address, and at is its last handshake. It reports false when there
+// is no such peer.
+func (f *Fake) Roam(key Key, endpoint netip.AddrPort, at time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.peers[key]
+	if ok {
+		p.Endpoint, p.LastHandshake = endpoint, at
+		f.peers[key] = p
+	}
+	return ok
 }
 
 // Close implements Engine.
