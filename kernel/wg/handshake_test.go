@@ -243,3 +243,39 @@ func TestUserspaceRestartKicks(t *testing.T) {
 		b.u.Close()
 	}
 }
+
+// TestUserspaceRoams: the engine moves a peer's endpoint to the source of
+// an authenticated packet from it, and reports the new endpoint and a
+// recent handshake through Peers. This is what Fake.Roam stands for and
+// what the wireguard backend keeps (backend/wireguard roamed): here the
+// peer's packets come from [::1] instead of 127.0.0.1, as a node's do
+// after its NAT mapping changed.
+func TestUserspaceRoams(t *testing.T) {
+	a, b := pair(t)
+	viaV6 := a.peer()
+	viaV6.Endpoint = netip.AddrPortFrom(netip.IPv6Loopback(), a.port)
+	if err := b.u.Apply([]Peer{viaV6}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !send(b, a, time.Second) {
+		t.Fatal("a packet from b's new address was not delivered")
+	}
+	want := netip.AddrPortFrom(netip.IPv6Loopback(), b.port)
+	ps, err := a.u.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range ps {
+		if p.PublicKey != b.pub {
+			continue
+		}
+		if p.Endpoint != want {
+			t.Errorf("a's endpoint of b is %s after b's packet from %s, want it roamed there", p.Endpoint, want)
+		}
+		if age := time.Since(p.LastHandshake); p.LastHandshake.IsZero() || age > time.Minute {
+			t.Errorf("a's last handshake with b: %v (%s ago), want a recent one", p.LastHandshake, age)
+		}
+		return
+	}
+	t.Fatalf("a has no peer %s", b.pub)
+}
