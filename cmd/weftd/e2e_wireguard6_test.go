@@ -271,19 +271,39 @@ func hostV6(h *host) netip.Addr {
 	panic("host not in its cluster")
 }
 
-// TestE2EWireGuardSingleTunnel: a dual-stack network in Mode "ipv6": one
-// flannel-wg on ListenPort carries both families (no flannel-wg-v6), its
-// peers at their PublicIPv6; pods reach each other in both families, and
-// between hosts the underlay carries only UDP 51820 over IPv6 (and IPv6
-// neighbour discovery), with a pod-to-pod marker never in clear.
+// TestE2EWireGuardSingleTunnel: a dual-stack network in each single-tunnel
+// Mode ("ipv6", "ipv4", "auto"): one flannel-wg on ListenPort carries both
+// families (no flannel-wg-v6), its peers at their address of the mode's
+// family; pods reach each other in both families, and between hosts the
+// underlay carries only UDP 51820 over that family (and IPv6 neighbour
+// discovery), with a pod-to-pod marker never in clear.
 func TestE2EWireGuardSingleTunnel(t *testing.T) {
 	t.Parallel()
-	conf := strings.Replace(fmt.Sprintf(dualNetConf, "wireguard"), `{"Type":"wireguard"}`, `{"Type":"wireguard","Mode":"ipv6"}`, 1)
+	// The hosts' IPv4 addresses (198.19.x.y) are not private, so auto
+	// picks IPv4 for every peer, as flanneld's selectMode does.
+	// The device's MTU leaves room for IPv6 encapsulation (80 bytes) but
+	// in ipv4, where every endpoint is IPv4 (60).
+	for _, tc := range []struct {
+		mode string
+		six  bool // the endpoints' family
+		mtu  int
+	}{{"ipv6", true, 1420}, {"ipv4", false, 1440}, {"auto", false, 1420}} {
+		t.Run("mode="+tc.mode, func(t *testing.T) {
+			t.Parallel()
+			testSingleTunnel(t, tc.mode, tc.six, tc.mtu)
+		})
+	}
+}
+
+// testSingleTunnel runs two dual-stack hosts with one WireGuard device in
+// Mode mode, whose endpoints are of the family six says, and pods at mtu.
+func testSingleTunnel(t *testing.T, mode string, six bool, mtu int) {
+	conf := strings.Replace(fmt.Sprintf(dualNetConf, "wireguard"), `{"Type":"wireguard"}`, `{"Type":"wireguard","Mode":"`+mode+`"}`, 1)
 	c := newCluster6(t, 2, conf)
 	for _, h := range c.hosts {
 		wgHost(h)
 	}
-	pods, _ := startCNIPods(t, c, true, 1420)
+	pods, _ := startCNIPods(t, c, true, mtu)
 	pingMatrix(t, pods)
 	for _, h := range c.hosts {
 		if out, err := h.ns.Exec("ip", "link", "show", "flannel-wg-v6"); err == nil {
@@ -336,18 +356,26 @@ func TestE2EWireGuardSingleTunnel(t *testing.T) {
 			if p.Src.Is6() && p.Proto == unix.IPPROTO_ICMPV6 && len(f) > 14+40 && (f[14+40] == 135 || f[14+40] == 136) {
 				continue
 			}
-			if !p.Src.Is6() || p.Proto != unix.IPPROTO_UDP || p.SrcPort != 51820 || p.DstPort != 51820 {
+			if p.Src.Is6() != six || p.Proto != unix.IPPROTO_UDP || p.SrcPort != 51820 || p.DstPort != 51820 {
 				bad = append(bad, p.String())
 				continue
 			}
 			tunnelled++
 		}
 		if len(bad) > 0 {
-			t.Errorf("%s's underlay carried traffic between hosts other than WireGuard's UDP 51820 over IPv6: %v", c.hosts[i].name, bad)
+			t.Errorf("%s's underlay carried traffic between hosts other than WireGuard's UDP 51820 over %s: %v", c.hosts[i].name, family(six), bad)
 		}
 	}
-	t.Logf("capture: %d WireGuard frames between hosts, all UDP 51820 over IPv6, for pod traffic of both families", tunnelled)
+	t.Logf("capture: %d WireGuard frames between hosts, all UDP 51820 over %s, for pod traffic of both families", tunnelled, family(six))
 	if tunnelled < 24 {
 		t.Errorf("only %d WireGuard frames between hosts for 12 pings", tunnelled)
 	}
+}
+
+// family names the IP version six says.
+func family(six bool) string {
+	if six {
+		return "IPv6"
+	}
+	return "IPv4"
 }
