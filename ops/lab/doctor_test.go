@@ -297,6 +297,29 @@ func TestLabDoctor(t *testing.T) {
 	})
 	l.waitHealthy(t, "host1")
 
+	t.Run("rules in both iptables variants", func(t *testing.T) {
+		// The lab's agents write through iptables; a tool on the node that
+		// writes through the other variant makes a second rule set the
+		// kernel runs too.
+		other, ours := "iptables-legacy", "iptables-nft"
+		if v := l.inHost(t, "host1", "iptables", "-V"); strings.Contains(v, "legacy") {
+			other, ours = ours, other
+		}
+		rule := []string{"FORWARD", "-s", "192.0.2.0/24", "-j", "ACCEPT"}
+		l.inHost(t, "host1", append([]string{other, "-A"}, rule...)...)
+		defer l.inHost(t, "host1", append([]string{other, "-D"}, rule...)...)
+		want := "rules in both iptables-legacy (1 rules) and iptables-nft"
+		if other == "iptables-nft" {
+			want = "rules in both iptables-legacy"
+		}
+		r := l.expect(t, "host1", nil, 1, "firewall backends", doctor.Problem, want, "update-alternatives --set iptables")
+		t.Logf("the agents write through %s; one rule added through %s", ours, other)
+		if c := r.get(t, "firewall forward"); c.Status == doctor.Problem {
+			t.Errorf("firewall forward with an extra legacy rule: %s %s", c.Status, c.Verdict)
+		}
+	})
+	l.waitHealthy(t, "host1")
+
 	t.Run("cni0 with a stale address", func(t *testing.T) {
 		l.inHost(t, "host1", "ip", "addr", "add", "10.245.7.1/24", "dev", "cni0")
 		defer l.inHost(t, "host1", "ip", "addr", "del", "10.245.7.1/24", "dev", "cni0")
