@@ -297,6 +297,13 @@ func TestLabDoctor(t *testing.T) {
 	})
 	l.waitHealthy(t, "host1")
 
+	t.Run("bridge-nf-call-iptables off", func(t *testing.T) {
+		// Per network namespace in this kernel, as on a node.
+		l.inHost(t, "host1", "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0")
+		defer l.inHost(t, "host1", "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1")
+		l.expect(t, "host1", nil, 0, "sysctl bridge-nf-call-iptables", doctor.Warn, "net.bridge.bridge-nf-call-iptables is 0", "sysctl -w net.bridge.bridge-nf-call-iptables=1")
+	})
+
 	t.Run("rules in both iptables variants", func(t *testing.T) {
 		// The lab's agents write through iptables; a tool on the node that
 		// writes through the other variant makes a second rule set the
