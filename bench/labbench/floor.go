@@ -171,10 +171,14 @@ func (b *Bench) buildFloor(ctx context.Context, h1, h2 lab.Host, hostgw bool) (*
 	return fl, nil
 }
 
-// dropFloor removes the hand-made path, best-effort: the pod-like
-// namespaces, then the devices in the hosts.
+// dropFloor removes the hand-made path, best-effort: the veth pairs and
+// the pod-like namespaces, then the devices and routes in the hosts.
 func (b *Bench) dropFloor(h1, h2 lab.Host) {
 	for _, h := range []lab.Host{h1, h2} {
+		// The veth first, which takes its pod end with it at once: a
+		// namespace's links go only when the kernel's cleanup of the
+		// deleted namespace has run, some time after `ip netns del`.
+		_, _ = run(context.Background(), "ip", "-n", h.NS, "link", "del", floorVeth)
 		_, _ = run(context.Background(), "ip", "netns", "del", floorPodNS(h))
 		_, _ = run(context.Background(), "ip", "-n", h.NS, "link", "del", floorDev)
 		_, _ = run(context.Background(), "ip", "-n", h.NS, "link", "del", floorBr)
