@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -194,11 +195,47 @@ func TestE2EWireGuardDualStack(t *testing.T) {
 	}
 
 	// A SIGKILLed and restarted agent re-opens both persistent TUNs with
-	// the same key: the same lease, both families reach it again.
+	// the same key: the same lease, and both families reach it again
+	// within the stated window, measured by a ping every 10 ms over each
+	// device from host1's pod to host2's.
 	before := leaseKeys(t, c)
+	var from, to cniPod
+	for _, p := range pods {
+		switch p.h {
+		case h1:
+			from = p
+		case h2:
+			to = p
+		}
+	}
+	interval := 10 * time.Millisecond
+	var pings [2]*exec.Cmd
+	var outs [2]*strings.Builder
+	for i, dst := range []netip.Addr{to.addr4, to.ad6} {
+		pings[i] = exec.Command("ip", "netns", "exec", from.pod.NSName, "ping", "-n", "-i", "0.01", "-c", "500", "-W", "1", dst.String())
+		outs[i] = &strings.Builder{}
+		pings[i].Stdout = outs[i]
+		if err := pings[i].Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	killed := time.Now()
 	h2.kill()
 	h2.start()
 	h2.waitReady()
+	readyAfter := time.Since(killed)
+	allowed := max(restartLossWindow, readyAfter+500*time.Millisecond) // as in TestE2EWireGuard
+	for i, dev := range []string{"flannel-wg (IPv4)", "flannel-wg-v6 (IPv6)"} {
+		pings[i].Wait()
+		tx, rx := pingCounts(t, outs[i].String())
+		loss := time.Duration(tx-rx) * interval
+		t.Logf("SIGKILL and restart of host2's agent, ready again after %s: over %s %d sent, %d received, loss window %s (allowed %s)",
+			readyAfter.Round(time.Millisecond), dev, tx, rx, loss, allowed.Round(time.Millisecond))
+		if tx < 300 || loss > allowed {
+			t.Errorf("ping over %s across the restart lost %d of %d packets (%s), more than the %s allowed\n%s", dev, tx-rx, tx, loss, allowed.Round(time.Millisecond), tail(outs[i].String()))
+		}
+	}
 	if after := leaseKeys(t, c); !maps.Equal(after, before) {
 		t.Errorf("leases changed across host2's restart:\n%v\nwas\n%v", after, before)
 	}
