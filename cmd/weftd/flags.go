@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -81,7 +82,39 @@ func parseOptions(args []string, getenv func(string) string, out io.Writer) (*op
 			o.etcdGiven = append(o.etcdGiven, "-"+f.Name)
 		}
 	})
-	return o, o.check()
+	if err := o.check(); err != nil {
+		return o, err
+	}
+	if o.kube.Enabled {
+		if err := checkKubeEnv(getenv); err != nil {
+			return o, fmt.Errorf("%w: %v", errUsage, err)
+		}
+	}
+	return o, nil
+}
+
+// checkKubeEnv checks the two environment variables flanneld's manifests
+// set in Kubernetes mode, which weftd reads for compatibility only:
+//
+//   - EVENT_QUEUE_DEPTH sizes flanneld's channel of lease events (5000).
+//     weftd has no such queue (changes fold into the agent's peer set,
+//     whatever their number), but a value flanneld would stop on stops
+//     weftd too, so that a manifest that starts one starts the other.
+//   - CONT_WHEN_CACHE_NOT_READY lets flanneld go on when its first Node
+//     listing times out. weftd never gives up on the first listing: it
+//     retries, not ready, with /readyz saying why; both values behave alike.
+func checkKubeEnv(getenv func(string) string) error {
+	if v := getenv("EVENT_QUEUE_DEPTH"); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 0 {
+			return fmt.Errorf("EVENT_QUEUE_DEPTH=%q: want a number of events, 0 or more (flanneld's lease event queue; weftd has none, but refuses what flanneld refuses)", v)
+		}
+	}
+	if v := getenv("CONT_WHEN_CACHE_NOT_READY"); v != "" {
+		if _, err := strconv.ParseBool(v); err != nil {
+			return fmt.Errorf("CONT_WHEN_CACHE_NOT_READY=%q: want true or false", v)
+		}
+	}
+	return nil
 }
 
 func (o *options) check() error {

@@ -67,6 +67,12 @@ func TestParseOptions(t *testing.T) {
 				}
 			}},
 		{name: "kube bad prefix", args: []string{"-kube-subnet-mgr", "-kube-annotation-prefix=a/b/c"}, wantErr: "at most one"},
+		{name: "kube, flanneld's manifest env", args: []string{"-kube-subnet-mgr"},
+			env: map[string]string{"EVENT_QUEUE_DEPTH": "5000", "CONT_WHEN_CACHE_NOT_READY": "false"}, check: func(t *testing.T, o *options) {}},
+		{name: "kube, bad EVENT_QUEUE_DEPTH", args: []string{"-kube-subnet-mgr"}, env: map[string]string{"EVENT_QUEUE_DEPTH": "lots"}, wantErr: `EVENT_QUEUE_DEPTH="lots"`},
+		{name: "kube, negative EVENT_QUEUE_DEPTH", args: []string{"-kube-subnet-mgr"}, env: map[string]string{"EVENT_QUEUE_DEPTH": "-1"}, wantErr: `EVENT_QUEUE_DEPTH="-1"`},
+		{name: "kube, bad CONT_WHEN_CACHE_NOT_READY", args: []string{"-kube-subnet-mgr"}, env: map[string]string{"CONT_WHEN_CACHE_NOT_READY": "maybe"}, wantErr: `CONT_WHEN_CACHE_NOT_READY="maybe"`},
+		{name: "etcd mode ignores the kube env", env: map[string]string{"EVENT_QUEUE_DEPTH": "lots"}, check: func(t *testing.T, o *options) {}},
 		{name: "etcd flags unchecked in kube mode", args: []string{"-kube-subnet-mgr", "-etcd-endpoints=nonsense"}, check: func(t *testing.T, o *options) {}},
 		{name: "bad public ip", args: []string{"-public-ip=10.1.1"}, wantErr: `-public-ip "10.1.1"`},
 		{name: "bad endpoint", args: []string{"-etcd-endpoints=localhost:2379"}, wantErr: "not a URL"},
