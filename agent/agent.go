@@ -453,6 +453,16 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 	settle.Stop()
 	defer settle.Stop()
 	var settleC <-chan time.Time
+	// release hands the garbage of many lease changes back to the OS: one
+	// GC (milliseconds), and the peer set's spare room.
+	release := func() {
+		sinceRelease = 0
+		settle.Stop()
+		settleC = nil
+		peers.compact()
+		debug.FreeOSMemory()
+		a.m.MemoryReleases.Inc()
+	}
 	// The subnets changed since the last Set, handed to the backend so that
 	// it looks at those alone (backend.State.Incremental); incremental is
 	// false when the backend must compare every peer (the first Set, a new
@@ -564,11 +574,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			markReady()
 		case <-settleC:
 			// A stream of many small Sets has ended (see bulkRelease).
-			settleC = nil
-			sinceRelease = 0
-			peers.compact()
-			debug.FreeOSMemory()
-			a.m.MemoryReleases.Inc()
+			release()
 		}
 		// Take whatever else is already waiting, so a burst costs one Set.
 	drain:
@@ -652,12 +658,7 @@ func (a *Agent) reconcileLoop(ctx context.Context, start time.Time, ownCh <-chan
 			// runtime would return them to the OS only over minutes.
 			// One GC now (milliseconds) keeps the agent's RSS at what it
 			// really holds.
-			peers.compact()
-			debug.FreeOSMemory()
-			a.m.MemoryReleases.Inc()
-			sinceRelease = 0
-			settle.Stop()
-			settleC = nil
+			release()
 		case sinceRelease >= bulkRelease:
 			// As many changes arriving one by one (a cluster cold start, a
 			// restore) leave as much behind, over many Sets: the same GC

@@ -244,6 +244,11 @@ const (
 	OpDeleteRoute
 )
 
+// deletes reports whether k removes an entry.
+func (k OpKind) deletes() bool {
+	return k == OpDeleteNeigh || k == OpDeleteFDB || k == OpDeleteRoute
+}
+
 // Op is one write for Apply: its Kind, and the entry the kind acts on
 // (Neigh, FDB or Route; the other two are unused).
 type Op struct {

@@ -268,38 +268,45 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 	// deletions, of have) or those of the delta. The writes are queued and
 	// go to the kernel in batches (Interface.Apply), in the order queued.
 	var errs []error
-	q := opQueue{nl: p.nl}
-	// Adds and replacements, in the order that keeps the kernel from ARPing.
 	failedGw := map[netip.Addr]bool{}
-	skipped := 0 // wanted routes absent from have
-	failed := func(op Op, err error) {
-		errs = append(errs, err)
-		switch op.Kind {
-		case OpSetNeigh:
-			failedGw[op.Neigh.IP] = true
-		case OpSetFDB:
-			for ip, n := range want.AllNeighs() {
-				if n.MAC == op.FDB.MAC {
-					failedGw[ip] = true
+	q := opQueue{nl: p.nl, done: func(op Op, err error) {
+		switch {
+		case op.Kind.deletes() && (err == nil || errors.Is(err, ErrNotFound)):
+			st.Deleted++ // an entry already gone is deleted too
+		case err == nil:
+			st.Added++
+		default:
+			errs = append(errs, err)
+			// A route through a gateway whose neighbour or FDB entry
+			// failed is not written.
+			switch op.Kind {
+			case OpSetNeigh:
+				failedGw[op.Neigh.IP] = true
+			case OpSetFDB:
+				for ip, n := range want.AllNeighs() {
+					if n.MAC == op.FDB.MAC {
+						failedGw[ip] = true
+					}
 				}
 			}
 		}
-	}
-	written := func(Op) { st.Added++ }
+	}}
+	// Adds and replacements, in the order that keeps the kernel from ARPing.
+	skipped := 0 // wanted routes absent from have
 	addNeigh := func(ip netip.Addr, n Neigh) {
 		n.Permanent = true
 		if cur, ok := have.neigh(ip); ok && cur == n {
 			return
 		}
 		p.record(func(m *memory) { m.setNeigh(ip, n) })
-		q.add(Op{Kind: OpSetNeigh, Neigh: n}, written, failed)
+		q.add(Op{Kind: OpSetNeigh, Neigh: n})
 	}
 	addFDB := func(f FDB) {
 		if have.hasFDB(f) {
 			return
 		}
 		p.record(func(m *memory) { m.addFDB(f) })
-		q.add(Op{Kind: OpSetFDB, FDB: f}, written, failed)
+		q.add(Op{Kind: OpSetFDB, FDB: f})
 	}
 	addRoute := func(dst netip.Prefix, r Route) {
 		r.Table = MainTable
@@ -315,7 +322,7 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 			return
 		}
 		p.record(func(m *memory) { m.setRoute(dst, r) })
-		q.add(Op{Kind: OpReplaceRoute, Route: r}, written, failed)
+		q.add(Op{Kind: OpReplaceRoute, Route: r})
 	}
 	if d == nil {
 		for ip, n := range want.AllNeighs() {
@@ -351,14 +358,6 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 	q.flush()
 
 	// Deletions: routes, then neighbours, then FDB entries.
-	removed := func(Op) { st.Deleted++ }
-	delFailed := func(_ Op, err error) {
-		if !errors.Is(err, ErrNotFound) {
-			errs = append(errs, err)
-			return
-		}
-		st.Deleted++
-	}
 	delRoute := func(dst netip.Prefix) {
 		if _, ok := want.LookupRoute(dst); ok {
 			return
@@ -368,7 +367,7 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 			return
 		}
 		p.record(func(m *memory) { m.deleteRoute(dst) })
-		q.add(Op{Kind: OpDeleteRoute, Route: r}, removed, delFailed)
+		q.add(Op{Kind: OpDeleteRoute, Route: r})
 	}
 	delNeigh := func(ip netip.Addr) {
 		if _, ok := want.LookupNeigh(ip); ok {
@@ -379,14 +378,14 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 			return
 		}
 		p.record(func(m *memory) { m.deleteNeigh(ip) })
-		q.add(Op{Kind: OpDeleteNeigh, Neigh: n}, removed, delFailed)
+		q.add(Op{Kind: OpDeleteNeigh, Neigh: n})
 	}
 	delFDB := func(f FDB) {
 		if want.HasFDB(f) || !have.hasFDB(f) {
 			return
 		}
 		p.record(func(m *memory) { m.deleteFDB(f) })
-		q.add(Op{Kind: OpDeleteFDB, FDB: f}, removed, delFailed)
+		q.add(Op{Kind: OpDeleteFDB, FDB: f})
 	}
 	if d == nil {
 		// In a full pass have now holds every wanted key, so equal sizes
@@ -438,24 +437,18 @@ func (p *Programmer) sync(link int, want Desired, d *Delta) (Stats, error) {
 }
 
 // opQueue collects writes and hands them to Interface.Apply in batches,
-// then calls each op's done or failed function.
+// then reports each one's outcome to done (err nil: written).
 type opQueue struct {
 	nl   Interface
+	done func(op Op, err error)
 	ops  []Op
-	done []opDone
-}
-
-type opDone struct {
-	ok   func(Op)
-	fail func(Op, error)
 }
 
 // queueMax is the most writes an opQueue holds before it applies them.
 const queueMax = 256
 
-func (q *opQueue) add(op Op, ok func(Op), fail func(Op, error)) {
+func (q *opQueue) add(op Op) {
 	q.ops = append(q.ops, op)
-	q.done = append(q.done, opDone{ok, fail})
 	if len(q.ops) >= queueMax {
 		q.flush()
 	}
@@ -467,16 +460,14 @@ func (q *opQueue) flush() {
 		return
 	}
 	errs := q.nl.Apply(q.ops)
-	next := 0
 	for i, op := range q.ops {
-		if next < len(errs) && errs[next].Index == i {
-			q.done[i].fail(op, errs[next].Err)
-			next++
-			continue
+		var err error
+		if len(errs) > 0 && errs[0].Index == i {
+			err, errs = errs[0].Err, errs[1:]
 		}
-		q.done[i].ok(op)
+		q.done(op, err)
 	}
-	q.ops, q.done = q.ops[:0], q.done[:0]
+	q.ops = q.ops[:0]
 }
 
 // record changes the applied entries before the matching write, so that
