@@ -603,29 +603,18 @@ func (d *device) reconcilePeers(want []wg.Peer) (peerStats, error) {
 	set, remove := DiffPeers(have, want, time.Now(), d.advertised)
 	st.set, st.removed = len(set), len(remove)
 	if len(set)+len(remove) > 0 {
-		err = d.engine.Apply(set, remove)
+		if err := d.engine.Apply(set, remove); err != nil {
+			// The record of what the leases advertised stays as it was: a
+			// lease's new address that was not set is set next time.
+			return st, fmt.Errorf("wireguard backend: %s: %w", d.name, err)
+		}
 	}
-	// What each wanted peer's lease advertises, now held by the device;
-	// after a failed Apply the peers it was to set keep the endpoint
-	// recorded before, so that a lease's new address is not taken for
-	// the device's and is set again next time.
+	// What each wanted peer's lease advertises, now held by the device.
 	adv := make(map[wg.Key]netip.AddrPort, len(want))
 	for _, p := range want {
 		adv[p.PublicKey] = p.Endpoint
 	}
-	if err != nil {
-		for _, p := range set {
-			if old, ok := d.advertised[p.PublicKey]; ok {
-				adv[p.PublicKey] = old
-			} else {
-				delete(adv, p.PublicKey)
-			}
-		}
-	}
 	d.advertised = adv
-	if err != nil {
-		return st, fmt.Errorf("wireguard backend: %s: %w", d.name, err)
-	}
 	return st, nil
 }
 
