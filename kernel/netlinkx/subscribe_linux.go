@@ -97,9 +97,10 @@ func (h *Handle) subscribeEntries(done <-chan struct{}, onErr func(error)) (<-ch
 		buf := make([]byte, 64<<10)
 		for {
 			var n int
+			var from unix.Sockaddr
 			var rerr error
 			err := rc.Read(func(fd uintptr) bool {
-				n, _, rerr = unix.Recvfrom(int(fd), buf, 0)
+				n, from, rerr = unix.Recvfrom(int(fd), buf, 0)
 				return !errors.Is(rerr, unix.EAGAIN)
 			})
 			if err == nil {
@@ -113,6 +114,9 @@ func (h *Handle) subscribeEntries(done <-chan struct{}, onErr func(error)) (<-ch
 					onErr(fmt.Errorf("reading neighbour and route updates: %w", err))
 				}
 				return
+			}
+			if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
+				continue // not from the kernel: no update, whatever it says
 			}
 			msgs, err := syscall.ParseNetlinkMessage(buf[:n])
 			if err != nil {
