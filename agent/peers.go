@@ -35,14 +35,7 @@ const smallPending = 64
 
 func newPeerSet() *peerSet { return &peerSet{pending: make(map[netip.Prefix]pendingLease)} }
 
-func cmpSubnet(l subnet.Lease, p netip.Prefix) int { return comparePrefix(l.Primary(), p) }
-
-func comparePrefix(x, y netip.Prefix) int {
-	if c := x.Addr().Compare(y.Addr()); c != 0 {
-		return c
-	}
-	return x.Bits() - y.Bits()
-}
+func cmpSubnet(l subnet.Lease, p netip.Prefix) int { return subnet.CompareSubnets(l.Primary(), p) }
 
 // lookup returns the lease the set holds for p, pending changes included.
 func (s *peerSet) lookup(p netip.Prefix) (subnet.Lease, bool) {
@@ -98,7 +91,7 @@ func (s *peerSet) all() []subnet.Lease {
 	if len(s.pending) == 0 {
 		return s.sorted
 	}
-	keys := slices.SortedFunc(maps.Keys(s.pending), comparePrefix)
+	keys := slices.SortedFunc(maps.Keys(s.pending), subnet.CompareSubnets)
 	var ins []subnet.Lease // additions, in subnet order
 	var del []int          // indices of removals in sorted, ascending
 	for _, k := range keys {
@@ -134,7 +127,7 @@ func (s *peerSet) all() []subnet.Lease {
 		i, j := len(s.sorted)-1, len(ins)-1
 		s.sorted = slices.Grow(s.sorted, len(ins))[:len(s.sorted)+len(ins)]
 		for w := len(s.sorted) - 1; j >= 0; w-- {
-			if i >= 0 && comparePrefix(s.sorted[i].Primary(), ins[j].Primary()) > 0 {
+			if i >= 0 && subnet.CompareSubnets(s.sorted[i].Primary(), ins[j].Primary()) > 0 {
 				s.sorted[w] = s.sorted[i]
 				i--
 			} else {

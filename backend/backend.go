@@ -50,9 +50,10 @@ type State struct {
 	// Incremental says that Changed names every subnet whose leases in Peers
 	// may differ from those in the previous Set's Peers (added, changed or
 	// removed; a subnet may be named more than once), and that Peers is
-	// sorted by subnet. A backend may then derive entries for those subnets
-	// alone, so that a change costs what it touches, not the whole peer
-	// set. When false the backend compares every peer.
+	// sorted by primary subnet (subnet.CompareSubnets). A backend may
+	// then derive entries for those subnets alone, so that a change costs
+	// what it touches, not the whole peer set. When false the backend
+	// compares every peer.
 	Incremental bool
 	Changed     []netip.Prefix
 }

@@ -219,6 +219,16 @@ func (l *Lease) Primary() netip.Prefix {
 	return l.IPv6Subnet
 }
 
+// CompareSubnets orders subnets by address, then length: the order of
+// backend.State.Peers (by Primary), and of the backends' own lists by
+// subnet.
+func CompareSubnets(x, y netip.Prefix) int {
+	if c := x.Addr().Compare(y.Addr()); c != 0 {
+		return c
+	}
+	return x.Bits() - y.Bits()
+}
+
 // noIPv4 is the IPv4 part of an IPv6-only key: flannel's zero IP4Net.
 const noIPv4 = "0.0.0.0-0"
 

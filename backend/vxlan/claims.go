@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/weftnet/weft/kernel/netlinkx"
+	"github.com/weftnet/weft/subnet"
 )
 
 // claimSet holds, by VtepMAC, the tunnel peers (subnets) that claim it, in
@@ -26,7 +27,7 @@ func (c claimSet) add(mac netlinkx.MAC, sn netip.Prefix) {
 	switch {
 	case !ok:
 		c.first[mac] = sn
-	case comparePrefix(sn, cur) < 0:
+	case subnet.CompareSubnets(sn, cur) < 0:
 		c.first[mac] = sn
 		c.insertRival(mac, cur)
 	default:
@@ -36,7 +37,7 @@ func (c claimSet) add(mac netlinkx.MAC, sn netip.Prefix) {
 
 func (c claimSet) insertRival(mac netlinkx.MAC, sn netip.Prefix) {
 	r := c.rivals[mac]
-	i, _ := slices.BinarySearchFunc(r, sn, comparePrefix)
+	i, _ := slices.BinarySearchFunc(r, sn, subnet.CompareSubnets)
 	c.rivals[mac] = slices.Insert(r, i, sn)
 }
 

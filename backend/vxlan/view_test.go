@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/kernel/netlinkx"
+	"github.com/weftnet/weft/subnet"
 )
 
 // checkView checks that the tunnel's desired state, as the programmer's
@@ -50,7 +51,7 @@ func checkView(t *testing.T, tun *tunnel, what string) {
 	}
 	show := func(e netlinkx.Entries) string {
 		return fmt.Sprint(slices.SortedFunc(maps.Values(e.Neighs), func(a, b netlinkx.Neigh) int { return a.IP.Compare(b.IP) }), " ",
-			len(e.FDBs), " ", slices.SortedFunc(maps.Keys(e.Routes), comparePrefix))
+			len(e.FDBs), " ", slices.SortedFunc(maps.Keys(e.Routes), subnet.CompareSubnets))
 	}
 	if !maps.Equal(got.Neighs, applied.Neighs) || !maps.Equal(got.FDBs, applied.FDBs) || !maps.Equal(got.Routes, applied.Routes) {
 		t.Errorf("%s: the desired view\n%s\ndiffers from what the programmer applied\n%s", what, show(got), show(applied))

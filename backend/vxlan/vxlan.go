@@ -617,11 +617,11 @@ func (t *tunnel) desired(s backend.State, incremental bool) {
 	// index (the IPv6 subnets of a dual-stack set come in another order):
 	// sorting small keys costs a fraction of sorting the leases.
 	order := t.order[:0]
-	if !slices.IsSortedFunc(peers, func(x, y subnet.Lease) int { return comparePrefix(t.subnetOf(&x), t.subnetOf(&y)) }) {
+	if !slices.IsSortedFunc(peers, func(x, y subnet.Lease) int { return subnet.CompareSubnets(t.subnetOf(&x), t.subnetOf(&y)) }) {
 		for i := range peers {
 			order = append(order, subnetIndex{sn: t.subnetOf(&peers[i]), i: int32(i)})
 		}
-		slices.SortFunc(order, func(x, y subnetIndex) int { return comparePrefix(x.sn, y.sn) })
+		slices.SortFunc(order, func(x, y subnetIndex) int { return subnet.CompareSubnets(x.sn, y.sn) })
 		t.order = order
 	}
 	at := func(k int) *subnet.Lease {
@@ -752,7 +752,7 @@ func (t *tunnel) sortGroup(g []subnet.Lease) []subnet.Lease {
 // leaseGroup returns the leases of peers (sorted by primary subnet, as
 // backend.State.Incremental promises) whose primary subnet is sn.
 func leaseGroup(peers []subnet.Lease, sn netip.Prefix) []subnet.Lease {
-	i, _ := slices.BinarySearchFunc(peers, sn, func(l subnet.Lease, p netip.Prefix) int { return comparePrefix(l.Primary(), p) })
+	i, _ := slices.BinarySearchFunc(peers, sn, func(l subnet.Lease, p netip.Prefix) int { return subnet.CompareSubnets(l.Primary(), p) })
 	j := i
 	for j < len(peers) && peers[j].Primary() == sn {
 		j++
@@ -1064,17 +1064,10 @@ func (d *desiredState) errors() []error {
 	if len(d.bad) == 0 {
 		return nil
 	}
-	keys := slices.SortedFunc(maps.Keys(d.bad), comparePrefix)
+	keys := slices.SortedFunc(maps.Keys(d.bad), subnet.CompareSubnets)
 	errs := make([]error, len(keys))
 	for i, k := range keys {
 		errs[i] = d.bad[k]
 	}
 	return errs
-}
-
-func comparePrefix(x, y netip.Prefix) int {
-	if c := x.Addr().Compare(y.Addr()); c != 0 {
-		return c
-	}
-	return x.Bits() - y.Bits()
 }

@@ -607,7 +607,7 @@ func TestChangedMatchesScratch(t *testing.T) {
 							ps = append(ps, l)
 						}
 					}
-					slices.SortStableFunc(ps, func(x, y subnet.Lease) int { return comparePrefix(x.Primary(), y.Primary()) })
+					slices.SortStableFunc(ps, func(x, y subnet.Lease) int { return subnet.CompareSubnets(x.Primary(), y.Primary()) })
 					was, now := groups(prev), groups(ps)
 					var changed []netip.Prefix
 					for sn, g := range now {

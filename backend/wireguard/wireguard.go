@@ -754,7 +754,7 @@ func (d *device) desired(s backend.State) ([]wg.Peer, []error) {
 func (d *device) collect(s backend.State, sub func(*subnet.Lease) netip.Prefix, leaveOut func(netip.Prefix) bool,
 	build func(p *subnet.Lease, fail func(format string, args ...any)) (wg.Peer, bool)) ([]wg.Peer, []error) {
 	b := d.b
-	cmp := func(x, y subnet.Lease) int { return wg.ComparePrefix(sub(&x), sub(&y)) }
+	cmp := func(x, y subnet.Lease) int { return subnet.CompareSubnets(sub(&x), sub(&y)) }
 	peers := s.Peers
 	if !slices.IsSortedFunc(peers, cmp) {
 		peers = slices.Clone(peers)
